@@ -1,0 +1,114 @@
+#include "apps/common.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+namespace qnet {
+
+int run_app(const char* name, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const UsageError& e) {
+    fmt::print(stderr, "{}: error: {} (see {} --help)\n", name, e.what(), name);
+    return 2;
+  } catch (const cxxopts::exceptions::exception& e) {
+    fmt::print(stderr, "{}: error: {} (see {} --help)\n", name, e.what(), name);
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: error: {}\n", name, e.what());
+    return 1;
+  }
+}
+
+void require_int_at_least(const cxxopts::ParseResult& r, const std::string& name, int64_t min) {
+  const int64_t v = r[name].as<int64_t>();
+  if (v < min) throw UsageError(fmt::format("--{} {} (expected an integer >= {})", name, v, min));
+}
+
+void require_positive_finite(const cxxopts::ParseResult& r, const std::string& name) {
+  const double v = r[name].as<double>();
+  if (!(v > 0) || !std::isfinite(v)) throw UsageError(fmt::format("--{} {} (expected a positive number)", name, v));
+}
+
+bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
+
+Json Json::number(double v) {
+  Json j;
+  j.kind_ = Kind::kNumber, j.number_ = v;
+  return j;
+}
+Json Json::integer(int64_t v) {
+  Json j;
+  j.kind_ = Kind::kInteger, j.integer_ = v;
+  return j;
+}
+Json Json::string(const std::string& v) {
+  Json j;
+  j.kind_ = Kind::kString, j.string_ = v;
+  return j;
+}
+Json Json::object() { return Json(); }
+Json Json::array() {
+  Json j;
+  j.kind_ = Kind::kArray;
+  return j;
+}
+Json& Json::set(const std::string& key, Json value) {
+  members_.emplace_back(key, std::move(value));
+  return *this;
+}
+Json& Json::push(Json value) {
+  items_.push_back(std::move(value));
+  return *this;
+}
+
+namespace {
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += static_cast<char>(c);
+    else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out + "\"";
+}
+}  // namespace
+
+void Json::dump_to(std::string& out, int indent, int depth) const {
+  const std::string pad = indent > 0 ? "\n" + std::string(indent * (depth + 1), ' ') : "";
+  const std::string end_pad = indent > 0 ? "\n" + std::string(indent * depth, ' ') : "";
+  const char* sep = indent > 0 ? "," : ", ";
+  switch (kind_) {
+    case Kind::kNumber: out += std::isfinite(number_) ? fmt::format("{}", number_) : "null"; break;
+    case Kind::kInteger: out += std::to_string(integer_); break;
+    case Kind::kString: out += quote(string_); break;
+    case Kind::kObject:
+      out += '{';
+      for (size_t i = 0; i < members_.size(); ++i) {
+        out += (i ? sep : "") + pad + quote(members_[i].first) + ": ";
+        members_[i].second.dump_to(out, indent, depth + 1);
+      }
+      out += (members_.empty() ? "" : end_pad) + "}";
+      break;
+    case Kind::kArray:
+      out += '[';
+      for (size_t i = 0; i < items_.size(); ++i) {
+        out += (i ? sep : "") + pad;
+        items_[i].dump_to(out, indent, depth + 1);
+      }
+      out += (items_.empty() ? "" : end_pad) + "]";
+      break;
+  }
+}
+
+std::string Json::dump(int indent) const {
+  std::string out;
+  dump_to(out, indent, 0);
+  return out;
+}
+
+}  // namespace qnet

@@ -1,0 +1,54 @@
+// What the command-line programs share: one-line errors, option checks, small JSON output.
+//
+//   int main(int argc, char** argv) {
+//     return run_app("train", [&] { ... parse with cxxopts, do the work ...; return 0; });
+//   }
+//
+// run_app turns every exception into "NAME: error: WHAT" on stderr and a non-zero exit:
+// 2 for bad usage (UsageError, cxxopts' parse errors), 1 for everything else.
+#pragma once
+
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+
+namespace qnet {
+
+class UsageError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int run_app(const char* name, const std::function<int()>& body);
+
+// Checks for option values; throw UsageError("--NAME VALUE (expected ...)").
+void require_int_at_least(const cxxopts::ParseResult& r, const std::string& name, int64_t min);
+void require_positive_finite(const cxxopts::ParseResult& r, const std::string& name);
+
+bool stdout_is_terminal();
+
+// A JSON value written by hand: objects keep insertion order.
+class Json {
+ public:
+  static Json number(double v);
+  static Json integer(int64_t v);
+  static Json string(const std::string& v);
+  static Json object();
+  static Json array();
+  Json& set(const std::string& key, Json value);  // objects
+  Json& push(Json value);                         // arrays
+  std::string dump(int indent = 2) const;
+
+ private:
+  enum class Kind { kNumber, kInteger, kString, kObject, kArray } kind_ = Kind::kObject;
+  double number_ = 0;
+  int64_t integer_ = 0;
+  std::string string_;
+  std::vector<std::pair<std::string, Json>> members_;
+  std::vector<Json> items_;
+  void dump_to(std::string& out, int indent, int depth) const;
+};
+
+}  // namespace qnet

@@ -1,0 +1,57 @@
+#include "data/dataset.h"
+
+#include <numeric>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace qnet {
+
+ImageSet::ImageSet(std::shared_ptr<const std::vector<uint8_t>> pixels, std::shared_ptr<const std::vector<int32_t>> labels,
+                   int64_t height, int64_t width)
+    : pixels_(std::move(pixels)), labels_(std::move(labels)), height_(height), width_(width), count_(labels_->size()) {
+  if (static_cast<int64_t>(pixels_->size()) != count_ * height * width)
+    throw std::invalid_argument(fmt::format("ImageSet: {} pixels for {} images of {}x{}", pixels_->size(), count_, height, width));
+}
+
+ImageSet ImageSet::slice(int64_t begin, int64_t count) const {
+  if (begin < 0 || count < 0 || begin + count > count_)
+    throw std::out_of_range(fmt::format("ImageSet::slice({}, {}) of a set of {}", begin, count, count_));
+  ImageSet s = *this;
+  s.begin_ = begin_ + begin;
+  s.count_ = count;
+  return s;
+}
+
+std::vector<int64_t> ImageSet::indices() const {
+  std::vector<int64_t> v(count_);
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+Batch ImageSet::batch(std::span<const int64_t> idx) const {
+  const int64_t n = static_cast<int64_t>(idx.size()), pixels = height_ * width_;
+  Batch b{Tensor({n, height_, width_, 1}), std::vector<int32_t>(n)};
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* src = image(idx[i]);
+    float* dst = b.x.data() + i * pixels;
+    for (int64_t p = 0; p < pixels; ++p) dst[p] = static_cast<float>(src[p]) / 255.f;
+    b.labels[i] = label(idx[i]);
+  }
+  return b;
+}
+
+Batch ImageSet::batch(int64_t begin, int64_t count) const {
+  std::vector<int64_t> idx(count);
+  std::iota(idx.begin(), idx.end(), begin);
+  return batch(idx);
+}
+
+Split split_validation(const ImageSet& all, double fraction) {
+  if (!(fraction >= 0.0 && fraction < 1.0))
+    throw std::invalid_argument(fmt::format("validation split {} (expected a fraction in [0, 1))", fraction));
+  const int64_t at = static_cast<int64_t>(static_cast<double>(all.size()) * (1.0 - fraction));
+  return {all.slice(0, at), all.slice(at, all.size() - at)};
+}
+
+}  // namespace qnet

@@ -1,0 +1,76 @@
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "core/random.h"
+#include "layers/layers.h"
+
+namespace qnet {
+
+Conv2D::Conv2D(const Conv2DOptions& o, Rng& rng) : options_(o) {
+  if (o.in_channels < 1 || o.filters < 1 || o.kernel_h < 1 || o.kernel_w < 1)
+    throw std::invalid_argument(fmt::format("Conv2D: {} input channels, {} filters, kernel {}x{} (expected all >= 1)",
+                                            o.in_channels, o.filters, o.kernel_h, o.kernel_w));
+  const int64_t taps = int64_t{o.kernel_h} * o.kernel_w;
+  kernel_ = Variable(glorot_uniform({o.kernel_h, o.kernel_w, o.in_channels, o.filters}, taps * o.in_channels,
+                                    taps * o.filters, rng),
+                     true);
+  if (o.use_bias) bias_ = Variable(Tensor::zeros({o.filters}), true);
+}
+
+Variable Conv2D::forward(const Variable& x) { return conv2d(x, kernel_, bias_, options_.conv); }
+
+Shape Conv2D::output_shape(const Shape& in) const {
+  if (in.size() != 3 || in[2] != options_.in_channels)
+    throw std::invalid_argument(fmt::format("Conv2D '{}': input {} (expected [H, W, {}])", name_, shape_str(in),
+                                            options_.in_channels));
+  const auto& c = options_.conv;
+  return {axis_geometry(in[0], options_.kernel_h, c.stride_h, c.padding).out,
+          axis_geometry(in[1], options_.kernel_w, c.stride_w, c.padding).out, options_.filters};
+}
+
+std::vector<Variable*> Conv2D::parameters() {
+  if (bias_.defined()) return {&kernel_, &bias_};
+  return {&kernel_};
+}
+
+qbin::LayerRecord Conv2D::to_record() const {
+  qbin::LayerRecord r = Module::to_record();
+  r.ints = {{"filters", static_cast<int32_t>(options_.filters)}, {"in_channels", static_cast<int32_t>(options_.in_channels)},
+            {"kernel_h", options_.kernel_h}, {"kernel_w", options_.kernel_w},
+            {"stride_h", options_.conv.stride_h}, {"stride_w", options_.conv.stride_w},
+            {"padding_same", options_.conv.padding == Padding::kSame ? 1 : 0}};
+  r.tensors.push_back(qbin::f32_tensor("kernel", kernel_.value()));
+  if (bias_.defined()) r.tensors.push_back(qbin::f32_tensor("bias", bias_.value()));
+  return r;
+}
+
+std::unique_ptr<Conv2D> Conv2D::from_record(const qbin::LayerRecord& r) {
+  std::unique_ptr<Conv2D> c(new Conv2D());
+  auto& o = c->options_;
+  o.filters = r.get_int("filters");
+  o.in_channels = r.get_int("in_channels");
+  o.kernel_h = r.get_int("kernel_h");
+  o.kernel_w = r.get_int("kernel_w");
+  o.conv.stride_h = r.get_int("stride_h");
+  o.conv.stride_w = r.get_int("stride_w");
+  o.conv.padding = r.get_int("padding_same") ? Padding::kSame : Padding::kValid;
+  if (o.filters < 1 || o.in_channels < 1 || o.kernel_h < 1 || o.kernel_w < 1 || o.conv.stride_h < 1 || o.conv.stride_w < 1)
+    throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): attributes out of range", r.name));
+  const Shape kshape{o.kernel_h, o.kernel_w, o.in_channels, o.filters};
+  const qbin::TensorRecord& k = r.tensor("kernel");
+  if (k.shape != kshape)
+    throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): kernel {} (expected {})", r.name, shape_str(k.shape), shape_str(kshape)));
+  c->kernel_ = Variable(qbin::to_f32(k), true);
+  const qbin::TensorRecord* b = r.find_tensor("bias");
+  o.use_bias = b != nullptr;
+  if (b) {
+    if (b->shape != Shape{o.filters})
+      throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): bias {} (expected [{}])", r.name, shape_str(b->shape), o.filters));
+    c->bias_ = Variable(qbin::to_f32(*b), true);
+  }
+  c->set_name(r.name);
+  return c;
+}
+
+}  // namespace qnet

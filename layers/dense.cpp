@@ -1,0 +1,65 @@
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "core/random.h"
+#include "layers/layers.h"
+
+namespace qnet {
+
+Dense::Dense(const DenseOptions& o, Rng& rng) : options_(o) {
+  if (o.in_features < 1 || o.units < 1)
+    throw std::invalid_argument(fmt::format("Dense: {} inputs, {} units (expected both >= 1)", o.in_features, o.units));
+  kernel_ = Variable(glorot_uniform({o.in_features, o.units}, o.in_features, o.units, rng), true);
+  if (o.use_bias) bias_ = Variable(Tensor::zeros({o.units}), true);
+}
+
+Variable Dense::forward(const Variable& x) {
+  Variable y = matmul(x, kernel_);
+  return bias_.defined() ? bias_add(y, bias_) : y;
+}
+
+Shape Dense::output_shape(const Shape& in) const {
+  if (in.size() != 1 || in[0] != options_.in_features)
+    throw std::invalid_argument(
+        fmt::format("Dense '{}': input {} (expected [{}])", name_, shape_str(in), options_.in_features));
+  return {options_.units};
+}
+
+std::vector<Variable*> Dense::parameters() {
+  if (bias_.defined()) return {&kernel_, &bias_};
+  return {&kernel_};
+}
+
+qbin::LayerRecord Dense::to_record() const {
+  qbin::LayerRecord r = Module::to_record();
+  r.ints = {{"units", static_cast<int32_t>(options_.units)}, {"in_features", static_cast<int32_t>(options_.in_features)}};
+  r.tensors.push_back(qbin::f32_tensor("kernel", kernel_.value()));
+  if (bias_.defined()) r.tensors.push_back(qbin::f32_tensor("bias", bias_.value()));
+  return r;
+}
+
+std::unique_ptr<Dense> Dense::from_record(const qbin::LayerRecord& r) {
+  std::unique_ptr<Dense> d(new Dense());
+  auto& o = d->options_;
+  o.units = r.get_int("units");
+  o.in_features = r.get_int("in_features");
+  if (o.units < 1 || o.in_features < 1)
+    throw qbin::FormatError(fmt::format("layer '{}' (Dense): units {} in_features {} (expected >= 1)", r.name, o.units, o.in_features));
+  const qbin::TensorRecord& k = r.tensor("kernel");
+  if (k.shape != Shape{o.in_features, o.units})
+    throw qbin::FormatError(fmt::format("layer '{}' (Dense): kernel {} (expected [{}, {}])", r.name, shape_str(k.shape),
+                                        o.in_features, o.units));
+  d->kernel_ = Variable(qbin::to_f32(k), true);
+  const qbin::TensorRecord* b = r.find_tensor("bias");
+  o.use_bias = b != nullptr;
+  if (b) {
+    if (b->shape != Shape{o.units})
+      throw qbin::FormatError(fmt::format("layer '{}' (Dense): bias {} (expected [{}])", r.name, shape_str(b->shape), o.units));
+    d->bias_ = Variable(qbin::to_f32(*b), true);
+  }
+  d->set_name(r.name);
+  return d;
+}
+
+}  // namespace qnet

@@ -1,0 +1,101 @@
+// The layer types: Conv2D, Dense, MaxPool2D, Flatten, ReLU (Sequential: layers/sequential.h).
+//
+//   Rng rng(seed);
+//   auto conv = std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 12}, rng);
+//   auto dense = std::make_unique<Dense>(DenseOptions{.in_features = 2028, .units = 10}, rng);
+//
+// Kernels are Glorot-uniform, biases zero. Each layer is one op (core/ops.h) plus its
+// parameters; activations are layers of their own.
+#pragma once
+
+#include "core/ops.h"
+#include "layers/module.h"
+
+namespace qnet {
+
+class Rng;
+
+struct Conv2DOptions {
+  int64_t in_channels = 1;
+  int64_t filters = 1;
+  int kernel_h = 3;
+  int kernel_w = 3;
+  Conv2dOptions conv;  // stride and padding
+  bool use_bias = true;
+};
+
+class Conv2D : public Module {
+ public:
+  Conv2D(const Conv2DOptions& options, Rng& rng);
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "Conv2D"; }
+  std::vector<Variable*> parameters() override;
+  qbin::LayerRecord to_record() const override;
+  static std::unique_ptr<Conv2D> from_record(const qbin::LayerRecord& r);
+
+  const Conv2DOptions& options() const { return options_; }
+  Variable& kernel() { return kernel_; }  // [KH, KW, IC, OC]
+  Variable& bias() { return bias_; }      // [OC]
+
+ private:
+  Conv2D() = default;
+  Conv2DOptions options_;
+  Variable kernel_, bias_;
+};
+
+struct DenseOptions {
+  int64_t in_features = 1;
+  int64_t units = 1;
+  bool use_bias = true;
+};
+
+class Dense : public Module {
+ public:
+  Dense(const DenseOptions& options, Rng& rng);
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "Dense"; }
+  std::vector<Variable*> parameters() override;
+  qbin::LayerRecord to_record() const override;
+  static std::unique_ptr<Dense> from_record(const qbin::LayerRecord& r);
+
+  const DenseOptions& options() const { return options_; }
+  Variable& kernel() { return kernel_; }  // [IN, OUT]
+  Variable& bias() { return bias_; }      // [OUT]
+
+ private:
+  Dense() = default;
+  DenseOptions options_;
+  Variable kernel_, bias_;
+};
+
+class MaxPool2D : public Module {
+ public:
+  explicit MaxPool2D(const Pool2dOptions& options = {}) : options_(options) {}
+  Variable forward(const Variable& x) override { return max_pool2d(x, options_); }
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "MaxPool2D"; }
+  qbin::LayerRecord to_record() const override;
+  static std::unique_ptr<MaxPool2D> from_record(const qbin::LayerRecord& r);
+  const Pool2dOptions& options() const { return options_; }
+
+ private:
+  Pool2dOptions options_;
+};
+
+class Flatten : public Module {
+ public:
+  Variable forward(const Variable& x) override { return flatten(x); }
+  Shape output_shape(const Shape& input) const override { return {shape_numel(input)}; }
+  std::string type_name() const override { return "Flatten"; }
+};
+
+class ReLU : public Module {
+ public:
+  Variable forward(const Variable& x) override { return relu(x); }
+  Shape output_shape(const Shape& input) const override { return input; }
+  std::string type_name() const override { return "ReLU"; }
+};
+
+}  // namespace qnet

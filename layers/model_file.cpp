@@ -1,0 +1,62 @@
+// Sequential <-> .qbin float model. The first record is "Input" with the example shape;
+// then one record per layer (docs/qbin-format.md).
+#include <fmt/format.h>
+
+#include "layers/sequential.h"
+
+namespace qnet {
+
+qbin::Model to_qbin(const Sequential& model) {
+  qbin::Model m;
+  qbin::LayerRecord input{"Input", "input", {}, {}, {}};
+  const char* axes[] = {"height", "width", "channels"};
+  for (size_t i = 0; i < model.input_shape().size() && i < 3; ++i)
+    input.ints.emplace_back(axes[i], static_cast<int32_t>(model.input_shape()[i]));
+  m.layers.push_back(std::move(input));
+  for (size_t i = 0; i < model.size(); ++i) m.layers.push_back(model.layer(i).to_record());
+  return m;
+}
+
+Sequential from_qbin(const qbin::Model& file) {
+  if (file.layers.empty() || file.layers[0].kind != "Input")
+    throw qbin::FormatError("the first layer record is not 'Input'");
+  const qbin::LayerRecord& in = file.layers[0];
+  const Shape input{in.get_int("height"), in.get_int("width"), in.get_int("channels")};
+  for (int64_t d : input)
+    if (d < 1 || d > 65536) throw qbin::FormatError(fmt::format("input shape {} out of range", shape_str(input)));
+  Sequential model(input);
+  for (size_t i = 1; i < file.layers.size(); ++i) {
+    const qbin::LayerRecord& r = file.layers[i];
+    std::unique_ptr<Module> layer;
+    if (r.kind == "Conv2D") layer = Conv2D::from_record(r);
+    else if (r.kind == "Dense") layer = Dense::from_record(r);
+    else if (r.kind == "MaxPool2D") layer = MaxPool2D::from_record(r);
+    else if (r.kind == "Flatten") layer = std::make_unique<Flatten>();
+    else if (r.kind == "ReLU") layer = std::make_unique<ReLU>();
+    else throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", r.name, r.kind));
+    for (const auto& t : r.tensors)
+      if (t.dtype != qbin::DType::kF32)
+        throw qbin::FormatError(fmt::format("layer '{}' holds {} tensors: this is an int8 model, not a float one", r.name,
+                                            qbin::dtype_name(t.dtype)));
+    layer->set_name(r.name);
+    try {
+      model.add(std::move(layer));
+    } catch (const std::invalid_argument& e) {
+      throw qbin::FormatError(fmt::format("layers do not chain: {}", e.what()));
+    }
+  }
+  return model;
+}
+
+void save_model(const Sequential& model, const std::string& path) { qbin::save(to_qbin(model), path); }
+
+Sequential load_model(const std::string& path) {
+  const qbin::Model file = qbin::load(path);
+  try {
+    return from_qbin(file);
+  } catch (const qbin::FormatError& e) {
+    throw qbin::FormatError(fmt::format("{}: {}", path, e.what()));
+  }
+}
+
+}  // namespace qnet

@@ -1,0 +1,115 @@
+#include "layers/sequential.h"
+
+#include <cctype>
+#include <map>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "core/random.h"
+
+namespace qnet {
+
+namespace {
+// "MaxPool2D" -> "max_pool2d" (Keras' naming of unnamed layers).
+std::string snake_case(const std::string& type) {
+  std::string s;
+  for (size_t i = 0; i < type.size(); ++i) {
+    const char c = type[i];
+    if (std::isupper(static_cast<unsigned char>(c))) {
+      const bool prev_lower = i > 0 && std::islower(static_cast<unsigned char>(type[i - 1]));
+      const bool next_lower = i + 1 < type.size() && std::islower(static_cast<unsigned char>(type[i + 1]));
+      if (i > 0 && (prev_lower || (next_lower && std::isupper(static_cast<unsigned char>(type[i - 1]))))) s += '_';
+      s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else {
+      s += c;
+    }
+  }
+  return s;
+}
+
+std::string with_thousands(int64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+}  // namespace
+
+Module& Sequential::add(std::unique_ptr<Module> layer) {
+  if (layer->name().empty()) {
+    const std::string base = snake_case(layer->type_name());
+    int count = 0;
+    for (const auto& l : layers_)
+      if (snake_case(l->type_name()) == base) ++count;
+    layer->set_name(count == 0 ? base : fmt::format("{}_{}", base, count));
+  }
+  layer->output_shape(output_shape(input_shape_));  // throws if the shapes do not chain
+  layers_.push_back(std::move(layer));
+  return *layers_.back();
+}
+
+void Sequential::replace(size_t i, std::unique_ptr<Module> layer) {
+  layer->set_name(layers_.at(i)->name());
+  layers_[i] = std::move(layer);
+}
+
+Variable Sequential::forward(const Variable& x) {
+  const Shape& s = x.shape();
+  if (s.size() != input_shape_.size() + 1 || !std::equal(input_shape_.begin(), input_shape_.end(), s.begin() + 1))
+    throw std::invalid_argument(fmt::format("model input {} (expected [N, {}])", shape_str(s), fmt::join(input_shape_, ", ")));
+  Variable y = x;
+  for (auto& l : layers_) y = l->forward(y);
+  return y;
+}
+
+Shape Sequential::output_shape(const Shape& input) const {
+  Shape s = input;
+  for (const auto& l : layers_) s = l->output_shape(s);
+  return s;
+}
+
+std::vector<Variable*> Sequential::parameters() {
+  std::vector<Variable*> all;
+  for (auto& l : layers_)
+    for (Variable* p : l->parameters()) all.push_back(p);
+  return all;
+}
+
+void Sequential::set_training(bool training) {
+  Module::set_training(training);
+  for (auto& l : layers_) l->set_training(training);
+}
+
+std::string Sequential::summary() {
+  const std::string rule(65, '_'), double_rule(65, '=');
+  std::string out = fmt::format("Model: \"sequential\"\n{}\n {:<28}{:<26}{}\n{}\n", rule, "Layer (type)", "Output Shape",
+                                "Param #", double_rule);
+  Shape s = input_shape_;
+  int64_t total = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    s = layers_[i]->output_shape(s);
+    const int64_t params = layers_[i]->parameter_count();
+    total += params;
+    const std::string label = fmt::format("{} ({})", layers_[i]->name(), layers_[i]->type_name());
+    out += fmt::format(" {:<28}{:<26}{}\n", label, fmt::format("(None, {})", fmt::join(s, ", ")), with_thousands(params));
+    out += (i + 1 < layers_.size()) ? "\n" : "";
+  }
+  out += fmt::format("{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: 0\n{}\n", double_rule,
+                     with_thousands(total), with_thousands(total), rule);
+  return out;
+}
+
+Sequential mnist_reference_model(Rng& rng) {
+  Sequential m({28, 28, 1});
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 12, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
+  m.add(std::make_unique<ReLU>());
+  m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 2, .window_w = 2}));
+  m.add(std::make_unique<Flatten>());
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 13 * 13 * 12, .units = 10}, rng));
+  return m;
+}
+
+}  // namespace qnet

@@ -1,0 +1,56 @@
+// Sequential: layers applied in order, with Keras-style names and summary.
+//
+//   Rng rng(1);
+//   Sequential model = mnist_reference_model(rng);   // the article's CNN
+//   fmt::print("{}", model.summary());
+//   Variable logits = model.forward(x);              // x: [N, 28, 28, 1]
+//   save_model(model, "model_float.qbin");  Sequential back = load_model("model_float.qbin");
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layers/layers.h"
+
+namespace qnet {
+
+class Sequential : public Module {
+ public:
+  explicit Sequential(Shape input_shape) : input_shape_(std::move(input_shape)) {}
+  // Takes the layer, names it like Keras ("conv2d", "conv2d_1", ...) if unnamed, and checks
+  // that it accepts the previous layer's output shape.
+  Module& add(std::unique_ptr<Module> layer);
+
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "Sequential"; }
+  std::vector<Variable*> parameters() override;
+  void set_training(bool training) override;
+
+  const Shape& input_shape() const { return input_shape_; }
+  size_t size() const { return layers_.size(); }
+  Module& layer(size_t i) { return *layers_[i]; }
+  const Module& layer(size_t i) const { return *layers_[i]; }
+  // Replaces layer i (used by transforms such as QAT); the new layer keeps the old name.
+  void replace(size_t i, std::unique_ptr<Module> layer);
+
+  // Keras' model.summary(): layer (type), output shape, parameter count, totals.
+  std::string summary();
+
+ private:
+  Shape input_shape_;
+  std::vector<std::unique_ptr<Module>> layers_;
+};
+
+// The article's model: Conv2D(12, 3x3, valid) -> ReLU -> MaxPool2D(2x2) -> Flatten -> Dense(10).
+Sequential mnist_reference_model(Rng& rng);
+
+// Float model files (.qbin, docs/qbin-format.md). load_model throws qbin::FormatError or
+// IoError naming the file and the problem.
+qbin::Model to_qbin(const Sequential& model);
+Sequential from_qbin(const qbin::Model& file);
+void save_model(const Sequential& model, const std::string& path);
+Sequential load_model(const std::string& path);
+
+}  // namespace qnet

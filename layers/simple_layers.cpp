@@ -1,0 +1,34 @@
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "layers/layers.h"
+
+namespace qnet {
+
+Shape MaxPool2D::output_shape(const Shape& in) const {
+  if (in.size() != 3) throw std::invalid_argument(fmt::format("MaxPool2D '{}': input {} (expected [H, W, C])", name_, shape_str(in)));
+  const auto& o = options_;
+  return {axis_geometry(in[0], o.window_h, o.stride_h ? o.stride_h : o.window_h, o.padding).out,
+          axis_geometry(in[1], o.window_w, o.stride_w ? o.stride_w : o.window_w, o.padding).out, in[2]};
+}
+
+qbin::LayerRecord MaxPool2D::to_record() const {
+  qbin::LayerRecord r = Module::to_record();
+  const auto& o = options_;
+  r.ints = {{"window_h", o.window_h}, {"window_w", o.window_w}, {"stride_h", o.stride_h ? o.stride_h : o.window_h},
+            {"stride_w", o.stride_w ? o.stride_w : o.window_w}, {"padding_same", o.padding == Padding::kSame ? 1 : 0}};
+  return r;
+}
+
+std::unique_ptr<MaxPool2D> MaxPool2D::from_record(const qbin::LayerRecord& r) {
+  Pool2dOptions o{r.get_int("window_h"), r.get_int("window_w"), r.get_int("stride_h"), r.get_int("stride_w"),
+                  r.get_int("padding_same") ? Padding::kSame : Padding::kValid};
+  if (o.window_h < 1 || o.window_w < 1 || o.stride_h < 1 || o.stride_w < 1)
+    throw qbin::FormatError(fmt::format("layer '{}' (MaxPool2D): window and stride must be >= 1", r.name));
+  auto p = std::make_unique<MaxPool2D>(o);
+  p->set_name(r.name);
+  return p;
+}
+
+}  // namespace qnet

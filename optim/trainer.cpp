@@ -1,0 +1,118 @@
+#include "optim/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "core/ops.h"
+
+namespace qnet {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// "1688/1688 [==============================] - 0.4s 0.2ms/step - loss: 0.0512 - accuracy: 0.9843"
+std::string progress_line(int64_t step, int64_t steps, double elapsed, double loss, double acc) {
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(kWidth * step / std::max<int64_t>(steps, 1));
+  std::string bar(filled, '=');
+  if (filled < kWidth) bar += '>', bar += std::string(kWidth - filled - 1, '.');
+  const double per_step_ms = step > 0 ? 1000.0 * elapsed / step : 0.0;
+  return fmt::format("{}/{} [{}] - {:.1f}s {:.1f}ms/step - loss: {:.4f} - accuracy: {:.4f}", step, steps, bar, elapsed,
+                     per_step_ms, loss, acc);
+}
+}  // namespace
+
+int64_t count_correct(const Tensor& logits, const std::vector<int32_t>& labels) {
+  const int64_t N = logits.dim(0), K = logits.dim(1);
+  int64_t correct = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = logits.data() + n * K;
+    int64_t best = 0;
+    for (int64_t k = 1; k < K; ++k)
+      if (row[k] > row[best]) best = k;
+    correct += best == labels[n];
+  }
+  return correct;
+}
+
+Evaluation evaluate(Module& model, const ImageSet& data, int64_t batch_size) {
+  NoGradGuard no_grad;
+  const bool was_training = model.training();
+  model.set_training(false);
+  Evaluation e;
+  double loss_sum = 0;
+  for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
+    const int64_t n = std::min(batch_size, data.size() - begin);
+    Batch b = data.batch(begin, n);
+    Variable logits = model.forward(Variable(b.x));
+    loss_sum += softmax_cross_entropy(logits, b.labels).value()[0] * n;
+    e.accuracy += static_cast<double>(count_correct(logits.value(), b.labels));
+    e.images += n;
+  }
+  model.set_training(was_training);
+  if (e.images > 0) e.loss = loss_sum / e.images, e.accuracy /= e.images;
+  return e;
+}
+
+std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet& train, const ImageSet& validation,
+                            const FitOptions& o, Rng& rng) {
+  if (o.epochs < 1 || o.batch_size < 1)
+    throw std::invalid_argument(fmt::format("fit: {} epochs, batch size {} (expected both >= 1)", o.epochs, o.batch_size));
+  if (train.size() == 0) throw std::invalid_argument("fit: the training set is empty");
+  const int64_t steps = (train.size() + o.batch_size - 1) / o.batch_size;
+  std::vector<EpochStats> history;
+  for (int epoch = 1; epoch <= o.epochs; ++epoch) {
+    if (o.on_epoch_begin) o.on_epoch_begin(epoch);
+    if (o.progress != Progress::kNone) fmt::print(o.out, "Epoch {}/{}\n", epoch, o.epochs), std::fflush(o.out);
+    model.set_training(true);
+    std::vector<int64_t> order = train.indices();
+    rng.shuffle(order);
+    const Clock::time_point t0 = Clock::now();
+    Clock::time_point last_draw = t0;
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    for (int64_t step = 0; step < steps; ++step) {
+      const int64_t begin = step * o.batch_size, n = std::min(o.batch_size, train.size() - begin);
+      Batch b = train.batch(std::span<const int64_t>(order).subspan(begin, n));
+      Variable logits = model.forward(Variable(b.x));
+      Variable loss = softmax_cross_entropy(logits, b.labels);
+      const float l = loss.value()[0];
+      if (!std::isfinite(l))
+        throw TrainingError(fmt::format("training diverged: loss is {} at epoch {}, step {}/{}", l, epoch, step + 1, steps));
+      optimizer.zero_grad();
+      loss.backward();
+      optimizer.step();
+      loss_sum += static_cast<double>(l) * n;
+      correct += count_correct(logits.value(), b.labels);
+      seen += n;
+      if (o.progress == Progress::kBar && (seconds_since(last_draw) > 0.1 || step + 1 == steps)) {
+        last_draw = Clock::now();
+        fmt::print(o.out, "\r{}", progress_line(step + 1, steps, seconds_since(t0), loss_sum / seen,
+                                                static_cast<double>(correct) / seen));
+        std::fflush(o.out);
+      }
+    }
+    EpochStats s{epoch, seconds_since(t0), loss_sum / seen, static_cast<double>(correct) / seen, 0, 0};
+    if (validation.size() > 0) {
+      const Evaluation v = evaluate(model, validation);
+      s.val_loss = v.loss, s.val_accuracy = v.accuracy;
+    }
+    if (o.progress != Progress::kNone) {
+      const std::string line = progress_line(steps, steps, s.seconds, s.loss, s.accuracy);
+      const std::string val = validation.size() > 0
+                                  ? fmt::format(" - val_loss: {:.4f} - val_accuracy: {:.4f}", s.val_loss, s.val_accuracy)
+                                  : "";
+      fmt::print(o.out, "{}{}{}\n", o.progress == Progress::kBar ? "\r" : "", line, val);
+      std::fflush(o.out);
+    }
+    history.push_back(s);
+    if (o.on_epoch_end) o.on_epoch_end(s);
+  }
+  return history;
+}
+
+}  // namespace qnet

@@ -1,0 +1,59 @@
+// The training loop, top-down: fit -> epoch -> batch, with Keras-style progress.
+//
+//   Adam adam(model.parameters(), {.lr = 1e-3f});
+//   FitOptions fo{.epochs = 10, .batch_size = 32};
+//   std::vector<EpochStats> h = fit(model, adam, split.train, split.validation, fo, rng);
+//   Evaluation test = evaluate(model, mnist.test);
+#pragma once
+
+#include <cstdio>
+#include <functional>
+#include <stdexcept>
+#include <vector>
+
+#include "core/random.h"
+#include "data/dataset.h"
+#include "layers/module.h"
+#include "optim/optimizer.h"
+
+namespace qnet {
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+  int64_t images = 0;
+};
+
+struct EpochStats {
+  int epoch = 0;  // 1-based
+  double seconds = 0;
+  double loss = 0, accuracy = 0;          // running means over the epoch's batches
+  double val_loss = 0, val_accuracy = 0;  // after the epoch, eval mode
+};
+
+enum class Progress { kNone, kPlain, kBar };  // kBar: a live bar for terminals
+
+struct FitOptions {
+  int epochs = 10;
+  int64_t batch_size = 32;
+  Progress progress = Progress::kNone;
+  std::FILE* out = stdout;
+  std::function<void(int epoch)> on_epoch_begin;             // e.g. freeze QAT ranges
+  std::function<void(const EpochStats&)> on_epoch_end;       // e.g. checkpoint
+};
+
+// A NaN or infinite loss: training stops and says where.
+class TrainingError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Loss and accuracy in eval mode with no graph recorded.
+Evaluation evaluate(Module& model, const ImageSet& data, int64_t batch_size = 256);
+
+std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet& train, const ImageSet& validation,
+                            const FitOptions& options, Rng& rng);
+
+// Fraction of rows whose arg-max equals the label (first maximum wins).
+int64_t count_correct(const Tensor& logits, const std::vector<int32_t>& labels);
+
+}  // namespace qnet
