@@ -1,4 +1,6 @@
 // matmul on Eigen: row-major maps over the tensors' storage, no copies.
+#include <omp.h>
+
 #include <stdexcept>
 
 #include <Eigen/Core>
@@ -15,6 +17,20 @@ using ConstMap = Eigen::Map<const Matrix, Eigen::Aligned64>;
 
 ConstMap as_matrix(const Tensor& t) { return ConstMap(t.data(), t.dim(0), t.dim(1)); }
 Map as_matrix(Tensor& t) { return Map(t.data(), t.dim(0), t.dim(1)); }
+
+// Eigen does not split these small products over threads; we split the rows of the
+// result: f(begin, count) computes rows [begin, begin + count) with a single-threaded Eigen
+// product. Every row is computed the same way whatever the split, so results do not
+// depend on the thread count.
+template <typename F>
+void for_row_blocks(int64_t rows, F&& f) {
+#pragma omp parallel if (rows >= 16)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    if (end > begin) f(begin, end - begin);
+  }
+}
 }  // namespace
 
 Variable matmul(const Variable& x, const Variable& w) {
@@ -22,16 +38,22 @@ Variable matmul(const Variable& x, const Variable& w) {
     throw std::invalid_argument(fmt::format("matmul: {} x {} (expected [N, K] x [K, M])", shape_str(x.shape()),
                                             shape_str(w.shape())));
   Tensor y({x.shape()[0], w.shape()[1]});
-  as_matrix(y).noalias() = as_matrix(x.value()) * as_matrix(w.value());
+  for_row_blocks(y.dim(0), [&](int64_t r, int64_t n) {
+    as_matrix(y).middleRows(r, n).noalias() = as_matrix(x.value()).middleRows(r, n) * as_matrix(w.value());
+  });
   return make_result(std::move(y), {x, w}, [x, w](Node& self) {
     if (x.requires_grad()) {  // dX = dY W^T
       Tensor dx(x.shape());
-      as_matrix(dx).noalias() = as_matrix(self.grad) * as_matrix(w.value()).transpose();
+      for_row_blocks(dx.dim(0), [&](int64_t r, int64_t n) {
+        as_matrix(dx).middleRows(r, n).noalias() = as_matrix(self.grad).middleRows(r, n) * as_matrix(w.value()).transpose();
+      });
       x.add_grad(std::move(dx));
     }
     if (w.requires_grad()) {  // dW = X^T dY
       Tensor dw(w.shape());
-      as_matrix(dw).noalias() = as_matrix(x.value()).transpose() * as_matrix(self.grad);
+      for_row_blocks(dw.dim(0), [&](int64_t r, int64_t n) {
+        as_matrix(dw).middleRows(r, n).noalias() = as_matrix(x.value()).middleCols(r, n).transpose() * as_matrix(self.grad);
+      });
       w.add_grad(std::move(dw));
     }
   });

@@ -1,0 +1,68 @@
+// bench_ops: microseconds per call of each op of the reference model at batch 32
+// (forward and backward), median of many calls. Used to choose kernels.
+//
+//   build/bin/bench_ops [--threads 2] [--iterations 300]
+#include <algorithm>
+#include <chrono>
+#include <functional>
+
+#include <fmt/format.h>
+
+#include "apps/common.h"
+#include "core/ops.h"
+#include "core/parallel.h"
+#include "core/random.h"
+
+using namespace qnet;
+
+namespace {
+double median_us(int iterations, const std::function<void()>& f) {
+  std::vector<double> t;
+  for (int i = 0; i < iterations; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+Tensor random_tensor(Shape s, Rng& rng) {
+  Tensor t(std::move(s));
+  for (int64_t i = 0; i < t.numel(); ++i) t[i] = rng.uniform(-1.f, 1.f);
+  return t;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_app("bench_ops", [&] {
+    cxxopts::Options options("bench_ops", "Time the reference model's ops at batch 32");
+    options.add_options()("threads", "Threads (0 = all)", cxxopts::value<int64_t>()->default_value("0"))(
+        "iterations", "Calls per op", cxxopts::value<int64_t>()->default_value("300"));
+    const auto args = options.parse(argc, argv);
+    set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+    const int it = static_cast<int>(args["iterations"].as<int64_t>());
+    Rng rng(1);
+    Variable x(random_tensor({32, 28, 28, 1}, rng));
+    Variable w(random_tensor({3, 3, 1, 12}, rng), true), b(random_tensor({12}, rng), true);
+    Variable wd(random_tensor({2028, 10}, rng), true);
+    Tensor g_conv = random_tensor({32, 26, 26, 12}, rng), g_pool = random_tensor({32, 13, 13, 12}, rng);
+    Variable conv_out = conv2d(x, w, b, {});
+    Variable pooled = max_pool2d(conv_out, {});
+    Variable flat(random_tensor({32, 2028}, rng), true);
+    Variable logits = matmul(flat, wd);
+    conv_out.node().grad = g_conv;
+    fmt::print("{} threads, {} iterations, batch 32 (microseconds, median)\n", num_threads(), it);
+    fmt::print("conv2d forward          {:8.1f}\n", median_us(it, [&] { conv2d(x, w, b, {}); }));
+    fmt::print("conv2d backward (w, b)  {:8.1f}\n", median_us(it, [&] { conv_out.node().backward_fn(conv_out.node()); w.zero_grad(); b.zero_grad(); }));
+    conv_out.node().grad = g_conv;
+    fmt::print("relu forward            {:8.1f}\n", median_us(it, [&] { relu(conv_out); }));
+    fmt::print("max_pool2d forward      {:8.1f}\n", median_us(it, [&] { max_pool2d(conv_out, {}); }));
+    pooled.node().grad = g_pool;
+    fmt::print("max_pool2d backward     {:8.1f}\n", median_us(it, [&] { pooled.node().backward_fn(pooled.node()); conv_out.zero_grad(); }));
+    fmt::print("matmul forward          {:8.1f}\n", median_us(it, [&] { matmul(flat, wd); }));
+    logits.node().grad = random_tensor({32, 10}, rng);
+    fmt::print("matmul backward         {:8.1f}\n", median_us(it, [&] { logits.node().backward_fn(logits.node()); flat.zero_grad(); wd.zero_grad(); }));
+    return 0;
+  });
+}
