@@ -1,0 +1,36 @@
+# Shared by scripts/demo and scripts/test: install what is missing, build, fetch MNIST.
+# Sourced, not run. Every step says what it does; any failure stops the script.
+set -euo pipefail
+
+QNET_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QNET_BUILD="${QNET_BUILD:-$QNET_ROOT/build}"
+QNET_PACKAGES=(g++ cmake make pkg-config libeigen3-dev libdnnl-dev catch2 libfmt-dev libcxxopts-dev libpng-dev zlib1g-dev)
+
+qnet_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs the Debian packages that are not installed yet (and npm when no npm is on PATH).
+qnet_install_packages() {
+  local missing=() p
+  for p in "${QNET_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    qnet_say "Debian packages: all present"
+    return
+  fi
+  qnet_say "Installing missing Debian packages: ${missing[*]}"
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+qnet_build() {
+  qnet_say "Building (Release) in $QNET_BUILD"
+  cmake -S "$QNET_ROOT" -B "$QNET_BUILD" -DCMAKE_BUILD_TYPE="${QNET_BUILD_TYPE:-Release}" "$@" >/dev/null
+  cmake --build "$QNET_BUILD" -j"$(nproc)" 2>&1 | grep -E "error|warning: unused" || true
+  [[ -x "$QNET_BUILD/bin/train" ]] || { echo "build failed: $QNET_BUILD/bin/train is missing" >&2; exit 1; }
+}
+
+qnet_fetch_mnist() { "$QNET_ROOT/scripts/fetch_mnist"; }

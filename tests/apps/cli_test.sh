@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The programs' bad-input behaviour: one-line errors and non-zero exits, never a crash.
+# Usage: cli_test.sh BIN_DIR
+set -u
+bin="$1"
+failures=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# expect NAME EXIT_CODE PATTERN -- COMMAND...
+expect() {
+  local name="$1" code="$2" pattern="$3"
+  shift 4
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  local lines
+  lines=$(wc -l <"$tmp/err")
+  if [[ $got -ne $code ]] || ! grep -q -- "$pattern" "$tmp/err" || [[ $lines -ne 1 ]]; then
+    echo "FAIL $name: exit $got (expected $code), $lines stderr lines, stderr: $(head -c 300 "$tmp/err")"
+    failures=$((failures + 1))
+  else
+    echo "ok   $name: $(cat "$tmp/err")"
+  fi
+}
+
+mkdir -p "$tmp/empty" "$tmp/corrupt"
+expect "unknown flag" 2 "bogus" -- "$bin/train" --bogus
+expect "non-numeric epochs" 2 "ten" -- "$bin/train" --epochs ten
+expect "zero epochs" 2 "expected an integer >= 1" -- "$bin/train" --epochs 0
+expect "zero batch" 2 "batch-size 0" -- "$bin/train" --batch-size 0
+expect "negative lr" 2 "expected a positive number" -- "$bin/train" --lr -1
+expect "split of 1" 2 "validation-split 1" -- "$bin/train" --validation-split 1
+expect "stray argument" 2 "unexpected argument" -- "$bin/train" extra
+expect "missing data" 1 "scripts/fetch_mnist" -- "$bin/train" --data-dir "$tmp/empty"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  head -c 2000 /dev/zero >"$tmp/corrupt/$f"
+done
+expect "corrupt data" 1 "scripts/fetch_mnist" -- "$bin/train" --data-dir "$tmp/corrupt"
+
+if "$bin/train" --help | grep -q -- "--validation-split"; then echo "ok   help"; else echo "FAIL help"; failures=$((failures + 1)); fi
+echo "$failures failed"
+[[ $failures -eq 0 ]]

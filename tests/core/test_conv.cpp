@@ -1,0 +1,83 @@
+#include <catch2/catch.hpp>
+
+#include "core/ops.h"
+#include "tests/grad_check.h"
+
+using namespace qnet;
+using namespace qnet::testing;
+
+namespace {
+// Plain six-loop convolution: the reference the fast kernels are compared with.
+Tensor naive_conv(const Tensor& x, const Tensor& w, const Tensor* b, int sh, int sw, Padding pad) {
+  const int64_t N = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3), KH = w.dim(0), KW = w.dim(1), OC = w.dim(3);
+  const AxisGeometry gh = axis_geometry(H, KH, sh, pad), gw = axis_geometry(W, KW, sw, pad);
+  Tensor y = Tensor::zeros({N, gh.out, gw.out, OC});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < gh.out; ++oh)
+      for (int64_t ow = 0; ow < gw.out; ++ow)
+        for (int64_t oc = 0; oc < OC; ++oc) {
+          double acc = b ? (*b)[oc] : 0.0;
+          for (int64_t kh = 0; kh < KH; ++kh)
+            for (int64_t kw = 0; kw < KW; ++kw)
+              for (int64_t c = 0; c < C; ++c) {
+                const int64_t ih = oh * sh - gh.pad_before + kh, iw = ow * sw - gw.pad_before + kw;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                acc += double{x[((n * H + ih) * W + iw) * C + c]} * w[((kh * KW + kw) * C + c) * OC + oc];
+              }
+          y[((n * gh.out + oh) * gw.out + ow) * OC + oc] = static_cast<float>(acc);
+        }
+  return y;
+}
+}  // namespace
+
+TEST_CASE("conv2d forward matches a hand-computed 1-channel case", "[core]") {
+  // 3x3 input, 2x2 kernel of ones, valid: each output is the sum of a 2x2 window, plus bias 0.5.
+  Variable x(Tensor::from({1, 3, 3, 1}, {1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  Variable w(Tensor::full({2, 2, 1, 1}, 1.f)), b(Tensor::full({1}, 0.5f));
+  CHECK(conv2d(x, w, b, {}).value().to_vector() == std::vector<float>{12.5f, 16.5f, 24.5f, 28.5f});
+}
+
+TEST_CASE("conv2d forward matches the naive reference for strides, paddings and channel counts", "[core]") {
+  Rng rng(5);
+  struct Case { int64_t H, W, C, KH, KW, OC; int stride; Padding pad; };
+  const Case cases[] = {{28, 28, 1, 3, 3, 12, 1, Padding::kValid}, {9, 7, 1, 3, 3, 12, 2, Padding::kSame},
+                        {8, 8, 3, 3, 3, 20, 1, Padding::kSame},    {7, 9, 2, 2, 4, 17, 2, Padding::kValid},
+                        {10, 10, 1, 5, 5, 4, 1, Padding::kSame},   {6, 6, 5, 1, 1, 33, 1, Padding::kValid}};
+  for (const Case& c : cases) {
+    INFO("H " << c.H << " W " << c.W << " C " << c.C << " kernel " << c.KH << "x" << c.KW << " OC " << c.OC << " stride " << c.stride);
+    Tensor x = random_tensor({3, c.H, c.W, c.C}, rng), w = random_tensor({c.KH, c.KW, c.C, c.OC}, rng);
+    Tensor b = random_tensor({c.OC}, rng);
+    const Tensor expected = naive_conv(x, w, &b, c.stride, c.stride, c.pad);
+    const Tensor got = conv2d(Variable(x), Variable(w), Variable(b), {c.stride, c.stride, c.pad}).value();
+    REQUIRE(got.shape() == expected.shape());
+    for (int64_t i = 0; i < got.numel(); ++i) REQUIRE(got[i] == Approx(expected[i]).margin(1e-5));
+  }
+}
+
+TEST_CASE("conv2d backward matches finite differences", "[core][grad]") {
+  Rng rng(6);
+  struct Case { Shape x, w; Conv2dOptions o; };
+  const Case cases[] = {
+      {{2, 5, 5, 1}, {3, 3, 1, 12}, {1, 1, Padding::kValid}},  // the reference layer (specialised kernel)
+      {{1, 6, 5, 3}, {3, 3, 3, 4}, {2, 2, Padding::kSame}},    // specialised 3x3x3, stride 2, same
+      {{2, 5, 6, 2}, {2, 3, 2, 3}, {1, 2, Padding::kSame}},    // generic kernel, mixed strides
+      {{1, 7, 7, 2}, {3, 3, 2, 18}, {2, 1, Padding::kValid}},  // two channel blocks (18 > 16)
+  };
+  for (const Case& c : cases) {
+    INFO("input " << shape_str(c.x) << " kernel " << shape_str(c.w) << " stride " << c.o.stride_h << "x" << c.o.stride_w);
+    const Conv2dOptions o = c.o;
+    check_gradients([o](auto& v) { return conv2d(v[0], v[1], v[2], o); },
+                    {random_tensor(c.x, rng), random_tensor(c.w, rng), random_tensor({c.w[3]}, rng)});
+  }
+  check_gradients([](auto& v) { return conv2d(v[0], v[1], Variable(), {}); },
+                  {random_tensor({1, 4, 4, 1}, rng), random_tensor({3, 3, 1, 2}, rng)});
+}
+
+TEST_CASE("conv2d refuses mismatched shapes", "[core]") {
+  Variable x(Tensor::zeros({1, 5, 5, 2})), w(Tensor::zeros({3, 3, 1, 4})), b(Tensor::zeros({4}));
+  CHECK_THROWS_WITH(conv2d(x, w, b, {}), Catch::Contains("conv2d") && Catch::Contains("[1, 5, 5, 2]"));
+  Variable w2(Tensor::zeros({7, 7, 2, 4}));
+  CHECK_THROWS_WITH(conv2d(x, w2, b, {}), Catch::Contains("does not fit"));
+  Variable w3(Tensor::zeros({3, 3, 2, 4}));
+  CHECK_THROWS_WITH(conv2d(x, w3, b, {0, 1, Padding::kValid}), Catch::Contains("stride"));
+}

@@ -1,0 +1,87 @@
+#include <catch2/catch.hpp>
+
+#include "core/random.h"
+#include "data/dataset.h"
+#include "data/idx.h"
+
+using namespace qnet;
+
+namespace {
+std::vector<uint8_t> idx_bytes(std::vector<uint32_t> dims, size_t data_bytes) {
+  std::vector<uint8_t> b{0, 0, 8, static_cast<uint8_t>(dims.size())};
+  for (uint32_t d : dims)
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(d >> s));
+  for (size_t i = 0; i < data_bytes; ++i) b.push_back(static_cast<uint8_t>(i * 7));
+  return b;
+}
+
+ImageSet tiny_set(int64_t count) {
+  auto pixels = std::make_shared<std::vector<uint8_t>>(count * 4);
+  auto labels = std::make_shared<std::vector<int32_t>>(count);
+  for (int64_t i = 0; i < count; ++i) {
+    for (int p = 0; p < 4; ++p) (*pixels)[i * 4 + p] = static_cast<uint8_t>(i * 4 + p);
+    (*labels)[i] = static_cast<int32_t>(i % 10);
+  }
+  return ImageSet(pixels, labels, 2, 2);
+}
+}  // namespace
+
+TEST_CASE("the IDX reader accepts a valid file", "[data]") {
+  const auto b = idx_bytes({3, 2, 2}, 12);
+  const IdxArray a = parse_idx(b.data(), b.size(), 3, "test");
+  CHECK(a.dims == std::vector<uint32_t>{3, 2, 2});
+  REQUIRE(a.data.size() == 12);
+  CHECK(a.data[5] == 35);
+}
+
+TEST_CASE("the IDX reader refuses malformed files", "[data]") {
+  auto truncated = idx_bytes({3, 2, 2}, 11);
+  CHECK_THROWS_WITH(parse_idx(truncated.data(), truncated.size(), 3, "t"), Catch::Contains("truncated or corrupt"));
+  auto bad_magic = idx_bytes({3, 2, 2}, 12);
+  bad_magic[0] = 0x1f;
+  CHECK_THROWS_WITH(parse_idx(bad_magic.data(), bad_magic.size(), 3, "t"), Catch::Contains("bad magic"));
+  auto bad_type = idx_bytes({3}, 3);
+  bad_type[2] = 0x0d;
+  CHECK_THROWS_WITH(parse_idx(bad_type.data(), bad_type.size(), 1, "t"), Catch::Contains("element type"));
+  auto wrong_count = idx_bytes({4, 2, 2}, 12);  // header promises 16 bytes
+  CHECK_THROWS_WITH(parse_idx(wrong_count.data(), wrong_count.size(), 3, "t"), Catch::Contains("expected 16"));
+  auto wrong_rank = idx_bytes({12}, 12);
+  CHECK_THROWS_WITH(parse_idx(wrong_rank.data(), wrong_rank.size(), 3, "t"), Catch::Contains("rank 1 (expected 3)"));
+  auto short_header = idx_bytes({3, 2, 2}, 0);
+  short_header.resize(9);
+  CHECK_THROWS_WITH(parse_idx(short_header.data(), short_header.size(), 3, "t"), Catch::Contains("truncated header"));
+  CHECK_THROWS(read_idx("/nonexistent/qnet-file", 1));
+}
+
+TEST_CASE("shuffling is determined by the seed", "[data]") {
+  std::vector<int64_t> a(1000), b(1000), c(1000);
+  for (int i = 0; i < 1000; ++i) a[i] = b[i] = c[i] = i;
+  Rng r1(42), r2(42), r3(43);
+  r1.shuffle(a), r2.shuffle(b), r3.shuffle(c);
+  CHECK(a == b);
+  CHECK(a != c);
+  std::vector<int64_t> sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 1000; ++i) REQUIRE(sorted[i] == i);  // a permutation
+}
+
+TEST_CASE("the validation split takes the end of the set, as Keras does", "[data]") {
+  const ImageSet all = tiny_set(60);
+  const Split s = split_validation(all, 0.1);
+  CHECK(s.train.size() == 54);
+  CHECK(s.validation.size() == 6);
+  CHECK(s.validation.label(0) == all.label(54));
+  CHECK(s.validation.image(5)[3] == all.image(59)[3]);
+  CHECK_THROWS(split_validation(all, 1.0));
+  CHECK_THROWS(split_validation(all, -0.1));
+}
+
+TEST_CASE("batches are normalised to [0, 1] from the uint8 pixels", "[data]") {
+  const ImageSet all = tiny_set(10);
+  const std::vector<int64_t> idx{3, 0};
+  const Batch b = all.batch(idx);
+  CHECK(b.x.shape() == Shape{2, 2, 2, 1});
+  CHECK(b.x[0] == 12.f / 255.f);
+  CHECK(b.x[7] == 3.f / 255.f);
+  CHECK(b.labels == std::vector<int32_t>{3, 0});
+}
