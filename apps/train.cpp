@@ -1,6 +1,8 @@
 // train: trains the article's MNIST CNN and saves it as a .qbin model.
 //
 //   build/bin/train --epochs 10 --seed 1 --metrics m.json     # float, -> model_float.qbin
+//   build/bin/train --qat --epochs 10 --bits 8                # QAT from scratch, -> model_qat.qbin
+//   build/bin/train --qat --init model_float.qbin --epochs 2  # QAT fine-tuning of a float model
 #include <fmt/format.h>
 
 #include "apps/common.h"
@@ -9,12 +11,13 @@
 #include "data/mnist.h"
 #include "layers/sequential.h"
 #include "optim/trainer.h"
+#include "quant/qat.h"
 
 using namespace qnet;
 
 namespace {
 
-Json metrics_json(const cxxopts::ParseResult& args, const std::vector<EpochStats>& history, const Evaluation& test) {
+Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<EpochStats>& history, const Evaluation& test) {
   Json epochs = Json::array();
   for (const EpochStats& e : history)
     epochs.push(Json::object()
@@ -24,9 +27,9 @@ Json metrics_json(const cxxopts::ParseResult& args, const std::vector<EpochStats
                     .set("accuracy", Json::number(e.accuracy))
                     .set("val_loss", Json::number(e.val_loss))
                     .set("val_accuracy", Json::number(e.val_accuracy)));
-  return Json::object()
-      .set("mode", Json::string("float"))
-      .set("seed", Json::integer(args["seed"].as<int64_t>()))
+  Json j = Json::object().set("mode", Json::string(bits ? "qat" : "float"));
+  if (bits) j.set("bits", Json::integer(bits));
+  return j.set("seed", Json::integer(args["seed"].as<int64_t>()))
       .set("threads", Json::integer(num_threads()))
       .set("test_accuracy", Json::number(test.accuracy))
       .set("test_loss", Json::number(test.loss))
@@ -45,7 +48,16 @@ int train_main(int argc, char** argv) {
       ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
        cxxopts::value<std::string>()->default_value(""))
       ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
-      ("o,output", "Where to save the trained model", cxxopts::value<std::string>()->default_value("model_float.qbin"))
+      ("o,output", "Where to save the trained model (default model_float.qbin, with --qat model_qat.qbin)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("qat", "Quantization-aware training (fake-quantized weights and activations)")
+      ("bits", "QAT bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
+      ("init", "Start from this model file instead of a fresh model (with --qat: fine-tune a float model)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("observer", "QAT activation ranges: 'ema' (moving average 0.01 from the first batch, PyTorch) or 'tfmot' "
+       "(0.001 from [-6, 6])", cxxopts::value<std::string>()->default_value("ema"))
+      ("freeze-ranges-after", "QAT: stop updating activation ranges after this epoch (0 = never)",
+       cxxopts::value<int64_t>()->default_value("0"))
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
   const cxxopts::ParseResult args = options.parse(argc, argv);
@@ -62,8 +74,16 @@ int train_main(int argc, char** argv) {
   const double split = args["validation-split"].as<double>();
   if (!(split >= 0.0 && split < 1.0))
     throw UsageError(fmt::format("--validation-split {} (expected a fraction in [0, 1))", split));
-  const std::string output = args["output"].as<std::string>();
-  if (output.empty()) throw UsageError("--output is empty (expected a file path)");
+  const bool qat = args.count("qat") > 0;
+  const int bits = static_cast<int>(args["bits"].as<int64_t>());
+  if (bits < 2 || bits > 8) throw UsageError(fmt::format("--bits {} (expected 2..8)", bits));
+  if (!qat && (args.count("bits") || args.count("observer") || args.count("freeze-ranges-after")))
+    throw UsageError("--bits, --observer and --freeze-ranges-after need --qat");
+  const std::string observer = args["observer"].as<std::string>();
+  if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
+  require_int_at_least(args, "freeze-ranges-after", 0);
+  std::string output = args["output"].as<std::string>();
+  if (output.empty()) output = qat ? "model_qat.qbin" : "model_float.qbin";
 
   set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
@@ -71,7 +91,18 @@ int train_main(int argc, char** argv) {
 
   const uint64_t seed = static_cast<uint64_t>(args["seed"].as<int64_t>());
   Rng rng(seed);
-  Sequential model = mnist_reference_model(rng);
+  const std::string init = args["init"].as<std::string>();
+  Sequential model = init.empty() ? mnist_reference_model(rng) : load_any_model(init);
+  if (model.input_shape() != Shape{28, 28, 1} || model.output_shape(model.input_shape()) != Shape{10})
+    throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected 28x28x1 images and 10 classes)", init,
+                                         shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape()))));
+  if (qat && !is_qat(model)) {
+    QatOptions qo{.bits = bits, .observer = {}};
+    if (observer == "tfmot") qo.observer = {.averaging_constant = 0.001f, .init_from_first_batch = false};
+    prepare_qat(model, qo);
+  } else if (!qat && is_qat(model)) {
+    throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
+  }
   fmt::print("{}", model.summary());
   fmt::print("Training on {} images, validating on {}; seed {}, {} threads\n", data.train.size(), data.validation.size(),
              seed, num_threads());
@@ -82,12 +113,18 @@ int train_main(int argc, char** argv) {
   fo.batch_size = args["batch-size"].as<int64_t>();
   fo.progress = stdout_is_terminal() ? Progress::kBar : Progress::kPlain;
   fo.on_epoch_end = [&](const EpochStats&) { save_model(model, output); };  // the last good model is always on disk
+  const int64_t freeze_after = args["freeze-ranges-after"].as<int64_t>();
+  if (qat && freeze_after > 0)
+    fo.on_epoch_begin = [&](int epoch) {
+      if (epoch == freeze_after + 1) freeze_observers(model), fmt::print("Activation ranges frozen\n");
+    };
   const std::vector<EpochStats> history = fit(model, adam, data.train, data.validation, fo, rng);
 
   const Evaluation test = evaluate(model, mnist.test);
-  fmt::print("Test accuracy: {:.4f} - test loss: {:.4f}\nSaved the float model to {}\n", test.accuracy, test.loss, output);
+  fmt::print("Test accuracy{}: {:.4f} - test loss: {:.4f}\nSaved the {} model to {}\n", qat ? " (fake-quantized)" : "",
+             test.accuracy, test.loss, qat ? fmt::format("QAT ({}-bit)", qat_bits(model)) : "float", output);
   if (const std::string path = args["metrics"].as<std::string>(); !path.empty()) {
-    write_file_atomic(path, metrics_json(args, history, test).dump() + "\n");
+    write_file_atomic(path, metrics_json(args, qat ? qat_bits(model) : 0, history, test).dump() + "\n");
     fmt::print("Wrote metrics to {}\n", path);
   }
   return 0;

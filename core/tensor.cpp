@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <new>
 #include <stdexcept>
 
@@ -12,9 +14,51 @@ namespace qnet {
 namespace {
 constexpr std::align_val_t kAlignment{64};
 
+// Training allocates and frees the same few buffer sizes every step. Freed buffers wait
+// here for reuse (up to kPoolBytes), so a step does not go back to the kernel for fresh,
+// zeroed pages each time. Never destroyed: tensors may be freed during static destruction.
+class BufferPool {
+ public:
+  static constexpr size_t kPoolBytes = size_t{256} << 20;
+  float* get(size_t floats) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(floats);
+      if (it != free_.end() && !it->second.empty()) {
+        float* p = it->second.back();
+        it->second.pop_back();
+        bytes_ -= floats * sizeof(float);
+        return p;
+      }
+    }
+    return static_cast<float*>(::operator new[](floats * sizeof(float), kAlignment));
+  }
+  void put(float* p, size_t floats) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (bytes_ + floats * sizeof(float) <= kPoolBytes) {
+        free_[floats].push_back(p);
+        bytes_ += floats * sizeof(float);
+        return;
+      }
+    }
+    ::operator delete[](p, kAlignment);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<float*>> free_;
+  size_t bytes_ = 0;
+};
+
+BufferPool& pool() {
+  static BufferPool* p = new BufferPool();
+  return *p;
+}
+
 std::shared_ptr<float[]> allocate(int64_t n) {
-  float* p = static_cast<float*>(::operator new[](std::max<int64_t>(n, 1) * sizeof(float), kAlignment));
-  return std::shared_ptr<float[]>(p, [](float* q) { ::operator delete[](q, kAlignment); });
+  const size_t floats = static_cast<size_t>(std::max<int64_t>(n, 1));
+  return std::shared_ptr<float[]>(pool().get(floats), [floats](float* q) { pool().put(q, floats); });
 }
 }  // namespace
 

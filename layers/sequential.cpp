@@ -51,9 +51,10 @@ Module& Sequential::add(std::unique_ptr<Module> layer) {
   return *layers_.back();
 }
 
-void Sequential::replace(size_t i, std::unique_ptr<Module> layer) {
-  layer->set_name(layers_.at(i)->name());
-  layers_[i] = std::move(layer);
+void Sequential::transform(size_t i, const std::function<std::unique_ptr<Module>(std::unique_ptr<Module>)>& make) {
+  const std::string name = layers_.at(i)->name();
+  layers_[i] = make(std::move(layers_[i]));
+  layers_[i]->set_name(name);
 }
 
 Variable Sequential::forward(const Variable& x) {

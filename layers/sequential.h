@@ -7,6 +7,7 @@
 //   save_model(model, "model_float.qbin");  Sequential back = load_model("model_float.qbin");
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,8 +33,9 @@ class Sequential : public Module {
   size_t size() const { return layers_.size(); }
   Module& layer(size_t i) { return *layers_[i]; }
   const Module& layer(size_t i) const { return *layers_[i]; }
-  // Replaces layer i (used by transforms such as QAT); the new layer keeps the old name.
-  void replace(size_t i, std::unique_ptr<Module> layer);
+  // Replaces layer i by make(old layer) (used by transforms such as QAT); the new layer keeps
+  // the old name.
+  void transform(size_t i, const std::function<std::unique_ptr<Module>(std::unique_ptr<Module>)>& make);
 
   // Keras' model.summary(): layer (type), output shape, parameter count, totals.
   std::string summary();

@@ -1,0 +1,20 @@
+// fake_quant: quantize then dequantize in float, with the straight-through estimator.
+//
+//   Variable y = fake_quant(x, {choose_activation_qparams(0.f, 4.f, 8)});   // per tensor
+//   Variable wq = fake_quant(w, choose_weight_qparams(w.value(), 8));       // per last-axis channel
+//
+// Forward (eq. 7): y = (clamp(round(x / s) + z, qmin, qmax) - z) * s, round half to even.
+// Backward (eq. 8): dL/dx = dL/dy where real_min <= x <= real_max, else 0.
+#pragma once
+
+#include <vector>
+
+#include "core/autograd.h"
+#include "quant/quantization.h"
+
+namespace qnet {
+
+// params: one QParams (per tensor) or one per channel of the last axis.
+Variable fake_quant(const Variable& x, const std::vector<QParams>& params);
+
+}  // namespace qnet

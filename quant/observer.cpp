@@ -1,0 +1,46 @@
+#include "quant/observer.h"
+
+#include <algorithm>
+
+namespace qnet {
+
+namespace {
+std::pair<float, float> tensor_min_max(const Tensor& t) {
+  float lo = t.numel() ? t[0] : 0.f, hi = lo;
+  const float* p = t.data();
+  const int64_t n = t.numel();
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+  for (int64_t i = 0; i < n; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
+  return {lo, hi};
+}
+}  // namespace
+
+MovingAverageObserver::MovingAverageObserver(const ObserverOptions& options) : options_(options) {
+  if (!options_.init_from_first_batch) min_ = options_.init_min, max_ = options_.init_max, initialized_ = true;
+}
+
+void MovingAverageObserver::observe(const Tensor& t) {
+  if (frozen_ || t.numel() == 0) return;
+  const auto [lo, hi] = tensor_min_max(t);
+  if (!initialized_) {
+    min_ = lo, max_ = hi, initialized_ = true;
+    return;
+  }
+  const float c = options_.averaging_constant;  // eq. 9
+  min_ += c * (lo - min_);
+  max_ += c * (hi - max_);
+}
+
+void MovingAverageObserver::set_range(float min, float max) {
+  min_ = min, max_ = max, initialized_ = true;
+}
+
+void MinMaxObserver::observe(const Tensor& t) {
+  if (t.numel() == 0) return;
+  const auto [lo, hi] = tensor_min_max(t);
+  min_ = initialized_ ? std::min(min_, lo) : lo;
+  max_ = initialized_ ? std::max(max_, hi) : hi;
+  initialized_ = true;
+}
+
+}  // namespace qnet

@@ -1,0 +1,51 @@
+// Observers track the real range of a tensor during training (docs/quantization.md, eq. 9).
+//
+//   MovingAverageObserver obs({.averaging_constant = 0.01f});
+//   obs.observe(batch_output);        // training steps only
+//   QParams p = obs.qparams(8);       // nudged uint8 parameters of the current range
+//   obs.freeze();                     // ranges stop moving (e.g. after epoch N)
+#pragma once
+
+#include "core/tensor.h"
+#include "quant/quantization.h"
+
+namespace qnet {
+
+struct ObserverOptions {
+  // v <- v + c (batch - v). PyTorch: c = 0.01, first batch initialises; tfmot: c = 0.001 from [-6, 6].
+  float averaging_constant = 0.01f;
+  bool init_from_first_batch = true;
+  float init_min = -6.f, init_max = 6.f;  // used when not initialised from the first batch
+};
+
+class MovingAverageObserver {
+ public:
+  explicit MovingAverageObserver(const ObserverOptions& options = {});
+  void observe(const Tensor& t);
+  void freeze() { frozen_ = true; }
+  bool frozen() const { return frozen_; }
+  bool initialized() const { return initialized_; }
+  float min() const { return min_; }
+  float max() const { return max_; }
+  void set_range(float min, float max);  // e.g. from a saved model
+  QParams qparams(int bits) const { return choose_activation_qparams(min_, max_, bits); }
+
+ private:
+  ObserverOptions options_;
+  float min_ = 0.f, max_ = 0.f;
+  bool initialized_ = false, frozen_ = false;
+};
+
+// Plain min/max over everything observed (calibration for post-training quantization).
+class MinMaxObserver {
+ public:
+  void observe(const Tensor& t);
+  float min() const { return min_; }
+  float max() const { return max_; }
+
+ private:
+  float min_ = 0.f, max_ = 0.f;
+  bool initialized_ = false;
+};
+
+}  // namespace qnet

@@ -1,0 +1,124 @@
+#include "quant/qat.h"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "core/ops.h"
+#include "quant/fake_quant.h"
+
+namespace qnet {
+
+namespace {
+Variable& kernel_of(Module& m) {
+  if (auto* c = dynamic_cast<Conv2D*>(&m)) return c->kernel();
+  return dynamic_cast<Dense&>(m).kernel();
+}
+}  // namespace
+
+QatWeights::QatWeights(std::unique_ptr<Module> layer, int bits) : layer_(std::move(layer)), bits_(bits) {
+  check_bits(bits);
+  if (!dynamic_cast<Conv2D*>(layer_.get()) && !dynamic_cast<Dense*>(layer_.get()))
+    throw std::invalid_argument(fmt::format("QatWeights: cannot wrap a {} (expected Conv2D or Dense)", layer_->type_name()));
+}
+
+Variable QatWeights::forward(const Variable& x) {
+  // The scales come from the current weights at every step (eq. 6); no gradient flows into them.
+  Variable& kernel = kernel_of(*layer_);
+  const Variable float_kernel = kernel;
+  kernel = fake_quant(float_kernel, choose_weight_qparams(float_kernel.value(), bits_));
+  Variable y;
+  try {
+    y = layer_->forward(x);
+  } catch (...) {
+    kernel = float_kernel;
+    throw;
+  }
+  kernel = float_kernel;  // the parameter stays the float weight; the graph holds the fake-quantized one
+  return y;
+}
+
+qbin::LayerRecord QatWeights::to_record() const {
+  qbin::LayerRecord r = layer_->to_record();
+  r.name = name_;
+  r.ints.emplace_back("weight_bits", bits_);
+  return r;
+}
+
+QatReLU::QatReLU(int bits, const ObserverOptions& observer) : bits_(bits), observer_(observer) { check_bits(bits); }
+
+Variable QatReLU::forward(const Variable& x) {
+  Variable y = relu(x);
+  if (training_ || !observer_.initialized()) observer_.observe(y.value());
+  return fake_quant(y, {observer_.qparams(bits_)});
+}
+
+qbin::LayerRecord QatReLU::to_record() const {
+  qbin::LayerRecord r{"ReLU", name_, {{"output_bits", bits_}}, {{"output_min", observer_.min()}, {"output_max", observer_.max()}}, {}};
+  return r;
+}
+
+void prepare_qat(Sequential& model, const QatOptions& o) {
+  check_bits(o.bits);
+  if (is_qat(model)) throw std::invalid_argument("prepare_qat: the model is already prepared for QAT");
+  for (size_t i = 0; i < model.size(); ++i) {
+    const std::string type = model.layer(i).type_name();
+    if (type == "Conv2D") {
+      if (i + 1 >= model.size() || model.layer(i + 1).type_name() != "ReLU")
+        throw std::invalid_argument(fmt::format("prepare_qat: Conv2D '{}' is not followed by ReLU (the int8 runtime fuses conv and ReLU)",
+                                                model.layer(i).name()));
+      model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
+      model.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(o.bits, o.observer); });
+      ++i;
+    } else if (type == "Dense") {
+      if (i + 1 != model.size())
+        throw std::invalid_argument(fmt::format("prepare_qat: Dense '{}' is not the last layer (only the logits layer stays float at its output)",
+                                                model.layer(i).name()));
+      model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
+    } else if (type != "MaxPool2D" && type != "Flatten") {
+      throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) has no int8 form", model.layer(i).name(), type));
+    }
+  }
+}
+
+void freeze_observers(Sequential& model) {
+  for (size_t i = 0; i < model.size(); ++i)
+    if (auto* q = dynamic_cast<QatReLU*>(&model.layer(i))) q->observer().freeze();
+}
+
+bool is_qat(const Sequential& model) { return qat_bits(model) != 0; }
+
+int qat_bits(const Sequential& model) {
+  for (size_t i = 0; i < model.size(); ++i)
+    if (auto* q = dynamic_cast<const QatWeights*>(&model.layer(i))) return q->bits();
+  return 0;
+}
+
+Sequential load_any_model(const std::string& path) {
+  const qbin::Model file = qbin::load(path);
+  try {
+    Sequential model = from_qbin(file);
+    int bits = 0;
+    for (const auto& r : file.layers) bits = std::max(bits, r.get_int("weight_bits", 0));
+    if (bits == 0) return model;
+    prepare_qat(model, {.bits = bits, .observer = {}});
+    for (size_t i = 0; i < model.size(); ++i) {
+      const qbin::LayerRecord& r = file.layers[i + 1];  // record 0 is Input
+      if (auto* q = dynamic_cast<QatReLU*>(&model.layer(i))) {
+        if (r.get_int("output_bits", 0) != bits)
+          throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", r.name, r.get_int("output_bits", 0), bits));
+        const float lo = r.get_float("output_min"), hi = r.get_float("output_max");
+        if (!std::isfinite(lo) || !std::isfinite(hi) || lo > hi)
+          throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] is not a finite interval", r.name, lo, hi));
+        q->observer().set_range(lo, hi);
+      }
+    }
+    return model;
+  } catch (const std::invalid_argument& e) {
+    throw qbin::FormatError(fmt::format("{}: {}", path, e.what()));
+  } catch (const qbin::FormatError& e) {
+    throw qbin::FormatError(fmt::format("{}: {}", path, e.what()));
+  }
+}
+
+}  // namespace qnet

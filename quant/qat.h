@@ -1,0 +1,68 @@
+// Quantization-aware training: turn a float model into its QAT form, keeping its parameters.
+//
+//   Sequential model = mnist_reference_model(rng);      // or load_model("model_float.qbin")
+//   prepare_qat(model, {.bits = 8});                    // Conv2D/Dense fake-quantize their kernels,
+//                                                       // ReLU after Conv2D fake-quantizes to uint8
+//   fit(model, adam, ...);  freeze_observers(model);
+//   save_model(model, "model_qat.qbin");                // float weights + activation ranges
+//
+// The graph mirrors the deployed int8 graph op for op (docs/quantization.md): the input is
+// exact on the 1/255 grid, conv+ReLU output is uint8, max-pool and flatten keep its grid,
+// the Dense output (logits) stays float.
+#pragma once
+
+#include "layers/sequential.h"
+#include "quant/observer.h"
+
+namespace qnet {
+
+struct QatOptions {
+  int bits = 8;  // weights and activations, 2..8
+  ObserverOptions observer;
+};
+
+// Conv2D or Dense whose kernel is fake-quantized per output channel at every forward.
+class QatWeights : public Module {
+ public:
+  QatWeights(std::unique_ptr<Module> layer, int bits);  // layer: Conv2D or Dense
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override { return layer_->output_shape(input); }
+  std::string type_name() const override { return "Qat" + layer_->type_name(); }
+  std::vector<Variable*> parameters() override { return layer_->parameters(); }
+  qbin::LayerRecord to_record() const override;
+  int bits() const { return bits_; }
+  Module& inner() { return *layer_; }
+
+ private:
+  std::unique_ptr<Module> layer_;
+  int bits_;
+};
+
+// ReLU followed by a uint8 fake-quant whose range a moving-average observer tracks.
+class QatReLU : public Module {
+ public:
+  QatReLU(int bits, const ObserverOptions& observer);
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override { return input; }
+  std::string type_name() const override { return "QatReLU"; }
+  qbin::LayerRecord to_record() const override;
+  MovingAverageObserver& observer() { return observer_; }
+  int bits() const { return bits_; }
+
+ private:
+  int bits_;
+  MovingAverageObserver observer_;
+};
+
+// Rewrites the model in place. Throws std::invalid_argument for graphs the int8 runtime cannot
+// run (a Conv2D not followed by ReLU, a Dense that is not the last layer).
+void prepare_qat(Sequential& model, const QatOptions& options);
+void freeze_observers(Sequential& model);
+bool is_qat(const Sequential& model);
+int qat_bits(const Sequential& model);  // 0 for a float model
+
+// A model file written from a QAT model (weight_bits / output_bits attributes) comes back
+// as a QAT model with its ranges; a float file comes back as a float model.
+Sequential load_any_model(const std::string& path);
+
+}  // namespace qnet
