@@ -65,4 +65,39 @@ Variable fake_quant(const Variable& x, const std::vector<QParams>& params) {
   });
 }
 
+Variable relu_fake_quant(const Variable& x, const QParams& p) {
+  if (p.zero_point != p.qmin)
+    throw std::invalid_argument(fmt::format("relu_fake_quant: zero point {} (expected qmin {}: a range starting at 0)", p.zero_point, p.qmin));
+  Tensor out(x.shape());
+  const float* src = x.value().data();
+  float* dst = out.data();
+  const int64_t n = out.numel();
+  const float hi_q = static_cast<float>(p.qmax - p.zero_point), scale = p.scale;
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = std::nearbyint((src[i] > 0.f ? src[i] : 0.f) / scale);  // eq. 7 on relu(x)
+    dst[i] = (q > hi_q ? hi_q : q) * scale;
+  }
+  const float hi = p.real_max();
+  return make_result(std::move(out), {x}, [x, hi](Node& self) {
+    Tensor g(x.shape());
+    const float* xv = x.value().data();
+    const float* gy = self.grad.data();
+    float* gx = g.data();
+    const int64_t n = g.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) gx[i] = (xv[i] > 0.f && xv[i] <= hi) ? gy[i] : 0.f;  // relu' x eq. 8
+    x.add_grad(std::move(g));
+  });
+}
+
+std::pair<float, float> relu_min_max(const Tensor& x) {
+  float lo = x.numel() ? x[0] : 0.f, hi = lo;
+  const float* p = x.data();
+  const int64_t n = x.numel();
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) lo = p[i] < lo ? p[i] : lo, hi = p[i] > hi ? p[i] : hi;
+  return {lo > 0.f ? lo : 0.f, hi > 0.f ? hi : 0.f};
+}
+
 }  // namespace qnet

@@ -17,4 +17,11 @@ namespace qnet {
 // params: one QParams (per tensor) or one per channel of the last axis.
 Variable fake_quant(const Variable& x, const std::vector<QParams>& params);
 
+// fake_quant(relu(x), {params}) in one pass each way; params must have real_min() == 0
+// (a nudged range for ReLU output). Backward: dL/dx = dL/dy where 0 < x <= real_max.
+Variable relu_fake_quant(const Variable& x, const QParams& params);
+
+// min and max of relu(x) without computing relu(x).
+std::pair<float, float> relu_min_max(const Tensor& x);
+
 }  // namespace qnet

@@ -22,6 +22,11 @@ MovingAverageObserver::MovingAverageObserver(const ObserverOptions& options) : o
 void MovingAverageObserver::observe(const Tensor& t) {
   if (frozen_ || t.numel() == 0) return;
   const auto [lo, hi] = tensor_min_max(t);
+  observe_range(lo, hi);
+}
+
+void MovingAverageObserver::observe_range(float lo, float hi) {
+  if (frozen_) return;
   if (!initialized_) {
     min_ = lo, max_ = hi, initialized_ = true;
     return;

@@ -22,6 +22,7 @@ class MovingAverageObserver {
  public:
   explicit MovingAverageObserver(const ObserverOptions& options = {});
   void observe(const Tensor& t);
+  void observe_range(float batch_min, float batch_max);  // the min and max of one batch
   void freeze() { frozen_ = true; }
   bool frozen() const { return frozen_; }
   bool initialized() const { return initialized_; }

@@ -48,9 +48,11 @@ qbin::LayerRecord QatWeights::to_record() const {
 QatReLU::QatReLU(int bits, const ObserverOptions& observer) : bits_(bits), observer_(observer) { check_bits(bits); }
 
 Variable QatReLU::forward(const Variable& x) {
-  Variable y = relu(x);
-  if (training_ || !observer_.initialized()) observer_.observe(y.value());
-  return fake_quant(y, {observer_.qparams(bits_)});
+  if (training_ || !observer_.initialized()) {
+    const auto [lo, hi] = relu_min_max(x.value());
+    observer_.observe_range(lo, hi);
+  }
+  return relu_fake_quant(x, observer_.qparams(bits_));
 }
 
 qbin::LayerRecord QatReLU::to_record() const {
