@@ -86,9 +86,6 @@ int train_main(int argc, char** argv) {
   if (output.empty()) output = qat ? "model_qat.qbin" : "model_float.qbin";
 
   set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
-  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
-  const Split data = split_validation(mnist.train, split);
-
   const uint64_t seed = static_cast<uint64_t>(args["seed"].as<int64_t>());
   Rng rng(seed);
   const std::string init = args["init"].as<std::string>();
@@ -103,6 +100,8 @@ int train_main(int argc, char** argv) {
   } else if (!qat && is_qat(model)) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
   }
+  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  const Split data = split_validation(mnist.train, split);
   fmt::print("{}", model.summary());
   fmt::print("Training on {} images, validating on {}; seed {}, {} threads\n", data.train.size(), data.validation.size(),
              seed, num_threads());

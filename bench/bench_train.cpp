@@ -1,8 +1,9 @@
-// bench_train: seconds per epoch of the reference recipe (float), median of repeats.
+// bench_train: seconds per epoch of the reference recipe, float and QAT, median of repeats.
 //
-//   build/bin/bench_train --epochs 3 --repeats 3 [--threads 2] [--data-dir DIR]
+//   build/bin/bench_train --epochs 2 --repeats 5 [--threads 2] [--data-dir DIR]
 //
-// Prints one line per epoch and a summary with the median; peak RSS comes from getrusage.
+// Each repeat trains a float model and then a QAT model (8 bits), so both see the same
+// machine conditions; the QAT/float ratio is computed from the medians of one run.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "data/mnist.h"
 #include "layers/sequential.h"
 #include "optim/trainer.h"
+#include "quant/qat.h"
 
 using namespace qnet;
 
@@ -31,25 +33,32 @@ int main(int argc, char** argv) {
     set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
     const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
     const Split data = split_validation(mnist.train, 0.1);
-    std::vector<double> epoch_seconds;
-    for (int64_t r = 0; r < args["repeats"].as<int64_t>(); ++r) {
-      Rng rng(static_cast<uint64_t>(r + 1));
-      Sequential model = mnist_reference_model(rng);
-      Adam adam(model.parameters());
-      FitOptions fo;
-      fo.epochs = static_cast<int>(args["epochs"].as<int64_t>());
-      for (const EpochStats& e : fit(model, adam, data.train, data.validation, fo, rng)) {
-        fmt::print("repeat {} epoch {}: {:.3f} s (loss {:.4f}, val_accuracy {:.4f})\n", r + 1, e.epoch, e.seconds, e.loss,
-                   e.val_accuracy);
-        epoch_seconds.push_back(e.seconds);
+    std::vector<double> seconds[2];  // float, QAT
+    for (int64_t r = 0; r < args["repeats"].as<int64_t>(); ++r)
+      for (int mode = 0; mode < 2; ++mode) {
+        Rng rng(static_cast<uint64_t>(r + 1));
+        Sequential model = mnist_reference_model(rng);
+        if (mode == 1) prepare_qat(model, {.bits = 8, .observer = {}});
+        Adam adam(model.parameters());
+        FitOptions fo;
+        fo.epochs = static_cast<int>(args["epochs"].as<int64_t>());
+        for (const EpochStats& e : fit(model, adam, data.train, data.validation, fo, rng)) {
+          fmt::print("repeat {} {} epoch {}: {:.3f} s (loss {:.4f}, val_accuracy {:.4f})\n", r + 1, mode ? "qat" : "float",
+                     e.epoch, e.seconds, e.loss, e.val_accuracy);
+          seconds[mode].push_back(e.seconds);
+        }
       }
+    double median[2];
+    for (int mode = 0; mode < 2; ++mode) {
+      std::sort(seconds[mode].begin(), seconds[mode].end());
+      median[mode] = seconds[mode][seconds[mode].size() / 2];
+      fmt::print("{} epoch: median {:.3f} s, min {:.3f} s, max {:.3f} s over {} epochs\n", mode ? "qat  " : "float", median[mode],
+                 seconds[mode].front(), seconds[mode].back(), seconds[mode].size());
     }
-    std::sort(epoch_seconds.begin(), epoch_seconds.end());
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
-    fmt::print("float epoch: median {:.3f} s, min {:.3f} s, max {:.3f} s over {} epochs; {} threads; peak RSS {:.1f} MB\n",
-               epoch_seconds[epoch_seconds.size() / 2], epoch_seconds.front(), epoch_seconds.back(), epoch_seconds.size(),
-               num_threads(), ru.ru_maxrss / 1024.0);
+    fmt::print("qat/float ratio {:.2f}; {} threads; peak RSS {:.1f} MB\n", median[1] / median[0], num_threads(),
+               ru.ru_maxrss / 1024.0);
     return 0;
   });
 }

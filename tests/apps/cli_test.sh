@@ -31,6 +31,12 @@ expect "zero batch" 2 "batch-size 0" -- "$bin/train" --batch-size 0
 expect "negative lr" 2 "expected a positive number" -- "$bin/train" --lr -1
 expect "split of 1" 2 "validation-split 1" -- "$bin/train" --validation-split 1
 expect "stray argument" 2 "unexpected argument" -- "$bin/train" extra
+expect "bits without qat" 2 "need --qat" -- "$bin/train" --bits 4
+expect "bits out of range" 2 "expected 2..8" -- "$bin/train" --qat --bits 9
+expect "unknown observer" 2 "expected ema or tfmot" -- "$bin/train" --qat --observer minmax
+expect "missing init model" 1 "cannot open" -- "$bin/train" --qat --init "$tmp/none.qbin" --data-dir "$tmp/corrupt"
+echo "this text file is not a model, whatever its name says" >"$tmp/bad.qbin"
+expect "corrupt init model" 1 "not a qbin model" -- "$bin/train" --qat --init "$tmp/bad.qbin"
 expect "missing data" 1 "scripts/fetch_mnist" -- "$bin/train" --data-dir "$tmp/empty"
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
   head -c 2000 /dev/zero >"$tmp/corrupt/$f"
