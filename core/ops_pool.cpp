@@ -31,6 +31,16 @@ inline void for_each_window_tap(const PoolShape& s, int64_t n, int64_t oh, int64
     }
   }
 }
+// Calls f(n, oh, ow, c, lanes) for every output pixel and 16-channel block, images split
+// over threads (windows never cross images, so the backward's adds never race).
+template <typename F>
+inline void for_each_output_block(const PoolShape& s, F&& f) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t oh = 0; oh < s.OH; ++oh)
+      for (int64_t ow = 0; ow < s.OW; ++ow)
+        for (int64_t c = 0; c < s.C; c += 16) f(n, oh, ow, c, static_cast<int>(std::min<int64_t>(16, s.C - c)));
+}
 }  // namespace
 
 Variable max_pool2d(const Variable& x, const Pool2dOptions& o) {
@@ -51,19 +61,14 @@ Variable max_pool2d(const Variable& x, const Pool2dOptions& o) {
   const float* src = in.data();
   float* dst = out.data();
   const f32x16 lowest = splat16(-std::numeric_limits<float>::infinity());
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t oh = 0; oh < s.OH; ++oh)
-      for (int64_t ow = 0; ow < s.OW; ++ow)
-        for (int64_t c = 0; c < s.C; c += 16) {
-          const int lanes = static_cast<int>(std::min<int64_t>(16, s.C - c));
-          f32x16 m = lowest;
-          for_each_window_tap(s, n, oh, ow, [&](int64_t at) {
-            const f32x16 v = load16(src + at + c, lanes);
-            m = v > m ? v : m;
-          });
-          store16(dst + ((n * s.OH + oh) * s.OW + ow) * s.C + c, m, lanes);
-        }
+  for_each_output_block(s, [&](int64_t n, int64_t oh, int64_t ow, int64_t c, int lanes) {
+    f32x16 m = lowest;
+    for_each_window_tap(s, n, oh, ow, [&](int64_t at) {
+      const f32x16 v = load16(src + at + c, lanes);
+      m = v > m ? v : m;
+    });
+    store16(dst + ((n * s.OH + oh) * s.OW + ow) * s.C + c, m, lanes);
+  });
   return make_result(out, {x}, [x, out, s](Node& self) {
     // Non-overlapping windows that tile the input: each input gets exactly one store.
     const bool tiles = s.SH == s.KH && s.SW == s.KW && s.PT == 0 && s.PL == 0 && s.OH * s.SH == s.H && s.OW * s.SW == s.W;
@@ -72,22 +77,17 @@ Variable max_pool2d(const Variable& x, const Pool2dOptions& o) {
     const float* yv = out.data();
     const float* gy = self.grad.data();
     float* gx = g.data();
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < s.N; ++n)
-      for (int64_t oh = 0; oh < s.OH; ++oh)
-        for (int64_t ow = 0; ow < s.OW; ++ow)
-          for (int64_t c = 0; c < s.C; c += 16) {
-            const int lanes = static_cast<int>(std::min<int64_t>(16, s.C - c));
-            const int64_t o_at = ((n * s.OH + oh) * s.OW + ow) * s.C + c;
-            const f32x16 m = load16(yv + o_at, lanes), go = load16(gy + o_at, lanes);
-            i32x16 taken = {};
-            for_each_window_tap(s, n, oh, ow, [&](int64_t at) {
-              const i32x16 hit = (load16(xv + at + c, lanes) == m) & ~taken;  // first maximum only
-              taken |= hit;
-              const f32x16 contribution = hit ? go : f32x16{};
-              store16(gx + at + c, tiles ? contribution : load16(gx + at + c, lanes) + contribution, lanes);
-            });
-          }
+    for_each_output_block(s, [&](int64_t n, int64_t oh, int64_t ow, int64_t c, int lanes) {
+      const int64_t o_at = ((n * s.OH + oh) * s.OW + ow) * s.C + c;
+      const f32x16 m = load16(yv + o_at, lanes), go = load16(gy + o_at, lanes);
+      i32x16 taken = {};
+      for_each_window_tap(s, n, oh, ow, [&](int64_t at) {
+        const i32x16 hit = (load16(xv + at + c, lanes) == m) & ~taken;  // first maximum only
+        taken |= hit;
+        const f32x16 contribution = hit ? go : f32x16{};
+        store16(gx + at + c, tiles ? contribution : load16(gx + at + c, lanes) + contribution, lanes);
+      });
+    });
     x.add_grad(std::move(g));
   });
 }

@@ -62,13 +62,8 @@ std::unique_ptr<Conv2D> Conv2D::from_record(const qbin::LayerRecord& r) {
   if (k.shape != kshape)
     throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): kernel {} (expected {})", r.name, shape_str(k.shape), shape_str(kshape)));
   c->kernel_ = Variable(qbin::to_f32(k), true);
-  const qbin::TensorRecord* b = r.find_tensor("bias");
-  o.use_bias = b != nullptr;
-  if (b) {
-    if (b->shape != Shape{o.filters})
-      throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): bias {} (expected [{}])", r.name, shape_str(b->shape), o.filters));
-    c->bias_ = Variable(qbin::to_f32(*b), true);
-  }
+  c->bias_ = bias_from_record(r, o.filters);
+  o.use_bias = c->bias_.defined();
   c->set_name(r.name);
   return c;
 }

@@ -51,13 +51,8 @@ std::unique_ptr<Dense> Dense::from_record(const qbin::LayerRecord& r) {
     throw qbin::FormatError(fmt::format("layer '{}' (Dense): kernel {} (expected [{}, {}])", r.name, shape_str(k.shape),
                                         o.in_features, o.units));
   d->kernel_ = Variable(qbin::to_f32(k), true);
-  const qbin::TensorRecord* b = r.find_tensor("bias");
-  o.use_bias = b != nullptr;
-  if (b) {
-    if (b->shape != Shape{o.units})
-      throw qbin::FormatError(fmt::format("layer '{}' (Dense): bias {} (expected [{}])", r.name, shape_str(b->shape), o.units));
-    d->bias_ = Variable(qbin::to_f32(*b), true);
-  }
+  d->bias_ = bias_from_record(r, o.units);
+  o.use_bias = d->bias_.defined();
   d->set_name(r.name);
   return d;
 }

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <fmt/format.h>
+
 #include "core/random.h"
 
 namespace qnet {
@@ -12,6 +14,15 @@ int64_t Module::parameter_count() {
   int64_t n = 0;
   for (Variable* p : parameters()) n += p->value().numel();
   return n;
+}
+
+Variable bias_from_record(const qbin::LayerRecord& r, int64_t channels) {
+  const qbin::TensorRecord* b = r.find_tensor("bias");
+  if (!b) return Variable();
+  if (b->shape != Shape{channels})
+    throw qbin::FormatError(
+        fmt::format("layer '{}' ({}): bias {} (expected [{}])", r.name, r.kind, shape_str(b->shape), channels));
+  return Variable(qbin::to_f32(*b), true);
 }
 
 Tensor glorot_uniform(Shape shape, int64_t fan_in, int64_t fan_out, Rng& rng) {

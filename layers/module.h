@@ -37,6 +37,9 @@ class Module {
   std::string name_;
 };
 
+// The optional "bias" tensor of a layer record, checked to be [channels]; undefined if absent.
+Variable bias_from_record(const qbin::LayerRecord& r, int64_t channels);
+
 // Glorot (Xavier) uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), Keras' default.
 class Rng;
 Tensor glorot_uniform(Shape shape, int64_t fan_in, int64_t fan_out, Rng& rng);
