@@ -1,5 +1,7 @@
 #include "quant/fake_quant.h"
 
+#include "quant/observer.h"
+
 #include <memory>
 #include <stdexcept>
 
@@ -92,11 +94,7 @@ Variable relu_fake_quant(const Variable& x, const QParams& p) {
 }
 
 std::pair<float, float> relu_min_max(const Tensor& x) {
-  float lo = x.numel() ? x[0] : 0.f, hi = lo;
-  const float* p = x.data();
-  const int64_t n = x.numel();
-#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) lo = p[i] < lo ? p[i] : lo, hi = p[i] > hi ? p[i] : hi;
+  const auto [lo, hi] = min_max(x);  // relu is monotonic: clamp the extremes at 0
   return {lo > 0.f ? lo : 0.f, hi > 0.f ? hi : 0.f};
 }
 

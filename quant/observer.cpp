@@ -4,16 +4,14 @@
 
 namespace qnet {
 
-namespace {
-std::pair<float, float> tensor_min_max(const Tensor& t) {
+std::pair<float, float> min_max(const Tensor& t) {
   float lo = t.numel() ? t[0] : 0.f, hi = lo;
   const float* p = t.data();
   const int64_t n = t.numel();
-#pragma omp simd reduction(min : lo) reduction(max : hi)
-  for (int64_t i = 0; i < n; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) lo = p[i] < lo ? p[i] : lo, hi = p[i] > hi ? p[i] : hi;
   return {lo, hi};
 }
-}  // namespace
 
 MovingAverageObserver::MovingAverageObserver(const ObserverOptions& options) : options_(options) {
   if (!options_.init_from_first_batch) min_ = options_.init_min, max_ = options_.init_max, initialized_ = true;
@@ -21,7 +19,7 @@ MovingAverageObserver::MovingAverageObserver(const ObserverOptions& options) : o
 
 void MovingAverageObserver::observe(const Tensor& t) {
   if (frozen_ || t.numel() == 0) return;
-  const auto [lo, hi] = tensor_min_max(t);
+  const auto [lo, hi] = min_max(t);
   observe_range(lo, hi);
 }
 
@@ -42,7 +40,7 @@ void MovingAverageObserver::set_range(float min, float max) {
 
 void MinMaxObserver::observe(const Tensor& t) {
   if (t.numel() == 0) return;
-  const auto [lo, hi] = tensor_min_max(t);
+  const auto [lo, hi] = min_max(t);
   min_ = initialized_ ? std::min(min_, lo) : lo;
   max_ = initialized_ ? std::max(max_, hi) : hi;
   initialized_ = true;

@@ -6,10 +6,15 @@
 //   obs.freeze();                     // ranges stop moving (e.g. after epoch N)
 #pragma once
 
+#include <utility>
+
 #include "core/tensor.h"
 #include "quant/quantization.h"
 
 namespace qnet {
+
+// The smallest and largest element (0, 0 for an empty tensor).
+std::pair<float, float> min_max(const Tensor& t);
 
 struct ObserverOptions {
   // v <- v + c (batch - v). PyTorch: c = 0.01, first batch initialises; tfmot: c = 0.001 from [-6, 6].
