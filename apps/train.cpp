@@ -1,23 +1,37 @@
 // train: trains the article's MNIST CNN and saves it as a .qbin model.
 //
 //   build/bin/train --epochs 10 --seed 1 --metrics m.json     # float, -> model_float.qbin
-//   build/bin/train --qat --epochs 10 --bits 8                # QAT from scratch, -> model_qat.qbin
+//   build/bin/train --qat --epochs 10 --bits 8                # QAT from scratch, -> model.qbin (int8)
 //   build/bin/train --qat --init model_float.qbin --epochs 2  # QAT fine-tuning of a float model
+//
+// With --qat the QAT checkpoint (float weights and activation ranges, for --init) is saved to
+// --checkpoint every epoch; at the end the int8 model is exported and evaluated on the runtime.
+#include <filesystem>
+
 #include <fmt/format.h>
 
 #include "apps/common.h"
 #include "core/file_io.h"
 #include "core/parallel.h"
+#include "core/qbin.h"
 #include "data/mnist.h"
 #include "layers/sequential.h"
 #include "optim/trainer.h"
+#include "quant/export.h"
 #include "quant/qat.h"
+#include "quant/runtime.h"
 
 using namespace qnet;
 
 namespace {
 
-Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<EpochStats>& history, const Evaluation& test) {
+struct Int8Result {
+  double accuracy = 0;
+  int64_t model_bytes = 0;
+};
+
+Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<EpochStats>& history, const Evaluation& test,
+                  const Int8Result& deployed) {
   Json epochs = Json::array();
   for (const EpochStats& e : history)
     epochs.push(Json::object()
@@ -33,6 +47,8 @@ Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<
       .set("threads", Json::integer(num_threads()))
       .set("test_accuracy", Json::number(test.accuracy))
       .set("test_loss", Json::number(test.loss))
+      .set(bits ? "int8_test_accuracy" : "runtime_test_accuracy", Json::number(deployed.accuracy))
+      .set("model_bytes", Json::integer(deployed.model_bytes))
       .set("epochs", std::move(epochs));
 }
 
@@ -48,8 +64,10 @@ int train_main(int argc, char** argv) {
       ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
        cxxopts::value<std::string>()->default_value(""))
       ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
-      ("o,output", "Where to save the trained model (default model_float.qbin, with --qat model_qat.qbin)",
+      ("o,output", "Where to save the trained model (default model_float.qbin; with --qat the int8 model.qbin)",
        cxxopts::value<std::string>()->default_value(""))
+      ("checkpoint", "With --qat: where the QAT model (float weights + ranges, for --init) is saved every epoch",
+       cxxopts::value<std::string>()->default_value("model_qat.qbin"))
       ("qat", "Quantization-aware training (fake-quantized weights and activations)")
       ("bits", "QAT bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
       ("init", "Start from this model file instead of a fresh model (with --qat: fine-tune a float model)",
@@ -83,7 +101,11 @@ int train_main(int argc, char** argv) {
   if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
   require_int_at_least(args, "freeze-ranges-after", 0);
   std::string output = args["output"].as<std::string>();
-  if (output.empty()) output = qat ? "model_qat.qbin" : "model_float.qbin";
+  if (output.empty()) output = qat ? "model.qbin" : "model_float.qbin";
+  const std::string checkpoint = qat ? args["checkpoint"].as<std::string>() : output;
+  if (!qat && args.count("checkpoint")) throw UsageError("--checkpoint needs --qat (a float model is saved to -o every epoch)");
+  if (checkpoint.empty() || (qat && checkpoint == output))
+    throw UsageError(fmt::format("--checkpoint '{}' (expected a path other than the int8 model's)", checkpoint));
 
   set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
   const uint64_t seed = static_cast<uint64_t>(args["seed"].as<int64_t>());
@@ -111,7 +133,7 @@ int train_main(int argc, char** argv) {
   fo.epochs = static_cast<int>(args["epochs"].as<int64_t>());
   fo.batch_size = args["batch-size"].as<int64_t>();
   fo.progress = stdout_is_terminal() ? Progress::kBar : Progress::kPlain;
-  fo.on_epoch_end = [&](const EpochStats&) { save_model(model, output); };  // the last good model is always on disk
+  fo.on_epoch_end = [&](const EpochStats&) { save_model(model, checkpoint); };  // the last good model is always on disk
   const int64_t freeze_after = args["freeze-ranges-after"].as<int64_t>();
   if (qat && freeze_after > 0)
     fo.on_epoch_begin = [&](int epoch) {
@@ -120,10 +142,20 @@ int train_main(int argc, char** argv) {
   const std::vector<EpochStats> history = fit(model, adam, data.train, data.validation, fo, rng);
 
   const Evaluation test = evaluate(model, mnist.test);
-  fmt::print("Test accuracy{}: {:.4f} - test loss: {:.4f}\nSaved the {} model to {}\n", qat ? " (fake-quantized)" : "",
-             test.accuracy, test.loss, qat ? fmt::format("QAT ({}-bit)", qat_bits(model)) : "float", output);
+  fmt::print("Test accuracy{}: {:.4f} - test loss: {:.4f}\n", qat ? " (fake-quantized)" : "", test.accuracy, test.loss);
+  if (qat) {
+    freeze_observers(model);
+    save_model(model, checkpoint);
+    qbin::save(export_int8(model), output);
+    fmt::print("Saved the QAT model (float weights + ranges) to {}\n", checkpoint);
+  }
+  // The saved file, as a user would load it, on the oneDNN runtime.
+  const Runtime runtime(load_inference_model(output));
+  const Int8Result deployed{evaluate(runtime, mnist.test, 256).accuracy, static_cast<int64_t>(std::filesystem::file_size(output))};
+  fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime: {:.4f}\n",
+             qat ? fmt::format("int8 ({}-bit)", qat_bits(model)) : "float", output, deployed.model_bytes, deployed.accuracy);
   if (const std::string path = args["metrics"].as<std::string>(); !path.empty()) {
-    write_file_atomic(path, metrics_json(args, qat ? qat_bits(model) : 0, history, test).dump() + "\n");
+    write_file_atomic(path, metrics_json(args, qat ? qat_bits(model) : 0, history, test, deployed).dump() + "\n");
     fmt::print("Wrote metrics to {}\n", path);
   }
   return 0;

@@ -32,6 +32,7 @@ class QatWeights : public Module {
   qbin::LayerRecord to_record() const override;
   int bits() const { return bits_; }
   Module& inner() { return *layer_; }
+  const Module& inner() const { return *layer_; }
 
  private:
   std::unique_ptr<Module> layer_;
@@ -47,6 +48,7 @@ class QatReLU : public Module {
   std::string type_name() const override { return "QatReLU"; }
   qbin::LayerRecord to_record() const override;
   MovingAverageObserver& observer() { return observer_; }
+  const MovingAverageObserver& observer() const { return observer_; }
   int bits() const { return bits_; }
 
  private:

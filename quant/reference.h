@@ -1,0 +1,21 @@
+// The integer reference interpreter: an int8 model in plain loops, the source of truth that the
+// oneDNN runtime is tested against bit for bit.
+//
+//   InferenceModel m = load_inference_model("model.qbin");
+//   std::vector<float> logits = reference_forward(m, pixels, n);   // [n][classes]
+//
+// Each kernel states its arithmetic (docs/quantization.md, eq. 11-12); the int32 accumulator
+// cannot overflow: inference_model() refuses reductions where K * 255 * 127 + |b_q| >= 2^31.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "quant/inference_model.h"
+
+namespace qnet {
+
+// images: n x (H*W*C) uint8 pixels, NHWC. Int8 models only (throws std::invalid_argument).
+std::vector<float> reference_forward(const InferenceModel& model, const uint8_t* images, int64_t n);
+
+}  // namespace qnet

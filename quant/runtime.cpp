@@ -1,0 +1,312 @@
+#include "quant/runtime.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#if DNNL_VERSION_MAJOR >= 3
+#error "quant/runtime.cpp uses the oneDNN 2.x API (Debian 12's 2.6.3); see docs/runtime.md for what 3.x changes"
+#endif
+
+namespace qnet {
+
+namespace {
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct Buffer {
+  memory::desc md;
+  int alias_of = -1;  // another buffer's bytes seen through a different descriptor (Flatten)
+};
+
+struct Step {
+  dnnl::primitive primitive;
+  std::string what;                                 // "conv brgconv:avx512_core_vnni"
+  std::vector<std::pair<int, int>> buffers;         // DNNL_ARG_* -> buffer index
+  std::vector<std::pair<int, memory>> constants;    // reordered weights and bias
+  memory::desc scratchpad;
+};
+
+// Buffers and a stream owned by one predict() call at a time.
+struct Workspace {
+  dnnl::stream stream;
+  std::vector<memory> mem;
+  std::vector<std::unordered_map<int, memory>> args;  // per step, built once
+};
+
+class ThreadCount {  // sets this thread's OpenMP team size for a scope
+ public:
+  explicit ThreadCount(int n) : saved_(omp_get_max_threads()) { if (n != saved_) omp_set_num_threads(n); }
+  ~ThreadCount() { if (omp_get_max_threads() != saved_) omp_set_num_threads(saved_); }
+ private:
+  int saved_;
+};
+}  // namespace
+
+struct Runtime::Engine {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+};
+
+struct Runtime::Plan {
+  int64_t batch = 0;
+  int threads = 1;
+  bool int8 = false;
+  std::vector<Buffer> buffers;  // 0: input images, last: logits
+  std::vector<Step> steps;
+  std::mutex mutex;
+  std::vector<std::unique_ptr<Workspace>> idle;
+};
+
+namespace {
+
+struct PlanBuilder {
+  const InferenceModel& m;
+  Runtime::Plan& p;
+  const dnnl::engine& eng;
+  dnnl::stream stream{eng};
+  dt act = m.precision == Precision::kInt8 ? dt::u8 : dt::f32;
+  dt wei = m.precision == Precision::kInt8 ? dt::s8 : dt::f32;
+  dt bias = m.precision == Precision::kInt8 ? dt::s32 : dt::f32;
+
+  int add(memory::desc md, int alias_of = -1) {
+    p.buffers.push_back({std::move(md), alias_of});
+    return static_cast<int>(p.buffers.size()) - 1;
+  }
+
+  template <typename PD>
+  void step(const PD& pd, const char* op, std::vector<std::pair<int, int>> buffers, std::vector<std::pair<int, memory>> constants = {}) {
+    p.steps.push_back({dnnl::primitive(pd.get()), fmt::format("{} {}", op, pd.impl_info_str()), std::move(buffers),
+                       std::move(constants), pd.scratchpad_desc()});
+  }
+
+  // The buffer `from` in layout `want`, through a reorder step if the layouts differ.
+  int as(int from, const memory::desc& want) {
+    if (p.buffers[from].md == want) return from;
+    const int to = add(want);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    step(dnnl::reorder::primitive_desc(eng, p.buffers[from].md, eng, want, attr), "reorder", {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+    return to;
+  }
+
+  // Weights or bias in the layout the primitive chose, reordered once from the model's vectors.
+  memory constant(const memory::desc& user_md, const void* data, const memory::desc& want) {
+    memory user(user_md, eng, const_cast<void*>(data));
+    memory out(want, eng);
+    dnnl::reorder(user, out).execute(stream, user, out);
+    stream.wait();
+    return out;
+  }
+
+  dnnl::primitive_attr attributes(const std::vector<float>& output_scale, int32_t clip_max, bool relu) {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (!output_scale.empty()) attr.set_output_scales(1 << 1, output_scale);  // per output channel
+    dnnl::post_ops ops;
+    if (clip_max > 0 && clip_max < 255) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, static_cast<float>(clip_max));
+    else if (relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);  // u8 saturation clips at 255
+    attr.set_post_ops(ops);
+    return attr;
+  }
+
+  int conv(int cur, const ConvStage& s, const Stage& st) {
+    const int64_t N = p.batch;
+    const Geometry& g = s.g;
+    const memory::dims wdims{s.OC, s.IC, g.KH, g.KW};
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.buffers[cur].md,
+                                      memory::desc(wdims, wei, tag::any), memory::desc({s.OC}, bias, tag::x),
+                                      memory::desc({N, st.C, st.H, st.W}, act, tag::any), {g.SH, g.SW}, {g.pad_top, g.pad_left},
+                                      {g.pad_bottom, g.pad_right});
+    const bool int8 = m.precision == Precision::kInt8;
+    dnnl::convolution_forward::primitive_desc pd(d, attributes(s.output_scale, int8 ? s.qmax : 0, s.relu || int8), eng);
+    cur = as(cur, pd.src_desc());
+    const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
+    const void* b = int8 ? static_cast<const void*>(s.qbias.data()) : s.bias.data();
+    const int out = add(pd.dst_desc());
+    step(pd, "conv", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
+         {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, tag::hwio), w, pd.weights_desc())},
+          {DNNL_ARG_BIAS, constant(memory::desc({s.OC}, bias, tag::x), b, pd.bias_desc())}});
+    return out;
+  }
+
+  int pool(int cur, const PoolStage& s, const Stage& st) {
+    const Geometry& g = s.g;
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, p.buffers[cur].md,
+                                  memory::desc({p.batch, st.C, st.H, st.W}, act, tag::any), {g.SH, g.SW}, {g.KH, g.KW},
+                                  {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::pooling_forward::primitive_desc pd(d, attr, eng);
+    const int out = add(pd.dst_desc());
+    step(pd, "pool", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}});
+    return out;
+  }
+
+  // Keras' Flatten order is H, W, C: an nhwc buffer seen as [N, H*W*C].
+  int flatten(int cur, int H, int W, int C) {
+    cur = as(cur, memory::desc({p.batch, C, H, W}, act, tag::nhwc));
+    return add(memory::desc({p.batch, int64_t{H} * W * C}, act, tag::nc), cur);
+  }
+
+  int dense(int cur, const DenseStage& s) {
+    const memory::dims wdims{s.OUT, s.IN};
+    dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, p.buffers[cur].md, memory::desc(wdims, wei, tag::any),
+                                        memory::desc({s.OUT}, bias, tag::x), memory::desc({p.batch, s.OUT}, dt::f32, tag::nc));
+    dnnl::inner_product_forward::primitive_desc pd(d, attributes(s.output_scale, 0, false), eng);
+    cur = as(cur, pd.src_desc());
+    const bool int8 = m.precision == Precision::kInt8;
+    const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
+    const void* b = int8 ? static_cast<const void*>(s.qbias.data()) : s.bias.data();
+    const int out = add(pd.dst_desc());
+    step(pd, "inner_product", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
+         {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, tag::io), w, pd.weights_desc())},  // [IN][OUT] = io
+          {DNNL_ARG_BIAS, constant(memory::desc({s.OUT}, bias, tag::x), b, pd.bias_desc())}});
+    return out;
+  }
+
+  void build() {
+    int cur = add(memory::desc({p.batch, m.C, m.H, m.W}, act, tag::nhwc));
+    int H = m.H, W = m.W, C = m.C;
+    for (const Stage& st : m.stages) {
+      if (const auto* c = std::get_if<ConvStage>(&st.op)) cur = conv(cur, *c, st);
+      else if (const auto* pl = std::get_if<PoolStage>(&st.op)) cur = pool(cur, *pl, st);
+      else if (std::holds_alternative<FlattenStage>(st.op)) cur = flatten(cur, H, W, C);
+      else cur = dense(cur, std::get<DenseStage>(st.op));
+      H = st.H, W = st.W, C = st.C;
+    }
+    if (p.buffers[cur].md != memory::desc({p.batch, m.classes()}, dt::f32, tag::nc))
+      throw std::logic_error("runtime: the logits are not a dense [N, classes] f32 buffer");
+  }
+};
+
+std::unique_ptr<Workspace> make_workspace(const Runtime::Plan& p, const dnnl::engine& eng) {
+  auto ws = std::make_unique<Workspace>();
+  ws->stream = dnnl::stream(eng);
+  const int last = static_cast<int>(p.buffers.size()) - 1;
+  for (int i = 0; i <= last; ++i) {
+    const Buffer& b = p.buffers[i];
+    const bool user = (i == 0 && p.int8) || i == last || b.alias_of >= 0;  // handles set per call
+    ws->mem.push_back(user ? memory(b.md, eng, DNNL_MEMORY_NONE) : memory(b.md, eng));
+  }
+  for (const Step& s : p.steps) {
+    std::unordered_map<int, memory> args;
+    for (const auto& [arg, i] : s.buffers) args.emplace(arg, ws->mem[i]);
+    for (const auto& [arg, mem] : s.constants) args.emplace(arg, mem);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(s.scratchpad, eng));
+    ws->args.push_back(std::move(args));
+  }
+  return ws;
+}
+
+}  // namespace
+
+Runtime::Runtime(InferenceModel model, RuntimeOptions options)
+    : model_(std::move(model)), options_(options), engine_(std::make_unique<Engine>()) {
+  if (options_.max_batch < 1) throw std::invalid_argument("Runtime: max_batch must be >= 1");
+  if (model_.stages.empty()) throw std::invalid_argument("Runtime: the model has no layers");
+}
+
+Runtime::~Runtime() = default;
+
+Runtime::Plan& Runtime::plan(int64_t batch) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = plans_.find(batch);
+  if (it != plans_.end()) return *it->second;
+  auto p = std::make_unique<Plan>();
+  p->batch = batch;
+  p->int8 = model_.precision == Precision::kInt8;
+  p->threads = batch < options_.single_thread_below ? 1 : (options_.threads > 0 ? options_.threads : omp_get_max_threads());
+  ThreadCount threads(p->threads);  // primitives are created for the team size they will run with
+  PlanBuilder{model_, *p, engine_->engine}.build();
+  return *plans_.emplace(batch, std::move(p)).first->second;
+}
+
+void Runtime::predict(const uint8_t* images, int64_t n, float* logits) const {
+  const size_t in = model_.input_size();
+  const int classes = model_.classes();
+  for (int64_t begin = 0; begin < n; begin += options_.max_batch) {
+    const int64_t count = std::min(options_.max_batch, n - begin);
+    Plan& p = plan(count);
+    std::unique_ptr<Workspace> ws;
+    {
+      std::lock_guard<std::mutex> lock(p.mutex);
+      if (!p.idle.empty()) ws = std::move(p.idle.back()), p.idle.pop_back();
+    }
+    if (!ws) ws = make_workspace(p, engine_->engine);
+    const uint8_t* x = images + begin * in;
+    if (p.int8) {
+      ws->mem[0].set_data_handle(const_cast<uint8_t*>(x));  // the pixels are the input codes (s = 1/255)
+    } else {
+      float* f = static_cast<float*>(ws->mem[0].get_data_handle());
+      for (size_t i = 0; i < count * in; ++i) f[i] = static_cast<float>(x[i]) / 255.f;  // as training does
+    }
+    ws->mem.back().set_data_handle(logits + begin * classes);
+    for (size_t i = 0; i < p.buffers.size(); ++i)
+      if (p.buffers[i].alias_of >= 0) ws->mem[i].set_data_handle(ws->mem[p.buffers[i].alias_of].get_data_handle());
+    {
+      ThreadCount threads(p.threads);
+      for (size_t s = 0; s < p.steps.size(); ++s) p.steps[s].primitive.execute(ws->stream, ws->args[s]);
+      ws->stream.wait();
+    }
+    std::lock_guard<std::mutex> lock(p.mutex);
+    p.idle.push_back(std::move(ws));
+  }
+}
+
+std::vector<float> Runtime::predict(const uint8_t* images, int64_t n) const {
+  std::vector<float> logits(static_cast<size_t>(n) * model_.classes());
+  predict(images, n, logits.data());
+  return logits;
+}
+
+std::vector<std::string> Runtime::implementations(int64_t batch) const {
+  std::vector<std::string> out;
+  for (const Step& s : plan(batch).steps) out.push_back(s.what);
+  return out;
+}
+
+RuntimeEvaluation evaluate(const Runtime& rt, const ImageSet& images, int64_t batch_size) {
+  if (batch_size < 1) throw std::invalid_argument("evaluate: batch size must be >= 1");
+  const InferenceModel& m = rt.model();
+  if (images.height() != m.H || images.width() != m.W || m.C != 1)
+    throw std::invalid_argument(fmt::format("evaluate: the model takes {}x{}x{} images, the data set has {}x{}x1", m.H, m.W, m.C,
+                                            images.height(), images.width()));
+  RuntimeEvaluation e;
+  std::vector<float> logits(static_cast<size_t>(batch_size) * m.classes());
+  int64_t correct = 0;
+  double seconds = 0;
+  for (int64_t begin = 0; begin < images.size(); begin += batch_size) {
+    const int64_t n = std::min(batch_size, images.size() - begin);
+    const auto t0 = std::chrono::steady_clock::now();
+    rt.predict(images.image(begin), n, logits.data());  // consecutive images are contiguous
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (int64_t i = 0; i < n; ++i) correct += argmax(logits.data() + i * m.classes(), m.classes()) == images.label(begin + i);
+  }
+  e.images = images.size();
+  e.accuracy = e.images ? static_cast<double>(correct) / static_cast<double>(e.images) : 0.0;
+  e.seconds = seconds;
+  return e;
+}
+
+int argmax(const float* logits, int classes) {
+  return static_cast<int>(std::max_element(logits, logits + classes) - logits);
+}
+
+std::vector<float> softmax(const float* logits, int classes) {
+  const float top = *std::max_element(logits, logits + classes);
+  std::vector<float> p(classes);
+  double total = 0;
+  for (int i = 0; i < classes; ++i) total += p[i] = std::exp(logits[i] - top);
+  for (float& v : p) v = static_cast<float>(v / total);
+  return p;
+}
+
+}  // namespace qnet

@@ -1,0 +1,71 @@
+// The oneDNN runtime: executes an f32 or int8 .qbin model on oneDNN 2.6 primitives.
+//
+//   Runtime rt(load_inference_model("model.qbin"));
+//   std::vector<float> logits = rt.predict(pixels, n);   // n x 28x28 uint8 images -> [n][10]
+//
+// int8: conv u8 x s8 + s32 bias, per-channel output scales and fused ReLU -> u8; max pooling on
+// u8; inner product u8 x s8 -> f32 logits (eq. 11-12, bit-exact with quant/reference.h).
+// f32: the same graph on f32 primitives (pixels / 255). Primitives are created once per batch
+// size and reused, weights are reordered once per plan. predict() may be called from many
+// threads at once: each call takes its own buffers and scratchpad.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "quant/inference_model.h"
+
+namespace qnet {
+
+struct RuntimeOptions {
+  int64_t max_batch = 256;  // larger calls run in chunks of this many images
+  int threads = 0;          // OpenMP threads for big batches; 0 = the current maximum
+  int64_t single_thread_below = 8;  // batches smaller than this run on one thread (less overhead)
+};
+
+class Runtime {
+ public:
+  explicit Runtime(InferenceModel model, RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // images: n x (H*W*C) uint8 NHWC pixels; logits: n x classes.
+  void predict(const uint8_t* images, int64_t n, float* logits) const;
+  std::vector<float> predict(const uint8_t* images, int64_t n) const;
+
+  const InferenceModel& model() const { return model_; }
+  // oneDNN's implementation of each primitive at this batch size, e.g. "conv brgconv:avx512_core_vnni".
+  std::vector<std::string> implementations(int64_t batch) const;
+
+  struct Plan;
+
+ private:
+  Plan& plan(int64_t batch) const;
+
+  InferenceModel model_;
+  RuntimeOptions options_;
+  struct Engine;
+  std::unique_ptr<Engine> engine_;
+  mutable std::mutex mutex_;
+  mutable std::map<int64_t, std::unique_ptr<Plan>> plans_;
+};
+
+// Test-set accuracy of a runtime model, batch by batch, and the wall time of the predictions.
+struct RuntimeEvaluation {
+  double accuracy = 0;
+  int64_t images = 0;
+  double seconds = 0;
+};
+RuntimeEvaluation evaluate(const Runtime& runtime, const ImageSet& images, int64_t batch_size);
+
+// Index of the largest logit, and softmax probabilities of one row of logits.
+int argmax(const float* logits, int classes);
+std::vector<float> softmax(const float* logits, int classes);
+
+}  // namespace qnet

@@ -1,0 +1,212 @@
+// The int8 export, the integer reference interpreter and the oneDNN runtime, against each other
+// and against the training graph.
+#include <cstring>
+#include <set>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "core/autograd.h"
+#include "core/random.h"
+#include "data/mnist.h"
+#include "optim/trainer.h"
+#include "quant/export.h"
+#include "quant/qat.h"
+#include "quant/reference.h"
+#include "quant/runtime.h"
+#include "tests/grad_check.h"
+
+using namespace qnet;
+
+namespace {
+
+const Mnist& mnist() {
+  static const Mnist m = load_mnist(mnist_dir(""));
+  return m;
+}
+
+// A QAT model of `bits` trained one epoch on 15,000 images (about a second).
+Sequential trained_qat(int bits) {
+  Rng rng(3);
+  Sequential model = mnist_reference_model(rng);
+  prepare_qat(model, {.bits = bits, .observer = {}});
+  Adam adam(model.parameters());
+  fit(model, adam, mnist().train.slice(0, 15000), mnist().train.slice(54000, 500), {.epochs = 1}, rng);
+  freeze_observers(model);
+  return model;
+}
+
+const Sequential& qat8() {
+  static const Sequential m = trained_qat(8);
+  return m;
+}
+
+// Strides, "same" padding, two convs, overlapping pooling and random biases: every geometry path.
+Sequential odd_qat_model(int bits) {
+  Rng rng(5);
+  Sequential m({17, 15, 1});
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 5, .kernel_h = 5, .kernel_w = 3,
+                                               .conv = {.stride_h = 2, .stride_w = 1, .padding = Padding::kSame}}, rng));
+  m.add(std::make_unique<ReLU>());
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 5, .filters = 7, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
+  m.add(std::make_unique<ReLU>());
+  m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 3, .window_w = 2, .stride_h = 2, .stride_w = 1, .padding = Padding::kSame}));
+  m.add(std::make_unique<Flatten>());
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 4 * 13 * 7, .units = 6}, rng));
+  for (Variable* p : m.parameters())
+    if (p->value().rank() == 1)
+      for (int64_t i = 0; i < p->value().numel(); ++i) p->value()[i] = rng.uniform(-0.3f, 0.3f);
+  prepare_qat(m, {.bits = bits, .observer = {}});
+  for (int i = 0; i < 3; ++i) m.forward(Variable(testing::random_tensor({8, 17, 15, 1}, rng, 0.f, 1.f), false));  // ranges
+  freeze_observers(m);
+  return m;
+}
+
+std::vector<uint8_t> random_pixels(int64_t count, Rng& rng) {
+  std::vector<uint8_t> px(count);
+  for (auto& p : px) p = static_cast<uint8_t>(rng.uniform(0.f, 256.f));
+  return px;
+}
+
+// Logits compared as bits: the runtime must compute exactly the reference's floats.
+int64_t mismatches(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  int64_t bad = 0;
+  for (size_t i = 0; i < a.size(); ++i) bad += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+  return bad;
+}
+
+}  // namespace
+
+TEST_CASE("oneDNN int8 logits equal the integer reference bit for bit on 3,000 test images", "[quant][onednn]") {
+  const InferenceModel m = inference_model(export_int8(qat8()));
+  REQUIRE(m.precision == Precision::kInt8);
+  const Runtime rt(m);
+  const uint8_t* px = mnist().test.image(0);
+  const std::vector<float> ref = reference_forward(m, px, 3000);
+  CHECK(mismatches(rt.predict(px, 3000), ref) == 0);  // batches of 256 and a remainder
+  std::vector<float> one(10);
+  for (int i = 0; i < 200; ++i) {  // batch 1 runs another plan (one thread)
+    rt.predict(px + i * 784, 1, one.data());
+    CHECK(std::memcmp(one.data(), ref.data() + i * 10, 40) == 0);
+  }
+}
+
+TEST_CASE("low bit widths, strides, same padding and two convs stay bit-exact", "[quant][onednn]") {
+  Rng rng(9);
+  const std::vector<uint8_t> px = random_pixels(300 * 17 * 15, rng);
+  for (int bits : {8, 4, 2}) {
+    const InferenceModel m = inference_model(export_int8(odd_qat_model(bits)));
+    const Runtime rt(m, {.max_batch = 64});
+    const std::vector<float> ref = reference_forward(m, px.data(), 300);
+    CHECK(mismatches(rt.predict(px.data(), 300), ref) == 0);
+    std::set<int> classes;  // the logits carry information: not all images land in one class
+    for (int i = 0; i < 300; ++i) classes.insert(argmax(ref.data() + i * 6, 6));
+    CHECK(classes.size() >= 2);
+  }
+}
+
+TEST_CASE("the int8 runtime agrees with the fake-quantized training graph on >= 99.9% of the test set", "[quant][onednn][slow]") {
+  Sequential& qat = const_cast<Sequential&>(qat8());
+  const Runtime rt(inference_model(export_int8(qat)));
+  const ImageSet& test = mnist().test;
+  const std::vector<float> logits = rt.predict(test.image(0), test.size());
+  NoGradGuard no_grad;
+  qat.set_training(false);
+  int64_t agree = 0;
+  for (int64_t b = 0; b < test.size(); b += 500) {
+    const Tensor y = qat.forward(Variable(test.batch(b, 500).x, false)).value();
+    for (int64_t i = 0; i < 500; ++i) agree += argmax(y.data() + i * 10, 10) == argmax(logits.data() + (b + i) * 10, 10);
+  }
+  INFO("agreement " << agree << " of 10000");
+  CHECK(agree >= 9990);
+}
+
+TEST_CASE("the f32 runtime matches the float training graph", "[quant][onednn]") {
+  Rng rng(4);
+  Sequential model = mnist_reference_model(rng);
+  const Runtime rt(inference_model(to_qbin(model)));
+  REQUIRE(rt.model().precision == Precision::kF32);
+  const Batch b = mnist().test.batch(0, 300);
+  NoGradGuard no_grad;
+  model.set_training(false);
+  const std::vector<float> expected = model.forward(Variable(b.x, false)).value().to_vector();
+  const std::vector<float> got = rt.predict(mnist().test.image(0), 300);
+  for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == Approx(expected[i]).margin(1e-4));
+}
+
+TEST_CASE("the int8 reference model file is at most 21,500 bytes and round-trips", "[quant]") {
+  const qbin::Model file = export_int8(qat8());
+  const std::vector<uint8_t> bytes = qbin::serialize(file);
+  CHECK(bytes.size() <= 21500);
+  const qbin::Model back = qbin::parse(bytes.data(), bytes.size());
+  CHECK(qbin::serialize(back) == bytes);
+  const InferenceModel a = inference_model(file), b = inference_model(back);
+  const auto& da = std::get<DenseStage>(a.stages.back().op);
+  const auto& db = std::get<DenseStage>(b.stages.back().op);
+  CHECK(da.qkernel == db.qkernel);
+  CHECK(da.output_scale == db.output_scale);
+  const int max_code = *std::max_element(da.qkernel.begin(), da.qkernel.end());
+  CHECK(max_code == 127);  // symmetric per-channel scale: the largest weight of some channel hits 127
+}
+
+TEST_CASE("malformed int8 models are refused with a message naming the problem", "[quant]") {
+  const qbin::Model good = export_int8(qat8());
+  auto refuses = [&](const std::function<void(qbin::Model&)>& damage, const std::string& expected) {
+    qbin::Model m = good;
+    damage(m);
+    CHECK_THROWS_WITH(inference_model(m), Catch::Contains(expected));
+  };
+  auto tensor = [](qbin::Model& m, size_t layer, const std::string& name) -> qbin::TensorRecord& {
+    for (auto& t : m.layers[layer].tensors)
+      if (t.name == name) return t;
+    throw std::logic_error("no tensor " + name);
+  };
+  refuses([&](qbin::Model& m) { tensor(m, 1, "kernel").bytes[0] = 0x80; }, "outside [-127, 127]");
+  refuses([&](qbin::Model& m) { tensor(m, 1, "kernel").quant.scales[2] = -1.f; }, "channel 2");
+  refuses([&](qbin::Model& m) { tensor(m, 5, "kernel").quant.bits = 4; }, "kernel quantization");
+  refuses([&](qbin::Model& m) { m.layers[2].ints = {{"output_bits", 8}, {"output_zero_point", 3}}; }, "zero point 3");
+  refuses([&](qbin::Model& m) { m.layers[2].floats.clear(); }, "output_scale");
+  refuses([&](qbin::Model& m) { m.layers.erase(m.layers.begin() + 2); }, "must be followed by ReLU");
+  refuses([&](qbin::Model& m) { m.layers.erase(m.layers.begin() + 4); }, "Flatten");
+  refuses([&](qbin::Model& m) { m.layers.pop_back(); }, "does not end with a Dense");
+  refuses([&](qbin::Model& m) { tensor(m, 5, "bias").dtype = qbin::DType::kF32; }, "mixes f32 and integer");
+  refuses([&](qbin::Model& m) { tensor(m, 5, "bias").bytes.assign(40, 0x7f); }, "overflow the int32 accumulator");
+  refuses([&](qbin::Model& m) { tensor(m, 1, "kernel").shape = {3, 3, 12, 1}; }, "has shape");
+  refuses([&](qbin::Model& m) { m.layers[0].floats = {{"input_scale", 0.f}}; }, "input_scale");
+}
+
+TEST_CASE("8 threads x 1,000 predictions on one runtime give the serial answers", "[quant][onednn]") {
+  const Runtime rt(inference_model(export_int8(qat8())));
+  const uint8_t* px = mnist().test.image(0);
+  const std::vector<float> serial = rt.predict(px, 1000);
+  std::vector<int64_t> bad(8, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      std::vector<float> y(10);
+      for (int i = 0; i < 1000; ++i) {
+        const int k = (i * 7 + t * 131) % 1000;
+        rt.predict(px + k * 784, 1, y.data());
+        bad[t] += std::memcmp(y.data(), serial.data() + k * 10, 40) != 0;
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 8; ++t) CHECK(bad[t] == 0);
+}
+
+TEST_CASE("PTQ of a float model keeps its accuracy within 0.01", "[quant][onednn][slow]") {
+  Rng rng(2);
+  Sequential model = mnist_reference_model(rng);
+  Adam adam(model.parameters());
+  fit(model, adam, mnist().train.slice(0, 15000), mnist().train.slice(54000, 500), {.epochs = 1}, rng);
+  const double float_acc = evaluate(model, mnist().test).accuracy;
+  for (auto method : {CalibrationMethod::kMinMax, CalibrationMethod::kPercentile}) {
+    Sequential copy = from_qbin(to_qbin(model));
+    calibrate_ptq(copy, mnist().train.slice(0, 1000), {.method = method});
+    const Runtime rt(inference_model(export_int8(copy)));
+    const double int8_acc = evaluate(rt, mnist().test, 256).accuracy;
+    INFO("float " << float_acc << " int8 " << int8_acc);
+    CHECK(std::abs(int8_acc - float_acc) <= 0.01);
+  }
+}
