@@ -43,6 +43,21 @@ for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte 
 done
 expect "corrupt data" 1 "scripts/fetch_mnist" -- "$bin/train" --data-dir "$tmp/corrupt"
 
+# The int8 tools (bad images with a real model are tested in tests/apps/infer_test.sh).
+expect "infer: no arguments" 2 "missing MODEL" -- "$bin/infer"
+expect "infer: no images" 2 "no images" -- "$bin/infer" "$tmp/bad.qbin"
+expect "infer: bad model" 1 "not a qbin model" -- "$bin/infer" "$tmp/bad.qbin" x.png
+expect "infer: missing model" 1 "cannot open" -- "$bin/infer" "$tmp/none.qbin" x.png
+expect "evaluate: no model" 2 "missing MODEL" -- "$bin/evaluate"
+expect "evaluate: zero batch" 2 "batch-size 0" -- "$bin/evaluate" "$tmp/bad.qbin" --batch-size 0
+expect "evaluate: bad model" 1 "not a qbin model" -- "$bin/evaluate" "$tmp/bad.qbin"
+expect "quantize: no model" 2 "missing MODEL" -- "$bin/quantize"
+expect "quantize: bad method" 2 "expected minmax or percentile" -- "$bin/quantize" "$tmp/bad.qbin" --method mse
+expect "quantize: too many images" 2 "at most the 60000" -- "$bin/quantize" "$tmp/bad.qbin" --calibration-images 70000
+expect "quantize: overwrite input" 2 "overwrite the input" -- "$bin/quantize" "$tmp/bad.qbin" -o "$tmp/bad.qbin"
+expect "samples: too many" 2 "10000 images" -- "$bin/samples" --first 9999 --count 2
+expect "samples: zero" 2 "expected an integer >= 1" -- "$bin/samples" --count 0
+
 if "$bin/train" --help | grep -q -- "--validation-split"; then echo "ok   help"; else echo "FAIL help"; failures=$((failures + 1)); fi
 echo "$failures failed"
 [[ $failures -eq 0 ]]

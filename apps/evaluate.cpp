@@ -1,0 +1,68 @@
+// evaluate: test-set accuracy and inference time of an f32 or int8 .qbin model on oneDNN.
+//
+//   build/bin/evaluate model.qbin [--batch-size 256] [--json] [--data-dir DIR]
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "apps/common.h"
+#include "core/parallel.h"
+#include "data/mnist.h"
+#include "quant/runtime.h"
+
+using namespace qnet;
+
+namespace {
+
+int evaluate_main(int argc, char** argv) {
+  cxxopts::Options options("evaluate", "Accuracy and speed of a .qbin model (f32 or int8) on the MNIST test set, run by oneDNN.");
+  options.add_options()
+      ("batch-size", "Images per runtime call", cxxopts::value<int64_t>()->default_value("256"))
+      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
+      ("json", "Print one JSON object instead of text")
+      ("model", "The .qbin model", cxxopts::value<std::string>())
+      ("h,help", "Show this help");
+  options.parse_positional({"model"});
+  options.positional_help("MODEL");
+  const cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    fmt::print("{}\n", options.help());
+    return 0;
+  }
+  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  if (!args.count("model")) throw UsageError("missing MODEL (expected: evaluate MODEL)");
+  require_int_at_least(args, "batch-size", 1);
+  require_int_at_least(args, "threads", 0);
+  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+  const std::string path = args["model"].as<std::string>();
+  const Runtime rt(load_inference_model(path));
+  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  const int64_t batch = args["batch-size"].as<int64_t>();
+  rt.predict(mnist.test.image(0), std::min<int64_t>(batch, mnist.test.size()));  // JIT and plan creation are not timed
+  const RuntimeEvaluation e = evaluate(rt, mnist.test, batch);
+  const auto bytes = static_cast<int64_t>(std::filesystem::file_size(path));
+  const char* precision = precision_name(rt.model().precision);
+  if (args.count("json")) {
+    fmt::print("{}\n", Json::object()
+                           .set("model", Json::string(path))
+                           .set("precision", Json::string(precision))
+                           .set("accuracy", Json::number(e.accuracy))
+                           .set("images", Json::integer(e.images))
+                           .set("seconds", Json::number(e.seconds))
+                           .set("batch_size", Json::integer(batch))
+                           .set("model_bytes", Json::integer(bytes))
+                           .dump(0));
+  } else {
+    fmt::print("{} ({}, {} bytes): test accuracy {:.4f} on {} images; {:.3f} s at batch {} ({:.1f} us/image, {} threads)\n", path,
+               precision, bytes, e.accuracy, e.images, e.seconds, batch, 1e6 * e.seconds / static_cast<double>(e.images), num_threads());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_app("evaluate", [&] { return evaluate_main(argc, argv); });
+}

@@ -1,0 +1,82 @@
+// quantize: post-training quantization (PTQ) of a float model to an int8 .qbin, calibrated on
+// training images (TFLite's "full integer" quantization). A QAT checkpoint is exported with
+// its own trained ranges instead.
+//
+//   build/bin/quantize model_float.qbin -o model_ptq.qbin [--calibration-images 1000] [--method minmax|percentile]
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "apps/common.h"
+#include "core/parallel.h"
+#include "data/mnist.h"
+#include "quant/export.h"
+#include "quant/qat.h"
+#include "quant/runtime.h"
+
+using namespace qnet;
+
+namespace {
+
+int quantize_main(int argc, char** argv) {
+  cxxopts::Options options("quantize", "Quantize a float .qbin model to int8 (post-training, calibrated on MNIST training images).");
+  options.add_options()
+      ("o,output", "Where to write the int8 model", cxxopts::value<std::string>()->default_value("model_ptq.qbin"))
+      ("calibration-images", "Training images used to calibrate the activation ranges",
+       cxxopts::value<int64_t>()->default_value("1000"))
+      ("method", "Activation range: 'minmax' (the largest value seen) or 'percentile' (its 99.99th percentile)",
+       cxxopts::value<std::string>()->default_value("minmax"))
+      ("bits", "Bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
+      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
+      ("model", "The float .qbin model", cxxopts::value<std::string>())
+      ("h,help", "Show this help");
+  options.parse_positional({"model"});
+  options.positional_help("MODEL");
+  const cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    fmt::print("{}\n", options.help());
+    return 0;
+  }
+  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  if (!args.count("model")) throw UsageError("missing MODEL (expected: quantize MODEL -o OUTPUT)");
+  require_int_at_least(args, "calibration-images", 1);
+  require_int_at_least(args, "threads", 0);
+  const int64_t calibration = args["calibration-images"].as<int64_t>();
+  if (calibration > 60000) throw UsageError(fmt::format("--calibration-images {} (expected at most the 60000 training images)", calibration));
+  const std::string method = args["method"].as<std::string>();
+  if (method != "minmax" && method != "percentile") throw UsageError(fmt::format("--method '{}' (expected minmax or percentile)", method));
+  const int bits = static_cast<int>(args["bits"].as<int64_t>());
+  if (bits < 2 || bits > 8) throw UsageError(fmt::format("--bits {} (expected 2..8)", bits));
+  const std::string input = args["model"].as<std::string>(), output = args["output"].as<std::string>();
+  if (std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
+    throw UsageError(fmt::format("-o {} would overwrite the input model", output));
+  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+
+  Sequential model = load_any_model(input);
+  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  if (is_qat(model)) {
+    if (args.count("calibration-images") || args.count("method") || args.count("bits"))
+      throw UsageError(fmt::format("{} is a QAT model: it is exported with its trained ranges and {} bits; "
+                                   "--calibration-images, --method and --bits apply to float models", input, qat_bits(model)));
+    fmt::print("{} is a QAT model: exporting it with its trained activation ranges\n", input);
+  } else {
+    calibrate_ptq(model, mnist.train.slice(0, calibration),
+                  {.bits = bits, .method = method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
+    fmt::print("Calibrated {} activation ranges ({}) on the first {} training images\n", bits == 8 ? "uint8" : fmt::format("{}-bit", bits),
+               method, calibration);
+  }
+  qbin::save(export_int8(model), output);
+  const Runtime rt(load_inference_model(output));
+  const RuntimeEvaluation e = evaluate(rt, mnist.test, 256);
+  fmt::print("Wrote {} ({} bytes); int8 test accuracy on the oneDNN runtime: {:.4f}\n", output, std::filesystem::file_size(output),
+             e.accuracy);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_app("quantize", [&] { return quantize_main(argc, argv); });
+}

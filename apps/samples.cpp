@@ -1,0 +1,57 @@
+// samples: PNG files of MNIST test digits, to try `infer` on.
+//
+//   build/bin/samples --count 10 --out samples            # 28x28 gray, as in MNIST
+//   build/bin/samples --count 10 --out samples --canvas   # black ink on a larger white RGB canvas
+//
+// Files are named INDEX_LABEL.png (e.g. 0000_7.png): the label is the digit infer should find.
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "apps/common.h"
+#include "data/digit.h"
+#include "data/mnist.h"
+
+using namespace qnet;
+
+namespace {
+
+int samples_main(int argc, char** argv) {
+  cxxopts::Options options("samples", "Write MNIST test digits as PNG images (INDEX_LABEL.png) to try infer on.");
+  options.add_options()
+      ("count", "How many images", cxxopts::value<int64_t>()->default_value("10"))
+      ("first", "Index of the first test image", cxxopts::value<int64_t>()->default_value("0"))
+      ("out", "Folder to write them to (created if missing)", cxxopts::value<std::string>()->default_value("samples"))
+      ("canvas", "Black ink on a 120x100 white RGB canvas, enlarged 3x, instead of MNIST's 28x28 white on black")
+      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("h,help", "Show this help");
+  const cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    fmt::print("{}\n", options.help());
+    return 0;
+  }
+  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  require_int_at_least(args, "count", 1);
+  require_int_at_least(args, "first", 0);
+  const int64_t first = args["first"].as<int64_t>(), count = args["count"].as<int64_t>();
+  if (first + count > 10000) throw UsageError(fmt::format("--first {} --count {} (the test set has 10000 images)", first, count));
+  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  const std::filesystem::path out = args["out"].as<std::string>();
+  std::filesystem::create_directories(out);
+  const bool canvas = args.count("canvas") > 0;
+  for (int64_t i = first; i < first + count; ++i) {
+    const std::string path = (out / fmt::format("{:04}_{}.png", i, mnist.test.label(i))).string();
+    if (canvas) write_png(path, {.width = 120, .height = 100, .channels = 3}, ink_on_canvas(mnist.test.image(i), 120, 100).data());
+    else write_png(path, {.width = 28, .height = 28, .channels = 1}, mnist.test.image(i));
+  }
+  fmt::print("Wrote {} {} PNG images to {}/ (INDEX_LABEL.png); try: build/bin/infer model.qbin {}/*.png\n", count,
+             canvas ? "120x100 RGB canvas" : "28x28 gray", out.string(), out.string());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_app("samples", [&] { return samples_main(argc, argv); });
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The int8 workflow end to end with real files: train --qat -> model.qbin -> evaluate, infer
+# (good, bad and missing images), samples, quantize (PTQ). Needs MNIST (scripts/test fetches it).
+# Usage: tools_test.sh BIN_DIR
+set -u
+bin="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+check() {  # check NAME CONDITION...
+  local name="$1"
+  shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+cd "$tmp" || exit 1
+
+"$bin/train" --qat --epochs 1 --metrics q.json >train.log 2>&1
+check "train --qat writes an int8 model.qbin of at most 21,500 bytes" test -f model.qbin -a "$(stat -c %s model.qbin)" -le 21500
+check "train --qat keeps the QAT checkpoint" test -f model_qat.qbin
+check "metrics hold int8_test_accuracy and model_bytes" grep -q '"int8_test_accuracy"' q.json
+check "metrics model_bytes is the file size" grep -q "\"model_bytes\": $(stat -c %s model.qbin)" q.json
+
+"$bin/evaluate" model.qbin --json >eval.json
+check "evaluate --json names the precision" grep -q '"precision": "int8"' eval.json
+check "evaluate counts 10000 images" grep -q '"images": 10000' eval.json
+
+"$bin/samples" --count 20 --out gray >/dev/null && "$bin/samples" --count 20 --out canvas --canvas >/dev/null
+check "samples writes 20 + 20 PNGs" test "$(ls gray/*.png canvas/*.png | wc -l)" -eq 40
+right=0
+for f in gray/*.png canvas/*.png; do
+  label=$(basename "$f" .png | cut -d_ -f2)
+  digit=$("$bin/infer" model.qbin "$f" --json | sed -n 's/.*"digit": \([0-9]\).*/\1/p')
+  [[ "$digit" == "$label" ]] && right=$((right + 1))
+done
+check "infer names at least 37 of the 40 sample digits ($right)" test "$right" -ge 37
+
+echo "not a png" >bad.png
+"$bin/infer" model.qbin gray/0000_7.png bad.png missing.png canvas/0001_2.png --json >out.json 2>err.txt
+code=$?
+check "infer exits non-zero when an image is bad" test "$code" -eq 1
+check "infer still answers for the good images" test "$(grep -c '"digit"' out.json)" -eq 2
+check "infer names the bad image and the problem" grep -q "bad.png: not a PNG" err.txt
+check "infer names the missing image" grep -q "missing.png" err.txt
+"$bin/infer" model.qbin canvas/0000_7.png --raw >/dev/null 2>raw.txt
+code=$?
+check "infer --raw refuses a non-28x28 image" test "$code" -eq 1
+check "infer --raw says it needs 28x28" grep -q "needs a 28x28 image" raw.txt
+
+"$bin/quantize" model_qat.qbin -o exported.qbin >/dev/null
+check "quantize exports a QAT checkpoint to the same int8 file" cmp -s exported.qbin model.qbin
+"$bin/train" --epochs 1 -o float.qbin >/dev/null 2>&1
+"$bin/quantize" float.qbin -o ptq.qbin --calibration-images 500 --method percentile >ptq.log
+check "quantize (PTQ) writes an int8 model" grep -q "int8 test accuracy" ptq.log
+"$bin/evaluate" ptq.qbin --json >ptq.json
+check "the PTQ model evaluates as int8" grep -q '"precision": "int8"' ptq.json
+
+echo "$failures failed"
+[[ $failures -eq 0 ]]
