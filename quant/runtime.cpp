@@ -75,6 +75,10 @@ struct PlanBuilder {
   dt act = m.precision == Precision::kInt8 ? dt::u8 : dt::f32;
   dt wei = m.precision == Precision::kInt8 ? dt::s8 : dt::f32;
   dt bias = m.precision == Precision::kInt8 ? dt::s32 : dt::f32;
+  // Layouts, measured (docs/runtime.md): f32 convs run fastest on blocked nChw16c activations,
+  // which the inner product then reads as a 4-D tensor; the int8 convs have fast kernels for
+  // nhwc only, and the int8 inner product is fastest on a 2-D view of the nhwc buffer.
+  bool blocked = m.precision == Precision::kF32;
 
   int add(memory::desc md, int alias_of = -1) {
     p.buffers.push_back({std::move(md), alias_of});
@@ -152,12 +156,18 @@ struct PlanBuilder {
 
   // Keras' Flatten order is H, W, C: an nhwc buffer seen as [N, H*W*C].
   int flatten(int cur, int H, int W, int C) {
+    if (blocked) return cur;  // the inner product reads the 4-D tensor itself (dense())
     cur = as(cur, memory::desc({p.batch, C, H, W}, act, tag::nhwc));
     return add(memory::desc({p.batch, int64_t{H} * W * C}, act, tag::nc), cur);
   }
 
   int dense(int cur, const DenseStage& s) {
-    const memory::dims wdims{s.OUT, s.IN};
+    const memory::desc& src = p.buffers[cur].md;
+    const memory::dims sd = src.dims();
+    // A 4-D source (blocked layout) is flattened by the primitive: weights {OUT, C, H, W} whose
+    // user layout hwio is exactly the kernel's [H*W*C][OUT] (Keras' H, W, C flatten order).
+    const memory::dims wdims = sd.size() == 4 ? memory::dims{s.OUT, sd[1], sd[2], sd[3]} : memory::dims{s.OUT, s.IN};
+    const tag user_tag = sd.size() == 4 ? tag::hwio : tag::io;
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, p.buffers[cur].md, memory::desc(wdims, wei, tag::any),
                                         memory::desc({s.OUT}, bias, tag::x), memory::desc({p.batch, s.OUT}, dt::f32, tag::nc));
     dnnl::inner_product_forward::primitive_desc pd(d, attributes(s.output_scale, 0, false), eng);
@@ -167,13 +177,14 @@ struct PlanBuilder {
     const void* b = int8 ? static_cast<const void*>(s.qbias.data()) : s.bias.data();
     const int out = add(pd.dst_desc());
     step(pd, "inner_product", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
-         {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, tag::io), w, pd.weights_desc())},  // [IN][OUT] = io
+         {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, user_tag), w, pd.weights_desc())},  // [IN][OUT]
           {DNNL_ARG_BIAS, constant(memory::desc({s.OUT}, bias, tag::x), b, pd.bias_desc())}});
     return out;
   }
 
   void build() {
-    int cur = add(memory::desc({p.batch, m.C, m.H, m.W}, act, tag::nhwc));
+    // One channel: nchw and nhwc are the same bytes, and nchw lets f32 convs pick blocked outputs.
+    int cur = add(memory::desc({p.batch, m.C, m.H, m.W}, act, blocked && m.C == 1 ? tag::nchw : tag::nhwc));
     int H = m.H, W = m.W, C = m.C;
     for (const Stage& st : m.stages) {
       if (const auto* c = std::get_if<ConvStage>(&st.op)) cur = conv(cur, *c, st);
@@ -212,6 +223,29 @@ Runtime::Runtime(InferenceModel model, RuntimeOptions options)
     : model_(std::move(model)), options_(options), engine_(std::make_unique<Engine>()) {
   if (options_.max_batch < 1) throw std::invalid_argument("Runtime: max_batch must be >= 1");
   if (model_.stages.empty()) throw std::invalid_argument("Runtime: the model has no layers");
+  check_int8_isa();
+}
+
+// Without VNNI, oneDNN 2.6 multiplies u8 x s8 with vpmaddubsw, whose int16 pair sums saturate:
+// weight codes beyond +-64 can then give wrong results (../shared/notes/onednn-2.6.md). Refuse
+// rather than miscompute.
+void Runtime::check_int8_isa() const {
+  if (model_.precision != Precision::kInt8) return;
+  using isa = dnnl::cpu_isa;
+  const isa cpu = dnnl::get_effective_cpu_isa();
+  if (cpu == isa::avx512_core_vnni || cpu == isa::avx512_core_bf16 || cpu == isa::avx512_core_amx || cpu == isa::avx2_vnni) return;
+  int max_code = 0;
+  for (const Stage& st : model_.stages) {
+    const std::vector<int8_t>* k = nullptr;
+    if (const auto* c = std::get_if<ConvStage>(&st.op)) k = &c->qkernel;
+    if (const auto* d = std::get_if<DenseStage>(&st.op)) k = &d->qkernel;
+    if (k)
+      for (int8_t v : *k) max_code = std::max(max_code, std::abs(int{v}));
+  }
+  if (max_code > 64)
+    throw std::runtime_error(fmt::format("this CPU (oneDNN ISA without VNNI) would saturate int8 products of weight codes up to {}; "
+                                         "int8 models need AVX512-VNNI or AVX-VNNI, or weights of at most 7 bits (train --qat --bits 7)",
+                                         max_code));
 }
 
 Runtime::~Runtime() = default;

@@ -47,6 +47,7 @@ class Runtime {
 
  private:
   Plan& plan(int64_t batch) const;
+  void check_int8_isa() const;
 
   InferenceModel model_;
   RuntimeOptions options_;

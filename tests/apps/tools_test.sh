@@ -24,7 +24,17 @@ check "metrics model_bytes is the file size" grep -q "\"model_bytes\": $(stat -c
 check "evaluate --json names the precision" grep -q '"precision": "int8"' eval.json
 check "evaluate counts 10000 images" grep -q '"images": 10000' eval.json
 
-"$bin/samples" --count 20 --out gray >/dev/null && "$bin/samples" --count 20 --out canvas --canvas >/dev/null
+ONEDNN_MAX_CPU_ISA=AVX512_CORE "$bin/evaluate" model.qbin >/dev/null 2>isa.txt
+code=$?
+check "an 8-bit int8 model is refused where oneDNN has no VNNI" test "$code" -eq 1
+check "the refusal says why" grep -q "without VNNI" isa.txt
+
+"$bin/samples" --count 20 --out gray >/dev/null && ONEDNN_MAX_CPU_ISA=AVX512_CORE "$bin/evaluate" model.qbin >/dev/null 2>isa.txt
+code=$?
+check "an 8-bit int8 model is refused where oneDNN has no VNNI" test "$code" -eq 1
+check "the refusal says why" grep -q "without VNNI" isa.txt
+
+"$bin/samples" --count 20 --out canvas --canvas >/dev/null
 check "samples writes 20 + 20 PNGs" test "$(ls gray/*.png canvas/*.png | wc -l)" -eq 40
 right=0
 for f in gray/*.png canvas/*.png; do

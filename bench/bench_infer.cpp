@@ -1,0 +1,94 @@
+// bench_infer: the oneDNN runtime's speed, f32 vs int8, at batch 1 (the article's image-by-image
+// loop) and batch 256, as medians of repeats.
+//
+//   build/bin/bench_infer --repeats 7 [--images 10000] [--threads 2] [--float F.qbin --int8 Q.qbin]
+//
+// Without model files it builds the reference model (weights do not change the speed): a
+// float model, and its int8 export after QAT observers have seen a few training batches.
+// f32 and int8 alternate inside each repeat so both see the same machine conditions.
+#include <algorithm>
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "apps/common.h"
+#include "core/autograd.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "data/mnist.h"
+#include "layers/sequential.h"
+#include "quant/export.h"
+#include "quant/qat.h"
+#include "quant/runtime.h"
+
+using namespace qnet;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+InferenceModel int8_reference_model(const Mnist& mnist) {
+  Rng rng(1);
+  Sequential model = mnist_reference_model(rng);
+  prepare_qat(model, {.bits = 8, .observer = {}});
+  NoGradGuard no_grad;
+  for (int b = 0; b < 4; ++b) model.forward(Variable(mnist.train.batch(b * 32, 32).x, false));  // observers see data
+  return inference_model(export_int8(model));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_app("bench_infer", [&] {
+    cxxopts::Options options("bench_infer", "Time the oneDNN runtime, f32 vs int8, at batch 1 and batch 256");
+    options.add_options()
+        ("repeats", "Independent runs (the median is reported)", cxxopts::value<int64_t>()->default_value("7"))
+        ("images", "Test images per measurement", cxxopts::value<int64_t>()->default_value("10000"))
+        ("threads", "Threads for batch 256 (0 = all); batch 1 runs on one", cxxopts::value<int64_t>()->default_value("0"))
+        ("float", "An f32 .qbin model (default: the reference model)", cxxopts::value<std::string>()->default_value(""))
+        ("int8", "An int8 .qbin model (default: the reference model exported)", cxxopts::value<std::string>()->default_value(""))
+        ("data-dir", "MNIST folder", cxxopts::value<std::string>()->default_value(""));
+    const auto args = options.parse(argc, argv);
+    require_int_at_least(args, "repeats", 1);
+    require_int_at_least(args, "images", 256);
+    set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+    const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+    const int64_t n = std::min<int64_t>(args["images"].as<int64_t>(), mnist.test.size());
+    Rng rng(1);
+    const std::string float_path = args["float"].as<std::string>(), int8_path = args["int8"].as<std::string>();
+    const Runtime rt[2] = {Runtime(float_path.empty() ? inference_model(to_qbin(mnist_reference_model(rng))) : load_inference_model(float_path)),
+                           Runtime(int8_path.empty() ? int8_reference_model(mnist) : load_inference_model(int8_path))};
+    const char* names[2] = {"f32 ", "int8"};
+    std::vector<float> logits(static_cast<size_t>(n) * 10);
+    const uint8_t* px = mnist.test.image(0);
+    for (const Runtime& r : rt) r.predict(px, 256), r.predict(px, 1), r.predict(px, n);  // JIT, plans, warm caches
+    std::vector<double> b1[2], b256[2];
+    for (int64_t rep = 0; rep < args["repeats"].as<int64_t>(); ++rep)
+      for (int p = 0; p < 2; ++p) {
+        auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < n; ++i) rt[p].predict(px + i * 784, 1, logits.data() + i * 10);
+        b1[p].push_back(1e6 * seconds_since(t0) / static_cast<double>(n));
+        t0 = std::chrono::steady_clock::now();
+        for (int64_t i = 0; i < n; i += 256) rt[p].predict(px + i * 784, std::min<int64_t>(256, n - i), logits.data() + i * 10);
+        b256[p].push_back(static_cast<double>(n) / seconds_since(t0));
+        fmt::print("repeat {} {}: batch 1 {:.2f} us/image, batch 256 {:.0f} images/s\n", rep + 1, names[p], b1[p].back(), b256[p].back());
+      }
+    fmt::print("\nmedians over {} repeats of {} images ({} threads at batch 256, 1 at batch 1):\n", b1[0].size(), n, num_threads());
+    for (int p = 0; p < 2; ++p)
+      fmt::print("{}: batch 1 {:.2f} us/image ({:.3f} s per 10k), batch 256 {:.0f} images/s ({:.3f} s per 10k)\n", names[p], median(b1[p]),
+                 median(b1[p]) * 1e-2, median(b256[p]), 1e4 / median(b256[p]));
+    fmt::print("int8 speed-up over f32: batch 1 {:.2f}x, batch 256 {:.2f}x\n", median(b1[0]) / median(b1[1]), median(b256[1]) / median(b256[0]));
+    fmt::print("vs PyTorch 1.13 int8 (144 us/image, 91k images/s; ../shared/notes/peers.md): batch 1 {:.1f}x, batch 256 {:.1f}x\n",
+               144.0 / median(b1[1]), median(b256[1]) / 91000.0);
+    for (int64_t batch : {int64_t{1}, int64_t{256}})
+      for (int p = 0; p < 2; ++p) fmt::print("{} batch {}: {}\n", names[p], batch, fmt::join(rt[p].implementations(batch), ", "));
+    return 0;
+  });
+}
