@@ -64,5 +64,13 @@ check "quantize (PTQ) writes an int8 model" grep -q "int8 test accuracy" ptq.log
 "$bin/evaluate" ptq.qbin --json >ptq.json
 check "the PTQ model evaluates as int8" grep -q '"precision": "int8"' ptq.json
 
+"$bin/reproduce" --epochs 1 --out repro --timing-repeats 1 >repro.log 2>&1
+check "reproduce writes the report, both charts and results.json" test -s repro/report.md -a -s repro/inference_time.svg -a -s repro/model_size.svg -a -s repro/results.json
+check "the report has the four tables" test "$(grep -c '^## [1-4]\.' repro/report.md)" -eq 4
+check "the report has the PTQ row" grep -q "post-training quantization" repro/report.md
+check "results.json holds the int8 accuracy" grep -q '"int8": {' repro/results.json
+check "the charts are SVG with a title" grep -q "Inference time per part" repro/inference_time.svg
+check "reproduce shows its stages" grep -q "\[5/5\] writing the report" repro.log
+
 echo "$failures failed"
 [[ $failures -eq 0 ]]

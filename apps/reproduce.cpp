@@ -1,0 +1,200 @@
+// reproduce: the article's experiment end to end — float vs QAT vs int8 (and PTQ) on MNIST:
+// accuracy, model size, inference time per test-set part, training time per epoch.
+//
+//   build/bin/reproduce --epochs 10 --seed 1 --seeds 1 --out reproduction
+//
+// Writes DIR/report.md (the article's four tables with an "article" and a "qnet" column),
+// DIR/inference_time.svg and DIR/model_size.svg, DIR/results.json (every figure), and the models
+// of the first seed (model_float.qbin, model_qat.qbin, model.qbin, model_ptq.qbin).
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "apps/common.h"
+#include "apps/reproduction.h"
+#include "core/file_io.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "data/mnist.h"
+#include "optim/trainer.h"
+#include "quant/export.h"
+#include "quant/qat.h"
+#include "quant/runtime.h"
+
+using namespace qnet;
+namespace fs = std::filesystem;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string stage(int i, int n, const std::string& what) {
+  return fmt::format("\n== [{}/{}] {}\n", i, n, what);
+}
+
+double train(Sequential& model, const Split& data, int epochs, Rng& rng) {
+  Adam adam(model.parameters());
+  FitOptions fo;
+  fo.epochs = epochs;
+  fo.progress = stdout_is_terminal() ? Progress::kBar : Progress::kPlain;
+  std::vector<double> seconds;
+  for (const EpochStats& e : fit(model, adam, data.train, data.validation, fo, rng)) seconds.push_back(e.seconds);
+  return median(seconds);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The article's speed test: the test set in 5 parts, each run image by image through both models.
+Timing time_inference(const Runtime& f32, const Runtime& int8, const ImageSet& test, int repeats) {
+  Timing t;
+  const Runtime* rt[2] = {&f32, &int8};
+  float logits[10];
+  const int64_t part = test.size() / kParts;
+  for (const Runtime* r : rt) r->predict(test.image(0), 1), r->predict(test.image(0), 256);  // plans and JIT
+  std::vector<double> samples[2][kParts], ips[2];
+  for (int rep = 0; rep < repeats; ++rep)
+    for (int p = 0; p < 2; ++p) {
+      for (int k = 0; k < kParts; ++k) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t i = k * part; i < (k + 1) * part; ++i) rt[p]->predict(test.image(i), 1, logits);
+        samples[p][k].push_back(seconds_since(t0));
+      }
+      const auto t0 = std::chrono::steady_clock::now();
+      evaluate(*rt[p], test, 256);
+      ips[p].push_back(static_cast<double>(test.size()) / seconds_since(t0));
+    }
+  t.part_images = part;
+  for (int p = 0; p < 2; ++p) {
+    for (int k = 0; k < kParts; ++k) t.part_s[p][k] = median(samples[p][k]);
+    t.batch256_ips[p] = median(ips[p]);
+  }
+  return t;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown";
+}
+
+const char* isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::avx512_core_amx: return "AVX-512 with AMX";
+    case dnnl::cpu_isa::avx512_core_bf16: return "AVX-512 with VNNI and BF16";
+    case dnnl::cpu_isa::avx512_core_vnni: return "AVX-512 with VNNI";
+    case dnnl::cpu_isa::avx512_core: return "AVX-512";
+    case dnnl::cpu_isa::avx2_vnni: return "AVX2 with VNNI";
+    case dnnl::cpu_isa::avx2: return "AVX2";
+    default: return "older than AVX2";
+  }
+}
+
+Machine this_machine(const Runtime& int8) {
+  const dnnl_version_t* v = dnnl_version();
+  return {cpu_model(), static_cast<int>(std::thread::hardware_concurrency()), num_threads(),
+          fmt::format("{}.{}.{}", v->major, v->minor, v->patch), isa_name(dnnl::get_effective_cpu_isa()),
+          fmt::format("{}", fmt::join(int8.implementations(1), ", "))};
+}
+
+int reproduce_main(int argc, char** argv) {
+  cxxopts::Options options("reproduce", "Reproduce the article: float vs QAT vs int8 (and PTQ) on MNIST, with its tables and chart.");
+  options.add_options()
+      ("epochs", "Training epochs per model (the article: 10)", cxxopts::value<int64_t>()->default_value("10"))
+      ("seed", "First seed", cxxopts::value<int64_t>()->default_value("1"))
+      ("seeds", "Train with this many seeds (seed, seed+1, ...) and report mean and standard deviation",
+       cxxopts::value<int64_t>()->default_value("1"))
+      ("out", "Folder for report.md, the charts, results.json and the models", cxxopts::value<std::string>()->default_value("reproduction"))
+      ("timing-repeats", "Repeats of the inference timing (the median is reported)", cxxopts::value<int64_t>()->default_value("3"))
+      ("calibration-images", "PTQ calibration images", cxxopts::value<int64_t>()->default_value("1000"))
+      ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
+      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("h,help", "Show this help");
+  const cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    fmt::print("{}\n", options.help());
+    return 0;
+  }
+  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  require_int_at_least(args, "epochs", 1);
+  require_int_at_least(args, "seed", 0);
+  require_int_at_least(args, "seeds", 1);
+  require_int_at_least(args, "timing-repeats", 1);
+  require_int_at_least(args, "calibration-images", 1);
+  require_int_at_least(args, "threads", 0);
+  if (args["calibration-images"].as<int64_t>() > 54000) throw UsageError("--calibration-images (expected at most 54000)");
+  const int epochs = static_cast<int>(args["epochs"].as<int64_t>());
+  const int64_t first_seed = args["seed"].as<int64_t>(), seeds = args["seeds"].as<int64_t>();
+  const fs::path out = args["out"].as<std::string>();
+  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  const Split data = split_validation(mnist.train, 0.1);
+  fs::create_directories(out);
+
+  const int stages = static_cast<int>(3 * seeds + 2);
+  int done = 0;
+  std::vector<SeedResult> results;
+  for (int64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
+    SeedResult r{.seed = seed};
+    const bool keep = seed == first_seed;  // the first seed's models are saved and timed
+    fmt::print("{}", stage(++done, stages, fmt::format("seed {}: float training, {} epochs", seed, epochs)));
+    Rng rng(static_cast<uint64_t>(seed));
+    Sequential float_model = mnist_reference_model(rng);
+    r.float_epoch_s = train(float_model, data, epochs, rng);
+    r.float_acc = evaluate(float_model, mnist.test).accuracy;
+    if (keep) save_model(float_model, (out / "model_float.qbin").string());
+    r.float_runtime_acc = evaluate(Runtime(inference_model(to_qbin(float_model))), mnist.test, 256).accuracy;
+
+    fmt::print("{}", stage(++done, stages, fmt::format("seed {}: post-training quantization of the float model", seed)));
+    calibrate_ptq(float_model, data.train.slice(0, args["calibration-images"].as<int64_t>()), {});
+    const qbin::Model ptq = export_int8(float_model);
+    if (keep) qbin::save(ptq, (out / "model_ptq.qbin").string());
+    r.ptq_acc = evaluate(Runtime(inference_model(ptq)), mnist.test, 256).accuracy;
+
+    fmt::print("{}", stage(++done, stages, fmt::format("seed {}: quantization-aware training, {} epochs", seed, epochs)));
+    Rng qrng(static_cast<uint64_t>(seed));
+    Sequential qat_model = mnist_reference_model(qrng);
+    prepare_qat(qat_model, {.bits = 8, .observer = {}});
+    r.qat_epoch_s = train(qat_model, data, epochs, qrng);
+    freeze_observers(qat_model);
+    r.qat_acc = evaluate(qat_model, mnist.test).accuracy;
+    const qbin::Model int8 = export_int8(qat_model);
+    if (keep) save_model(qat_model, (out / "model_qat.qbin").string()), qbin::save(int8, (out / "model.qbin").string());
+    r.int8_acc = evaluate(Runtime(inference_model(int8)), mnist.test, 256).accuracy;
+    fmt::print("seed {}: float {:.4f}, QAT {:.4f}, int8 {:.4f}, PTQ {:.4f}\n", seed, r.float_acc, r.qat_acc, r.int8_acc, r.ptq_acc);
+    results.push_back(r);
+  }
+
+  fmt::print("{}", stage(++done, stages, "inference time: 5 parts of the test set, image by image, float and int8"));
+  const Runtime f32(load_inference_model((out / "model_float.qbin").string()));
+  const Runtime int8(load_inference_model((out / "model.qbin").string()));
+  const Timing timing = time_inference(f32, int8, mnist.test, static_cast<int>(args["timing-repeats"].as<int64_t>()));
+
+  fmt::print("{}", stage(++done, stages, "writing the report"));
+  const Sizes sizes{fs::file_size(out / "model_float.qbin"), fs::file_size(out / "model.qbin"), fs::file_size(out / "model_ptq.qbin")};
+  const Machine machine = this_machine(int8);
+  const std::string report = report_md(results, sizes, timing, machine, args);
+  write_file_atomic((out / "report.md").string(), report);
+  write_file_atomic((out / "inference_time.svg").string(), inference_chart(timing));
+  write_file_atomic((out / "model_size.svg").string(), size_chart(sizes));
+  write_file_atomic((out / "results.json").string(), results_json(results, sizes, timing, machine, args).dump() + "\n");
+  fmt::print("\n{}\nWrote {}/report.md, inference_time.svg, model_size.svg, results.json and the models\n", report, out.string());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_app("reproduce", [&] { return reproduce_main(argc, argv); });
+}

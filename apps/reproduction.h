@@ -1,0 +1,52 @@
+// The reproduction's results and how `reproduce` writes them (report.md, SVG charts, JSON).
+//
+//   std::string md = report_md(results, sizes, timing, machine, args);
+//   write_file_atomic("inference_time.svg", inference_chart(timing, 2000));
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+
+#include "apps/common.h"
+
+namespace qnet {
+
+// The article's figures (../shared/notes/peers.md).
+inline constexpr double kArticleFloat = 0.9821, kArticleQat = 0.9834, kArticleInt8 = 0.9832;
+inline constexpr double kArticleFloatMB = 0.0809, kArticleInt8MB = 0.0238;
+inline constexpr double kArticleFloatEpoch = 17, kArticleQatEpoch = 20;
+inline constexpr int kParts = 5;  // the article splits the test set into 5 parts
+
+struct SeedResult {
+  int64_t seed = 0;
+  double float_acc = 0, float_runtime_acc = 0, qat_acc = 0, int8_acc = 0, ptq_acc = 0;
+  double float_epoch_s = 0, qat_epoch_s = 0;  // medians over the epochs
+};
+
+struct Timing {
+  double part_s[2][kParts] = {};  // [f32, int8][part]: seconds, batch 1, median of repeats
+  double batch256_ips[2] = {};    // images per second at batch 256
+  int64_t part_images = 0;
+};
+
+struct Sizes {
+  uintmax_t float_bytes = 0, int8_bytes = 0, ptq_bytes = 0;
+};
+
+struct Machine {
+  std::string cpu;
+  int cores = 0, threads = 0;
+  std::string onednn_version, isa, int8_implementations;
+};
+
+std::string report_md(const std::vector<SeedResult>& results, const Sizes& sizes, const Timing& timing, const Machine& machine,
+                      const cxxopts::ParseResult& args);
+std::string inference_chart(const Timing& timing);
+std::string size_chart(const Sizes& sizes);
+Json results_json(const std::vector<SeedResult>& results, const Sizes& sizes, const Timing& timing, const Machine& machine,
+                  const cxxopts::ParseResult& args);
+
+}  // namespace qnet

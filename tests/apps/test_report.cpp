@@ -1,0 +1,38 @@
+// The report helpers of `reproduce`: SVG bar charts and summary statistics.
+#include <cmath>
+
+#include <catch2/catch.hpp>
+
+#include "apps/report.h"
+
+using namespace qnet;
+
+TEST_CASE("a bar chart has its title, axis label, legend and one bar per value", "[apps]") {
+  const BarChart c{.title = "Speed <test>", .y_label = "seconds", .groups = {"a", "b"},
+                   .series = {{"float", "#111111", {1.0, 2.0}}, {"int8", "#222222", {0.5, std::nan("")}}}};
+  const std::string svg = bar_chart_svg(c);
+  CHECK(svg.find("Speed &lt;test&gt;") != std::string::npos);  // escaped
+  CHECK(svg.find(">seconds<") != std::string::npos);
+  CHECK(svg.find(">float<") != std::string::npos);
+  CHECK(svg.find(">int8<") != std::string::npos);
+  size_t bars = 0;
+  for (size_t at = svg.find("fill=\"#"); at != std::string::npos; at = svg.find("fill=\"#", at + 1)) ++bars;
+  CHECK(bars == 3 + 2);  // three bars (the NaN one is "n/a") and two legend swatches
+  CHECK(svg.find(">n/a<") != std::string::npos);
+  CHECK(svg.find(">2.000<") != std::string::npos);  // value labels
+}
+
+TEST_CASE("a ragged or empty chart is refused", "[apps]") {
+  CHECK_THROWS_AS(bar_chart_svg({.title = "t", .y_label = "y", .groups = {"a", "b"}, .series = {{"s", "#000", {1.0}}}}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(bar_chart_svg({.title = "t", .y_label = "y", .groups = {}, .series = {}}), std::invalid_argument);
+}
+
+TEST_CASE("mean and sample standard deviation", "[apps]") {
+  const Stats s = stats({0.9799, 0.9806, 0.9809, 0.9834, 0.9814, 0.9812});
+  CHECK(s.mean == Approx(0.98123).epsilon(1e-4));
+  CHECK(s.sd == Approx(0.00118).epsilon(1e-2));
+  CHECK(stats({2.0}).sd == 0.0);
+  CHECK(mean_sd({0.5}, 2) == "0.50");
+  CHECK(mean_sd({1.0, 3.0}, 1) == "2.0 ± 1.4 (n=2)");
+}
