@@ -1,5 +1,7 @@
 #include "core/file_io.h"
 
+#include <atomic>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,7 +41,8 @@ std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view data) {
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+  static std::atomic<uint64_t> counter{0};  // unique per call: threads may save at once
+  const std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), counter++);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw IoError(fmt::format("{}: cannot create ({})", tmp, std::strerror(errno)));
   size_t done = 0;
@@ -54,8 +57,10 @@ void write_file_atomic(const std::string& path, std::string_view data) {
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
+  const bool synced = ::fsync(fd) == 0;
+  const int sync_err = errno;
+  if (::close(fd) != 0 || !synced) {
+    const int err = synced ? errno : sync_err;
     ::unlink(tmp.c_str());
     throw IoError(fmt::format("{}: cannot flush ({}); {} left unchanged", tmp, std::strerror(err), path));
   }

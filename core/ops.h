@@ -37,7 +37,12 @@ struct AxisGeometry {
   int64_t out;
   int64_t pad_before;
 };
-AxisGeometry axis_geometry(int64_t in, int64_t window, int64_t stride, Padding padding);
+inline AxisGeometry axis_geometry(int64_t in, int64_t window, int64_t stride, Padding padding) {
+  if (padding == Padding::kValid) return {in >= window ? (in - window) / stride + 1 : 0, 0};
+  const int64_t out = (in + stride - 1) / stride;
+  const int64_t total = (out - 1) * stride + window - in;
+  return {out, total > 0 ? total / 2 : 0};
+}
 
 // --- elementwise and reductions (core/ops_elementwise.cpp)
 Variable add(const Variable& a, const Variable& b);          // same shapes

@@ -16,13 +16,6 @@
 
 namespace qnet {
 
-AxisGeometry axis_geometry(int64_t in, int64_t window, int64_t stride, Padding padding) {
-  if (padding == Padding::kValid) return {in >= window ? (in - window) / stride + 1 : 0, 0};
-  const int64_t out = (in + stride - 1) / stride;
-  const int64_t total = std::max<int64_t>((out - 1) * stride + window - in, 0);
-  return {out, total / 2};
-}
-
 namespace {
 
 struct ConvShape {

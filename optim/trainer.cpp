@@ -58,6 +58,17 @@ Evaluation evaluate(Module& model, const ImageSet& data, int64_t batch_size) {
   return e;
 }
 
+// A NaN weight can hide from the loss (ReLU maps NaN to 0), so the parameters are checked too.
+void check_parameters_finite(Module& model, int epoch) {
+  for (Variable* p : model.parameters()) {
+    const Tensor& t = p->value();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(t[i]))
+        throw TrainingError(fmt::format("training diverged: a parameter of shape {} holds {} at the end of epoch {}", shape_str(t.shape()),
+                                        t[i], epoch));
+  }
+}
+
 std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet& train, const ImageSet& validation,
                             const FitOptions& o, Rng& rng) {
   if (o.epochs < 1 || o.batch_size < 1)
@@ -109,6 +120,7 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
       fmt::print(o.out, "{}{}{}\n", o.progress == Progress::kBar ? "\r" : "", line, val);
       std::fflush(o.out);
     }
+    check_parameters_finite(model, epoch);  // before on_epoch_end saves anything
     history.push_back(s);
     if (o.on_epoch_end) o.on_epoch_end(s);
   }

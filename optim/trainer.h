@@ -38,8 +38,8 @@ struct FitOptions {
   int64_t batch_size = 32;
   Progress progress = Progress::kNone;
   std::FILE* out = stdout;
-  std::function<void(int epoch)> on_epoch_begin;             // e.g. freeze QAT ranges
-  std::function<void(const EpochStats&)> on_epoch_end;       // e.g. checkpoint
+  std::function<void(int epoch)> on_epoch_begin{};           // e.g. freeze QAT ranges
+  std::function<void(const EpochStats&)> on_epoch_end{};     // e.g. checkpoint
 };
 
 // A NaN or infinite loss: training stops and says where.

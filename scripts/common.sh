@@ -29,8 +29,12 @@ qnet_install_packages() {
 qnet_build() {
   qnet_say "Building (Release) in $QNET_BUILD"
   cmake -S "$QNET_ROOT" -B "$QNET_BUILD" -DCMAKE_BUILD_TYPE="${QNET_BUILD_TYPE:-Release}" "$@" >/dev/null
-  cmake --build "$QNET_BUILD" -j"$(nproc)" 2>&1 | grep -E "error|warning: unused" || true
-  [[ -x "$QNET_BUILD/bin/train" ]] || { echo "build failed: $QNET_BUILD/bin/train is missing" >&2; exit 1; }
+  if ! cmake --build "$QNET_BUILD" -j"$(nproc)" >"$QNET_BUILD/build.log" 2>&1; then
+    grep -E "error|Error" "$QNET_BUILD/build.log" | head -40 >&2
+    echo "build failed: the full log is $QNET_BUILD/build.log" >&2
+    exit 1
+  fi
+  grep -E "warning" "$QNET_BUILD/build.log" >&2 || true
 }
 
 qnet_fetch_mnist() { "$QNET_ROOT/scripts/fetch_mnist"; }
