@@ -165,7 +165,7 @@ TensorRecord read_tensor(Reader& r) {
   }
   t.quant.bits = r.get<uint8_t>("quantization bits");
   t.quant.axis = r.get<int8_t>("quantization axis");
-  if (t.quant.bits > 32 || t.quant.axis < -1 || t.quant.axis >= std::max<int>(rank, 1))
+  if (t.quant.bits > 32 || t.quant.axis < -1 || t.quant.axis >= static_cast<int>(rank))  // a channel axis needs rank >= 1
     throw FormatError(fmt::format("tensor '{}': quantization bits {} axis {} (expected bits 0..32, axis -1..rank-1)",
                                   t.name, t.quant.bits, t.quant.axis));
   const uint32_t nscales = r.get<uint32_t>("scale count");

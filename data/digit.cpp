@@ -21,24 +21,25 @@ uint8_t border_median(const GrayImage& img) {
   return border[border.size() / 2];
 }
 
-// The ink as floats in [0, 1], white on black, background at 0.
-std::vector<float> ink(const GrayImage& img) {
-  const bool invert = border_median(img) > 127;
-  std::vector<int> v(img.pixels.begin(), img.pixels.end());
+// The ink, white on black, its contrast stretched so that the background is 0 and the brightest
+// ink 255. One byte per pixel: images up to kMaxImagePixels stay affordable.
+std::vector<uint8_t> ink(const GrayImage& img) {
+  const int median = border_median(img);
+  const bool invert = median > 127;
+  const int background = invert ? 255 - median : median;
+  std::vector<uint8_t> v(img.pixels);
   if (invert)
-    for (int& p : v) p = 255 - p;
-  GrayImage inverted{img.width, img.height, std::vector<uint8_t>(v.begin(), v.end())};
-  const int background = border_median(inverted);
+    for (uint8_t& p : v) p = static_cast<uint8_t>(255 - p);
   const int top = *std::max_element(v.begin(), v.end());
   if (top - background < 32) throw ImageError(fmt::format("no digit found: the image is blank (contrast {} of 255)", top - background));
-  std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = std::clamp(static_cast<float>(v[i] - background) / static_cast<float>(top - background), 0.f, 1.f);
-  return out;
+  const float gain = 255.f / static_cast<float>(top - background);
+  for (uint8_t& p : v) p = static_cast<uint8_t>(std::lround(std::clamp(static_cast<float>(p - background) * gain, 0.f, 255.f)));
+  return v;
 }
 
 // Area-averaging resample of a w x h region to nw x nh: every output pixel is the mean of the
 // input area it covers (exact fractional coverage), so thin strokes are not lost when shrinking.
-std::vector<float> resample(const std::vector<float>& src, int stride, int x0, int y0, int w, int h, int nw, int nh) {
+std::vector<float> resample(const std::vector<uint8_t>& src, int stride, int x0, int y0, int w, int h, int nw, int nh) {
   std::vector<float> out(static_cast<size_t>(nw) * nh, 0.f);
   const double sx = static_cast<double>(w) / nw, sy = static_cast<double>(h) / nh;
   for (int oy = 0; oy < nh; ++oy)
@@ -52,7 +53,7 @@ std::vector<float> resample(const std::vector<float>& src, int stride, int x0, i
           sum += cx * cy * src[static_cast<size_t>(y0 + y) * stride + x0 + x];
         }
       }
-      out[static_cast<size_t>(oy) * nw + ox] = static_cast<float>(sum / (sx * sy));
+      out[static_cast<size_t>(oy) * nw + ox] = static_cast<float>(sum / (sx * sy * 255.0));  // in [0, 1]
     }
   return out;
 }
@@ -62,11 +63,11 @@ std::vector<float> resample(const std::vector<float>& src, int stride, int x0, i
 Digit prepare_digit(const GrayImage& img) {
   if (img.width < 1 || img.height < 1 || img.pixels.size() != static_cast<size_t>(img.width) * img.height)
     throw ImageError("prepare_digit: empty image");
-  const std::vector<float> v = ink(img);
+  const std::vector<uint8_t> v = ink(img);
   int x0 = img.width, y0 = img.height, x1 = -1, y1 = -1;  // the ink's bounding box
   for (int y = 0; y < img.height; ++y)
     for (int x = 0; x < img.width; ++x)
-      if (v[static_cast<size_t>(y) * img.width + x] * 255.f > kInkThreshold)
+      if (v[static_cast<size_t>(y) * img.width + x] > kInkThreshold)
         x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
   const int w = x1 - x0 + 1, h = y1 - y0 + 1;
   const double scale = static_cast<double>(kBox) / std::max(w, h);

@@ -13,6 +13,8 @@ namespace qnet {
 
 namespace {
 
+constexpr uint64_t kMaxDeflateRatio = 1100;  // zlib's worst case is 1032:1 (its technical notes)
+
 // libpng reports errors by longjmp: everything that must survive one lives in this struct,
 // owned by the caller, and the functions that call setjmp hold no C++ objects of their own.
 struct PngContext {
@@ -54,7 +56,13 @@ bool decode(PngContext* ctx) {
     return false;
   }
   png_set_read_fn(png, ctx, read_bytes);
-  png_set_chunk_malloc_max(png, 8u << 20);  // text and other ancillary chunks
+  // Ancillary chunks other than tRNS (transparency) are skipped unread: libpng 1.6 allocates a
+  // text chunk's declared length (up to 2 GB from a 49-byte file, found by fuzzing) and would
+  // inflate compressed profiles and text. A digit needs none of them (colour is reduced to gray).
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, nullptr, -1);
+  static const png_byte kTrns[5] = {'t', 'R', 'N', 'S', '\0'};
+  png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_AS_DEFAULT, kTrns, 1);
+  png_set_chunk_malloc_max(png, 8u << 20);
   png_read_info(png, info);
   ctx->width = png_get_image_width(png, info);
   ctx->height = png_get_image_height(png, info);
@@ -70,6 +78,13 @@ bool decode(PngContext* ctx) {
   ctx->channels = png_get_channels(png, info);
   const size_t stride = png_get_rowbytes(png, info);
   if (stride != static_cast<size_t>(ctx->width) * ctx->channels) png_error(png, "unexpected row layout");
+  // zlib expands at most ~1032:1, so a short file cannot hold a big image: refuse it before
+  // allocating what its header claims.
+  if (static_cast<uint64_t>(stride) * ctx->height > kMaxDeflateRatio * ctx->size + 65536) {
+    std::snprintf(ctx->message, sizeof ctx->message, "a %ux%u image cannot fit in a %zu-byte file (truncated or forged header)",
+                  ctx->width, ctx->height, ctx->size);
+    png_longjmp(png, 1);
+  }
   ctx->pixels.resize(stride * ctx->height);
   ctx->rows.resize(ctx->height);
   for (png_uint_32 y = 0; y < ctx->height; ++y) ctx->rows[y] = ctx->pixels.data() + y * stride;

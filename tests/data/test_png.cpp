@@ -71,6 +71,27 @@ TEST_CASE("transparent pixels become a background that contrasts with the ink", 
   using V = std::vector<uint8_t>;
   // Dark ink on a transparent background: the background turns white.
   CHECK(decode(png_bytes(3, 1, PNG_COLOR_TYPE_RGB_ALPHA, 8, {{0, 0, 0, 255, 0, 0, 0, 0, 10, 10, 10, 0}})).pixels == V{0, 255, 255});
+  // A palette whose entry 0 is transparent (tRNS): the transparent pixels turn white behind black ink.
+  {
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+    png_infop info = png_create_info_struct(png);
+    std::vector<uint8_t> out;
+    png_set_write_fn(png, &out, [](png_structp p, png_bytep d, png_size_t n) {
+      auto* o = static_cast<std::vector<uint8_t>*>(png_get_io_ptr(p));
+      o->insert(o->end(), d, d + n);
+    }, nullptr);
+    png_set_IHDR(png, info, 3, 1, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    const png_color palette[2] = {{200, 200, 200}, {0, 0, 0}};
+    const png_byte alpha[1] = {0};
+    png_set_PLTE(png, info, palette, 2);
+    png_set_tRNS(png, info, alpha, 1, nullptr);
+    png_write_info(png, info);
+    const uint8_t row[3] = {1, 0, 0};
+    png_write_row(png, row);
+    png_write_end(png, nullptr);
+    png_destroy_write_struct(&png, &info);
+    CHECK(decode(out).pixels == V{0, 255, 255});
+  }
   // Light ink on a transparent background: the background turns black. Half transparency blends.
   CHECK(decode(png_bytes(3, 1, PNG_COLOR_TYPE_GRAY_ALPHA, 8, {{250, 255, 250, 0, 200, 128}})).pixels == V{250, 0, 100});
 }
@@ -102,6 +123,19 @@ TEST_CASE("damaged, truncated and oversized PNGs are refused before decoding", "
   std::memcpy(&b[29], &crc2, 4);
   CHECK_THROWS_WITH(decode(b), Catch::Contains("in total allowed"));
   CHECK_THROWS_WITH(read_png_gray("/nonexistent/digit.png"), Catch::Contains("/nonexistent/digit.png"));
+  // 8 x 65032 declared in a 100-byte file: refused from the header (too tall), nothing allocated.
+  b = good;
+  const uint32_t tall = __builtin_bswap32(65032u);
+  std::memcpy(&b[20], &tall, 4);
+  const uint32_t crc3 = __builtin_bswap32(static_cast<uint32_t>(crc32(0, &b[12], 17)));
+  std::memcpy(&b[29], &crc3, 4);
+  CHECK_THROWS_WITH(decode(b), Catch::Contains("65032"));
+  // 4000 x 4000 (under both bounds) from a 100-byte file: the compressed data cannot hold it.
+  const uint32_t side3 = __builtin_bswap32(4000u);
+  std::memcpy(&b[16], &side3, 4), std::memcpy(&b[20], &side3, 4);
+  const uint32_t crc4 = __builtin_bswap32(static_cast<uint32_t>(crc32(0, &b[12], 17)));
+  std::memcpy(&b[29], &crc4, 4);
+  CHECK_THROWS_WITH(decode(b), Catch::Contains("cannot fit in a"));
 }
 
 TEST_CASE("written PNGs read back identically", "[data][png]") {

@@ -176,23 +176,45 @@ TEST_CASE("malformed int8 models are refused with a message naming the problem",
   refuses([&](qbin::Model& m) { m.layers[0].floats = {{"input_scale", 0.f}}; }, "input_scale");
 }
 
-TEST_CASE("8 threads x 1,000 predictions on one runtime give the serial answers", "[quant][onednn]") {
-  const Runtime rt(inference_model(export_int8(qat8())));
-  const uint8_t* px = mnist().test.image(0);
-  const std::vector<float> serial = rt.predict(px, 1000);
-  std::vector<int64_t> bad(8, 0);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t)
-    threads.emplace_back([&, t] {
-      std::vector<float> y(10);
-      for (int i = 0; i < 1000; ++i) {
-        const int k = (i * 7 + t * 131) % 1000;
-        rt.predict(px + k * 784, 1, y.data());
-        bad[t] += std::memcmp(y.data(), serial.data() + k * 10, 40) != 0;
-      }
-    });
-  for (auto& th : threads) th.join();
-  for (int t = 0; t < 8; ++t) CHECK(bad[t] == 0);
+namespace {
+
+// Untrained (no OpenMP training before it, so ThreadSanitizer sees only the runtime's threads):
+// the reference model in QAT form whose observers have seen a few batches.
+InferenceModel untrained_model(Precision precision) {
+  Rng rng(6);
+  Sequential model = mnist_reference_model(rng);
+  if (precision == Precision::kF32) return inference_model(to_qbin(model));
+  prepare_qat(model, {.bits = 8, .observer = {}});
+  NoGradGuard no_grad;
+  for (int b = 0; b < 3; ++b) model.forward(Variable(mnist().train.batch(b * 64, 64).x, false));
+  return inference_model(export_int8(model));
+}
+
+}  // namespace
+
+TEST_CASE("8 threads x 1,000 predictions on one runtime give the serial answers", "[quant][onednn][concurrency]") {
+  for (Precision precision : {Precision::kInt8, Precision::kF32}) {
+    const Runtime rt(untrained_model(precision));
+    const uint8_t* px = mnist().test.image(0);
+    // Serial answers per plan (f32 sums may round differently at another batch size).
+    std::vector<float> serial1(1000 * 10), serial3(1000 * 30);
+    for (int k = 0; k < 998; ++k) rt.predict(px + k * 784, 1, &serial1[k * 10]), rt.predict(px + k * 784, 3, &serial3[k * 30]);
+    std::vector<int64_t> bad(8, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&, t] {
+        std::vector<float> y(10 * 3);
+        for (int i = 0; i < 1000; ++i) {
+          const int k = (i * 7 + t * 131) % 998;
+          const int n = i % 4 == 3 ? 3 : 1;  // batch 1 and batch 3 plans, shared by the threads
+          rt.predict(px + k * 784, n, y.data());
+          bad[t] += std::memcmp(y.data(), n == 1 ? &serial1[k * 10] : &serial3[k * 30], 40 * n) != 0;
+        }
+      });
+    for (auto& th : threads) th.join();
+    INFO(precision_name(precision));
+    for (int t = 0; t < 8; ++t) CHECK(bad[t] == 0);
+  }
 }
 
 TEST_CASE("PTQ of a float model keeps its accuracy within 0.01", "[quant][onednn][slow]") {
