@@ -29,7 +29,9 @@ qnet_install_packages() {
 qnet_build() {
   qnet_say "Building (Release) in $QNET_BUILD"
   cmake -S "$QNET_ROOT" -B "$QNET_BUILD" -DCMAKE_BUILD_TYPE="${QNET_BUILD_TYPE:-Release}" "$@" >/dev/null
-  if ! cmake --build "$QNET_BUILD" -j"$(nproc)" >"$QNET_BUILD/build.log" 2>&1; then
+  local targets=()
+  [[ -n "${QNET_BUILD_TARGETS:-}" ]] && targets=(--target $QNET_BUILD_TARGETS)
+  if ! cmake --build "$QNET_BUILD" -j"$(nproc)" "${targets[@]}" >"$QNET_BUILD/build.log" 2>&1; then
     grep -E "error|Error" "$QNET_BUILD/build.log" | head -40 >&2
     echo "build failed: the full log is $QNET_BUILD/build.log" >&2
     exit 1
