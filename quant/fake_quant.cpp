@@ -49,10 +49,12 @@ Variable fake_quant(const Variable& x, const std::vector<QParams>& params) {
     const float* gy = self.grad.data();
     float* gx = g.data();
     const int64_t n = g.numel();
+    // The masks use & on bools, not &&: a short-circuit becomes a branch per element, which
+    // kept these loops scalar and mispredicted (measured 20x slower than relu's backward).
     if (C == 1) {
       const float lo = (*ranges)[0].real_min(), hi = (*ranges)[0].real_max();
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-      for (int64_t i = 0; i < n; ++i) gx[i] = (xv[i] >= lo && xv[i] <= hi) ? gy[i] : 0.f;  // eq. 8
+      for (int64_t i = 0; i < n; ++i) gx[i] = ((xv[i] >= lo) & (xv[i] <= hi)) ? gy[i] : 0.f;  // eq. 8
     } else {
       std::vector<float> lo(C), hi(C);
       for (int64_t c = 0; c < C; ++c) lo[c] = (*ranges)[c].real_min(), hi[c] = (*ranges)[c].real_max();
@@ -60,7 +62,7 @@ Variable fake_quant(const Variable& x, const std::vector<QParams>& params) {
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
           const int64_t i = r * C + c;
-          gx[i] = (xv[i] >= lo[c] && xv[i] <= hi[c]) ? gy[i] : 0.f;  // eq. 8
+          gx[i] = ((xv[i] >= lo[c]) & (xv[i] <= hi[c])) ? gy[i] : 0.f;  // eq. 8
         }
     }
     x.add_grad(std::move(g));
@@ -80,15 +82,16 @@ Variable relu_fake_quant(const Variable& x, const QParams& p) {
     const float q = std::nearbyint((src[i] > 0.f ? src[i] : 0.f) / scale);  // eq. 7 on relu(x)
     dst[i] = (q > hi_q ? hi_q : q) * scale;
   }
-  const float hi = p.real_max();
-  return make_result(std::move(out), {x}, [x, hi](Node& self) {
+  const float real_max = p.real_max();
+  return make_result(std::move(out), {x}, [x, real_max](Node& self) {
     Tensor g(x.shape());
     const float* xv = x.value().data();
     const float* gy = self.grad.data();
     float* gx = g.data();
     const int64_t n = g.numel();
+    const float hi = real_max;  // a local, not a capture read through `this` in the loop
 #pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) gx[i] = (xv[i] > 0.f && xv[i] <= hi) ? gy[i] : 0.f;  // relu' x eq. 8
+    for (int64_t i = 0; i < n; ++i) gx[i] = ((xv[i] > 0.f) & (xv[i] <= hi)) ? gy[i] : 0.f;  // relu' x eq. 8
     x.add_grad(std::move(g));
   });
 }
