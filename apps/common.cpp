@@ -34,6 +34,21 @@ void require_positive_finite(const cxxopts::ParseResult& r, const std::string& n
   if (!(v > 0) || !std::isfinite(v)) throw UsageError(fmt::format("--{} {} (expected a positive number)", name, v));
 }
 
+std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int argc, char** argv) {
+  cxxopts::ParseResult args = options.parse(argc, argv);
+  if (args.count("help")) {
+    fmt::print("{}\n", options.help());
+    return std::nullopt;
+  }
+  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  return args;
+}
+
+void add_data_dir_option(cxxopts::Options& options) {
+  options.add_options()("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
+                        cxxopts::value<std::string>()->default_value(""));
+}
+
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
 Json Json::number(double v) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,6 +27,13 @@ int run_app(const char* name, const std::function<int()>& body);
 // Checks for option values; throw UsageError("--NAME VALUE (expected ...)").
 void require_int_at_least(const cxxopts::ParseResult& r, const std::string& name, int64_t min);
 void require_positive_finite(const cxxopts::ParseResult& r, const std::string& name);
+
+// options.parse with what every program does next: prints --help (and returns nullopt: exit 0)
+// and refuses stray arguments with a UsageError.
+std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int argc, char** argv);
+
+// The --data-dir option of the programs that read MNIST.
+void add_data_dir_option(cxxopts::Options& options);
 
 bool stdout_is_terminal();
 

@@ -18,20 +18,16 @@ int evaluate_main(int argc, char** argv) {
   cxxopts::Options options("evaluate", "Accuracy and speed of a .qbin model (f32 or int8) on the MNIST test set, run by oneDNN.");
   options.add_options()
       ("batch-size", "Images per runtime call", cxxopts::value<int64_t>()->default_value("256"))
-      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
-       cxxopts::value<std::string>()->default_value(""))
       ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
       ("json", "Print one JSON object instead of text")
       ("model", "The .qbin model", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
   options.positional_help("MODEL");
-  const cxxopts::ParseResult args = options.parse(argc, argv);
-  if (args.count("help")) {
-    fmt::print("{}\n", options.help());
-    return 0;
-  }
-  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  add_data_dir_option(options);
+  const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: evaluate MODEL)");
   require_int_at_least(args, "batch-size", 1);
   require_int_at_least(args, "threads", 0);

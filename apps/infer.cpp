@@ -42,11 +42,9 @@ int infer_main(int argc, char** argv) {
       ("h,help", "Show this help");
   options.parse_positional({"model", "images"});
   options.positional_help("MODEL IMAGE.png [IMAGE.png ...]");
-  const cxxopts::ParseResult args = options.parse(argc, argv);
-  if (args.count("help")) {
-    fmt::print("{}\n", options.help());
-    return 0;
-  }
+  const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: infer MODEL IMAGE.png [IMAGE.png ...])");
   if (!args.count("images")) throw UsageError("no images given (expected: infer MODEL IMAGE.png [IMAGE.png ...])");
   const Runtime rt(load_inference_model(args["model"].as<std::string>()));

@@ -27,19 +27,15 @@ int quantize_main(int argc, char** argv) {
       ("method", "Activation range: 'minmax' (the largest value seen) or 'percentile' (its 99.99th percentile)",
        cxxopts::value<std::string>()->default_value("minmax"))
       ("bits", "Bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
-      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
-       cxxopts::value<std::string>()->default_value(""))
       ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
       ("model", "The float .qbin model", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
   options.positional_help("MODEL");
-  const cxxopts::ParseResult args = options.parse(argc, argv);
-  if (args.count("help")) {
-    fmt::print("{}\n", options.help());
-    return 0;
-  }
-  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  add_data_dir_option(options);
+  const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: quantize MODEL -o OUTPUT)");
   require_int_at_least(args, "calibration-images", 1);
   require_int_at_least(args, "threads", 0);

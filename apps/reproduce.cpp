@@ -118,15 +118,11 @@ int reproduce_main(int argc, char** argv) {
       ("timing-repeats", "Repeats of the inference timing (the median is reported)", cxxopts::value<int64_t>()->default_value("3"))
       ("calibration-images", "PTQ calibration images", cxxopts::value<int64_t>()->default_value("1000"))
       ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
-      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
-       cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
-  const cxxopts::ParseResult args = options.parse(argc, argv);
-  if (args.count("help")) {
-    fmt::print("{}\n", options.help());
-    return 0;
-  }
-  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  add_data_dir_option(options);
+  const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
   require_int_at_least(args, "epochs", 1);
   require_int_at_least(args, "seed", 0);
   require_int_at_least(args, "seeds", 1);

@@ -23,15 +23,11 @@ int samples_main(int argc, char** argv) {
       ("first", "Index of the first test image", cxxopts::value<int64_t>()->default_value("0"))
       ("out", "Folder to write them to (created if missing)", cxxopts::value<std::string>()->default_value("samples"))
       ("canvas", "Black ink on a 120x100 white RGB canvas, enlarged 3x, instead of MNIST's 28x28 white on black")
-      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
-       cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
-  const cxxopts::ParseResult args = options.parse(argc, argv);
-  if (args.count("help")) {
-    fmt::print("{}\n", options.help());
-    return 0;
-  }
-  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  add_data_dir_option(options);
+  const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
   require_int_at_least(args, "count", 1);
   require_int_at_least(args, "first", 0);
   const int64_t first = args["first"].as<int64_t>(), count = args["count"].as<int64_t>();

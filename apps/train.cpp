@@ -61,8 +61,6 @@ int train_main(int argc, char** argv) {
       ("seed", "Seed of every random choice (init, shuffling)", cxxopts::value<int64_t>()->default_value("1"))
       ("validation-split", "Fraction of the training set, taken from its end, held out for validation",
        cxxopts::value<double>()->default_value("0.1"))
-      ("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
-       cxxopts::value<std::string>()->default_value(""))
       ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
       ("o,output", "Where to save the trained model (default model_float.qbin; with --qat the int8 model.qbin)",
        cxxopts::value<std::string>()->default_value(""))
@@ -78,12 +76,10 @@ int train_main(int argc, char** argv) {
        cxxopts::value<int64_t>()->default_value("0"))
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
-  const cxxopts::ParseResult args = options.parse(argc, argv);
-  if (args.count("help")) {
-    fmt::print("{}\n", options.help());
-    return 0;
-  }
-  if (!args.unmatched().empty()) throw UsageError(fmt::format("unexpected argument '{}'", args.unmatched()[0]));
+  add_data_dir_option(options);
+  const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
   require_int_at_least(args, "epochs", 1);
   require_int_at_least(args, "batch-size", 1);
   require_int_at_least(args, "threads", 0);
