@@ -161,7 +161,7 @@ int reproduce_main(int argc, char** argv) {
     fmt::print("{}", stage(++done, stages, fmt::format("seed {}: quantization-aware training, {} epochs", seed, epochs)));
     Rng qrng(static_cast<uint64_t>(seed));
     Sequential qat_model = mnist_reference_model(qrng);
-    prepare_qat(qat_model, {.bits = 8, .observer = {}});
+    prepare_qat(qat_model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
     r.qat_epoch_s = train(qat_model, data, epochs, qrng);
     freeze_observers(qat_model);
     r.qat_acc = evaluate(qat_model, mnist.test).accuracy;

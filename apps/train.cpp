@@ -70,8 +70,8 @@ int train_main(int argc, char** argv) {
       ("bits", "QAT bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
       ("init", "Start from this model file instead of a fresh model (with --qat: fine-tune a float model)",
        cxxopts::value<std::string>()->default_value(""))
-      ("observer", "QAT activation ranges: 'ema' (moving average 0.01 from the first batch, PyTorch) or 'tfmot' "
-       "(0.001 from [-6, 6])", cxxopts::value<std::string>()->default_value("ema"))
+      ("observer", "QAT activation ranges, moving averages of batch min/max: 'tfmot' (decay 0.999 from [0, 6], "
+       "the article's tool) or 'ema' (PyTorch's: 0.01, from the first batch)", cxxopts::value<std::string>()->default_value("tfmot"))
       ("freeze-ranges-after", "QAT: stop updating activation ranges after this epoch (0 = never)",
        cxxopts::value<int64_t>()->default_value("0"))
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
@@ -112,8 +112,7 @@ int train_main(int argc, char** argv) {
     throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected 28x28x1 images and 10 classes)", init,
                                          shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape()))));
   if (qat && !is_qat(model)) {
-    QatOptions qo{.bits = bits, .observer = {}};
-    if (observer == "tfmot") qo.observer = {.averaging_constant = 0.001f, .init_from_first_batch = false};
+    const QatOptions qo{.bits = bits, .observer = observer == "tfmot" ? tfmot_observer() : pytorch_observer()};
     prepare_qat(model, qo);
   } else if (!qat && is_qat(model)) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));

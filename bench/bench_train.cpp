@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
       for (int mode = 0; mode < 2; ++mode) {
         Rng rng(static_cast<uint64_t>(r + 1));
         Sequential model = mnist_reference_model(rng);
-        if (mode == 1) prepare_qat(model, {.bits = 8, .observer = {}});
+        if (mode == 1) prepare_qat(model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
         Adam adam(model.parameters());
         FitOptions fo;
         fo.epochs = static_cast<int>(args["epochs"].as<int64_t>());

@@ -45,7 +45,16 @@ qbin::LayerRecord QatWeights::to_record() const {
   return r;
 }
 
-QatReLU::QatReLU(int bits, const ObserverOptions& observer) : bits_(bits), observer_(observer) { check_bits(bits); }
+namespace {
+// A ReLU's output is never negative: a range starting below 0 (tfmot's [-6, 6]) would give a
+// zero point above 0, which the uint8 runtime cannot use after ReLU, and waste half the codes.
+ObserverOptions relu_range(ObserverOptions o) {
+  o.init_min = std::max(o.init_min, 0.f);
+  return o;
+}
+}  // namespace
+
+QatReLU::QatReLU(int bits, const ObserverOptions& observer) : bits_(bits), observer_(relu_range(observer)) { check_bits(bits); }
 
 Variable QatReLU::forward(const Variable& x) {
   if (training_ || !observer_.initialized()) {

@@ -20,6 +20,9 @@ check "train --qat keeps the QAT checkpoint" test -f model_qat.qbin
 check "metrics hold int8_test_accuracy and model_bytes" grep -q '"int8_test_accuracy"' q.json
 check "metrics model_bytes is the file size" grep -q "\"model_bytes\": $(stat -c %s model.qbin)" q.json
 
+"$bin/train" --qat --observer tfmot --epochs 1 -o tfmot.qbin --checkpoint tfmot_qat.qbin >tfmot.log 2>&1
+check "train --qat --observer tfmot trains and exports" test -s tfmot.qbin
+
 "$bin/evaluate" model.qbin --json >eval.json
 check "evaluate --json names the precision" grep -q '"precision": "int8"' eval.json
 check "evaluate counts 10000 images" grep -q '"images": 10000' eval.json

@@ -188,3 +188,16 @@ TEST_CASE("QAT from scratch on 15,000 MNIST images reaches 0.90 in one epoch", "
     CHECK(dynamic_cast<QatReLU&>(model.layer(1)).observer().max() > 0.5f);
   }
 }
+
+TEST_CASE("a QAT ReLU with tfmot's observer starts its range at 0, not -6", "[quant]") {
+  // tfmot initialises ranges to [-6, 6]; after a ReLU that would mean a zero point of 127,
+  // which relu_fake_quant (and the uint8 runtime) refuse. The ReLU's range starts at [0, 6].
+  QatReLU relu(8, {.averaging_constant = 0.001f, .init_from_first_batch = false});
+  CHECK(relu.observer().min() == 0.f);
+  CHECK(relu.observer().max() == 6.f);
+  Variable x(Tensor::from({4}, {-1.f, 0.5f, 2.f, 9.f}), true);
+  const Variable y = relu.forward(x);
+  CHECK(relu.observer().qparams(8).zero_point == 0);
+  CHECK(relu.observer().max() == Approx(6.003f));  // 6 + 0.001 (9 - 6)
+  CHECK(y.value()[0] == 0.f);
+}
