@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "core/parallel.h"
+
 namespace qnet {
 
 int run_app(const char* name, const std::function<int()>& body) {
@@ -47,6 +49,15 @@ std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int ar
 void add_data_dir_option(cxxopts::Options& options) {
   options.add_options()("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
                         cxxopts::value<std::string>()->default_value(""));
+}
+
+void add_threads_option(cxxopts::Options& options) {
+  options.add_options()("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"));
+}
+
+void use_threads_option(const cxxopts::ParseResult& args) {
+  require_int_at_least(args, "threads", 0);
+  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
 }
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }

@@ -35,6 +35,11 @@ std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int ar
 // The --data-dir option of the programs that read MNIST.
 void add_data_dir_option(cxxopts::Options& options);
 
+// --threads N (0 = all cores): add_threads_option declares it, use_threads_option checks the
+// value and sets the thread count (core/parallel.h).
+void add_threads_option(cxxopts::Options& options);
+void use_threads_option(const cxxopts::ParseResult& args);
+
 bool stdout_is_terminal();
 
 // A JSON value written by hand: objects keep insertion order.

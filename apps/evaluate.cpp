@@ -18,20 +18,19 @@ int evaluate_main(int argc, char** argv) {
   cxxopts::Options options("evaluate", "Accuracy and speed of a .qbin model (f32 or int8) on the MNIST test set, run by oneDNN.");
   options.add_options()
       ("batch-size", "Images per runtime call", cxxopts::value<int64_t>()->default_value("256"))
-      ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
       ("json", "Print one JSON object instead of text")
       ("model", "The .qbin model", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
   options.positional_help("MODEL");
   add_data_dir_option(options);
+  add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: evaluate MODEL)");
   require_int_at_least(args, "batch-size", 1);
-  require_int_at_least(args, "threads", 0);
-  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+  use_threads_option(args);
   const std::string path = args["model"].as<std::string>();
   const Runtime rt(load_inference_model(path));
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));

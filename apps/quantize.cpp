@@ -27,18 +27,17 @@ int quantize_main(int argc, char** argv) {
       ("method", "Activation range: 'minmax' (the largest value seen) or 'percentile' (its 99.99th percentile)",
        cxxopts::value<std::string>()->default_value("minmax"))
       ("bits", "Bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
-      ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
       ("model", "The float .qbin model", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
   options.positional_help("MODEL");
   add_data_dir_option(options);
+  add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: quantize MODEL -o OUTPUT)");
   require_int_at_least(args, "calibration-images", 1);
-  require_int_at_least(args, "threads", 0);
   const int64_t calibration = args["calibration-images"].as<int64_t>();
   if (calibration > 60000) throw UsageError(fmt::format("--calibration-images {} (expected at most the 60000 training images)", calibration));
   const std::string method = args["method"].as<std::string>();
@@ -48,7 +47,7 @@ int quantize_main(int argc, char** argv) {
   const std::string input = args["model"].as<std::string>(), output = args["output"].as<std::string>();
   if (std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
     throw UsageError(fmt::format("-o {} would overwrite the input model", output));
-  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+  use_threads_option(args);
 
   Sequential model = load_any_model(input);
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));

@@ -117,9 +117,9 @@ int reproduce_main(int argc, char** argv) {
       ("out", "Folder for report.md, the charts, results.json and the models", cxxopts::value<std::string>()->default_value("reproduction"))
       ("timing-repeats", "Repeats of the inference timing (the median is reported)", cxxopts::value<int64_t>()->default_value("3"))
       ("calibration-images", "PTQ calibration images", cxxopts::value<int64_t>()->default_value("1000"))
-      ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
       ("h,help", "Show this help");
   add_data_dir_option(options);
+  add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
@@ -128,12 +128,11 @@ int reproduce_main(int argc, char** argv) {
   require_int_at_least(args, "seeds", 1);
   require_int_at_least(args, "timing-repeats", 1);
   require_int_at_least(args, "calibration-images", 1);
-  require_int_at_least(args, "threads", 0);
   if (args["calibration-images"].as<int64_t>() > 54000) throw UsageError("--calibration-images (expected at most 54000)");
   const int epochs = static_cast<int>(args["epochs"].as<int64_t>());
   const int64_t first_seed = args["seed"].as<int64_t>(), seeds = args["seeds"].as<int64_t>();
   const fs::path out = args["out"].as<std::string>();
-  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+  use_threads_option(args);
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
   const Split data = split_validation(mnist.train, 0.1);
   fs::create_directories(out);

@@ -61,7 +61,6 @@ int train_main(int argc, char** argv) {
       ("seed", "Seed of every random choice (init, shuffling)", cxxopts::value<int64_t>()->default_value("1"))
       ("validation-split", "Fraction of the training set, taken from its end, held out for validation",
        cxxopts::value<double>()->default_value("0.1"))
-      ("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"))
       ("o,output", "Where to save the trained model (default model_float.qbin; with --qat the int8 model.qbin)",
        cxxopts::value<std::string>()->default_value(""))
       ("checkpoint", "With --qat: where the QAT model (float weights + ranges, for --init) is saved every epoch",
@@ -77,12 +76,12 @@ int train_main(int argc, char** argv) {
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
   add_data_dir_option(options);
+  add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   require_int_at_least(args, "epochs", 1);
   require_int_at_least(args, "batch-size", 1);
-  require_int_at_least(args, "threads", 0);
   require_int_at_least(args, "seed", 0);
   require_positive_finite(args, "lr");
   const double split = args["validation-split"].as<double>();
@@ -103,7 +102,7 @@ int train_main(int argc, char** argv) {
   if (checkpoint.empty() || (qat && checkpoint == output))
     throw UsageError(fmt::format("--checkpoint '{}' (expected a path other than the int8 model's)", checkpoint));
 
-  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+  use_threads_option(args);
   const uint64_t seed = static_cast<uint64_t>(args["seed"].as<int64_t>());
   Rng rng(seed);
   const std::string init = args["init"].as<std::string>();

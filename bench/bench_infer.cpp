@@ -51,14 +51,14 @@ int main(int argc, char** argv) {
     options.add_options()
         ("repeats", "Independent runs (the median is reported)", cxxopts::value<int64_t>()->default_value("7"))
         ("images", "Test images per measurement", cxxopts::value<int64_t>()->default_value("10000"))
-        ("threads", "Threads for batch 256 (0 = all); batch 1 runs on one", cxxopts::value<int64_t>()->default_value("0"))
         ("float", "An f32 .qbin model (default: the reference model)", cxxopts::value<std::string>()->default_value(""))
         ("int8", "An int8 .qbin model (default: the reference model exported)", cxxopts::value<std::string>()->default_value(""))
         ("data-dir", "MNIST folder", cxxopts::value<std::string>()->default_value(""));
+    add_threads_option(options);
     const auto args = options.parse(argc, argv);
     require_int_at_least(args, "repeats", 1);
     require_int_at_least(args, "images", 256);
-    set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+    use_threads_option(args);
     const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
     const int64_t n = std::min<int64_t>(args["images"].as<int64_t>(), mnist.test.size());
     Rng rng(1);

@@ -25,12 +25,12 @@ int main(int argc, char** argv) {
     options.add_options()
         ("epochs", "Epochs per repeat", cxxopts::value<int64_t>()->default_value("3"))
         ("repeats", "Independent runs", cxxopts::value<int64_t>()->default_value("1"))
-        ("threads", "Threads (0 = all)", cxxopts::value<int64_t>()->default_value("0"))
         ("data-dir", "MNIST folder", cxxopts::value<std::string>()->default_value(""));
+    add_threads_option(options);
     const auto args = options.parse(argc, argv);
     require_int_at_least(args, "epochs", 1);
     require_int_at_least(args, "repeats", 1);
-    set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+    use_threads_option(args);
     const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
     const Split data = split_validation(mnist.train, 0.1);
     std::vector<double> seconds[2];  // float, QAT
