@@ -25,7 +25,7 @@ void Adam::step() {
     float* __restrict m = m_[i].data();
     float* __restrict v = v_[i].data();
     const int64_t n = p.value().numel();
-#pragma omp parallel for simd schedule(static) if (n > 4096)
+#pragma omp parallel for simd schedule(static) if (parallel : n > 4096)
     for (int64_t k = 0; k < n; ++k) {
       m[k] = b1 * m[k] + (1.f - b1) * g[k];
       v[k] = b2 * v[k] + (1.f - b2) * g[k] * g[k];
