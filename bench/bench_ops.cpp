@@ -60,6 +60,11 @@ int main(int argc, char** argv) {
     fmt::print("max_pool2d forward      {:8.1f}\n", median_us(it, [&] { max_pool2d(conv_out, {}); }));
     pooled.node().grad = g_pool;
     fmt::print("max_pool2d backward     {:8.1f}\n", median_us(it, [&] { pooled.node().backward_fn(pooled.node()); conv_out.zero_grad(); }));
+    ValueRange range;
+    Variable fused = conv2d_max_pool2d(x, w, b, {}, {}, &range);
+    fmt::print("conv2d_max_pool2d fwd   {:8.1f}\n", median_us(it, [&] { conv2d_max_pool2d(x, w, b, {}, {}, &range); }));
+    fused.node().grad = g_pool;
+    fmt::print("conv2d_max_pool2d bwd   {:8.1f}\n", median_us(it, [&] { fused.node().backward_fn(fused.node()); w.zero_grad(); b.zero_grad(); }));
     fmt::print("matmul forward          {:8.1f}\n", median_us(it, [&] { matmul(flat, wd); }));
     logits.node().grad = random_tensor({32, 10}, rng);
     fmt::print("matmul backward         {:8.1f}\n", median_us(it, [&] { logits.node().backward_fn(logits.node()); flat.zero_grad(); wd.zero_grad(); }));

@@ -59,6 +59,21 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, cons
 // --- pooling (core/ops_pool.cpp); gradient goes to the first maximum of each window
 Variable max_pool2d(const Variable& x, const Pool2dOptions& options);
 
+// --- conv2d then max_pool2d in one pass each way (core/ops_conv.cpp): the value and the
+// gradients of max_pool2d(conv2d(x, w, bias, conv), pool), without the conv output in memory.
+// Sequential uses it for conv -> activation -> max-pool when the activation is monotonic
+// (ReLU, fake-quantized ReLU): max-pooling first and activating the pooled values gives the
+// same result with a quarter of the activation work. If conv_range is given, it receives
+// the min and max of the whole conv output (before pooling), which observers need.
+// Fast path: 3x3 kernel, 1 input channel, stride 1, valid padding, 2x2 pool with stride 2
+// (the reference model); other shapes run the two ops.
+struct ValueRange {
+  float min = 0.f;
+  float max = 0.f;
+};
+Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& conv,
+                           const Pool2dOptions& pool, ValueRange* conv_range = nullptr);
+
 // --- dense (core/ops_dense.cpp)
 Variable matmul(const Variable& x, const Variable& w);  // [N, K] x [K, M] -> [N, M]
 

@@ -7,6 +7,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <limits>
+#include <memory>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -207,6 +209,183 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, cons
     if (x.requires_grad()) {
       Tensor dx(x.shape());
       conv_backward_input(s, w.value().data(), self.grad.data(), dx.data());
+      x.add_grad(std::move(dx));
+    }
+  });
+}
+
+// --- conv2d_max_pool2d ---------------------------------------------------------------------
+//
+// The fast path computes the four conv outputs of each 2x2 window side by side (four
+// independent FMA chains instead of one), keeps their maximum and the window index of the
+// first maximum (one byte per channel), and never writes the 26x26 conv output. Its backward
+// routes each pooled gradient to that one conv output: the kernel gradient sums
+// g * patch(chosen position) over pooled pixels, a quarter of the plain conv backward's work.
+// The chosen position differs per channel, so the 4x4 input region under a window is held in
+// one 16-float register and each tap's values are picked per lane with a permute.
+namespace {
+
+using i32x16 = int32_t __attribute__((vector_size(64)));
+using u8x16 = uint8_t __attribute__((vector_size(16)));
+using f32x4u = float __attribute__((vector_size(16), aligned(4)));
+using f32x8 = float __attribute__((vector_size(32)));
+
+struct PooledConv {
+  ConvShape conv;
+  int64_t PH, PW, blocks;  // pooled size; 16-channel blocks (also the stride of `which`, x16 bytes)
+};
+
+bool fast_path(const ConvShape& s, const Pool2dOptions& p) {
+  const int sh = p.stride_h ? p.stride_h : p.window_h, sw = p.stride_w ? p.stride_w : p.window_w;
+  return s.KH == 3 && s.KW == 3 && s.IC == 1 && s.SH == 1 && s.SW == 1 && s.OH == s.H - 2 && s.OW == s.W - 2 &&
+         s.OH >= 2 && s.OW >= 2 && p.window_h == 2 && p.window_w == 2 && sh == 2 && sw == 2 && p.padding == Padding::kValid;
+}
+
+// The 4x4 input region whose 3x3 patches are the conv outputs of window (ph, pw), row-major.
+inline f32x16 window_region(const PooledConv& f, const float* x, int64_t n, int64_t ph, int64_t pw) {
+  const int64_t W = f.conv.W;
+  const float* r = x + (n * f.conv.H + 2 * ph) * W + 2 * pw;
+  const f32x4u r0 = *reinterpret_cast<const f32x4u*>(r), r1 = *reinterpret_cast<const f32x4u*>(r + W);
+  const f32x4u r2 = *reinterpret_cast<const f32x4u*>(r + 2 * W), r3 = *reinterpret_cast<const f32x4u*>(r + 3 * W);
+  const f32x8 top = __builtin_shufflevector(r0, r1, 0, 1, 2, 3, 4, 5, 6, 7);
+  const f32x8 bottom = __builtin_shufflevector(r2, r3, 0, 1, 2, 3, 4, 5, 6, 7);
+  return __builtin_shufflevector(top, bottom, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+// y = the window maxima, which = window index (0..3, row-major) of each first maximum.
+void pooled_conv_forward(const PooledConv& f, const float* x, const float* w, const float* bias, float* y,
+                         uint8_t* which, ValueRange* range) {
+  const ConvShape& s = f.conv;
+  const std::vector<f32x16> wb = blocked_kernel(s, w);
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+#pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi)
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t b = 0; b < f.blocks; ++b) {
+      const int lanes = static_cast<int>(std::min<int64_t>(16, s.OC - b * 16));
+      const f32x16 bias_b = bias ? load16(bias + b * 16, lanes) : f32x16{};
+      f32x16 wk[9];
+      for (int k = 0; k < 9; ++k) wk[k] = wb[k * f.blocks + b];
+      f32x16 block_lo = splat16(lo), block_hi = splat16(hi);
+      for (int64_t ph = 0; ph < f.PH; ++ph)
+        for (int64_t pw = 0; pw < f.PW; ++pw) {
+          const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;
+          f32x16 a0 = bias_b, a1 = bias_b, a2 = bias_b, a3 = bias_b;  // the window's 4 outputs
+          for (int kh = 0; kh < 3; ++kh)
+            for (int kw = 0; kw < 3; ++kw) {  // same order as conv_forward: bit-identical outputs
+              const float* t = r + kh * s.W + kw;
+              const f32x16 wv = wk[kh * 3 + kw];
+              a0 += t[0] * wv, a1 += t[1] * wv, a2 += t[s.W] * wv, a3 += t[s.W + 1] * wv;
+            }
+          f32x16 m = a0;
+          i32x16 q = {};
+          i32x16 gt = a1 > m;  // strictly greater: ties keep the first, as max_pool2d does
+          m = gt ? a1 : m, q = gt ? i32x16{} + 1 : q;
+          gt = a2 > m, m = gt ? a2 : m, q = gt ? i32x16{} + 2 : q;
+          gt = a3 > m, m = gt ? a3 : m, q = gt ? i32x16{} + 3 : q;
+          const int64_t pix = (n * f.PH + ph) * f.PW + pw;
+          store16(y + pix * s.OC + b * 16, m, lanes);
+          const u8x16 qb = __builtin_convertvector(q, u8x16);
+          std::memcpy(which + (pix * f.blocks + b) * 16, &qb, 16);
+          if (range) {
+            const f32x16 mn01 = a0 < a1 ? a0 : a1, mn23 = a2 < a3 ? a2 : a3, mn = mn01 < mn23 ? mn01 : mn23;
+            block_lo = mn < block_lo ? mn : block_lo, block_hi = m > block_hi ? m : block_hi;
+          }
+        }
+      for (int l = 0; l < lanes; ++l) lo = std::min(lo, block_lo[l]), hi = std::max(hi, block_hi[l]);
+    }
+  if (range) *range = {lo, hi};
+}
+
+// dW[k, oc] = sum over pooled pixels of dy * x[chosen position + tap k]; db = sum of dy. Batch
+// slices per thread, added in thread order (deterministic for a thread count).
+void pooled_conv_backward_weights(const PooledConv& f, const float* x, const float* dy, const uint8_t* which, float* dw,
+                                  float* db) {
+  const ConvShape& s = f.conv;
+  const int64_t width = 10 * f.blocks;  // per block: 9 taps and the bias
+  const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(s.N)));
+  std::vector<f32x16> partial(threads * width, f32x16{});
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    for (int64_t b = 0; b < f.blocks; ++b) {
+      const int lanes = static_cast<int>(std::min<int64_t>(16, s.OC - b * 16));
+      f32x16 acc[10] = {};
+      for (int64_t n = s.N * t / nt; n < s.N * (t + 1) / nt; ++n)
+        for (int64_t ph = 0; ph < f.PH; ++ph)
+          for (int64_t pw = 0; pw < f.PW; ++pw) {
+            const int64_t pix = (n * f.PH + ph) * f.PW + pw;
+            const f32x16 g = load16(dy + pix * s.OC + b * 16, lanes);
+            u8x16 qb;
+            std::memcpy(&qb, which + (pix * f.blocks + b) * 16, 16);
+            const i32x16 q = __builtin_convertvector(qb, i32x16);
+            const i32x16 origin = q + (q & 2);  // window index qh*2+qw -> region index qh*4+qw
+            const f32x16 region = window_region(f, x, n, ph, pw);
+            for (int kh = 0; kh < 3; ++kh)
+              for (int kw = 0; kw < 3; ++kw) acc[kh * 3 + kw] += g * __builtin_shuffle(region, origin + (kh * 4 + kw));
+            acc[9] += g;
+          }
+      std::copy(acc, acc + 10, partial.begin() + t * width + b * 10);
+    }
+  }
+  for (int t = 1; t < threads; ++t)
+    for (int64_t i = 0; i < width; ++i) partial[i] += partial[t * width + i];
+  for (int64_t b = 0; b < f.blocks; ++b) {
+    const int lanes = static_cast<int>(std::min<int64_t>(16, s.OC - b * 16));
+    for (int k = 0; k < 9; ++k) store16(dw + k * s.OC + b * 16, partial[b * 10 + k], lanes);
+    if (db) store16(db + b * 16, partial[b * 10 + 9], lanes);
+  }
+}
+
+// The conv output's gradient: each pooled gradient at its window's chosen position, 0 elsewhere.
+Tensor unpooled_gradient(const PooledConv& f, const float* dy, const uint8_t* which) {
+  const ConvShape& s = f.conv;
+  Tensor g = Tensor::zeros({s.N, s.OH, s.OW, s.OC});
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t ph = 0; ph < f.PH; ++ph)
+      for (int64_t pw = 0; pw < f.PW; ++pw)
+        for (int64_t c = 0; c < s.OC; ++c) {
+          const int64_t pix = (n * f.PH + ph) * f.PW + pw;
+          const int q = which[pix * f.blocks * 16 + c];
+          g.data()[((n * s.OH + 2 * ph + q / 2) * s.OW + 2 * pw + q % 2) * s.OC + c] = dy[pix * s.OC + c];
+        }
+  return g;
+}
+
+}  // namespace
+
+Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& conv,
+                           const Pool2dOptions& pool, ValueRange* conv_range) {
+  const bool has_bias = bias.defined();
+  const ConvShape s = conv_shape(x.value(), w.value(), has_bias ? &bias.value() : nullptr, conv);
+  if (!fast_path(s, pool)) {
+    Variable c = conv2d(x, w, bias, conv);
+    if (conv_range) {
+      const float* v = c.value().data();
+      const auto [lo, hi] = std::minmax_element(v, v + c.value().numel());
+      *conv_range = {*lo, *hi};
+    }
+    return max_pool2d(c, pool);
+  }
+  const PooledConv f{s, s.OH / 2, s.OW / 2, (s.OC + 15) / 16};
+  Tensor y({s.N, f.PH, f.PW, s.OC});
+  std::shared_ptr<uint8_t[]> which = std::make_shared_for_overwrite<uint8_t[]>(s.N * f.PH * f.PW * f.blocks * 16);
+  pooled_conv_forward(f, x.value().data(), w.value().data(), has_bias ? bias.value().data() : nullptr, y.data(),
+                      which.get(), conv_range);
+  std::vector<Variable> inputs{x, w};
+  if (has_bias) inputs.push_back(bias);
+  return make_result(std::move(y), inputs, [x, w, bias, f, which, has_bias](Node& self) {
+    const bool want_b = has_bias && bias.requires_grad();
+    if (w.requires_grad() || want_b) {
+      Tensor dw(w.shape()), db({f.conv.OC});
+      pooled_conv_backward_weights(f, x.value().data(), self.grad.data(), which.get(), dw.data(),
+                                   want_b ? db.data() : nullptr);
+      if (w.requires_grad()) w.add_grad(std::move(dw));
+      if (want_b) bias.add_grad(std::move(db));
+    }
+    if (x.requires_grad()) {  // not needed for a first layer; through the plain conv backward
+      const Tensor g = unpooled_gradient(f, self.grad.data(), which.get());
+      Tensor dx(x.shape());
+      conv_backward_input(f.conv, w.value().data(), g.data(), dx.data());
       x.add_grad(std::move(dx));
     }
   });

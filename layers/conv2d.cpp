@@ -20,6 +20,10 @@ Conv2D::Conv2D(const Conv2DOptions& o, Rng& rng) : options_(o) {
 
 Variable Conv2D::forward(const Variable& x) { return conv2d(x, kernel_, bias_, options_.conv); }
 
+Variable Conv2D::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) {
+  return conv2d_max_pool2d(x, kernel_, bias_, options_.conv, pool, range);
+}
+
 Shape Conv2D::output_shape(const Shape& in) const {
   if (in.size() != 3 || in[2] != options_.in_channels)
     throw std::invalid_argument(fmt::format("Conv2D '{}': input {} (expected [H, W, {}])", name_, shape_str(in),

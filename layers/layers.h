@@ -28,6 +28,8 @@ class Conv2D : public Module {
  public:
   Conv2D(const Conv2DOptions& options, Rng& rng);
   Variable forward(const Variable& x) override;
+  bool can_forward_max_pooled() const override { return true; }
+  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "Conv2D"; }
   std::vector<Variable*> parameters() override;
@@ -94,6 +96,8 @@ class Flatten : public Module {
 class ReLU : public Module {
  public:
   Variable forward(const Variable& x) override { return relu(x); }
+  bool commutes_with_max_pool() const override { return true; }
+  Variable activate_pooled(const Variable& pooled, const ValueRange&) override { return relu(pooled); }
   Shape output_shape(const Shape& input) const override { return input; }
   std::string type_name() const override { return "ReLU"; }
 };

@@ -62,7 +62,18 @@ Variable Sequential::forward(const Variable& x) {
   if (s.size() != input_shape_.size() + 1 || !std::equal(input_shape_.begin(), input_shape_.end(), s.begin() + 1))
     throw std::invalid_argument(fmt::format("model input {} (expected [N, {}])", shape_str(s), fmt::join(input_shape_, ", ")));
   Variable y = x;
-  for (auto& l : layers_) y = l->forward(y);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (fusion_ && i + 2 < layers_.size() && layers_[i]->can_forward_max_pooled() && layers_[i + 1]->commutes_with_max_pool())
+      if (const auto* pool = dynamic_cast<const MaxPool2D*>(layers_[i + 2].get())) {
+        // max_pool(act(conv)) == act(max_pool(conv)) for a monotonic act: pool first, in one op.
+        ValueRange range;
+        const Variable pooled = layers_[i]->forward_max_pooled(y, pool->options(), &range);
+        y = layers_[i + 1]->activate_pooled(pooled, range);
+        i += 2;
+        continue;
+      }
+    y = layers_[i]->forward(y);
+  }
   return y;
 }
 

@@ -37,12 +37,18 @@ class Sequential : public Module {
   // the old name.
   void transform(size_t i, const std::function<std::unique_ptr<Module>(std::unique_ptr<Module>)>& make);
 
+  // On (the default), forward runs Conv2D -> ReLU -> MaxPool2D (and their QAT forms) as one
+  // fused op: same values, a fraction of the memory traffic (docs/performance.md). Off runs
+  // every layer's own forward; tests compare the two.
+  void set_fusion(bool on) { fusion_ = on; }
+
   // Keras' model.summary(): layer (type), output shape, parameter count, totals.
   std::string summary();
 
  private:
   Shape input_shape_;
   std::vector<std::unique_ptr<Module>> layers_;
+  bool fusion_ = true;
 };
 
 // The article's model: Conv2D(12, 3x3, valid) -> ReLU -> MaxPool2D(2x2) -> Flatten -> Dense(10).

@@ -22,20 +22,30 @@ QatWeights::QatWeights(std::unique_ptr<Module> layer, int bits) : layer_(std::mo
     throw std::invalid_argument(fmt::format("QatWeights: cannot wrap a {} (expected Conv2D or Dense)", layer_->type_name()));
 }
 
-Variable QatWeights::forward(const Variable& x) {
-  // The scales come from the current weights at every step (eq. 6); no gradient flows into them.
+// Runs the inner layer with its kernel fake-quantized. The scales come from the current
+// weights at every step (eq. 6); no gradient flows into them.
+template <typename F>
+Variable QatWeights::with_quantized_kernel(F&& run) {
   Variable& kernel = kernel_of(*layer_);
   const Variable float_kernel = kernel;
   kernel = fake_quant(float_kernel, choose_weight_qparams(float_kernel.value(), bits_));
   Variable y;
   try {
-    y = layer_->forward(x);
+    y = run(*layer_);
   } catch (...) {
     kernel = float_kernel;
     throw;
   }
   kernel = float_kernel;  // the parameter stays the float weight; the graph holds the fake-quantized one
   return y;
+}
+
+Variable QatWeights::forward(const Variable& x) {
+  return with_quantized_kernel([&](Module& inner) { return inner.forward(x); });
+}
+
+Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) {
+  return with_quantized_kernel([&](Module& inner) { return inner.forward_max_pooled(x, pool, range); });
 }
 
 qbin::LayerRecord QatWeights::to_record() const {
@@ -57,11 +67,17 @@ ObserverOptions relu_range(ObserverOptions o) {
 QatReLU::QatReLU(int bits, const ObserverOptions& observer) : bits_(bits), observer_(relu_range(observer)) { check_bits(bits); }
 
 Variable QatReLU::forward(const Variable& x) {
-  if (training_ || !observer_.initialized()) {
+  if (observing()) {
     const auto [lo, hi] = relu_min_max(x.value());
     observer_.observe_range(lo, hi);
   }
   return relu_fake_quant(x, observer_.qparams(bits_));
+}
+
+// The observer sees the range of the whole unpooled relu output, as forward() would.
+Variable QatReLU::activate_pooled(const Variable& pooled, const ValueRange& unpooled) {
+  if (observing()) observer_.observe_range(std::max(unpooled.min, 0.f), std::max(unpooled.max, 0.f));
+  return relu_fake_quant(pooled, observer_.qparams(bits_));
 }
 
 qbin::LayerRecord QatReLU::to_record() const {

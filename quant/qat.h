@@ -26,6 +26,8 @@ class QatWeights : public Module {
  public:
   QatWeights(std::unique_ptr<Module> layer, int bits);  // layer: Conv2D or Dense
   Variable forward(const Variable& x) override;
+  bool can_forward_max_pooled() const override { return layer_->can_forward_max_pooled(); }
+  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) override;
   Shape output_shape(const Shape& input) const override { return layer_->output_shape(input); }
   std::string type_name() const override { return "Qat" + layer_->type_name(); }
   std::vector<Variable*> parameters() override { return layer_->parameters(); }
@@ -35,6 +37,9 @@ class QatWeights : public Module {
   const Module& inner() const { return *layer_; }
 
  private:
+  template <typename F>
+  Variable with_quantized_kernel(F&& run);
+
   std::unique_ptr<Module> layer_;
   int bits_;
 };
@@ -44,6 +49,8 @@ class QatReLU : public Module {
  public:
   QatReLU(int bits, const ObserverOptions& observer);
   Variable forward(const Variable& x) override;
+  bool commutes_with_max_pool() const override { return true; }  // fake-quant is non-decreasing
+  Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
   Shape output_shape(const Shape& input) const override { return input; }
   std::string type_name() const override { return "QatReLU"; }
   qbin::LayerRecord to_record() const override;
@@ -52,6 +59,8 @@ class QatReLU : public Module {
   int bits() const { return bits_; }
 
  private:
+  bool observing() const { return training_ || !observer_.initialized(); }
+
   int bits_;
   MovingAverageObserver observer_;
 };

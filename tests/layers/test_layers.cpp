@@ -66,6 +66,25 @@ TEST_CASE("a whole model's gradient matches finite differences", "[layers][grad]
       {conv->kernel().value(), conv->bias().value(), dense->kernel().value(), random_tensor({4}, rng)}, 1e-3, 1e-2);
 }
 
+TEST_CASE("the fused conv -> ReLU -> max-pool forward equals the layer-by-layer one", "[layers][grad]") {
+  Rng rng(6);
+  Sequential fused = mnist_reference_model(rng);
+  Sequential plain = from_qbin(to_qbin(fused));
+  plain.set_fusion(false);
+  const Tensor x = random_tensor({5, 28, 28, 1}, rng, 0.f, 1.f);
+  const std::vector<int32_t> labels{0, 3, 9, 4, 7};
+  Variable loss_fused = softmax_cross_entropy(fused.forward(Variable(x)), labels);
+  Variable loss_plain = softmax_cross_entropy(plain.forward(Variable(x)), labels);
+  CHECK(loss_fused.value()[0] == loss_plain.value()[0]);  // same values, bit for bit
+  loss_fused.backward(), loss_plain.backward();
+  const auto pf = fused.parameters(), pp = plain.parameters();
+  for (size_t i = 0; i < pf.size(); ++i) {
+    INFO("parameter " << i);
+    const Tensor gf = pf[i]->grad(), gp = pp[i]->grad();
+    for (int64_t k = 0; k < gf.numel(); ++k) REQUIRE(gf[k] == Approx(gp[k]).epsilon(1e-5).margin(1e-6));
+  }
+}
+
 TEST_CASE("a float model file round-trips exactly", "[layers]") {
   Rng rng(5);
   Sequential m = mnist_reference_model(rng);

@@ -137,6 +137,31 @@ TEST_CASE("a QAT conv's gradients are the float conv's at the fake-quantized ker
   check_gradients([](auto& v) { return conv2d(v[0], v[1], v[2], {}); }, {x, wq, conv.bias().value()});
 }
 
+TEST_CASE("a fused QAT conv -> ReLU -> max-pool observes and computes what the layers do", "[quant]") {
+  // The observer must see the whole unpooled ReLU output's range, not the pooled one's.
+  Rng rng(16);
+  Sequential fused = mnist_reference_model(rng);
+  Sequential plain = from_qbin(to_qbin(fused));
+  plain.set_fusion(false);
+  // Positive kernels and inputs: every conv output is positive, so the smallest one (which
+  // only the unpooled output holds) sets the observed minimum.
+  for (Sequential* m : {&fused, &plain}) {
+    Tensor& k = m->parameters()[0]->value();
+    for (int64_t i = 0; i < k.numel(); ++i) k[i] = std::abs(k[i]);
+    prepare_qat(*m, {.bits = 8, .observer = {}});
+  }
+  const Tensor x = random_tensor({6, 28, 28, 1}, rng, 0.1f, 1.f);
+  for (int step = 0; step < 3; ++step) {
+    const Tensor yf = fused.forward(Variable(x)).value(), yp = plain.forward(Variable(x)).value();
+    CHECK(yf.to_vector() == yp.to_vector());
+    const auto& of = dynamic_cast<QatReLU&>(fused.layer(1)).observer();
+    const auto& op = dynamic_cast<QatReLU&>(plain.layer(1)).observer();
+    CHECK(of.min() == op.min());
+    CHECK(of.max() == op.max());
+    CHECK(of.min() > 0.f);
+  }
+}
+
 TEST_CASE("prepare_qat keeps the parameters and refuses graphs int8 cannot run", "[quant]") {
   Rng rng(14);
   Sequential m = mnist_reference_model(rng);

@@ -1,0 +1,115 @@
+// conv2d_max_pool2d against the two ops it fuses: values bit for bit, gradients to rounding,
+// the conv output's range exactly, ties to the first maximum; and finite differences.
+#include <algorithm>
+
+#include <catch2/catch.hpp>
+
+#include "core/ops.h"
+#include "tests/grad_check.h"
+
+using namespace qnet;
+using namespace qnet::testing;
+
+namespace {
+struct Grads {
+  Tensor y, dx, dw, db;
+  ValueRange range;
+};
+
+Grads run(bool fused, const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& co, const Pool2dOptions& po,
+          const Tensor& seed_of_shape_y) {
+  Variable xv(x.clone(), true), wv(w.clone(), true), bv = b ? Variable(b->clone(), true) : Variable();
+  Grads g;
+  Variable y;
+  if (fused) {
+    y = conv2d_max_pool2d(xv, wv, bv, co, po, &g.range);
+  } else {
+    Variable c = conv2d(xv, wv, bv, co);
+    const auto [lo, hi] = std::minmax_element(c.value().data(), c.value().data() + c.value().numel());
+    g.range = {*lo, *hi};
+    y = max_pool2d(c, po);
+  }
+  y.backward(seed_of_shape_y.clone());
+  g.y = y.value(), g.dx = xv.grad(), g.dw = wv.grad();
+  if (b) g.db = bv.grad();
+  return g;
+}
+
+void require_close(const Tensor& got, const Tensor& want, const char* what) {
+  INFO(what);
+  REQUIRE(got.shape() == want.shape());
+  for (int64_t i = 0; i < got.numel(); ++i) {
+    INFO("element " << i);
+    REQUIRE(got[i] == Approx(want[i]).epsilon(1e-5).margin(1e-5));
+  }
+}
+}  // namespace
+
+TEST_CASE("conv2d_max_pool2d equals max_pool2d(conv2d): values, conv range and gradients", "[core][grad]") {
+  Rng rng(21);
+  struct Case {
+    Shape x, w;
+    Conv2dOptions conv;
+    Pool2dOptions pool;
+    bool bias;
+  };
+  const Case cases[] = {
+      {{3, 28, 28, 1}, {3, 3, 1, 12}, {}, {}, true},              // the reference layer (fast path)
+      {{2, 9, 7, 1}, {3, 3, 1, 20}, {}, {}, true},                // odd conv output (last row/column dropped), two blocks
+      {{4, 6, 6, 1}, {3, 3, 1, 16}, {}, {}, false},               // one full block, no bias
+      {{1, 4, 4, 1}, {3, 3, 1, 1}, {}, {}, true},                 // one window, one channel
+      {{2, 8, 8, 3}, {3, 3, 3, 5}, {}, {}, true},                 // 3 input channels: the two ops
+      {{2, 9, 9, 1}, {3, 3, 1, 4}, {2, 2, Padding::kValid}, {}, true},            // conv stride 2: the two ops
+      {{2, 8, 8, 1}, {3, 3, 1, 4}, {1, 1, Padding::kSame}, {}, true},             // same padding: the two ops
+      {{2, 8, 8, 1}, {3, 3, 1, 4}, {}, {3, 3, 1, 1, Padding::kValid}, true},      // overlapping pool: the two ops
+      {{2, 10, 10, 1}, {5, 5, 1, 6}, {}, {2, 2, 0, 0, Padding::kSame}, true},     // 5x5 kernel: the two ops
+  };
+  for (const Case& c : cases) {
+    INFO("input " << shape_str(c.x) << " kernel " << shape_str(c.w) << " conv stride " << c.conv.stride_h << " pool "
+                  << c.pool.window_h << "x" << c.pool.window_w);
+    const Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({c.w[3]}, rng);
+    const Shape y_shape = max_pool2d(conv2d(Variable(x), Variable(w), Variable(), c.conv), c.pool).shape();
+    const Tensor seed = random_tensor(y_shape, rng);
+    const Grads fused = run(true, x, w, c.bias ? &b : nullptr, c.conv, c.pool, seed);
+    const Grads plain = run(false, x, w, c.bias ? &b : nullptr, c.conv, c.pool, seed);
+    CHECK(fused.y.to_vector() == plain.y.to_vector());  // same FMAs in the same order
+    CHECK(fused.range.min == plain.range.min);
+    CHECK(fused.range.max == plain.range.max);
+    require_close(fused.dw, plain.dw, "kernel gradient");  // summed in another order
+    require_close(fused.dx, plain.dx, "input gradient");
+    if (c.bias) require_close(fused.db, plain.db, "bias gradient");
+  }
+}
+
+TEST_CASE("conv2d_max_pool2d sends a tied window's gradient to its first maximum", "[core][grad]") {
+  // A constant image makes the four conv outputs of every interior window equal.
+  Rng rng(22);
+  const Tensor x = Tensor::full({2, 8, 8, 1}, 0.5f), w = random_tensor({3, 3, 1, 12}, rng), b = random_tensor({12}, rng);
+  const Tensor seed = random_tensor({2, 3, 3, 12}, rng);
+  const Grads fused = run(true, x, w, &b, {}, {}, seed);
+  const Grads plain = run(false, x, w, &b, {}, {}, seed);
+  require_close(fused.dx, plain.dx, "input gradient");
+  require_close(fused.dw, plain.dw, "kernel gradient");
+  // The first maximum is the window's top-left output: the image's last row and column,
+  // which only the other three outputs read, get no gradient.
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t i = 0; i < 8; ++i) {
+      CHECK(fused.dx[(n * 8 + 7) * 8 + i] == 0.f);
+      CHECK(fused.dx[(n * 8 + i) * 8 + 7] == 0.f);
+    }
+}
+
+TEST_CASE("conv2d_max_pool2d's gradients match finite differences", "[core][grad]") {
+  Rng rng(23);
+  check_gradients([](auto& v) { return conv2d_max_pool2d(v[0], v[1], v[2], {}, {}); },
+                  {distinct_tensor({2, 6, 7, 1}, rng, 0.03f), random_tensor({3, 3, 1, 3}, rng), random_tensor({3}, rng)}, 1e-3,
+                  1e-2);
+}
+
+TEST_CASE("conv2d_max_pool2d refuses what conv2d and max_pool2d refuse", "[core]") {
+  Variable x(Tensor::zeros({1, 5, 5, 2})), w(Tensor::zeros({3, 3, 1, 4})), b(Tensor::zeros({4}));
+  CHECK_THROWS_WITH(conv2d_max_pool2d(x, w, b, {}, {}), Catch::Contains("conv2d") && Catch::Contains("[1, 5, 5, 2]"));
+  Variable x1(Tensor::zeros({1, 3, 3, 1}));
+  CHECK_THROWS_WITH(conv2d_max_pool2d(x1, w, b, {}, {}), Catch::Contains("max_pool2d") && Catch::Contains("does not fit"));
+  CHECK_THROWS_WITH(conv2d_max_pool2d(x1, w, b, {}, {0, 2, 0, 0, Padding::kValid}), Catch::Contains("max_pool2d"));
+}
