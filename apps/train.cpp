@@ -106,13 +106,16 @@ int train_main(int argc, char** argv) {
   const uint64_t seed = static_cast<uint64_t>(args["seed"].as<int64_t>());
   Rng rng(seed);
   const std::string init = args["init"].as<std::string>();
-  Sequential model = init.empty() ? mnist_reference_model(rng) : load_any_model(init);
+  const ObserverOptions observer_options = observer == "tfmot" ? tfmot_observer() : pytorch_observer();
+  Sequential model = init.empty() ? mnist_reference_model(rng) : load_any_model(init, observer_options);
   if (model.input_shape() != Shape{28, 28, 1} || model.output_shape(model.input_shape()) != Shape{10})
     throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected 28x28x1 images and 10 classes)", init,
                                          shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape()))));
   if (qat && !is_qat(model)) {
-    const QatOptions qo{.bits = bits, .observer = observer == "tfmot" ? tfmot_observer() : pytorch_observer()};
-    prepare_qat(model, qo);
+    prepare_qat(model, {.bits = bits, .observer = observer_options});
+  } else if (qat && args.count("bits") && qat_bits(model) != bits) {
+    throw UsageError(fmt::format("--bits {}, but {} was trained with {} bits (leave --bits out to continue it)", bits, init,
+                                 qat_bits(model)));
   } else if (!qat && is_qat(model)) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
   }

@@ -121,14 +121,14 @@ int qat_bits(const Sequential& model) {
   return 0;
 }
 
-Sequential load_any_model(const std::string& path) {
+Sequential load_any_model(const std::string& path, const ObserverOptions& observer) {
   const qbin::Model file = qbin::load(path);
   try {
     Sequential model = from_qbin(file);
     int bits = 0;
     for (const auto& r : file.layers) bits = std::max(bits, r.get_int("weight_bits", 0));
     if (bits == 0) return model;
-    prepare_qat(model, {.bits = bits, .observer = {}});
+    prepare_qat(model, {.bits = bits, .observer = observer});
     for (size_t i = 0; i < model.size(); ++i) {
       const qbin::LayerRecord& r = file.layers[i + 1];  // record 0 is Input
       if (auto* q = dynamic_cast<QatReLU*>(&model.layer(i))) {

@@ -73,7 +73,8 @@ bool is_qat(const Sequential& model);
 int qat_bits(const Sequential& model);  // 0 for a float model
 
 // A model file written from a QAT model (weight_bits / output_bits attributes) comes back
-// as a QAT model with its ranges; a float file comes back as a float model.
-Sequential load_any_model(const std::string& path);
+// as a QAT model with its ranges, which `observer` (its averaging constant) keeps updating if
+// training continues; a float file comes back as a float model.
+Sequential load_any_model(const std::string& path, const ObserverOptions& observer = {});
 
 }  // namespace qnet

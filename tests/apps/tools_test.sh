@@ -22,6 +22,9 @@ check "metrics model_bytes is the file size" grep -q "\"model_bytes\": $(stat -c
 
 "$bin/train" --qat --observer tfmot --epochs 1 -o tfmot.qbin --checkpoint tfmot_qat.qbin >tfmot.log 2>&1
 check "train --qat --observer tfmot trains and exports" test -s tfmot.qbin
+"$bin/train" --qat --bits 4 --init model_qat.qbin --epochs 1 -o b4.qbin --checkpoint b4_qat.qbin >bits.log 2>&1
+check "continuing an 8-bit QAT checkpoint with --bits 4 is refused, nothing written" \
+  bash -c 'grep -q "trained with 8 bits" bits.log && [[ ! -e b4.qbin && ! -e b4_qat.qbin ]]'
 
 "$bin/evaluate" model.qbin --json >eval.json
 check "evaluate --json names the precision" grep -q '"precision": "int8"' eval.json

@@ -197,6 +197,24 @@ TEST_CASE("a QAT model file keeps its bit width and activation ranges", "[quant]
   std::remove(path.c_str());
 }
 
+TEST_CASE("a reloaded QAT model keeps averaging its ranges with the chosen observer", "[quant]") {
+  Rng rng(17);
+  Sequential m = mnist_reference_model(rng);
+  prepare_qat(m, {.bits = 8, .observer = {}});
+  dynamic_cast<QatReLU&>(m.layer(1)).observer().set_range(0.f, 4.f);
+  const std::string path = "/tmp/qnet_test_qat_observer.qbin";
+  save_model(m, path);
+  struct Case { ObserverOptions options; float expected_max; };
+  for (const Case& c : {Case{tfmot_observer(), 4.f + 0.001f * 10.f}, Case{pytorch_observer(), 4.f + 0.01f * 10.f}}) {
+    Sequential back = load_any_model(path, c.options);
+    auto& observer = dynamic_cast<QatReLU&>(back.layer(1)).observer();
+    CHECK(observer.max() == 4.f);  // the saved range, not the options' [0, 6] start
+    observer.observe_range(0.f, 14.f);
+    CHECK(observer.max() == Approx(c.expected_max));
+  }
+  std::remove(path.c_str());
+}
+
 TEST_CASE("QAT from scratch on 15,000 MNIST images reaches 0.90 in one epoch", "[quant][slow][e2e]") {
   const Mnist mnist = load_mnist(mnist_dir(""));
   for (int bits : {8, 4}) {
