@@ -92,8 +92,12 @@ Stats stats(const std::vector<double>& v) {
   s.mean /= static_cast<double>(v.size());
   for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
   s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0.0;
-  s.min = *std::min_element(v.begin(), v.end());
-  s.max = *std::max_element(v.begin(), v.end());
+  std::vector<double> sorted = v;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t mid = sorted.size() / 2;
+  s.median = sorted.size() % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  s.min = sorted.front();
+  s.max = sorted.back();
   return s;
 }
 
@@ -101,6 +105,12 @@ std::string mean_sd(const std::vector<double>& v, int decimals) {
   const Stats s = stats(v);
   if (v.size() == 1) return fmt::format("{:.{}f}", s.mean, decimals);
   return fmt::format("{:.{}f} ± {:.{}f} (n={})", s.mean, decimals, s.sd, decimals, v.size());
+}
+
+std::string median_range(const std::vector<double>& v, int decimals) {
+  const Stats s = stats(v);
+  if (v.size() == 1) return fmt::format("{:.{}f}", s.median, decimals);
+  return fmt::format("{:.{}f} (median of {}; {:.{}f} - {:.{}f})", s.median, decimals, v.size(), s.min, decimals, s.max, decimals);
 }
 
 }  // namespace qnet

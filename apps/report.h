@@ -28,11 +28,16 @@ std::string bar_chart_svg(const BarChart& chart);  // throws std::invalid_argume
 
 struct Stats {
   double mean = 0, sd = 0;  // sd: sample standard deviation (0 for one value)
+  double median = 0;        // the middle value; the mean of the two middle ones for an even count
   double min = 0, max = 0;
 };
 Stats stats(const std::vector<double>& v);
 
 // "0.9812" for one value, "0.9812 ± 0.0012 (n=5)" for several.
 std::string mean_sd(const std::vector<double>& v, int decimals);
+
+// For timings on a shared machine, where one slow spell skews a mean: "0.396" for one value,
+// "0.396 (median of 5; 0.383 - 1.060)" for several.
+std::string median_range(const std::vector<double>& v, int decimals);
 
 }  // namespace qnet

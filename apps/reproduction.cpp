@@ -24,6 +24,7 @@ Json stats_json(const std::vector<double>& v) {
   for (double x : v) values.push(Json::number(x));
   return Json::object()
       .set("mean", Json::number(s.mean))
+      .set("median", Json::number(s.median))
       .set("sd", Json::number(s.sd))
       .set("min", Json::number(s.min))
       .set("max", Json::number(s.max))
@@ -74,11 +75,13 @@ std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const T
   md += "Times are medians of repeats on this machine; docs/runtime.md explains where oneDNN 2.6 spends them.\n\n";
   md += "![inference time per part](inference_time.svg)\n\n";
 
-  md += "## 4. Training time per epoch\n\n| | article (its machine) | qnet (this machine) |\n|---|---|---|\n";
+  md += "## 4. Training time per epoch\n\n| | article (its machine) | qnet (this machine), seconds |\n|---|---|---|\n";
   const std::vector<double> fe = column(r, &SeedResult::float_epoch_s), qe = column(r, &SeedResult::qat_epoch_s);
-  md += fmt::format("| float | {:.0f} s | {} s |\n", kArticleFloatEpoch, mean_sd(fe, 3));
-  md += fmt::format("| QAT | {:.0f} s | {} s |\n", kArticleQatEpoch, mean_sd(qe, 3));
-  md += fmt::format("| QAT / float | {:.2f} | {:.2f} |\n\n", kArticleQatEpoch / kArticleFloatEpoch, stats(qe).mean / stats(fe).mean);
+  md += fmt::format("| float | {:.0f} s | {} |\n", kArticleFloatEpoch, median_range(fe, 3));
+  md += fmt::format("| QAT | {:.0f} s | {} |\n", kArticleQatEpoch, median_range(qe, 3));
+  md += fmt::format("| QAT / float | {:.2f} | {:.2f} |\n\n", kArticleQatEpoch / kArticleFloatEpoch, stats(qe).median / stats(fe).median);
+  md += "Each run's figure is the median of its epochs; across runs the median is given, because the shared machine "
+        "has slow spells that skew a mean. `build/bin/bench_train` measures this more carefully (docs/performance.md).\n\n";
 
   md += fmt::format("## Machine\n\n- CPU: {} ({} logical cores), {} threads used\n- oneDNN {} (ISA in use: {})\n", m.cpu, m.cores,
                     m.threads, m.onednn_version, m.isa);

@@ -36,3 +36,10 @@ TEST_CASE("mean and sample standard deviation", "[apps]") {
   CHECK(mean_sd({0.5}, 2) == "0.50");
   CHECK(mean_sd({1.0, 3.0}, 1) == "2.0 ± 1.4 (n=2)");
 }
+
+TEST_CASE("median and range, for timings", "[apps]") {
+  CHECK(stats({0.4, 1.06, 0.38, 0.44, 0.39}).median == 0.4);
+  CHECK(stats({4.0, 1.0, 3.0, 2.0}).median == 2.5);
+  CHECK(median_range({0.396, 0.385, 0.383, 1.06, 0.442}, 3) == "0.396 (median of 5; 0.383 - 1.060)");
+  CHECK(median_range({0.5}, 2) == "0.50");
+}
