@@ -62,6 +62,31 @@ Sequential odd_qat_model(int bits) {
   return m;
 }
 
+// Conv -> ReLU -> a pool whose windows tile the input (stride = window, valid) but leave rows
+// and columns over: the runtime's own u8 pooling kernel, off the reference model's shape.
+Sequential tiled_pool_qat_model(int filters) {
+  Rng rng(6);
+  Sequential m({13, 11, 1});
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = filters, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
+  m.add(std::make_unique<ReLU>());
+  m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 3, .window_w = 2}));  // 11x9 -> 3x4
+  m.add(std::make_unique<Flatten>());
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 3 * 4 * filters, .units = 4}, rng));
+  for (Variable* p : m.parameters())
+    if (p->value().rank() == 1)
+      for (int64_t i = 0; i < p->value().numel(); ++i) p->value()[i] = rng.uniform(-0.3f, 0.3f);
+  prepare_qat(m, {.bits = 8, .observer = {}});
+  for (int i = 0; i < 3; ++i) m.forward(Variable(testing::random_tensor({8, 13, 11, 1}, rng, 0.f, 1.f), false));  // ranges
+  freeze_observers(m);
+  return m;
+}
+
+bool uses(const Runtime& rt, int64_t batch, const std::string& what) {
+  for (const std::string& s : rt.implementations(batch))
+    if (s.find(what) != std::string::npos) return true;
+  return false;
+}
+
 std::vector<uint8_t> random_pixels(int64_t count, Rng& rng) {
   std::vector<uint8_t> px(count);
   for (auto& p : px) p = static_cast<uint8_t>(rng.uniform(0.f, 256.f));
@@ -104,6 +129,29 @@ TEST_CASE("low bit widths, strides, same padding and two convs stay bit-exact", 
     for (int i = 0; i < 300; ++i) classes.insert(argmax(ref.data() + i * 6, 6));
     CHECK(classes.size() >= 2);
   }
+}
+
+TEST_CASE("the runtime's own u8 pooling is bit-exact on tiling windows of any size and channel count", "[quant][onednn]") {
+  Rng rng(10);
+  const std::vector<uint8_t> px = random_pixels(200 * 13 * 11, rng);
+  for (int filters : {5, 12, 20}) {  // 20: more channels than one 16-byte vector
+    INFO(filters << " filters");
+    const InferenceModel m = inference_model(export_int8(tiled_pool_qat_model(filters)));
+    const Runtime rt(m, {.max_batch = 64});
+    CHECK(uses(rt, 64, "pool qnet:u8_max_tiled_3x2"));
+    CHECK(uses(rt, 1, "pool qnet:u8_max_tiled_3x2"));
+    const std::vector<float> ref = reference_forward(m, px.data(), 200);
+    CHECK(mismatches(rt.predict(px.data(), 200), ref) == 0);  // batches of 64, a remainder of 8
+    std::vector<float> one(4);
+    for (int i = 0; i < 20; ++i) {
+      rt.predict(px.data() + i * 13 * 11, 1, one.data());
+      CHECK(std::memcmp(one.data(), ref.data() + i * 4, 16) == 0);
+    }
+  }
+  // Overlapping or padded windows stay on oneDNN's pooling (tested bit-exact above).
+  const Runtime odd(inference_model(export_int8(odd_qat_model(8))));
+  CHECK_FALSE(uses(odd, 4, "qnet:"));
+  CHECK(uses(odd, 4, "pool "));
 }
 
 TEST_CASE("the int8 runtime agrees with the fake-quantized training graph on >= 99.9% of the test set", "[quant][onednn][slow]") {
