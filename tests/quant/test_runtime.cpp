@@ -62,12 +62,21 @@ Sequential odd_qat_model(int bits) {
   return m;
 }
 
-// Conv -> ReLU -> a pool whose windows tile the input (stride = window, valid) but leave rows
-// and columns over: the runtime's own u8 pooling kernel, off the reference model's shape.
-Sequential tiled_pool_qat_model(int filters) {
+// Conv -> ReLU -> a pool whose (3x2) windows tile the conv output but leave rows and columns
+// over. With one conv on the 1-channel input, the runtime runs it on the space-to-depth view
+// and pools across phases; with a 1-channel conv ("same", so not eligible) before it, the
+// second conv has several input channels and the runtime's tiled u8 pooling kernel runs.
+Sequential tiled_pool_qat_model(int filters, bool conv_before) {
   Rng rng(6);
   Sequential m({13, 11, 1});
-  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = filters, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
+  int64_t channels = 1;
+  if (conv_before) {
+    m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 4, .kernel_h = 3, .kernel_w = 3,
+                                                 .conv = {.stride_h = 1, .stride_w = 1, .padding = Padding::kSame}}, rng));
+    m.add(std::make_unique<ReLU>());
+    channels = 4;
+  }
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = channels, .filters = filters, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
   m.add(std::make_unique<ReLU>());
   m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 3, .window_w = 2}));  // 11x9 -> 3x4
   m.add(std::make_unique<Flatten>());
@@ -131,24 +140,28 @@ TEST_CASE("low bit widths, strides, same padding and two convs stay bit-exact", 
   }
 }
 
-TEST_CASE("the runtime's own u8 pooling is bit-exact on tiling windows of any size and channel count", "[quant][onednn]") {
+TEST_CASE("the runtime's own int8 kernels are bit-exact on other window sizes and channel counts", "[quant][onednn]") {
   Rng rng(10);
   const std::vector<uint8_t> px = random_pixels(200 * 13 * 11, rng);
-  for (int filters : {5, 12, 20}) {  // 20: more channels than one 16-byte vector
-    INFO(filters << " filters");
-    const InferenceModel m = inference_model(export_int8(tiled_pool_qat_model(filters)));
-    const Runtime rt(m, {.max_batch = 64});
-    CHECK(uses(rt, 64, "pool qnet:u8_max_tiled_3x2"));
-    CHECK(uses(rt, 1, "pool qnet:u8_max_tiled_3x2"));
-    const std::vector<float> ref = reference_forward(m, px.data(), 200);
-    CHECK(mismatches(rt.predict(px.data(), 200), ref) == 0);  // batches of 64, a remainder of 8
-    std::vector<float> one(4);
-    for (int i = 0; i < 20; ++i) {
-      rt.predict(px.data() + i * 13 * 11, 1, one.data());
-      CHECK(std::memcmp(one.data(), ref.data() + i * 4, 16) == 0);
+  for (bool conv_before : {false, true})
+    for (int filters : {5, 12, 20}) {  // 20: more channels than one 16-byte vector
+      INFO(filters << " filters, " << (conv_before ? "tiled pooling after a 4-channel conv" : "space-to-depth conv"));
+      const InferenceModel m = inference_model(export_int8(tiled_pool_qat_model(filters, conv_before)));
+      const Runtime rt(m, {.max_batch = 64});
+      for (int64_t batch : {64, 1}) {
+        CHECK(uses(rt, batch, conv_before ? "pool qnet:u8_max_tiled_3x2" : "pool qnet:u8_max_of_6_phases"));
+        CHECK(uses(rt, batch, "space_to_depth qnet:u8_3x2") == !conv_before);
+      }
+      const std::vector<float> ref = reference_forward(m, px.data(), 200);
+      CHECK(mismatches(rt.predict(px.data(), 200), ref) == 0);  // batches of 64, a remainder of 8
+      std::vector<float> one(4);
+      for (int i = 0; i < 20; ++i) {
+        rt.predict(px.data() + i * 13 * 11, 1, one.data());
+        CHECK(std::memcmp(one.data(), ref.data() + i * 4, 16) == 0);
+      }
     }
-  }
-  // Overlapping or padded windows stay on oneDNN's pooling (tested bit-exact above).
+  // The reference model: space-to-depth 2x2; overlapping or padded windows stay on oneDNN.
+  CHECK(uses(Runtime(inference_model(export_int8(qat8()))), 256, "space_to_depth qnet:u8_2x2"));
   const Runtime odd(inference_model(export_int8(odd_qat_model(8))));
   CHECK_FALSE(uses(odd, 4, "qnet:"));
   CHECK(uses(odd, 4, "pool "));
