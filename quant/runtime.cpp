@@ -38,6 +38,17 @@ struct Step {
   memory::desc scratchpad;
 };
 
+// Per-thread scratch bytes for the kernels below, kept between calls (no allocation per batch).
+uint8_t* scratch_bytes(size_t n) {
+  thread_local std::vector<uint8_t> bytes;
+  if (bytes.size() < n) bytes.resize(n);
+  return bytes.data();
+}
+
+// The kernels below split rows over the OpenMP team; a batch of one image has too few rows to
+// pay for starting it.
+constexpr int64_t kRowsPerTeam = 64;
+
 // Max pooling of u8 codes in nhwc with windows that tile the input (stride = window, no
 // padding): each window's largest code, exact because codes order like the reals (z = 0).
 // Per output row: a byte-wise max over the window's input rows, then over each window's
@@ -47,16 +58,17 @@ void max_pool_u8_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, in
                        int64_t OH, int64_t OW) {
   using u8x16 = uint8_t __attribute__((vector_size(16)));
   const int64_t span = OW * KW * C;  // the bytes of an input row that the windows cover
-#pragma omp parallel
+#pragma omp parallel if (N * OH >= kRowsPerTeam)
   {
-    std::vector<uint8_t> rows(static_cast<size_t>(span + 16)), pooled(static_cast<size_t>(OW * C + 16));  // +16: vector slack
+    uint8_t* const acc = scratch_bytes(static_cast<size_t>(span + 16 + OW * C + 16));  // +16: vector slack
+    uint8_t* const pooled = acc + span + 16;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N * OH; ++r) {
       const uint8_t* top = in + ((r / OH * H) + r % OH * KH) * W * C;
-      uint8_t* __restrict acc = rows.data();
       std::memcpy(acc, top, static_cast<size_t>(span));
       for (int kh = 1; kh < KH; ++kh) {
-        const uint8_t* __restrict row = top + kh * W * C;
+        const uint8_t* row = top + kh * W * C;
+#pragma omp simd
         for (int64_t i = 0; i < span; ++i) acc[i] = acc[i] > row[i] ? acc[i] : row[i];
       }
       uint8_t* o = out + r * OW * C;
@@ -65,9 +77,9 @@ void max_pool_u8_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, in
           u8x16 m, v;
           std::memcpy(&m, acc + ow * KW * C, 16);
           for (int kw = 1; kw < KW; ++kw) std::memcpy(&v, acc + (ow * KW + kw) * C, 16), m = m > v ? m : v;
-          std::memcpy(pooled.data() + ow * C, &m, 16);
+          std::memcpy(pooled + ow * C, &m, 16);
         }
-        std::memcpy(o, pooled.data(), static_cast<size_t>(OW * C));
+        std::memcpy(o, pooled, static_cast<size_t>(OW * C));
       } else {
         for (int64_t ow = 0; ow < OW; ++ow)
           for (int64_t c = 0; c < C; ++c) {
@@ -83,7 +95,7 @@ void max_pool_u8_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, in
 // Space-to-depth of a 1-channel u8 nhwc image by (a, b): out[n][P][Q][r * b + s] =
 // in[n][a P + r][b Q + s], 0 past the image's edge (only zero weights meet those).
 void space_to_depth_u8(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int a, int b, int64_t H2, int64_t W2) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * H2 >= kRowsPerTeam)
   for (int64_t row = 0; row < N * H2; ++row) {
     const int64_t n = row / H2, P = row % H2;
     const uint8_t* image = in + n * H * W;
@@ -116,18 +128,19 @@ void space_to_depth_u8(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, in
 void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases) {
   using u8x16 = uint8_t __attribute__((vector_size(16)));
   const int64_t in_row = cols * phases * C, out_row = cols * C;
-#pragma omp parallel
+#pragma omp parallel if (rows >= kRowsPerTeam)
   {
-    std::vector<uint8_t> src(static_cast<size_t>(in_row + 16)), dst(static_cast<size_t>(out_row + 16));  // +16: vector slack
+    uint8_t* const src = scratch_bytes(static_cast<size_t>(in_row + 16 + out_row + 16));  // +16: vector slack
+    uint8_t* const dst = src + in_row + 16;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(src.data(), in + r * in_row, static_cast<size_t>(in_row));
+      std::memcpy(src, in + r * in_row, static_cast<size_t>(in_row));
       if (C <= 16) {  // one vector per pixel; each store's tail is overwritten by the next
         for (int64_t q = 0; q < cols; ++q) {
           u8x16 m, v;
-          std::memcpy(&m, src.data() + q * phases * C, 16);
-          for (int ph = 1; ph < phases; ++ph) std::memcpy(&v, src.data() + (q * phases + ph) * C, 16), m = m > v ? m : v;
-          std::memcpy(dst.data() + q * C, &m, 16);
+          std::memcpy(&m, src + q * phases * C, 16);
+          for (int ph = 1; ph < phases; ++ph) std::memcpy(&v, src + (q * phases + ph) * C, 16), m = m > v ? m : v;
+          std::memcpy(dst + q * C, &m, 16);
         }
       } else {
         for (int64_t q = 0; q < cols; ++q)
@@ -137,7 +150,7 @@ void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t col
             dst[q * C + c] = m;
           }
       }
-      std::memcpy(out + r * out_row, dst.data(), static_cast<size_t>(out_row));
+      std::memcpy(out + r * out_row, dst, static_cast<size_t>(out_row));
     }
   }
 }
