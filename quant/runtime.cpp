@@ -92,39 +92,25 @@ void max_pool_u8_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, in
   }
 }
 
-// Space-to-depth of a 1-channel u8 nhwc image by (a, b): out[n][P][Q][r * b + s] =
-// in[n][a P + r][b Q + s], 0 past the image's edge (only zero weights meet those).
-void space_to_depth_u8(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int a, int b, int64_t H2, int64_t W2) {
-#pragma omp parallel for schedule(static) if (N * H2 >= kRowsPerTeam)
-  for (int64_t row = 0; row < N * H2; ++row) {
-    const int64_t n = row / H2, P = row % H2;
-    const uint8_t* image = in + n * H * W;
-    uint8_t* o = out + row * W2 * a * b;
-    // Windows wholly inside the image first, without bounds checks (all of them for 28x28 by 2x2).
-    const int64_t inside = a * P + a <= H ? std::min(W2, W / b) : 0;
-    if (a == 2 && b == 2) {
-      const uint8_t *r0 = image + 2 * P * W, *r1 = r0 + W;
-      for (int64_t Q = 0; Q < inside; ++Q) {
-        uint16_t top, bottom;
-        std::memcpy(&top, r0 + 2 * Q, 2), std::memcpy(&bottom, r1 + 2 * Q, 2);
-        std::memcpy(o + 4 * Q, &top, 2), std::memcpy(o + 4 * Q + 2, &bottom, 2);
+// One row per pooled pixel: the BH x BW block of a 1-channel u8 image that the pixel's a x b
+// pooling window of conv outputs reads, out[((n PH + P) PW + Q)][i BW + j] = in[n][a P + i][b Q + j].
+void window_blocks_u8(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b,
+                      int BH, int BW) {
+#pragma omp parallel for schedule(static) if (N * PH >= kRowsPerTeam)
+  for (int64_t row = 0; row < N * PH; ++row) {
+    const uint8_t* top = in + (row / PH * H + row % PH * a) * W;
+    uint8_t* o = out + row * PW * BH * BW;
+    for (int64_t Q = 0; Q < PW; ++Q, o += BH * BW)
+      for (int i = 0; i < BH; ++i) {
+        const uint8_t* src = top + i * W + b * Q;
+        if (BW == 4) std::memcpy(o + i * 4, src, 4);  // the reference layer: 4x4 blocks, one 32-bit copy per row
+        else std::copy(src, src + BW, o + i * BW);
       }
-    } else {
-      for (int64_t Q = 0; Q < inside; ++Q)
-        for (int r = 0; r < a; ++r)
-          for (int s = 0; s < b; ++s) o[(Q * a + r) * b + s] = image[(a * P + r) * W + b * Q + s];
-    }
-    for (int64_t Q = inside; Q < W2; ++Q)
-      for (int r = 0; r < a; ++r)
-        for (int s = 0; s < b; ++s) {
-          const int64_t h = a * P + r, w = b * Q + s;
-          o[(Q * a + r) * b + s] = h < H && w < W ? image[h * W + w] : 0;
-        }
   }
 }
 
 // out[n][P][Q][oc] = max over the `phases` groups of in[n][P][Q][phase * C + oc]: the max-pool
-// of a space-to-depth conv's output (each phase is one position of the pooling window).
+// of the window matmul's output (each phase is one position of the pooling window).
 void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases) {
   using u8x16 = uint8_t __attribute__((vector_size(16)));
   const int64_t in_row = cols * phases * C, out_row = cols * C;
@@ -297,63 +283,60 @@ struct PlanBuilder {
     return out;
   }
 
-  // int8 conv on one input channel, stride 1, no padding, followed by a pool whose (a x b)
-  // windows tile its output: the conv runs on the input's space-to-depth view (a*b channels,
-  // kernel ceil((KH + a - 1) / a) x ceil((KW + b - 1) / b)) and computes, for every pooled pixel,
-  // the a*b conv outputs of its window as a*b groups of output channels; the pool is then the max
-  // over the groups. Same integer sums (the added taps have zero weights), same scales and
-  // rounding: bit-exact. oneDNN pads one input channel to four for VNNI, so the plain conv
-  // wastes 3/4 of its multiplies; this one wastes none and took half the time (docs/runtime.md).
-  static bool fits_space_to_depth(const ConvStage& c, const PoolStage& pl) {
+  // int8 conv on one input channel, stride 1, no padding, followed by a pool whose a x b windows
+  // tile its output, as one oneDNN matmul: a row per pooled pixel holding the input block its
+  // window reads ((a + KH - 1) x (b + KW - 1) pixels, window_blocks_u8), and a x b groups of OC
+  // columns, one per window position, whose weights are the kernel shifted to that position
+  // (zeros elsewhere). Same integer sums, scales and rounding as the conv: bit-exact. The pool
+  // is then the max over the groups (max_of_phases_u8). oneDNN's conv pads one input channel
+  // to four for VNNI and wastes 3/4 of its multiplies; this took a third of its time
+  // (docs/runtime.md).
+  static bool fits_window_matmul(const ConvStage& c, const PoolStage& pl) {
     const Geometry &g = c.g, &q = pl.g;
     return c.IC == 1 && g.SH == 1 && g.SW == 1 && g.pad_top == 0 && g.pad_left == 0 && g.pad_bottom == 0 && g.pad_right == 0 &&
            q.SH == q.KH && q.SW == q.KW && q.pad_top == 0 && q.pad_left == 0 && q.pad_bottom == 0 && q.pad_right == 0 &&
            q.KH * q.KW > 1;
   }
 
-  int conv_pool_space_to_depth(int cur, const ConvStage& c, const Stage& pool_st, const PoolStage& pl) {
+  int conv_pool_as_matmul(int cur, const ConvStage& c, const Stage& pool_st, const PoolStage& pl) {
     const memory::dims in = p.buffers[cur].md.dims();  // {N, 1, H, W}
     cur = as(cur, memory::desc(in, dt::u8, tag::nhwc));
     const int a = pl.g.KH, b = pl.g.KW, ab = a * b, OC = c.OC, OC2 = ab * OC;
-    const int KH = c.g.KH, KW = c.g.KW, KH2 = (KH + 2 * a - 2) / a, KW2 = (KW + 2 * b - 2) / b;
-    const int64_t N = p.batch, H = in[2], W = in[3], PH = pool_st.H, PW = pool_st.W, H2 = PH + KH2 - 1, W2 = PW + KW2 - 1;
+    const int KH = c.g.KH, KW = c.g.KW, BH = a + KH - 1, BW = b + KW - 1, K = BH * BW;
+    const int64_t N = p.batch, H = in[2], W = in[3], PH = pool_st.H, PW = pool_st.W, M = N * PH * PW;
 
-    const int s2d = add(memory::desc({N, ab, H2, W2}, dt::u8, tag::nhwc)), src = cur;
-    kernel_step(fmt::format("space_to_depth qnet:u8_{}x{}", a, b), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, s2d}},
+    const int blocks = add(memory::desc({M, K}, dt::u8, tag::ab)), src = cur;
+    kernel_step(fmt::format("im2col qnet:u8_{}x{}_blocks", BH, BW), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, blocks}},
                 [=](const std::vector<memory>& mem) {
-                  space_to_depth_u8(static_cast<const uint8_t*>(mem[src].get_data_handle()),
-                                    static_cast<uint8_t*>(mem[s2d].get_data_handle()), N, H, W, a, b, H2, W2);
+                  window_blocks_u8(static_cast<const uint8_t*>(mem[src].get_data_handle()),
+                                   static_cast<uint8_t*>(mem[blocks].get_data_handle()), N, H, W, PH, PW, a, b, BH, BW);
                 });
 
-    // W2[u][v][r*b + s][(dy*b + dx)*OC + oc] = w[a u + r - dy][b v + s - dx][0][oc], 0 outside the kernel.
-    std::vector<int8_t> w2(static_cast<size_t>(KH2) * KW2 * ab * OC2, 0);
-    for (int u = 0; u < KH2; ++u)
-      for (int v = 0; v < KW2; ++v)
-        for (int r = 0; r < a; ++r)
-          for (int s = 0; s < b; ++s)
-            for (int dy = 0; dy < a; ++dy)
-              for (int dx = 0; dx < b; ++dx) {
-                const int kh = a * u + r - dy, kw = b * v + s - dx;
-                if (kh < 0 || kh >= KH || kw < 0 || kw >= KW) continue;
-                for (int oc = 0; oc < OC; ++oc)
-                  w2[(((static_cast<size_t>(u) * KW2 + v) * ab + r * b + s) * OC2) + (dy * b + dx) * OC + oc] =
-                      c.qkernel[(static_cast<size_t>(kh) * KW + kw) * OC + oc];
-              }
+    // weights[i BW + j][(dy b + dx) OC + oc] = w[i - dy][j - dx][0][oc] inside the kernel, else 0.
+    std::vector<int8_t> w2(static_cast<size_t>(K) * OC2, 0);
+    for (int i = 0; i < BH; ++i)
+      for (int j = 0; j < BW; ++j)
+        for (int dy = 0; dy < a; ++dy)
+          for (int dx = 0; dx < b; ++dx) {
+            const int kh = i - dy, kw = j - dx;
+            if (kh < 0 || kh >= KH || kw < 0 || kw >= KW) continue;
+            for (int oc = 0; oc < OC; ++oc)
+              w2[static_cast<size_t>(i * BW + j) * OC2 + (dy * b + dx) * OC + oc] = c.qkernel[(static_cast<size_t>(kh) * KW + kw) * OC + oc];
+          }
     std::vector<int32_t> bias2;
     std::vector<float> scale2;
     for (int ph = 0; ph < ab; ++ph) {
       bias2.insert(bias2.end(), c.qbias.begin(), c.qbias.end());
       scale2.insert(scale2.end(), c.output_scale.begin(), c.output_scale.end());
     }
-    const memory::dims wdims{OC2, ab, KH2, KW2};
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                      p.buffers[s2d].md, memory::desc(wdims, dt::s8, tag::any), memory::desc({OC2}, dt::s32, tag::x),
-                                      memory::desc({N, OC2, PH, PW}, dt::u8, tag::nhwc), {1, 1}, {0, 0}, {0, 0});
-    dnnl::convolution_forward::primitive_desc pd(d, attributes(scale2, c.qmax, true), eng);
+    const memory::desc bias_md({1, OC2}, dt::s32, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.buffers[blocks].md, memory::desc({K, OC2}, dt::s8, tag::any), bias_md,
+                                                       memory::desc({M, OC2}, dt::u8, tag::ab)),
+                                    attributes(scale2, c.qmax, true), eng);
     const int phases = add(pd.dst_desc());
-    step(pd, fmt::format("conv (space-to-depth {}x{})", a, b).c_str(), {{DNNL_ARG_SRC, s2d}, {DNNL_ARG_DST, phases}},
-         {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, dt::s8, tag::hwio), w2.data(), pd.weights_desc())},
-          {DNNL_ARG_BIAS, constant(memory::desc({OC2}, dt::s32, tag::x), bias2.data(), pd.bias_desc())}});
+    step(pd, "matmul", {{DNNL_ARG_SRC, blocks}, {DNNL_ARG_DST, phases}},
+         {{DNNL_ARG_WEIGHTS, constant(memory::desc({K, OC2}, dt::s8, tag::ab), w2.data(), pd.weights_desc())},
+          {DNNL_ARG_BIAS, constant(bias_md, bias2.data(), pd.bias_desc())}});
 
     const int out = add(memory::desc({N, OC, PH, PW}, dt::u8, tag::nhwc));
     kernel_step(fmt::format("pool qnet:u8_max_of_{}_phases", ab), {{DNNL_ARG_SRC, phases}, {DNNL_ARG_DST, out}},
@@ -400,9 +383,9 @@ struct PlanBuilder {
       const Stage& st = m.stages[i];
       const auto* next_pool = i + 1 < m.stages.size() ? std::get_if<PoolStage>(&m.stages[i + 1].op) : nullptr;
       const auto* c = std::get_if<ConvStage>(&st.op);
-      if (c && next_pool && act == dt::u8 && fits_space_to_depth(*c, *next_pool)) {
+      if (c && next_pool && act == dt::u8 && fits_window_matmul(*c, *next_pool)) {
         const Stage& pool_st = m.stages[++i];
-        cur = conv_pool_space_to_depth(cur, *c, pool_st, *next_pool);
+        cur = conv_pool_as_matmul(cur, *c, pool_st, *next_pool);
         H = pool_st.H, W = pool_st.W, C = pool_st.C;
         continue;
       }

@@ -63,9 +63,10 @@ Sequential odd_qat_model(int bits) {
 }
 
 // Conv -> ReLU -> a pool whose (3x2) windows tile the conv output but leave rows and columns
-// over. With one conv on the 1-channel input, the runtime runs it on the space-to-depth view
-// and pools across phases; with a 1-channel conv ("same", so not eligible) before it, the
-// second conv has several input channels and the runtime's tiled u8 pooling kernel runs.
+// over. With one conv on the 1-channel input, the runtime runs conv and pool as a matmul over
+// input blocks and a max across window positions; with a 1-channel conv ("same", so not
+// eligible) before it, the second conv has several input channels and the runtime's tiled u8
+// pooling kernel runs.
 Sequential tiled_pool_qat_model(int filters, bool conv_before) {
   Rng rng(6);
   Sequential m({13, 11, 1});
@@ -145,12 +146,12 @@ TEST_CASE("the runtime's own int8 kernels are bit-exact on other window sizes an
   const std::vector<uint8_t> px = random_pixels(200 * 13 * 11, rng);
   for (bool conv_before : {false, true})
     for (int filters : {5, 12, 20}) {  // 20: more channels than one 16-byte vector
-      INFO(filters << " filters, " << (conv_before ? "tiled pooling after a 4-channel conv" : "space-to-depth conv"));
+      INFO(filters << " filters, " << (conv_before ? "tiled pooling after a 4-channel conv" : "conv and pool as a matmul"));
       const InferenceModel m = inference_model(export_int8(tiled_pool_qat_model(filters, conv_before)));
       const Runtime rt(m, {.max_batch = 64});
       for (int64_t batch : {64, 1}) {
         CHECK(uses(rt, batch, conv_before ? "pool qnet:u8_max_tiled_3x2" : "pool qnet:u8_max_of_6_phases"));
-        CHECK(uses(rt, batch, "space_to_depth qnet:u8_3x2") == !conv_before);
+        CHECK(uses(rt, batch, "im2col qnet:u8_5x4_blocks") == !conv_before);
       }
       const std::vector<float> ref = reference_forward(m, px.data(), 200);
       CHECK(mismatches(rt.predict(px.data(), 200), ref) == 0);  // batches of 64, a remainder of 8
@@ -160,8 +161,8 @@ TEST_CASE("the runtime's own int8 kernels are bit-exact on other window sizes an
         CHECK(std::memcmp(one.data(), ref.data() + i * 4, 16) == 0);
       }
     }
-  // The reference model: space-to-depth 2x2; overlapping or padded windows stay on oneDNN.
-  CHECK(uses(Runtime(inference_model(export_int8(qat8()))), 256, "space_to_depth qnet:u8_2x2"));
+  // The reference model: conv and pool as a matmul; overlapping or padded windows stay on oneDNN.
+  CHECK(uses(Runtime(inference_model(export_int8(qat8()))), 256, "im2col qnet:u8_4x4_blocks"));
   const Runtime odd(inference_model(export_int8(odd_qat_model(8))));
   CHECK_FALSE(uses(odd, 4, "qnet:"));
   CHECK(uses(odd, 4, "pool "));
