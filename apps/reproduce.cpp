@@ -115,7 +115,7 @@ int reproduce_main(int argc, char** argv) {
       ("seeds", "Train with this many seeds (seed, seed+1, ...) and report mean and standard deviation",
        cxxopts::value<int64_t>()->default_value("1"))
       ("out", "Folder for report.md, the charts, results.json and the models", cxxopts::value<std::string>()->default_value("reproduction"))
-      ("timing-repeats", "Repeats of the inference timing (the median is reported)", cxxopts::value<int64_t>()->default_value("3"))
+      ("timing-repeats", "Repeats of the inference timing (the median is reported)", cxxopts::value<int64_t>()->default_value("7"))
       ("calibration-images", "PTQ calibration images", cxxopts::value<int64_t>()->default_value("1000"))
       ("h,help", "Show this help");
   add_data_dir_option(options);

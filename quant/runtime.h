@@ -4,7 +4,10 @@
 //   std::vector<float> logits = rt.predict(pixels, n);   // n x 28x28 uint8 images -> [n][10]
 //
 // int8: conv u8 x s8 + s32 bias, per-channel output scales and fused ReLU -> u8; max pooling on
-// u8; inner product u8 x s8 -> f32 logits (eq. 11-12, bit-exact with quant/reference.h).
+// u8; inner product u8 x s8 -> f32 logits (eq. 11-12, bit-exact with quant/reference.h). A
+// 1-channel conv followed by a tiling pool (the reference model) runs as one oneDNN matmul over
+// the image blocks each pooling window reads, plus a max over window positions; tiling pools
+// use qnet's byte-max kernel (docs/runtime.md says why and what it measured).
 // f32: the same graph on f32 primitives (pixels / 255). Primitives are created once per batch
 // size and reused, weights are reordered once per plan. predict() may be called from many
 // threads at once: each call takes its own buffers and scratchpad.
