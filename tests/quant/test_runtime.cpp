@@ -67,7 +67,7 @@ Sequential odd_qat_model(int bits) {
 // input blocks and a max across window positions; with a 1-channel conv ("same", so not
 // eligible) before it, the second conv has several input channels and the runtime's tiled u8
 // pooling kernel runs.
-Sequential tiled_pool_qat_model(int filters, bool conv_before) {
+Sequential tiled_pool_qat_model(int filters, bool conv_before, int bits) {
   Rng rng(6);
   Sequential m({13, 11, 1});
   int64_t channels = 1;
@@ -85,7 +85,7 @@ Sequential tiled_pool_qat_model(int filters, bool conv_before) {
   for (Variable* p : m.parameters())
     if (p->value().rank() == 1)
       for (int64_t i = 0; i < p->value().numel(); ++i) p->value()[i] = rng.uniform(-0.3f, 0.3f);
-  prepare_qat(m, {.bits = 8, .observer = {}});
+  prepare_qat(m, {.bits = bits, .observer = {}});
   for (int i = 0; i < 3; ++i) m.forward(Variable(testing::random_tensor({8, 13, 11, 1}, rng, 0.f, 1.f), false));  // ranges
   freeze_observers(m);
   return m;
@@ -144,23 +144,25 @@ TEST_CASE("low bit widths, strides, same padding and two convs stay bit-exact", 
 TEST_CASE("the runtime's own int8 kernels are bit-exact on other window sizes and channel counts", "[quant][onednn]") {
   Rng rng(10);
   const std::vector<uint8_t> px = random_pixels(200 * 13 * 11, rng);
-  for (bool conv_before : {false, true})
-    for (int filters : {5, 12, 20}) {  // 20: more channels than one 16-byte vector
-      INFO(filters << " filters, " << (conv_before ? "tiled pooling after a 4-channel conv" : "conv and pool as a matmul"));
-      const InferenceModel m = inference_model(export_int8(tiled_pool_qat_model(filters, conv_before)));
-      const Runtime rt(m, {.max_batch = 64});
-      for (int64_t batch : {64, 1}) {
-        CHECK(uses(rt, batch, conv_before ? "pool qnet:u8_max_tiled_3x2" : "pool qnet:u8_max_of_6_phases"));
-        CHECK(uses(rt, batch, "im2col qnet:u8_5x4_blocks") == !conv_before);
+  for (int bits : {8, 4})  // 4: the clip post-op on the matmul
+    for (bool conv_before : {false, true})
+      for (int filters : {5, 12, 20}) {  // 20: more channels than one 16-byte vector
+        INFO(filters << " filters, " << bits << " bits, "
+                     << (conv_before ? "tiled pooling after a 4-channel conv" : "conv and pool as a matmul"));
+        const InferenceModel m = inference_model(export_int8(tiled_pool_qat_model(filters, conv_before, bits)));
+        const Runtime rt(m, {.max_batch = 64});
+        for (int64_t batch : {64, 1}) {
+          CHECK(uses(rt, batch, conv_before ? "pool qnet:u8_max_tiled_3x2" : "pool qnet:u8_max_of_6_phases"));
+          CHECK(uses(rt, batch, "im2col qnet:u8_5x4_blocks") == !conv_before);
+        }
+        const std::vector<float> ref = reference_forward(m, px.data(), 200);
+        CHECK(mismatches(rt.predict(px.data(), 200), ref) == 0);  // batches of 64, a remainder of 8
+        std::vector<float> one(4);
+        for (int i = 0; i < 20; ++i) {
+          rt.predict(px.data() + i * 13 * 11, 1, one.data());
+          CHECK(std::memcmp(one.data(), ref.data() + i * 4, 16) == 0);
+        }
       }
-      const std::vector<float> ref = reference_forward(m, px.data(), 200);
-      CHECK(mismatches(rt.predict(px.data(), 200), ref) == 0);  // batches of 64, a remainder of 8
-      std::vector<float> one(4);
-      for (int i = 0; i < 20; ++i) {
-        rt.predict(px.data() + i * 13 * 11, 1, one.data());
-        CHECK(std::memcmp(one.data(), ref.data() + i * 4, 16) == 0);
-      }
-    }
   // The reference model: conv and pool as a matmul; overlapping or padded windows stay on oneDNN.
   CHECK(uses(Runtime(inference_model(export_int8(qat8()))), 256, "im2col qnet:u8_4x4_blocks"));
   const Runtime odd(inference_model(export_int8(odd_qat_model(8))));
