@@ -49,6 +49,28 @@ uint8_t* scratch_bytes(size_t n) {
 // pay for starting it.
 constexpr int64_t kRowsPerTeam = 64;
 
+// out[q * C + c] = the max over g < G of in[(q * G + g) * C + c], for q < cols: the max over
+// each run of G consecutive C-byte groups. 16 bytes at a time when C <= 16, so `in` and `out`
+// need 16 bytes of slack past their ends; each store's tail is overwritten by the next.
+void max_of_groups_u8(const uint8_t* in, uint8_t* out, int64_t cols, int64_t C, int G) {
+  using u8x16 = uint8_t __attribute__((vector_size(16)));
+  if (C <= 16) {
+    for (int64_t q = 0; q < cols; ++q) {
+      u8x16 m, v;
+      std::memcpy(&m, in + q * G * C, 16);
+      for (int g = 1; g < G; ++g) std::memcpy(&v, in + (q * G + g) * C, 16), m = m > v ? m : v;
+      std::memcpy(out + q * C, &m, 16);
+    }
+    return;
+  }
+  for (int64_t q = 0; q < cols; ++q)
+    for (int64_t c = 0; c < C; ++c) {
+      uint8_t m = in[q * G * C + c];
+      for (int g = 1; g < G; ++g) m = std::max(m, in[(q * G + g) * C + c]);
+      out[q * C + c] = m;
+    }
+}
+
 // Max pooling of u8 codes in nhwc with windows that tile the input (stride = window, no
 // padding): each window's largest code, exact because codes order like the reals (z = 0).
 // Per output row: a byte-wise max over the window's input rows, then over each window's
@@ -56,7 +78,6 @@ constexpr int64_t kRowsPerTeam = 64;
 // took 7.8x its f32 pooling's time on the reference layer's output (docs/runtime.md).
 void max_pool_u8_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW,
                        int64_t OH, int64_t OW) {
-  using u8x16 = uint8_t __attribute__((vector_size(16)));
   const int64_t span = OW * KW * C;  // the bytes of an input row that the windows cover
 #pragma omp parallel if (N * OH >= kRowsPerTeam)
   {
@@ -71,23 +92,8 @@ void max_pool_u8_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, in
 #pragma omp simd
         for (int64_t i = 0; i < span; ++i) acc[i] = acc[i] > row[i] ? acc[i] : row[i];
       }
-      uint8_t* o = out + r * OW * C;
-      if (C <= 16) {  // one vector per output pixel; each store's tail is overwritten by the next
-        for (int64_t ow = 0; ow < OW; ++ow) {
-          u8x16 m, v;
-          std::memcpy(&m, acc + ow * KW * C, 16);
-          for (int kw = 1; kw < KW; ++kw) std::memcpy(&v, acc + (ow * KW + kw) * C, 16), m = m > v ? m : v;
-          std::memcpy(pooled + ow * C, &m, 16);
-        }
-        std::memcpy(o, pooled, static_cast<size_t>(OW * C));
-      } else {
-        for (int64_t ow = 0; ow < OW; ++ow)
-          for (int64_t c = 0; c < C; ++c) {
-            uint8_t m = acc[ow * KW * C + c];
-            for (int kw = 1; kw < KW; ++kw) m = std::max(m, acc[(ow * KW + kw) * C + c]);
-            o[ow * C + c] = m;
-          }
-      }
+      max_of_groups_u8(acc, pooled, OW, C, KW);
+      std::memcpy(out + r * OW * C, pooled, static_cast<size_t>(OW * C));
     }
   }
 }
@@ -112,7 +118,6 @@ void window_blocks_u8(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int
 // out[n][P][Q][oc] = max over the `phases` groups of in[n][P][Q][phase * C + oc]: the max-pool
 // of the window matmul's output (each phase is one position of the pooling window).
 void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases) {
-  using u8x16 = uint8_t __attribute__((vector_size(16)));
   const int64_t in_row = cols * phases * C, out_row = cols * C;
 #pragma omp parallel if (rows >= kRowsPerTeam)
   {
@@ -121,21 +126,7 @@ void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t col
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       std::memcpy(src, in + r * in_row, static_cast<size_t>(in_row));
-      if (C <= 16) {  // one vector per pixel; each store's tail is overwritten by the next
-        for (int64_t q = 0; q < cols; ++q) {
-          u8x16 m, v;
-          std::memcpy(&m, src + q * phases * C, 16);
-          for (int ph = 1; ph < phases; ++ph) std::memcpy(&v, src + (q * phases + ph) * C, 16), m = m > v ? m : v;
-          std::memcpy(dst + q * C, &m, 16);
-        }
-      } else {
-        for (int64_t q = 0; q < cols; ++q)
-          for (int64_t c = 0; c < C; ++c) {
-            uint8_t m = src[q * phases * C + c];
-            for (int ph = 1; ph < phases; ++ph) m = std::max(m, src[(q * phases + ph) * C + c]);
-            dst[q * C + c] = m;
-          }
-      }
+      max_of_groups_u8(src, dst, cols, C, phases);
       std::memcpy(out + r * out_row, dst, static_cast<size_t>(out_row));
     }
   }

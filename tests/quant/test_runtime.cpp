@@ -41,6 +41,19 @@ const Sequential& qat8() {
   return m;
 }
 
+// Random biases, then the QAT form with activation ranges observed on three random batches.
+Sequential with_qat_ranges(Sequential m, int bits, Rng& rng) {
+  for (Variable* p : m.parameters())
+    if (p->value().rank() == 1)
+      for (int64_t i = 0; i < p->value().numel(); ++i) p->value()[i] = rng.uniform(-0.3f, 0.3f);
+  prepare_qat(m, {.bits = bits, .observer = {}});
+  Shape batch{8};
+  for (int64_t d : m.input_shape()) batch.push_back(d);
+  for (int i = 0; i < 3; ++i) m.forward(Variable(testing::random_tensor(batch, rng, 0.f, 1.f), false));
+  freeze_observers(m);
+  return m;
+}
+
 // Strides, "same" padding, two convs, overlapping pooling and random biases: every geometry path.
 Sequential odd_qat_model(int bits) {
   Rng rng(5);
@@ -53,13 +66,7 @@ Sequential odd_qat_model(int bits) {
   m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 3, .window_w = 2, .stride_h = 2, .stride_w = 1, .padding = Padding::kSame}));
   m.add(std::make_unique<Flatten>());
   m.add(std::make_unique<Dense>(DenseOptions{.in_features = 4 * 13 * 7, .units = 6}, rng));
-  for (Variable* p : m.parameters())
-    if (p->value().rank() == 1)
-      for (int64_t i = 0; i < p->value().numel(); ++i) p->value()[i] = rng.uniform(-0.3f, 0.3f);
-  prepare_qat(m, {.bits = bits, .observer = {}});
-  for (int i = 0; i < 3; ++i) m.forward(Variable(testing::random_tensor({8, 17, 15, 1}, rng, 0.f, 1.f), false));  // ranges
-  freeze_observers(m);
-  return m;
+  return with_qat_ranges(std::move(m), bits, rng);
 }
 
 // Conv -> ReLU -> a pool whose (3x2) windows tile the conv output but leave rows and columns
@@ -82,13 +89,7 @@ Sequential tiled_pool_qat_model(int filters, bool conv_before, int bits) {
   m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 3, .window_w = 2}));  // 11x9 -> 3x4
   m.add(std::make_unique<Flatten>());
   m.add(std::make_unique<Dense>(DenseOptions{.in_features = 3 * 4 * filters, .units = 4}, rng));
-  for (Variable* p : m.parameters())
-    if (p->value().rank() == 1)
-      for (int64_t i = 0; i < p->value().numel(); ++i) p->value()[i] = rng.uniform(-0.3f, 0.3f);
-  prepare_qat(m, {.bits = bits, .observer = {}});
-  for (int i = 0; i < 3; ++i) m.forward(Variable(testing::random_tensor({8, 13, 11, 1}, rng, 0.f, 1.f), false));  // ranges
-  freeze_observers(m);
-  return m;
+  return with_qat_ranges(std::move(m), bits, rng);
 }
 
 bool uses(const Runtime& rt, int64_t batch, const std::string& what) {
