@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace qnet {
 
@@ -52,7 +53,7 @@ Variable relu(const Variable& x) {
   const float* src = in.data();
   float* dst = out.data();
   const int64_t n = in.numel();
-#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
   for (int64_t i = 0; i < n; ++i) dst[i] = src[i] > 0.f ? src[i] : 0.f;
   return make_result(out, {x}, [x, out](Node& self) {
     Tensor g(x.shape());
@@ -60,7 +61,7 @@ Variable relu(const Variable& x) {
     const float* gy = self.grad.data();
     float* gx = g.data();
     const int64_t n = g.numel();
-#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
     for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > 0.f ? gy[i] : 0.f;
     x.add_grad(std::move(g));
   });

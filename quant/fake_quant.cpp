@@ -1,5 +1,6 @@
 #include "quant/fake_quant.h"
 
+#include "core/parallel.h"
 #include "quant/observer.h"
 
 #include <memory>
@@ -23,7 +24,7 @@ Variable fake_quant(const Variable& x, const std::vector<QParams>& params) {
     const QParams p = params[0];
     const float lo = static_cast<float>(p.qmin - p.zero_point), hi = static_cast<float>(p.qmax - p.zero_point);
     // Same as dequantize(quantize(x)) (z is an integer), in one vectorisable line (eq. 7).
-#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
     for (int64_t i = 0; i < n; ++i) {
       const float q = std::nearbyint(src[i] / p.scale);
       dst[i] = (q < lo ? lo : (q > hi ? hi : q)) * p.scale;
@@ -53,7 +54,7 @@ Variable fake_quant(const Variable& x, const std::vector<QParams>& params) {
     // kept these loops scalar and mispredicted (measured 20x slower than relu's backward).
     if (C == 1) {
       const float lo = (*ranges)[0].real_min(), hi = (*ranges)[0].real_max();
-#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
       for (int64_t i = 0; i < n; ++i) gx[i] = ((xv[i] >= lo) & (xv[i] <= hi)) ? gy[i] : 0.f;  // eq. 8
     } else {
       std::vector<float> lo(C), hi(C);
@@ -77,7 +78,7 @@ Variable relu_fake_quant(const Variable& x, const QParams& p) {
   float* dst = out.data();
   const int64_t n = out.numel();
   const float hi_q = static_cast<float>(p.qmax - p.zero_point), scale = p.scale;
-#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
   for (int64_t i = 0; i < n; ++i) {
     const float q = std::nearbyint((src[i] > 0.f ? src[i] : 0.f) / scale);  // eq. 7 on relu(x)
     dst[i] = (q > hi_q ? hi_q : q) * scale;
@@ -90,7 +91,7 @@ Variable relu_fake_quant(const Variable& x, const QParams& p) {
     float* gx = g.data();
     const int64_t n = g.numel();
     const float hi = real_max;  // a local, not a capture read through `this` in the loop
-#pragma omp parallel for simd schedule(static) if (parallel : n > 65536)
+#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
     for (int64_t i = 0; i < n; ++i) gx[i] = ((xv[i] > 0.f) & (xv[i] <= hi)) ? gy[i] : 0.f;  // relu' x eq. 8
     x.add_grad(std::move(g));
   });
