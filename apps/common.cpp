@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -61,6 +63,11 @@ void use_threads_option(const cxxopts::ParseResult& args) {
 }
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
+
+void failpoint(const char* name) {
+  const char* armed = std::getenv("QNET_FAILPOINT");
+  if (armed && std::strcmp(armed, name) == 0) throw std::runtime_error(fmt::format("failpoint {}", name));
+}
 
 Json Json::number(double v) {
   Json j;

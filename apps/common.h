@@ -42,6 +42,11 @@ void use_threads_option(const cxxopts::ParseResult& args);
 
 bool stdout_is_terminal();
 
+// A test hook: throws std::runtime_error("failpoint NAME") when the environment variable
+// QNET_FAILPOINT equals NAME, so tests can prove that a failure at that point loses nothing
+// (docs/hardening.md lists the points).
+void failpoint(const char* name);
+
 // A JSON value written by hand: objects keep insertion order.
 class Json {
  public:

@@ -48,10 +48,13 @@ int evaluate_main(int argc, char** argv) {
                            .set("seconds", Json::number(e.seconds))
                            .set("batch_size", Json::integer(batch))
                            .set("model_bytes", Json::integer(bytes))
+                           .set("onednn_isa", Json::string(onednn_isa()))
+                           .set("int8_path", Json::string(rt.int8_path()))
                            .dump(0));
   } else {
-    fmt::print("{} ({}, {} bytes): test accuracy {:.4f} on {} images; {:.3f} s at batch {} ({:.1f} us/image, {} threads)\n", path,
-               precision, bytes, e.accuracy, e.images, e.seconds, batch, 1e6 * e.seconds / static_cast<double>(e.images), num_threads());
+    fmt::print("{} ({}, {} bytes): test accuracy {:.4f} on {} images; {:.3f} s at batch {} ({:.1f} us/image, {} threads; oneDNN {}, "
+               "path {})\n", path, precision, bytes, e.accuracy, e.images, e.seconds, batch,
+               1e6 * e.seconds / static_cast<double>(e.images), num_threads(), onednn_isa(), rt.int8_path());
   }
   return 0;
 }

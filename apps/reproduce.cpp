@@ -88,22 +88,10 @@ std::string cpu_model() {
   return "unknown";
 }
 
-const char* isa_name(dnnl::cpu_isa isa) {
-  switch (isa) {
-    case dnnl::cpu_isa::avx512_core_amx: return "AVX-512 with AMX";
-    case dnnl::cpu_isa::avx512_core_bf16: return "AVX-512 with VNNI and BF16";
-    case dnnl::cpu_isa::avx512_core_vnni: return "AVX-512 with VNNI";
-    case dnnl::cpu_isa::avx512_core: return "AVX-512";
-    case dnnl::cpu_isa::avx2_vnni: return "AVX2 with VNNI";
-    case dnnl::cpu_isa::avx2: return "AVX2";
-    default: return "older than AVX2";
-  }
-}
-
 Machine this_machine(const Runtime& int8) {
   const dnnl_version_t* v = dnnl_version();
   return {cpu_model(), static_cast<int>(std::thread::hardware_concurrency()), num_threads(),
-          fmt::format("{}.{}.{}", v->major, v->minor, v->patch), isa_name(dnnl::get_effective_cpu_isa()),
+          fmt::format("{}.{}.{}", v->major, v->minor, v->patch), fmt::format("{}; int8 path {}", onednn_isa(), int8.int8_path()),
           fmt::format("{}", fmt::join(int8.implementations(1), ", "))};
 }
 

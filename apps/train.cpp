@@ -6,7 +6,9 @@
 //
 // With --qat the QAT checkpoint (float weights and activation ranges, for --init) is saved to
 // --checkpoint every epoch; at the end the int8 model is exported and evaluated on the runtime.
+#include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -26,7 +28,8 @@ using namespace qnet;
 namespace {
 
 struct Int8Result {
-  double accuracy = 0;
+  std::optional<double> accuracy;  // none when the runtime failed (the metrics say null and why)
+  std::string error;
   int64_t model_bytes = 0;
 };
 
@@ -47,7 +50,9 @@ Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<
       .set("threads", Json::integer(num_threads()))
       .set("test_accuracy", Json::number(test.accuracy))
       .set("test_loss", Json::number(test.loss))
-      .set(bits ? "int8_test_accuracy" : "runtime_test_accuracy", Json::number(deployed.accuracy))
+      .set(bits ? "int8_test_accuracy" : "runtime_test_accuracy", Json::number(deployed.accuracy.value_or(NAN)))  // NaN: null
+      .set("runtime_error", deployed.error.empty() ? Json::number(NAN) : Json::string(deployed.error))
+      .set("onednn_isa", Json::string(onednn_isa()))
       .set("model_bytes", Json::integer(deployed.model_bytes))
       .set("epochs", std::move(epochs));
 }
@@ -146,14 +151,28 @@ int train_main(int argc, char** argv) {
     qbin::save(export_int8(model), output);
     fmt::print("Saved the QAT model (float weights + ranges) to {}\n", checkpoint);
   }
-  // The saved file, as a user would load it, on the oneDNN runtime.
-  const Runtime runtime(load_inference_model(output));
-  const Int8Result deployed{evaluate(runtime, mnist.test, 256).accuracy, static_cast<int64_t>(std::filesystem::file_size(output))};
-  fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime: {:.4f}\n",
-             qat ? fmt::format("int8 ({}-bit)", qat_bits(model)) : "float", output, deployed.model_bytes, deployed.accuracy);
+  // The saved file, as a user would load it, on the oneDNN runtime. Every file of the training is
+  // on disk already: if this fails, the metrics still get written (the accuracy as null, with the
+  // reason) and the exit code says it failed.
+  Int8Result deployed{.accuracy = std::nullopt, .error = "", .model_bytes = static_cast<int64_t>(std::filesystem::file_size(output))};
+  try {
+    failpoint("runtime-evaluation");
+    const Runtime runtime(load_inference_model(output));
+    deployed.accuracy = evaluate(runtime, mnist.test, 256).accuracy;
+    fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime ({} path): {:.4f}\n",
+               qat ? fmt::format("int8 ({}-bit)", qat_bits(model)) : "float", output, deployed.model_bytes, runtime.int8_path(),
+               *deployed.accuracy);
+  } catch (const std::exception& e) {
+    deployed.error = e.what();
+  }
   if (const std::string path = args["metrics"].as<std::string>(); !path.empty()) {
     write_file_atomic(path, metrics_json(args, qat ? qat_bits(model) : 0, history, test, deployed).dump() + "\n");
     fmt::print("Wrote metrics to {}\n", path);
+  }
+  if (!deployed.error.empty()) {
+    fmt::print(stderr, "train: the model is saved to {}{}, but evaluating it on the oneDNN runtime failed: {}\n", output,
+               qat ? fmt::format(" (QAT checkpoint {})", checkpoint) : "", deployed.error);
+    return 1;
   }
   return 0;
 }

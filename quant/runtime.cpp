@@ -8,10 +8,13 @@
 #include <cstring>
 #include <functional>
 #include <stdexcept>
+#include <string_view>
 #include <unordered_map>
 
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "core/parallel.h"
 
 #if DNNL_VERSION_MAJOR >= 3
 #error "quant/runtime.cpp uses the oneDNN 2.x API (Debian 12's 2.6.3); see docs/runtime.md for what 3.x changes"
@@ -132,6 +135,52 @@ void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t col
   }
 }
 
+// Requantization of s32 accumulators (bias included) to u8 codes, as eq. 11 and the reference:
+// out = nearbyint(clamp(float(acc) * scale[c], 0, qmax)). The split-weight path's last step;
+// with VNNI oneDNN's conv does this itself.
+inline void requantize_row_u8(const int32_t* acc, uint8_t* out, int64_t C, const float* scale, float qmax) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c)
+    out[c] = static_cast<uint8_t>(std::nearbyint(std::min(std::max(static_cast<float>(acc[c]) * scale[c], 0.f), qmax)));
+}
+
+// requantize_row_u8 over `rows` rows of C channels (nhwc pixels).
+void requantize_u8(const int32_t* acc, uint8_t* out, int64_t rows, int64_t C, const float* scale, int32_t qmax) {
+#pragma omp parallel for schedule(static) if (rows * C >= kMinParallelElements)
+  for (int64_t r = 0; r < rows; ++r) requantize_row_u8(acc + r * C, out + r * C, C, scale, static_cast<float>(qmax));
+}
+
+// The logits from s32 accumulators: float(acc) * scale[o] (eq. 12), as oneDNN's inner product.
+void requantize_f32(const int32_t* acc, float* out, int64_t rows, int64_t C, const float* scale) {
+  for (int64_t r = 0; r < rows; ++r)
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[r * C + c] = static_cast<float>(acc[r * C + c]) * scale[c];
+}
+
+// max_of_phases_u8 on the split path's s32 accumulators, then requantize_u8 once per pooled
+// value: requantization is non-decreasing (scale > 0, checked on load), so the max of the
+// requantized codes is the requantized max, and a quarter of the conversions are done.
+void max_of_phases_requantize(const int32_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases,
+                              const float* scale, int32_t qmax) {
+#pragma omp parallel if (rows >= kRowsPerTeam)
+  {
+    int32_t* const best = reinterpret_cast<int32_t*>(scratch_bytes(static_cast<size_t>(cols * C) * sizeof(int32_t)));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int32_t* row = in + r * cols * phases * C;
+      for (int64_t q = 0; q < cols; ++q) {
+        const int32_t* group = row + q * phases * C;
+        int32_t* b = best + q * C;
+        std::copy(group, group + C, b);
+        for (int ph = 1; ph < phases; ++ph)
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) b[c] = std::max(b[c], group[ph * C + c]);
+      }
+      for (int64_t q = 0; q < cols; ++q) requantize_row_u8(best + q * C, out + (r * cols + q) * C, C, scale, static_cast<float>(qmax));
+    }
+  }
+}
+
 // Buffers and a stream owned by one predict() call at a time.
 struct Workspace {
   dnnl::stream stream;
@@ -176,6 +225,8 @@ struct PlanBuilder {
   // which the inner product then reads as a 4-D tensor; the int8 convs have fast kernels for
   // nhwc only, and the int8 inner product is fastest on a 2-D view of the nhwc buffer.
   bool blocked = m.precision == Precision::kF32;
+  // Int8Path::kSplitWeights: products whose weight codes exceed +-64 run twice (split_products).
+  bool split = false;
 
   int add(memory::desc md, int alias_of = -1) {
     p.buffers.push_back({std::move(md), alias_of});
@@ -227,7 +278,65 @@ struct PlanBuilder {
     return attr;
   }
 
+  // Without VNNI, oneDNN multiplies u8 x s8 with vpmaddubsw, whose int16 sums of two products
+  // saturate: 255 * 127 * 2 > 32,767. The split path writes each weight code as w = hi + lo
+  // with |hi|, |lo| <= 64 (hi = w / 2 toward zero), so a pair sum is at most 255 * 64 * 2 =
+  // 32,640 and exact; the first product (with the bias) writes the s32 accumulator, the second
+  // adds into it with the sum post-op, and qnet's kernel requantizes once (eq. 11/12).
+  bool needs_split(const std::vector<int8_t>& codes) const {
+    return split && std::any_of(codes.begin(), codes.end(), [](int8_t w) { return w > 64 || w < -64; });
+  }
+
+  // The two products of the split path as steps writing the s32 buffer `acc`; make(attr) builds
+  // the primitive descriptor (same shapes, s32 dst) that the caller's `src` already fits.
+  template <typename PD, typename Make>
+  void split_products(const char* op, Make&& make, int src, int acc, const memory::desc& user_w, const std::vector<int8_t>& codes,
+                      const memory::desc& user_b, const std::vector<int32_t>& bias) {
+    std::vector<int8_t> hi(codes.size()), lo(codes.size());
+    for (size_t i = 0; i < codes.size(); ++i) hi[i] = static_cast<int8_t>(codes[i] / 2), lo[i] = static_cast<int8_t>(codes[i] - hi[i]);
+    const std::vector<int32_t> no_bias(bias.size(), 0);
+    // Two attributes: primitive_attr is a handle, so a copy would share the post-ops.
+    const dnnl::primitive_attr first_attr = attributes({}, 0, false);
+    dnnl::primitive_attr second_attr = attributes({}, 0, false);
+    dnnl::post_ops accumulate;
+    accumulate.append_sum(1.f);
+    second_attr.set_post_ops(accumulate);
+    const PD first = make(first_attr), second = make(second_attr);
+    step(first, fmt::format("{} split 1/2", op).c_str(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, acc}},
+         {{DNNL_ARG_WEIGHTS, constant(user_w, hi.data(), first.weights_desc())}, {DNNL_ARG_BIAS, constant(user_b, bias.data(), first.bias_desc())}});
+    step(second, fmt::format("{} split 2/2", op).c_str(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, acc}},
+         {{DNNL_ARG_WEIGHTS, constant(user_w, lo.data(), second.weights_desc())},
+          {DNNL_ARG_BIAS, constant(user_b, no_bias.data(), second.bias_desc())}});
+  }
+
+  // conv() on the split path: s32 accumulators in nhwc, then requantize_u8.
+  int split_conv(int cur, const ConvStage& s, const Stage& st) {
+    const Geometry& g = s.g;
+    const memory::dims wdims{s.OC, s.IC, g.KH, g.KW};
+    const memory::desc acc_md({p.batch, st.C, st.H, st.W}, dt::s32, tag::nhwc);
+    auto make = [&](const dnnl::primitive_attr& attr) {
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.buffers[cur].md,
+                                        memory::desc(wdims, dt::s8, tag::any), memory::desc({s.OC}, dt::s32, tag::x), acc_md,
+                                        {g.SH, g.SW}, {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right});
+      return dnnl::convolution_forward::primitive_desc(d, attr, eng);
+    };
+    cur = as(cur, make(attributes({}, 0, false)).src_desc());
+    const int acc = add(acc_md);
+    split_products<dnnl::convolution_forward::primitive_desc>("conv", make, cur, acc, memory::desc(wdims, dt::s8, tag::hwio), s.qkernel,
+                                                              memory::desc({s.OC}, dt::s32, tag::x), s.qbias);
+    const int out = add(memory::desc({p.batch, st.C, st.H, st.W}, dt::u8, tag::nhwc));
+    const int64_t rows = p.batch * st.H * st.W, C = s.OC;
+    const int32_t qmax = s.qmax;
+    kernel_step("requantize qnet:s32_to_u8", {{DNNL_ARG_SRC, acc}, {DNNL_ARG_DST, out}},
+                [=, scale = s.output_scale](const std::vector<memory>& mem) {
+                  requantize_u8(static_cast<const int32_t*>(mem[acc].get_data_handle()), static_cast<uint8_t*>(mem[out].get_data_handle()),
+                                rows, C, scale.data(), qmax);
+                });
+    return out;
+  }
+
   int conv(int cur, const ConvStage& s, const Stage& st) {
+    if (needs_split(s.qkernel)) return split_conv(cur, s, st);
     const int64_t N = p.batch;
     const Geometry& g = s.g;
     const memory::dims wdims{s.OC, s.IC, g.KH, g.KW};
@@ -321,6 +430,23 @@ struct PlanBuilder {
       scale2.insert(scale2.end(), c.output_scale.begin(), c.output_scale.end());
     }
     const memory::desc bias_md({1, OC2}, dt::s32, tag::ab);
+    if (needs_split(c.qkernel)) {  // s32 accumulators; the max over phases, then one requantization
+      const memory::desc acc_md({M, OC2}, dt::s32, tag::ab);
+      auto make = [&](const dnnl::primitive_attr& attr) {
+        return dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.buffers[blocks].md, memory::desc({K, OC2}, dt::s8, tag::any), bias_md, acc_md),
+                                            attr, eng);
+      };
+      const int acc = add(acc_md);
+      split_products<dnnl::matmul::primitive_desc>("matmul", make, blocks, acc, memory::desc({K, OC2}, dt::s8, tag::ab), w2, bias_md, bias2);
+      const int out = add(memory::desc({N, OC, PH, PW}, dt::u8, tag::nhwc));
+      const int32_t qmax = c.qmax;
+      kernel_step(fmt::format("pool qnet:s32_max_of_{}_phases_requantize", ab), {{DNNL_ARG_SRC, acc}, {DNNL_ARG_DST, out}},
+                  [=, scale = c.output_scale](const std::vector<memory>& mem) {
+                    max_of_phases_requantize(static_cast<const int32_t*>(mem[acc].get_data_handle()),
+                                             static_cast<uint8_t*>(mem[out].get_data_handle()), N * PH, PW, OC, ab, scale.data(), qmax);
+                  });
+      return out;
+    }
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.buffers[blocks].md, memory::desc({K, OC2}, dt::s8, tag::any), bias_md,
                                                        memory::desc({M, OC2}, dt::u8, tag::ab)),
                                     attributes(scale2, c.qmax, true), eng);
@@ -352,6 +478,27 @@ struct PlanBuilder {
     // user layout hwio is exactly the kernel's [H*W*C][OUT] (Keras' H, W, C flatten order).
     const memory::dims wdims = sd.size() == 4 ? memory::dims{s.OUT, sd[1], sd[2], sd[3]} : memory::dims{s.OUT, s.IN};
     const tag user_tag = sd.size() == 4 ? tag::hwio : tag::io;
+    if (needs_split(s.qkernel)) {  // s32 accumulators {N, OUT}, then the logits (eq. 12)
+      const memory::desc acc_md({p.batch, s.OUT}, dt::s32, tag::nc), bias_md({s.OUT}, dt::s32, tag::x);
+      auto make = [&](const dnnl::primitive_attr& attr) {
+        return dnnl::inner_product_forward::primitive_desc(
+            dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_inference, p.buffers[cur].md, memory::desc(wdims, dt::s8, tag::any),
+                                              bias_md, acc_md),
+            attr, eng);
+      };
+      cur = as(cur, make(attributes({}, 0, false)).src_desc());
+      const int acc = add(acc_md);
+      split_products<dnnl::inner_product_forward::primitive_desc>("inner_product", make, cur, acc, memory::desc(wdims, dt::s8, user_tag),
+                                                                  s.qkernel, bias_md, s.qbias);
+      const int out = add(memory::desc({p.batch, s.OUT}, dt::f32, tag::nc));
+      const int64_t rows = p.batch, C = s.OUT;
+      kernel_step("requantize qnet:s32_to_f32", {{DNNL_ARG_SRC, acc}, {DNNL_ARG_DST, out}},
+                  [=, scale = s.output_scale](const std::vector<memory>& mem) {
+                    requantize_f32(static_cast<const int32_t*>(mem[acc].get_data_handle()), static_cast<float*>(mem[out].get_data_handle()),
+                                   rows, C, scale.data());
+                  });
+      return out;
+    }
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, p.buffers[cur].md, memory::desc(wdims, wei, tag::any),
                                         memory::desc({s.OUT}, bias, tag::x), memory::desc({p.batch, s.OUT}, dt::f32, tag::nc));
     dnnl::inner_product_forward::primitive_desc pd(d, attributes(s.output_scale, 0, false), eng);
@@ -416,29 +563,36 @@ Runtime::Runtime(InferenceModel model, RuntimeOptions options)
     : model_(std::move(model)), options_(options), engine_(std::make_unique<Engine>()) {
   if (options_.max_batch < 1) throw std::invalid_argument("Runtime: max_batch must be >= 1");
   if (model_.stages.empty()) throw std::invalid_argument("Runtime: the model has no layers");
-  check_int8_isa();
+  if (model_.precision == Precision::kInt8) {
+    bool wide = false;  // a weight code beyond +-64: its products can saturate without VNNI
+    for (const Stage& st : model_.stages) {
+      const std::vector<int8_t>* k = nullptr;
+      if (const auto* c = std::get_if<ConvStage>(&st.op)) k = &c->qkernel;
+      if (const auto* d = std::get_if<DenseStage>(&st.op)) k = &d->qkernel;
+      if (k) wide = wide || std::any_of(k->begin(), k->end(), [](int8_t w) { return w > 64 || w < -64; });
+    }
+    int8_path_ = wide && !onednn_has_vnni() ? "split-weights" : "one-pass";
+  }
 }
 
-// Without VNNI, oneDNN 2.6 multiplies u8 x s8 with vpmaddubsw, whose int16 pair sums saturate:
-// weight codes beyond +-64 can then give wrong results (../shared/notes/onednn-2.6.md). Refuse
-// rather than miscompute.
-void Runtime::check_int8_isa() const {
-  if (model_.precision != Precision::kInt8) return;
+std::string onednn_isa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_amx: return "AVX-512 with AMX";
+    case dnnl::cpu_isa::avx512_core_bf16: return "AVX-512 with VNNI and BF16";
+    case dnnl::cpu_isa::avx512_core_vnni: return "AVX-512 with VNNI";
+    case dnnl::cpu_isa::avx512_core: return "AVX-512 (no VNNI)";
+    case dnnl::cpu_isa::avx2_vnni: return "AVX2 with VNNI";
+    case dnnl::cpu_isa::avx2: return "AVX2";
+    case dnnl::cpu_isa::avx: return "AVX";
+    case dnnl::cpu_isa::sse41: return "SSE4.1";
+    default: return "other";
+  }
+}
+
+bool onednn_has_vnni() {
   using isa = dnnl::cpu_isa;
   const isa cpu = dnnl::get_effective_cpu_isa();
-  if (cpu == isa::avx512_core_vnni || cpu == isa::avx512_core_bf16 || cpu == isa::avx512_core_amx || cpu == isa::avx2_vnni) return;
-  int max_code = 0;
-  for (const Stage& st : model_.stages) {
-    const std::vector<int8_t>* k = nullptr;
-    if (const auto* c = std::get_if<ConvStage>(&st.op)) k = &c->qkernel;
-    if (const auto* d = std::get_if<DenseStage>(&st.op)) k = &d->qkernel;
-    if (k)
-      for (int8_t v : *k) max_code = std::max(max_code, std::abs(int{v}));
-  }
-  if (max_code > 64)
-    throw std::runtime_error(fmt::format("this CPU (oneDNN ISA without VNNI) would saturate int8 products of weight codes up to {}; "
-                                         "int8 models need AVX512-VNNI or AVX-VNNI, or weights of at most 7 bits (train --qat --bits 7)",
-                                         max_code));
+  return cpu == isa::avx512_core_vnni || cpu == isa::avx512_core_bf16 || cpu == isa::avx512_core_amx || cpu == isa::avx2_vnni;
 }
 
 Runtime::~Runtime() = default;
@@ -452,7 +606,9 @@ Runtime::Plan& Runtime::plan(int64_t batch) const {
   p->int8 = model_.precision == Precision::kInt8;
   p->threads = batch < options_.single_thread_below ? 1 : (options_.threads > 0 ? options_.threads : omp_get_max_threads());
   ThreadCount threads(p->threads);  // primitives are created for the team size they will run with
-  PlanBuilder{model_, *p, engine_->engine}.build();
+  PlanBuilder builder{model_, *p, engine_->engine};
+  builder.split = std::string_view(int8_path_) == "split-weights";
+  builder.build();
   return *plans_.emplace(batch, std::move(p)).first->second;
 }
 

@@ -8,6 +8,9 @@
 // 1-channel conv followed by a tiling pool (the reference model) runs as one oneDNN matmul over
 // the image blocks each pooling window reads, plus a max over window positions; tiling pools
 // use qnet's byte-max kernel (docs/runtime.md says why and what it measured).
+// Without VNNI (AVX2, AVX-512 without VNNI, SSE4.1), oneDNN's u8 x s8 products saturate for weight
+// codes beyond +-64; there each such product runs twice on weights split into halves within +-64
+// and qnet requantizes the sum (the "split-weights" path, docs/runtime.md), still bit-exact.
 // f32: the same graph on f32 primitives (pixels / 255). Primitives are created once per batch
 // size and reused, weights are reordered once per plan. predict() may be called from many
 // threads at once: each call takes its own buffers and scratchpad.
@@ -46,14 +49,18 @@ class Runtime {
   // oneDNN's implementation of each primitive at this batch size, e.g. "conv brgconv:avx512_core_vnni".
   std::vector<std::string> implementations(int64_t batch) const;
 
+  // How the int8 products run on this CPU: "one-pass" (oneDNN's ISA has VNNI, or every weight
+  // code is within +-64) or "split-weights"; "f32" for an f32 model.
+  const char* int8_path() const { return int8_path_; }
+
   struct Plan;
 
  private:
   Plan& plan(int64_t batch) const;
-  void check_int8_isa() const;
 
   InferenceModel model_;
   RuntimeOptions options_;
+  const char* int8_path_ = "f32";
   struct Engine;
   std::unique_ptr<Engine> engine_;
   mutable std::mutex mutex_;
@@ -67,6 +74,11 @@ struct RuntimeEvaluation {
   double seconds = 0;
 };
 RuntimeEvaluation evaluate(const Runtime& runtime, const ImageSet& images, int64_t batch_size);
+
+// oneDNN's effective ISA (after ONEDNN_MAX_CPU_ISA), e.g. "AVX2", "AVX-512 with VNNI".
+std::string onednn_isa();
+// True when that ISA multiplies u8 x s8 without int16 saturation (VNNI, AMX).
+bool onednn_has_vnni();
 
 // Index of the largest logit, and softmax probabilities of one row of logits.
 int argmax(const float* logits, int classes);

@@ -92,6 +92,10 @@ Sequential tiled_pool_qat_model(int filters, bool conv_before, int bits) {
   return with_qat_ranges(std::move(m), bits, rng);
 }
 
+// The int8 path this CPU (or ONEDNN_MAX_CPU_ISA) must take: weight codes beyond +-64 run split
+// where oneDNN has no VNNI. scripts/test runs these tests under every cap, so both paths run.
+std::string expected_path(int bits) { return bits == 8 && !onednn_has_vnni() ? "split-weights" : "one-pass"; }
+
 bool uses(const Runtime& rt, int64_t batch, const std::string& what) {
   for (const std::string& s : rt.implementations(batch))
     if (s.find(what) != std::string::npos) return true;
@@ -118,6 +122,10 @@ TEST_CASE("oneDNN int8 logits equal the integer reference bit for bit on 3,000 t
   const InferenceModel m = inference_model(export_int8(qat8()));
   REQUIRE(m.precision == Precision::kInt8);
   const Runtime rt(m);
+  INFO("oneDNN ISA " << onednn_isa() << ", int8 path " << rt.int8_path());
+  CHECK(rt.int8_path() == expected_path(8));
+  CHECK(uses(rt, 256, "matmul split 2/2") == (expected_path(8) == "split-weights"));
+  CHECK(uses(rt, 256, "inner_product split 2/2") == (expected_path(8) == "split-weights"));
   const uint8_t* px = mnist().test.image(0);
   const std::vector<float> ref = reference_forward(m, px, 3000);
   CHECK(mismatches(rt.predict(px, 3000), ref) == 0);  // batches of 256 and a remainder
@@ -134,6 +142,9 @@ TEST_CASE("low bit widths, strides, same padding and two convs stay bit-exact", 
   for (int bits : {8, 4, 2}) {
     const InferenceModel m = inference_model(export_int8(odd_qat_model(bits)));
     const Runtime rt(m, {.max_batch = 64});
+    INFO(bits << " bits, oneDNN ISA " << onednn_isa() << ", int8 path " << rt.int8_path());
+    CHECK(rt.int8_path() == expected_path(bits));
+    CHECK(uses(rt, 64, "conv split 2/2") == (expected_path(bits) == "split-weights"));
     const std::vector<float> ref = reference_forward(m, px.data(), 300);
     CHECK(mismatches(rt.predict(px.data(), 300), ref) == 0);
     std::set<int> classes;  // the logits carry information: not all images land in one class
@@ -152,8 +163,11 @@ TEST_CASE("the runtime's own int8 kernels are bit-exact on other window sizes an
                      << (conv_before ? "tiled pooling after a 4-channel conv" : "conv and pool as a matmul"));
         const InferenceModel m = inference_model(export_int8(tiled_pool_qat_model(filters, conv_before, bits)));
         const Runtime rt(m, {.max_batch = 64});
+        CHECK(rt.int8_path() == expected_path(bits));
+        const char* phases = rt.int8_path() == std::string("split-weights") ? "pool qnet:s32_max_of_6_phases_requantize"
+                                                                            : "pool qnet:u8_max_of_6_phases";
         for (int64_t batch : {64, 1}) {
-          CHECK(uses(rt, batch, conv_before ? "pool qnet:u8_max_tiled_3x2" : "pool qnet:u8_max_of_6_phases"));
+          CHECK(uses(rt, batch, conv_before ? "pool qnet:u8_max_tiled_3x2" : phases));
           CHECK(uses(rt, batch, "im2col qnet:u8_5x4_blocks") == !conv_before);
         }
         const std::vector<float> ref = reference_forward(m, px.data(), 200);
@@ -167,7 +181,8 @@ TEST_CASE("the runtime's own int8 kernels are bit-exact on other window sizes an
   // The reference model: conv and pool as a matmul; overlapping or padded windows stay on oneDNN.
   CHECK(uses(Runtime(inference_model(export_int8(qat8()))), 256, "im2col qnet:u8_4x4_blocks"));
   const Runtime odd(inference_model(export_int8(odd_qat_model(8))));
-  CHECK_FALSE(uses(odd, 4, "qnet:"));
+  CHECK_FALSE(uses(odd, 4, "qnet:u8_max"));
+  CHECK_FALSE(uses(odd, 4, "im2col"));
   CHECK(uses(odd, 4, "pool "));
 }
 
