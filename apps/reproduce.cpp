@@ -127,53 +127,76 @@ int reproduce_main(int argc, char** argv) {
 
   const int stages = static_cast<int>(3 * seeds + 2);
   int done = 0;
+  std::string current;  // the stage running now, named if it fails
+  auto begin_stage = [&](const std::string& what) {
+    current = fmt::format("[{}/{}] {}", ++done, stages, what);
+    fmt::print("{}", stage(done, stages, what));
+  };
   std::vector<SeedResult> results;
-  for (int64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
-    SeedResult r{.seed = seed};
-    const bool keep = seed == first_seed;  // the first seed's models are saved and timed
-    fmt::print("{}", stage(++done, stages, fmt::format("seed {}: float training, {} epochs", seed, epochs)));
-    Rng rng(static_cast<uint64_t>(seed));
-    Sequential float_model = mnist_reference_model(rng);
-    r.float_epoch_s = train(float_model, data, epochs, rng);
-    r.float_acc = evaluate(float_model, mnist.test).accuracy;
-    if (keep) save_model(float_model, (out / "model_float.qbin").string());
-    r.float_runtime_acc = evaluate(Runtime(inference_model(to_qbin(float_model))), mnist.test, 256).accuracy;
+  try {
+    for (int64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
+      SeedResult r{.seed = seed};
+      const bool keep = seed == first_seed;  // the first seed's models are saved and timed
+      begin_stage(fmt::format("seed {}: float training, {} epochs", seed, epochs));
+      Rng rng(static_cast<uint64_t>(seed));
+      Sequential float_model = mnist_reference_model(rng);
+      r.float_epoch_s = train(float_model, data, epochs, rng);
+      r.float_acc = evaluate(float_model, mnist.test).accuracy;
+      if (keep) save_model(float_model, (out / "model_float.qbin").string());
+      r.float_runtime_acc = evaluate(Runtime(inference_model(to_qbin(float_model))), mnist.test, 256).accuracy;
 
-    fmt::print("{}", stage(++done, stages, fmt::format("seed {}: post-training quantization of the float model", seed)));
-    calibrate_ptq(float_model, data.train.slice(0, args["calibration-images"].as<int64_t>()), {});
-    const qbin::Model ptq = export_int8(float_model);
-    if (keep) qbin::save(ptq, (out / "model_ptq.qbin").string());
-    r.ptq_acc = evaluate(Runtime(inference_model(ptq)), mnist.test, 256).accuracy;
+      begin_stage(fmt::format("seed {}: post-training quantization of the float model", seed));
+      calibrate_ptq(float_model, data.train.slice(0, args["calibration-images"].as<int64_t>()), {});
+      const qbin::Model ptq = export_int8(float_model);
+      if (keep) qbin::save(ptq, (out / "model_ptq.qbin").string());
+      r.ptq_acc = evaluate(Runtime(inference_model(ptq)), mnist.test, 256).accuracy;
 
-    fmt::print("{}", stage(++done, stages, fmt::format("seed {}: quantization-aware training, {} epochs", seed, epochs)));
-    Rng qrng(static_cast<uint64_t>(seed));
-    Sequential qat_model = mnist_reference_model(qrng);
-    prepare_qat(qat_model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
-    r.qat_epoch_s = train(qat_model, data, epochs, qrng);
-    freeze_observers(qat_model);
-    r.qat_acc = evaluate(qat_model, mnist.test).accuracy;
-    const qbin::Model int8 = export_int8(qat_model);
-    if (keep) save_model(qat_model, (out / "model_qat.qbin").string()), qbin::save(int8, (out / "model.qbin").string());
-    r.int8_acc = evaluate(Runtime(inference_model(int8)), mnist.test, 256).accuracy;
-    fmt::print("seed {}: float {:.4f}, QAT {:.4f}, int8 {:.4f}, PTQ {:.4f}\n", seed, r.float_acc, r.qat_acc, r.int8_acc, r.ptq_acc);
-    results.push_back(r);
+      begin_stage(fmt::format("seed {}: quantization-aware training, {} epochs", seed, epochs));
+      Rng qrng(static_cast<uint64_t>(seed));
+      Sequential qat_model = mnist_reference_model(qrng);
+      prepare_qat(qat_model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
+      r.qat_epoch_s = train(qat_model, data, epochs, qrng);
+      freeze_observers(qat_model);
+      r.qat_acc = evaluate(qat_model, mnist.test).accuracy;
+      const qbin::Model int8 = export_int8(qat_model);
+      if (keep) save_model(qat_model, (out / "model_qat.qbin").string()), qbin::save(int8, (out / "model.qbin").string());
+      failpoint("reproduce-int8");
+      r.int8_acc = evaluate(Runtime(inference_model(int8)), mnist.test, 256).accuracy;
+      fmt::print("seed {}: float {:.4f}, QAT {:.4f}, int8 {:.4f}, PTQ {:.4f}\n", seed, r.float_acc, r.qat_acc, r.int8_acc, r.ptq_acc);
+      results.push_back(r);
+    }
+
+    begin_stage("inference time: 5 parts of the test set, image by image, float and int8");
+    const Runtime f32(load_inference_model((out / "model_float.qbin").string()));
+    const Runtime int8(load_inference_model((out / "model.qbin").string()));
+    const Timing timing = time_inference(f32, int8, mnist.test, static_cast<int>(args["timing-repeats"].as<int64_t>()));
+    begin_stage("writing the report");
+    const Sizes sizes{fs::file_size(out / "model_float.qbin"), fs::file_size(out / "model.qbin"), fs::file_size(out / "model_ptq.qbin")};
+    const Machine machine = this_machine(int8);
+    const std::string report = report_md(results, sizes, timing, machine, args);
+    write_file_atomic((out / "report.md").string(), report);
+    write_file_atomic((out / "inference_time.svg").string(), inference_chart(timing));
+    write_file_atomic((out / "model_size.svg").string(), size_chart(sizes));
+    write_file_atomic((out / "results.json").string(), results_json(results, sizes, timing, machine, args).dump() + "\n");
+    fmt::print("\n{}\nWrote {}/report.md, inference_time.svg, model_size.svg, results.json and the models\n", report, out.string());
+    return 0;
+  } catch (const std::exception& e) {
+    // Keep what finished: the models already saved stay, and partial.json holds the finished seeds.
+    Json finished = Json::array();
+    for (const SeedResult& r : results)
+      finished.push(Json::object()
+                        .set("seed", Json::integer(r.seed))
+                        .set("float", Json::number(r.float_acc))
+                        .set("qat", Json::number(r.qat_acc))
+                        .set("int8", Json::number(r.int8_acc))
+                        .set("ptq", Json::number(r.ptq_acc)));
+    write_file_atomic((out / "partial.json").string(),
+                      Json::object().set("failed_stage", Json::string(current)).set("error", Json::string(e.what()))
+                          .set("finished_seeds", std::move(finished)).dump() + "\n");
+    fmt::print(stderr, "reproduce: stage {} failed: {}; the models saved so far and partial.json are in {}\n", current, e.what(),
+               out.string());
+    return 1;
   }
-
-  fmt::print("{}", stage(++done, stages, "inference time: 5 parts of the test set, image by image, float and int8"));
-  const Runtime f32(load_inference_model((out / "model_float.qbin").string()));
-  const Runtime int8(load_inference_model((out / "model.qbin").string()));
-  const Timing timing = time_inference(f32, int8, mnist.test, static_cast<int>(args["timing-repeats"].as<int64_t>()));
-
-  fmt::print("{}", stage(++done, stages, "writing the report"));
-  const Sizes sizes{fs::file_size(out / "model_float.qbin"), fs::file_size(out / "model.qbin"), fs::file_size(out / "model_ptq.qbin")};
-  const Machine machine = this_machine(int8);
-  const std::string report = report_md(results, sizes, timing, machine, args);
-  write_file_atomic((out / "report.md").string(), report);
-  write_file_atomic((out / "inference_time.svg").string(), inference_chart(timing));
-  write_file_atomic((out / "model_size.svg").string(), size_chart(sizes));
-  write_file_atomic((out / "results.json").string(), results_json(results, sizes, timing, machine, args).dump() + "\n");
-  fmt::print("\n{}\nWrote {}/report.md, inference_time.svg, model_size.svg, results.json and the models\n", report, out.string());
-  return 0;
 }
 
 }  // namespace

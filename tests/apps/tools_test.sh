@@ -88,5 +88,11 @@ check "results.json holds the int8 accuracy" grep -q '"int8": {' repro/results.j
 check "the charts are SVG with a title" grep -q "Inference time per part" repro/inference_time.svg
 check "reproduce shows its stages" grep -q "\[5/5\] writing the report" repro.log
 
+QNET_FAILPOINT=reproduce-int8 "$bin/reproduce" --epochs 1 --out broken --timing-repeats 1 >broken.log 2>broken.err
+check "reproduce exits 1 when a stage fails" test $? -eq 1
+check "... names the stage and the reason" grep -q "stage \[3/5\] seed 1: quantization-aware training, 1 epochs failed: failpoint reproduce-int8" broken.err
+check "... keeps the models that finished" test -s broken/model_float.qbin -a -s broken/model_ptq.qbin -a -s broken/model.qbin
+check "... and says where it stopped in partial.json" grep -q '"failed_stage": "\[3/5\]' broken/partial.json
+
 echo "$failures failed"
 [[ $failures -eq 0 ]]
