@@ -3,8 +3,8 @@
 
 #include <fmt/format.h>
 
+#include "core/kernels.h"
 #include "core/ops.h"
-#include "core/parallel.h"
 
 namespace qnet {
 
@@ -48,21 +48,11 @@ Variable sum(const Variable& x) {
 }
 
 Variable relu(const Variable& x) {
-  const Tensor& in = x.value();
-  Tensor out(in.shape());
-  const float* src = in.data();
-  float* dst = out.data();
-  const int64_t n = in.numel();
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) dst[i] = src[i] > 0.f ? src[i] : 0.f;
+  Tensor out(x.shape());
+  kernels().relu_forward(out.numel(), x.value().data(), out.data());
   return make_result(out, {x}, [x, out](Node& self) {
     Tensor g(x.shape());
-    const float* y = out.data();
-    const float* gy = self.grad.data();
-    float* gx = g.data();
-    const int64_t n = g.numel();
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-    for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > 0.f ? gy[i] : 0.f;
+    kernels().relu_backward(g.numel(), out.data(), self.grad.data(), g.data());
     x.add_grad(std::move(g));
   });
 }

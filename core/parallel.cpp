@@ -4,8 +4,6 @@
 
 #include <thread>
 
-#include <Eigen/Core>
-
 namespace qnet {
 
 namespace {
@@ -20,7 +18,6 @@ int max_hardware_threads() {
 void set_num_threads(int threads) {
   g_threads = threads <= 0 ? max_hardware_threads() : threads;
   omp_set_num_threads(g_threads);
-  Eigen::setNbThreads(g_threads);
 }
 
 int num_threads() {

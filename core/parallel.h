@@ -1,10 +1,10 @@
-// Thread count for every parallel kernel (OpenMP loops in ops, Eigen's GEMM, oneDNN).
+// Thread count for every parallel kernel (OpenMP loops in the kernels, oneDNN).
 //
 //   qnet::set_num_threads(2);   // 0 = all hardware threads
 //   int t = qnet::num_threads();
 //
-// Results are deterministic for a given thread count: reductions split work into
-// fixed per-thread slices and combine them in thread order.
+// Results do not depend on the thread count: reductions split work into fixed chunks
+// (core/kernels.h, kReductionChunk) and combine them in chunk order.
 #pragma once
 
 #include <cstdint>

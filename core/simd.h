@@ -1,43 +1,90 @@
-// A 16-float vector (GCC/Clang vector extension): one AVX-512 register, two AVX ones.
+// The float vector of the per-ISA kernels (core/kernels/), one native register wide: 16 lanes
+// with AVX-512, 8 with AVX2, 4 with SSE (GCC lowers wider generic vectors through the stack, so
+// each build uses its own width). Everything here lives in the ISA's namespace, so each build of
+// the kernels gets its own copy (core/kernels.h says why).
 //
-//   f32x16 a = load16(p, 12);       // lanes 12..15 are zero
-//   store16(q, a * b + c, 12);      // writes 12 floats
+//   vf a = load(p, 3);          // lanes 3.. are zero
+//   store(q, a * b + c, 3);     // writes 3 floats
 #pragma once
 
-#include <cstring>
+#ifndef QNET_ISA_NS
+#error "core/simd.h is for the per-ISA kernels in core/kernels/ (built with QNET_ISA_NS defined)"
+#endif
 
-#if defined(__AVX512F__)
+#include <cstdint>
+
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
-namespace qnet {
+namespace qnet::QNET_ISA_NS {
 
-using f32x16 = float __attribute__((vector_size(64), aligned(64)));
-using f32x16u = float __attribute__((vector_size(64), aligned(4)));  // unaligned access
-
-inline f32x16 load16(const float* p, int n) {
-  if (n >= 16) return *reinterpret_cast<const f32x16u*>(p);
 #if defined(__AVX512F__)
-  return reinterpret_cast<f32x16>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p));
+constexpr int kLanes = 16;
+#elif defined(__AVX2__)
+constexpr int kLanes = 8;
 #else
-  f32x16 v = {};
-  std::memcpy(&v, p, n * sizeof(float));
+constexpr int kLanes = 4;
+#endif
+
+using vf = float __attribute__((vector_size(kLanes * 4)));
+using vfu = float __attribute__((vector_size(kLanes * 4), aligned(4)));  // unaligned access
+using vi = int32_t __attribute__((vector_size(kLanes * 4)));
+using vu8u = uint8_t __attribute__((vector_size(kLanes), aligned(1)));   // one byte per lane, unaligned
+
+// The first n lanes from p (n < kLanes: the rest are zero, nothing past p + n is read).
+inline vf load(const float* p, int n) {
+  if (n >= kLanes) return *reinterpret_cast<const vfu*>(p);
+#if defined(__AVX512F__)
+  return reinterpret_cast<vf>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p));
+#elif defined(__AVX2__)
+  const __m256i below = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return reinterpret_cast<vf>(_mm256_maskload_ps(p, below));
+#else
+  vf v = {};
+  for (int i = 0; i < n; ++i) v[i] = p[i];
   return v;
 #endif
 }
 
-inline void store16(float* p, f32x16 v, int n) {
-  if (n >= 16) {
-    *reinterpret_cast<f32x16u*>(p) = v;
+// Writes the first n lanes of v to p (nothing past p + n).
+inline void store(float* p, vf v, int n) {
+  if (n >= kLanes) {
+    *reinterpret_cast<vfu*>(p) = v;
     return;
   }
 #if defined(__AVX512F__)
   _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), reinterpret_cast<__m512>(v));
+#elif defined(__AVX2__)
+  // Plain stores of 4, 2 and 1 floats (AVX2's masked stores are slow on AMD cores).
+  __m128 q = _mm256_castps256_ps128(reinterpret_cast<__m256>(v));
+  if (n >= 4) _mm_storeu_ps(p, q), q = _mm256_extractf128_ps(reinterpret_cast<__m256>(v), 1), p += 4, n -= 4;
+  if (n >= 2) _mm_storel_pi(reinterpret_cast<__m64*>(p), q), q = _mm_movehl_ps(q, q), p += 2, n -= 2;
+  if (n >= 1) _mm_store_ss(p, q);
 #else
-  std::memcpy(p, &v, n * sizeof(float));
+  for (int i = 0; i < n; ++i) p[i] = v[i];
 #endif
 }
 
-inline f32x16 splat16(float x) { return f32x16{} + x; }
+inline vf splat(float x) { return vf{} + x; }
 
-}  // namespace qnet
+inline float min_f(float a, float b) { return b < a ? b : a; }
+inline float max_f(float a, float b) { return a < b ? b : a; }
+inline int64_t min_i(int64_t a, int64_t b) { return b < a ? b : a; }
+inline int lanes_in_block(int64_t C, int64_t b) { return static_cast<int>(min_i(kLanes, C - b * kLanes)); }
+
+// n zero-initialised vectors on the heap, freed at scope exit (no std::vector: see core/kernels.h).
+class VecBuffer {
+ public:
+  explicit VecBuffer(int64_t n) : p_(new vf[n > 0 ? n : 1]()) {}
+  ~VecBuffer() { delete[] p_; }
+  VecBuffer(const VecBuffer&) = delete;
+  VecBuffer& operator=(const VecBuffer&) = delete;
+  vf* data() { return p_; }
+  vf& operator[](int64_t i) { return p_[i]; }
+
+ private:
+  vf* p_;
+};
+
+}  // namespace qnet::QNET_ISA_NS

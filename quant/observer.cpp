@@ -2,16 +2,14 @@
 
 #include <algorithm>
 
-#include "core/parallel.h"
+#include "core/kernels.h"
 
 namespace qnet {
 
 std::pair<float, float> min_max(const Tensor& t) {
-  float lo = t.numel() ? t[0] : 0.f, hi = lo;
-  const float* p = t.data();
-  const int64_t n = t.numel();
-#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static) if (parallel : n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) lo = p[i] < lo ? p[i] : lo, hi = p[i] > hi ? p[i] : hi;
+  if (t.numel() == 0) return {0.f, 0.f};
+  float lo = 0.f, hi = 0.f;
+  kernels().min_max(t.numel(), t.data(), &lo, &hi);
   return {lo, hi};
 }
 

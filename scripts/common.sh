@@ -7,7 +7,7 @@ QNET_BUILD="${QNET_BUILD:-$QNET_ROOT/build}"
 # ocl-icd-opencl-dev: oneDNN's dnnl-config.cmake calls find_package(OpenCL), and libdnnl-dev only
 # recommends it (a fresh machine with --no-install-recommends lacks it). qemu-user: the tests run
 # a build on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell).
-QNET_PACKAGES=(g++ cmake make pkg-config libeigen3-dev libdnnl-dev ocl-icd-opencl-dev catch2 libfmt-dev libcxxopts-dev
+QNET_PACKAGES=(g++ cmake make pkg-config libdnnl-dev ocl-icd-opencl-dev catch2 libfmt-dev libcxxopts-dev
   libpng-dev zlib1g-dev qemu-user)
 
 qnet_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -1,0 +1,86 @@
+// The hot loops of training, built once per instruction set and chosen at start-up.
+//
+//   const qnet::Kernels& k = qnet::kernels();        // the active ISA's table (core/cpu.h)
+//   k.relu_forward(n, x, y);
+//
+// Each core/kernels/*.cpp is compiled three times (CMakeLists.txt): for x86-64-v4 (AVX-512),
+// x86-64-v3 (AVX2 + FMA) and the x86-64-v2 baseline, each copy in its own namespace
+// (qnet::isa_avx512, isa_avx2, isa_baseline) and each filling one Kernels table, the way
+// PyTorch's ATen builds its CPU_CAPABILITY kernels. The ops (core/ops_*.cpp, quant/, optim/)
+// check shapes, build the autograd closures and call these through kernels(). Kernels take
+// raw pointers and plain shape structs, so every path computes the same thing from the same
+// arguments; tests run them under each QNET_ISA the CPU has.
+//
+// Rule for core/kernels/: no code outside the ISA namespace and no std templates that the
+// compiler may emit out of line (containers, algorithms, fmt): an out-of-line copy would be
+// shared by all three builds at link time, and the AVX-512 one could run on an AVX2 CPU.
+// tests/core/kernel_symbols.sh checks the object files for it.
+#pragma once
+
+#include <cstdint>
+
+namespace qnet {
+
+struct ConvShape {  // NHWC input [N, H, W, IC], HWIO kernel [KH, KW, IC, OC], output [N, OH, OW, OC]
+  int64_t N, H, W, IC, KH, KW, OC, OH, OW, SH, SW, PT, PL;  // PT, PL: padding before (top, left)
+};
+
+struct PoolShape {  // NHWC input [N, H, W, C], output [N, OH, OW, C]
+  int64_t N, H, W, C, OH, OW, KH, KW, SH, SW, PT, PL;
+};
+
+struct Kernels {
+  int lanes;  // floats per vector of this build: 16 (AVX-512), 8 (AVX2), 4 (baseline)
+
+  // conv2d: y = bias + patches x w; dw, db summed over the batch in fixed chunks of images
+  // (kReductionChunk) added in chunk order, so the result does not depend on the thread count.
+  void (*conv_forward)(const ConvShape& s, const float* x, const float* w, const float* bias, float* y);
+  void (*conv_backward_weights)(const ConvShape& s, const float* x, const float* dy, float* dw, float* db);  // db may be null
+  void (*conv_backward_input)(const ConvShape& s, const float* w, const float* dy, float* dx);
+
+  // The fused 3x3, 1-channel conv with a 2x2 / stride 2 max-pool (ops_conv.cpp's fast path):
+  // y = window maxima [N, OH/2, OW/2, OC]; which[pixel][block of `lanes` channels][lanes] =
+  // window index (0..3) of each first maximum; range (if not null) = {min, max} of the conv output.
+  void (*pooled_conv_forward)(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, uint8_t* which,
+                              float* range);
+  void (*pooled_conv_backward_weights)(const ConvShape& s, const float* x, const float* dy, const uint8_t* which, float* dw,
+                                       float* db);
+
+  // max_pool2d; the backward sends each gradient to its window's first maximum. gx must be zero
+  // on entry unless the windows tile the input (then every element is written).
+  void (*max_pool_forward)(const PoolShape& s, const float* x, float* y);
+  void (*max_pool_backward)(const PoolShape& s, const float* x, const float* y, const float* gy, float* gx);
+
+  // Row-major products: y[N,M] = x[N,K] w[K,M]; dx[N,K] = dy[N,M] w[K,M]^T; dw[K,M] = x[N,K]^T dy[N,M]
+  // (dw sums over N in order: the same on any thread count).
+  void (*matmul)(int64_t N, int64_t K, int64_t M, const float* x, const float* w, float* y);
+  void (*matmul_dx)(int64_t N, int64_t K, int64_t M, const float* dy, const float* w, float* dx);
+  void (*matmul_dw)(int64_t N, int64_t K, int64_t M, const float* x, const float* dy, float* dw);
+
+  void (*relu_forward)(int64_t n, const float* x, float* y);
+  void (*relu_backward)(int64_t n, const float* y, const float* gy, float* gx);  // gx = y > 0 ? gy : 0
+
+  // Fake quantization (eq. 7) with codes clamped to [lo, hi] (qmin - z, qmax - z), and its
+  // straight-through gradient (eq. 8) inside [real_lo, real_hi]. Per tensor (C = 1) or per
+  // channel of the last axis (arrays of C).
+  void (*fake_quant_forward)(int64_t n, int64_t C, const float* x, const float* scale, const float* lo, const float* hi, float* y);
+  void (*fake_quant_backward)(int64_t n, int64_t C, const float* x, const float* real_lo, const float* real_hi, const float* gy,
+                              float* gx);
+  // relu then fake-quant with z = qmin: y = min(round(relu(x) / scale), hi) * scale; gradient
+  // where 0 < x <= real_hi.
+  void (*relu_fake_quant_forward)(int64_t n, const float* x, float scale, float hi, float* y);
+  void (*relu_fake_quant_backward)(int64_t n, const float* x, float real_hi, const float* gy, float* gx);
+
+  void (*min_max)(int64_t n, const float* x, float* lo, float* hi);  // n >= 1
+
+  // One Adam step on n parameters: m, v moments; a = lr * sqrt(1 - b2^t) / (1 - b1^t).
+  void (*adam_update)(int64_t n, float a, float b1, float b2, float eps, float* w, const float* g, float* m, float* v);
+};
+
+// Images per partial sum in the kernel-gradient reductions: fixed, so weights are bit-identical
+// on 1, 2 or 8 threads.
+constexpr int64_t kReductionChunk = 4;
+
+const Kernels& kernels();  // the table of the active ISA (core/cpu.h)
+
+}  // namespace qnet

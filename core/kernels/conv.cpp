@@ -1,0 +1,261 @@
+// conv2d kernels: direct NHWC convolution with HWIO kernels, and the fused 3x3 conv + 2x2 max-pool.
+//
+// The innermost loop runs over output channels, contiguous in both the kernel and the output,
+// one vector (core/simd.h) at a time; images are spread over threads. Direct convolution beat im2col + GEMM on the
+// reference model (docs/performance.md): with IC = 1 the GEMM's inner dimension is 9 and the
+// im2col copy costs more than the multiply.
+#include <omp.h>
+
+#include "core/kernels.h"
+#include "core/simd.h"
+
+namespace qnet::QNET_ISA_NS {
+
+namespace {
+
+// Kernels are instantiated for common kernel sizes (KH_, KW_, IC_ known at compile time, so the
+// tap loops unroll) and once generically (all 0: taken from the ConvShape).
+template <int KH_, int KW_, int IC_>
+struct Taps {
+  static int64_t kh(const ConvShape& s) { return KH_ ? KH_ : s.KH; }
+  static int64_t kw(const ConvShape& s) { return KW_ ? KW_ : s.KW; }
+  static int64_t ic(const ConvShape& s) { return IC_ ? IC_ : s.IC; }
+  static constexpr int64_t fixed_k = int64_t{KH_} * KW_ * IC_;  // 0 when generic
+};
+
+// Runs f.template operator()<Taps<...>>() with the kernel dimensions fixed where a
+// specialisation exists (3x3 and 5x5 on 1 or 3 channels), else the generic version.
+template <typename F>
+void conv_dispatch(const ConvShape& s, F&& f) {
+  if (s.KH == 3 && s.KW == 3 && s.IC == 1) return f.template operator()<Taps<3, 3, 1>>();
+  if (s.KH == 3 && s.KW == 3 && s.IC == 3) return f.template operator()<Taps<3, 3, 3>>();
+  if (s.KH == 5 && s.KW == 5 && s.IC == 1) return f.template operator()<Taps<5, 5, 1>>();
+  return f.template operator()<Taps<0, 0, 0>>();
+}
+
+// The kernel [K = KH*KW*IC, OC] in blocks of kLanes channels, zero-padded: wb[k * blocks + b].
+void block_kernel(const ConvShape& s, const float* w, vf* wb) {
+  const int64_t K = s.KH * s.KW * s.IC, blocks = (s.OC + kLanes - 1) / kLanes;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t b = 0; b < blocks; ++b) wb[k * blocks + b] = load(w + k * s.OC + b * kLanes, static_cast<int>(s.OC - b * kLanes));
+}
+
+// Calls tap(k, v) for the K = KH*KW*IC receptive-field values of output pixel (oh, ow) of image
+// n, in (kh, kw, ic) order. Interior pixels read the input directly (with T's sizes fixed, the
+// loops unroll into broadcast FMAs); border pixels skip the padding taps.
+template <typename T, typename F>
+inline void for_each_tap_value(const ConvShape& s, const float* x, int64_t n, int64_t oh, int64_t ow, F&& tap) {
+  const int64_t KH = T::kh(s), KW = T::kw(s), IC = T::ic(s);
+  const int64_t ih0 = oh * s.SH - s.PT, iw0 = ow * s.SW - s.PL;
+  const float* base = x + ((n * s.H + ih0) * s.W + iw0) * IC;
+  if (ih0 >= 0 && ih0 + KH <= s.H && iw0 >= 0 && iw0 + KW <= s.W) {
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw)
+        for (int64_t ic = 0; ic < IC; ++ic) tap((kh * KW + kw) * IC + ic, base[(kh * s.W + kw) * IC + ic]);
+    return;
+  }
+  for (int64_t kh = 0; kh < KH; ++kh) {
+    if (ih0 + kh < 0 || ih0 + kh >= s.H) continue;
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      if (iw0 + kw < 0 || iw0 + kw >= s.W) continue;
+      for (int64_t ic = 0; ic < IC; ++ic) tap((kh * KW + kw) * IC + ic, base[(kh * s.W + kw) * IC + ic]);
+    }
+  }
+}
+
+// y[p, oc] = bias[oc] + sum_k patch_p[k] * w[k, oc], kLanes output channels per vector.
+template <typename T>
+void conv_forward_t(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+  const int64_t blocks = (s.OC + kLanes - 1) / kLanes;
+  VecBuffer wb(s.KH * s.KW * s.IC * blocks);
+  block_kernel(s, w, wb.data());
+  const vf* wbp = wb.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int lanes = lanes_in_block(s.OC, b);
+      const vf bias_b = bias ? load(bias + b * kLanes, lanes) : vf{};
+      for (int64_t oh = 0; oh < s.OH; ++oh)
+        for (int64_t ow = 0; ow < s.OW; ++ow) {
+          vf acc = bias_b;
+          for_each_tap_value<T>(s, x, n, oh, ow, [&](int64_t k, float v) { acc += v * wbp[k * blocks + b]; });
+          store(y + ((n * s.OH + oh) * s.OW + ow) * s.OC + b * kLanes, acc, lanes);
+        }
+    }
+}
+
+// partial[c * width + i] for chunks c = 0..chunks-1 summed into partial[i], in chunk order.
+void add_chunks_in_order(vf* partial, int64_t chunks, int64_t width) {
+  for (int64_t c = 1; c < chunks; ++c)
+    for (int64_t i = 0; i < width; ++i) partial[i] += partial[c * width + i];
+}
+
+// dW[k, oc] = sum over pixels p of patch_p[k] * dy[p, oc]; db[oc] = sum of dy[p, oc]. Each chunk
+// of kReductionChunk images has its own partial sums, added in chunk order: the result does not
+// depend on how many threads ran the chunks.
+template <typename T>
+void conv_backward_weights_t(const ConvShape& s, const float* x, const float* dy, float* dw, float* db) {
+  const int64_t K = T::kh(s) * T::kw(s) * T::ic(s), blocks = (s.OC + kLanes - 1) / kLanes, width = (K + 1) * blocks;
+  const int64_t chunks = (s.N + kReductionChunk - 1) / kReductionChunk;
+  VecBuffer partial(chunks * width);  // per chunk: [blocks][K + 1 (bias)]
+#pragma omp parallel for schedule(static)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int lanes = lanes_in_block(s.OC, b);
+      vf* acc = partial.data() + chunk * width + b * (K + 1);
+      constexpr int64_t kFixedK = T::fixed_k;  // registers when K is known, else memory
+      vf acc_fixed[kFixedK > 0 ? kFixedK + 1 : 1] = {};
+      vf* a = kFixedK > 0 ? acc_fixed : acc;
+      for (int64_t n = chunk * kReductionChunk; n < min_i(s.N, (chunk + 1) * kReductionChunk); ++n)
+        for (int64_t oh = 0; oh < s.OH; ++oh)
+          for (int64_t ow = 0; ow < s.OW; ++ow) {
+            const vf g = load(dy + ((n * s.OH + oh) * s.OW + ow) * s.OC + b * kLanes, lanes);
+            a[K] += g;
+            for_each_tap_value<T>(s, x, n, oh, ow, [&](int64_t k, float v) { a[k] += v * g; });
+          }
+      if (kFixedK > 0)
+        for (int64_t k = 0; k <= K; ++k) acc[k] = a[k];
+    }
+  add_chunks_in_order(partial.data(), chunks, width);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int lanes = lanes_in_block(s.OC, b);
+    for (int64_t k = 0; k < K; ++k) store(dw + k * s.OC + b * kLanes, partial[b * (K + 1) + k], lanes);
+    if (db) store(db + b * kLanes, partial[b * (K + 1) + K], lanes);
+  }
+}
+
+}  // namespace
+
+void conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
+  conv_dispatch(s, [&]<typename T>() { conv_forward_t<T>(s, x, w, bias, y); });
+}
+
+void conv_backward_weights(const ConvShape& s, const float* x, const float* dy, float* dw, float* db) {
+  conv_dispatch(s, [&]<typename T>() { conv_backward_weights_t<T>(s, x, dy, dw, db); });
+}
+
+// dx[n, ih, iw, ic] = sum over taps of dy[n, oh, ow, :] . w[kh, kw, ic, :]
+void conv_backward_input(const ConvShape& s, const float* w, const float* dy, float* dx) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < s.N; ++n) {
+    float* dxn = dx + n * s.H * s.W * s.IC;
+    for (int64_t i = 0; i < s.H * s.W * s.IC; ++i) dxn[i] = 0.f;
+    const float* dyn = dy + n * s.OH * s.OW * s.OC;
+    for (int64_t oh = 0; oh < s.OH; ++oh)
+      for (int64_t ow = 0; ow < s.OW; ++ow)
+        for (int64_t kh = 0; kh < s.KH; ++kh) {
+          const int64_t ih = oh * s.SH - s.PT + kh;
+          if (ih < 0 || ih >= s.H) continue;
+          for (int64_t kw = 0; kw < s.KW; ++kw) {
+            const int64_t iw = ow * s.SW - s.PL + kw;
+            if (iw < 0 || iw >= s.W) continue;
+            const float* __restrict g = dyn + (oh * s.OW + ow) * s.OC;
+            float* __restrict out = dxn + (ih * s.W + iw) * s.IC;
+            const float* __restrict wk = w + (kh * s.KW + kw) * s.IC * s.OC;
+            for (int64_t ic = 0; ic < s.IC; ++ic) {
+              float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+              for (int64_t oc = 0; oc < s.OC; ++oc) acc += g[oc] * wk[ic * s.OC + oc];
+              out[ic] += acc;
+            }
+          }
+        }
+  }
+}
+
+// --- the fused 3x3 conv + 2x2 max-pool ------------------------------------------------------
+//
+// The forward computes the four conv outputs of each 2x2 window side by side (four independent
+// FMA chains instead of one), keeps their maximum and the window index of the first maximum
+// (one byte per channel), and never writes the conv output. Its backward routes each pooled
+// gradient to that one conv output: the kernel gradient sums g * patch(chosen position) over
+// pooled pixels, a quarter of the plain conv backward's work.
+
+void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, uint8_t* which,
+                         float* range) {
+  const int64_t PH = s.OH / 2, PW = s.OW / 2, blocks = (s.OC + kLanes - 1) / kLanes;
+  VecBuffer wb(9 * blocks);
+  block_kernel(s, w, wb.data());
+  const vf* wbp = wb.data();
+  float lo = __builtin_inff(), hi = -lo;
+#pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi)
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int lanes = lanes_in_block(s.OC, b);
+      const vf bias_b = bias ? load(bias + b * kLanes, lanes) : vf{};
+      vf wk[9];
+      for (int k = 0; k < 9; ++k) wk[k] = wbp[k * blocks + b];
+      vf block_lo = splat(lo), block_hi = splat(hi);
+      for (int64_t ph = 0; ph < PH; ++ph)
+        for (int64_t pw = 0; pw < PW; ++pw) {
+          const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;
+          vf a0 = bias_b, a1 = bias_b, a2 = bias_b, a3 = bias_b;  // the window's 4 outputs
+          for (int kh = 0; kh < 3; ++kh)
+            for (int kw = 0; kw < 3; ++kw) {  // same order as conv_forward: bit-identical outputs
+              const float* t = r + kh * s.W + kw;
+              const vf wv = wk[kh * 3 + kw];
+              a0 += t[0] * wv, a1 += t[1] * wv, a2 += t[s.W] * wv, a3 += t[s.W + 1] * wv;
+            }
+          vf m = a0;
+          vi q = {};
+          vi gt = a1 > m;  // strictly greater: ties keep the first, as max_pool2d does
+          m = gt ? a1 : m, q = gt ? vi{} + 1 : q;
+          gt = a2 > m, m = gt ? a2 : m, q = gt ? vi{} + 2 : q;
+          gt = a3 > m, m = gt ? a3 : m, q = gt ? vi{} + 3 : q;
+          const int64_t pix = (n * PH + ph) * PW + pw;
+          store(y + pix * s.OC + b * kLanes, m, lanes);
+          *reinterpret_cast<vu8u*>(which + (pix * blocks + b) * kLanes) = __builtin_convertvector(q, vu8u);
+          if (range) {
+            const vf mn01 = a0 < a1 ? a0 : a1, mn23 = a2 < a3 ? a2 : a3, mn = mn01 < mn23 ? mn01 : mn23;
+            block_lo = mn < block_lo ? mn : block_lo, block_hi = m > block_hi ? m : block_hi;
+          }
+        }
+      for (int l = 0; l < lanes; ++l) lo = min_f(lo, block_lo[l]), hi = max_f(hi, block_hi[l]);
+    }
+  if (range) range[0] = lo, range[1] = hi;
+}
+
+// dW[k, oc] = sum over pooled pixels of dy * x[chosen position + tap k]; db = sum of dy. Per
+// pixel, the gradient is split into the four window positions (zero where another position
+// won) and each position's 3x3 patch is a set of broadcasts: 36 FMAs, no per-lane permute,
+// which AVX2 and SSE lack. Partial sums per chunk of images, added in order.
+void pooled_conv_backward_weights(const ConvShape& s, const float* x, const float* dy, const uint8_t* which, float* dw,
+                                  float* db) {
+  const int64_t PH = s.OH / 2, PW = s.OW / 2, blocks = (s.OC + kLanes - 1) / kLanes, width = 10 * blocks;
+  const int64_t chunks = (s.N + kReductionChunk - 1) / kReductionChunk;
+  VecBuffer partial(chunks * width);  // per chunk and block: 9 taps and the bias
+#pragma omp parallel for schedule(static)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int lanes = lanes_in_block(s.OC, b);
+      vf acc[10] = {};
+      for (int64_t n = chunk * kReductionChunk; n < min_i(s.N, (chunk + 1) * kReductionChunk); ++n)
+        for (int64_t ph = 0; ph < PH; ++ph)
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            const int64_t pix = (n * PH + ph) * PW + pw;
+            const vf g = load(dy + pix * s.OC + b * kLanes, lanes);
+            const vi q = __builtin_convertvector(*reinterpret_cast<const vu8u*>(which + (pix * blocks + b) * kLanes), vi);
+            const vf g0 = q == 0 ? g : vf{}, g1 = q == 1 ? g : vf{};
+            const vf g2 = q == 2 ? g : vf{}, g3 = q == 3 ? g : vf{};
+            const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;  // the window's 4x4 input region
+            for (int kh = 0; kh < 3; ++kh) {
+              const float* t = r + kh * s.W;
+              const float* u = t + s.W;
+              for (int kw = 0; kw < 3; ++kw) {  // three of the four add exact zeros
+                vf& a = acc[kh * 3 + kw];
+                a += g0 * t[kw], a += g1 * t[kw + 1], a += g2 * u[kw], a += g3 * u[kw + 1];
+              }
+            }
+            acc[9] += g;
+          }
+      for (int k = 0; k < 10; ++k) partial[chunk * width + b * 10 + k] = acc[k];
+    }
+  add_chunks_in_order(partial.data(), chunks, width);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int lanes = lanes_in_block(s.OC, b);
+    for (int k = 0; k < 9; ++k) store(dw + k * s.OC + b * kLanes, partial[b * 10 + k], lanes);
+    if (db) store(db + b * kLanes, partial[b * 10 + 9], lanes);
+  }
+}
+
+}  // namespace qnet::QNET_ISA_NS

@@ -1,0 +1,49 @@
+// This ISA's table of kernels (core/kernels.h), read by kernels() in core/cpu.cpp.
+#include "core/kernels.h"
+#include "core/simd.h"
+
+namespace qnet::QNET_ISA_NS {
+
+void conv_forward(const ConvShape&, const float*, const float*, const float*, float*);
+void conv_backward_weights(const ConvShape&, const float*, const float*, float*, float*);
+void conv_backward_input(const ConvShape&, const float*, const float*, float*);
+void pooled_conv_forward(const ConvShape&, const float*, const float*, const float*, float*, uint8_t*, float*);
+void pooled_conv_backward_weights(const ConvShape&, const float*, const float*, const uint8_t*, float*, float*);
+void max_pool_forward(const PoolShape&, const float*, float*);
+void max_pool_backward(const PoolShape&, const float*, const float*, const float*, float*);
+void matmul(int64_t, int64_t, int64_t, const float*, const float*, float*);
+void matmul_dx(int64_t, int64_t, int64_t, const float*, const float*, float*);
+void matmul_dw(int64_t, int64_t, int64_t, const float*, const float*, float*);
+void relu_forward(int64_t, const float*, float*);
+void relu_backward(int64_t, const float*, const float*, float*);
+void fake_quant_forward(int64_t, int64_t, const float*, const float*, const float*, const float*, float*);
+void fake_quant_backward(int64_t, int64_t, const float*, const float*, const float*, const float*, float*);
+void relu_fake_quant_forward(int64_t, const float*, float, float, float*);
+void relu_fake_quant_backward(int64_t, const float*, float, const float*, float*);
+void min_max(int64_t, const float*, float*, float*);
+void adam_update(int64_t, float, float, float, float, float*, const float*, float*, float*);
+
+extern const Kernels kKernels;
+const Kernels kKernels = {
+    .lanes = kLanes,
+    .conv_forward = conv_forward,
+    .conv_backward_weights = conv_backward_weights,
+    .conv_backward_input = conv_backward_input,
+    .pooled_conv_forward = pooled_conv_forward,
+    .pooled_conv_backward_weights = pooled_conv_backward_weights,
+    .max_pool_forward = max_pool_forward,
+    .max_pool_backward = max_pool_backward,
+    .matmul = matmul,
+    .matmul_dx = matmul_dx,
+    .matmul_dw = matmul_dw,
+    .relu_forward = relu_forward,
+    .relu_backward = relu_backward,
+    .fake_quant_forward = fake_quant_forward,
+    .fake_quant_backward = fake_quant_backward,
+    .relu_fake_quant_forward = relu_fake_quant_forward,
+    .relu_fake_quant_backward = relu_fake_quant_backward,
+    .min_max = min_max,
+    .adam_update = adam_update,
+};
+
+}  // namespace qnet::QNET_ISA_NS
