@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "apps/common.h"
+#include "core/cpu.h"
 #include "core/file_io.h"
 #include "core/parallel.h"
 #include "core/qbin.h"
@@ -48,6 +49,7 @@ Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<
   if (bits) j.set("bits", Json::integer(bits));
   return j.set("seed", Json::integer(args["seed"].as<int64_t>()))
       .set("threads", Json::integer(num_threads()))
+      .set("kernels", Json::string(isa_name(active_isa())))
       .set("test_accuracy", Json::number(test.accuracy))
       .set("test_loss", Json::number(test.loss))
       .set(bits ? "int8_test_accuracy" : "runtime_test_accuracy", Json::number(deployed.accuracy.value_or(NAN)))  // NaN: null
@@ -127,8 +129,8 @@ int train_main(int argc, char** argv) {
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
   const Split data = split_validation(mnist.train, split);
   fmt::print("{}", model.summary());
-  fmt::print("Training on {} images, validating on {}; seed {}, {} threads\n", data.train.size(), data.validation.size(),
-             seed, num_threads());
+  fmt::print("Training on {} images, validating on {}; seed {}, {} threads, {} kernels\n", data.train.size(),
+             data.validation.size(), seed, num_threads(), isa_name(active_isa()));
 
   Adam adam(model.parameters(), {.lr = static_cast<float>(args["lr"].as<double>())});
   FitOptions fo;

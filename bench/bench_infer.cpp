@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
         b256[p].push_back(static_cast<double>(n) / seconds_since(t0));
         fmt::print("repeat {} {}: batch 1 {:.2f} us/image, batch 256 {:.0f} images/s\n", rep + 1, names[p], b1[p].back(), b256[p].back());
       }
-    fmt::print("\nmedians over {} repeats of {} images ({} threads at batch 256, 1 at batch 1):\n", b1[0].size(), n, num_threads());
+    fmt::print("\nmedians over {} repeats of {} images ({} threads at batch 256, 1 at batch 1; oneDNN {}, int8 path {}):\n",
+               b1[0].size(), n, num_threads(), onednn_isa(), rt[1].int8_path());
     for (int p = 0; p < 2; ++p)
       fmt::print("{}: batch 1 {:.2f} us/image ({:.3f} s per 10k), batch 256 {:.0f} images/s ({:.3f} s per 10k)\n", names[p], median(b1[p]),
                  median(b1[p]) * 1e-2, median(b256[p]), 1e4 / median(b256[p]));

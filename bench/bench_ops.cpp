@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "apps/common.h"
+#include "core/cpu.h"
 #include "core/ops.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
     Variable flat(random_tensor({32, 2028}, rng), true);
     Variable logits = matmul(flat, wd);
     conv_out.node().grad = g_conv;
-    fmt::print("{} threads, {} iterations, batch 32 (microseconds, median)\n", num_threads(), it);
+    fmt::print("{} threads, {} iterations, batch 32, {} kernels (microseconds, median)\n", num_threads(), it, isa_name(active_isa()));
     fmt::print("conv2d forward          {:8.1f}\n", median_us(it, [&] { conv2d(x, w, b, {}); }));
     fmt::print("conv2d backward (w, b)  {:8.1f}\n", median_us(it, [&] { conv_out.node().backward_fn(conv_out.node()); w.zero_grad(); b.zero_grad(); }));
     conv_out.node().grad = g_conv;

@@ -32,7 +32,7 @@ qnet_install_packages() {
 
 qnet_build() {
   qnet_say "Building (Release) in $QNET_BUILD"
-  cmake -S "$QNET_ROOT" -B "$QNET_BUILD" -DCMAKE_BUILD_TYPE="${QNET_BUILD_TYPE:-Release}" "$@" >/dev/null
+  cmake -S "$QNET_ROOT" -B "$QNET_BUILD" -DCMAKE_BUILD_TYPE="${QNET_BUILD_TYPE:-Release}" -DQNET_NATIVE="${QNET_NATIVE:-OFF}" "$@" >/dev/null
   local targets=()
   [[ -n "${QNET_BUILD_TARGETS:-}" ]] && targets=(--target $QNET_BUILD_TARGETS)
   if ! cmake --build "$QNET_BUILD" -j"$(nproc)" "${targets[@]}" >"$QNET_BUILD/build.log" 2>&1; then
