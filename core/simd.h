@@ -73,6 +73,20 @@ inline float max_f(float a, float b) { return a < b ? b : a; }
 inline int64_t min_i(int64_t a, int64_t b) { return b < a ? b : a; }
 inline int lanes_in_block(int64_t C, int64_t b) { return static_cast<int>(min_i(kLanes, C - b * kLanes)); }
 
+// This thread's scratch floats, kept between calls and grown as needed (never freed: a few
+// hundred KB at most). A fresh 80 KB buffer per call cost more than the product it served
+// (malloc returned it to the OS and the next call faulted its pages in again).
+inline float* scratch_floats(int64_t n) {
+  static thread_local float* buffer = nullptr;
+  static thread_local int64_t size = 0;
+  if (size < n) {
+    delete[] buffer;
+    buffer = new float[n];
+    size = n;
+  }
+  return buffer;
+}
+
 // n zero-initialised vectors on the heap, freed at scope exit (no std::vector: see core/kernels.h).
 class VecBuffer {
  public:

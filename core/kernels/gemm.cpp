@@ -1,7 +1,9 @@
-// Row-major products for the Dense layer, shaped for its small sides (a batch of 32, a few
-// classes): one vector of output columns at a time, the weights copied once into blocks of kLanes columns.
-// The three products each sum over their inner dimension in plain order, so every element is
-// computed the same way on any thread count.
+// Row-major products for the Dense layer, shaped for its sides: a batch of 32, thousands of
+// inputs, a few outputs. The output columns go kLanes at a time in one vector, read straight from
+// the row-major operand with a masked load (no packed copy); several rows (or columns) of the
+// result run side by side so that independent FMA chains hide the FMA latency and share each
+// load. Each element sums its inner dimension in plain order, so the result is the same on any
+// thread count.
 #include <omp.h>
 
 #include "core/kernels.h"
@@ -22,83 +24,66 @@ void for_row_range(int64_t rows, bool parallel, F&& f) {
   }
 }
 
-// b [K, M] as [blocks][K] vectors of kLanes columns, zero-padded.
-void block_columns(int64_t K, int64_t M, const float* b, vf* out) {
-  const int64_t blocks = (M + kLanes - 1) / kLanes;
-  for (int64_t j = 0; j < blocks; ++j)
-    for (int64_t k = 0; k < K; ++k) out[j * K + k] = load(b + k * M + j * kLanes, lanes_in_block(M, j));
+constexpr int64_t kParallelWork = 1 << 16;  // multiply-adds below which one thread is faster
+
+// A matrix operand read in place: element (r, i) at p[r * row + i * step].
+struct Strided {
+  const float* p;
+  int64_t row, step;
+};
+
+// out[r][c..] = sum_i a(r, i) * b[i][c..] for R rows of a at once, over `inner` values of i,
+// b's columns [c, c + lanes) (row stride ldb).
+template <int R>
+inline void rows_times_block(Strided a, const float* b, int64_t ldb, int64_t inner, int lanes, float* out, int64_t ldo) {
+  vf acc[R] = {};
+  for (int64_t i = 0; i < inner; ++i) {
+    const vf bi = load(b + i * ldb, lanes);
+    for (int r = 0; r < R; ++r) acc[r] += a.p[r * a.row + i * a.step] * bi;
+  }
+  for (int r = 0; r < R; ++r) store(out + r * ldo, acc[r], lanes);
+}
+
+// rows_times_block over rows [row_begin, row_end) and columns [col_begin, col_end) of out, 8
+// rows at a time, then one at a time.
+inline void rows_times_columns(Strided a, const float* b, int64_t ldb, int64_t inner, float* out, int64_t ldo, int64_t row_begin,
+                               int64_t row_end, int64_t col_begin, int64_t col_end) {
+  for (int64_t c = col_begin; c < col_end; c += kLanes) {
+    const int lanes = static_cast<int>(min_i(kLanes, col_end - c));
+    int64_t r = row_begin;
+    for (; r + 8 <= row_end; r += 8) rows_times_block<8>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
+    for (; r < row_end; ++r) rows_times_block<1>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
+  }
 }
 
 }  // namespace
 
-// y[n, :] = sum_k x[n, k] w[k, :], four independent partial sums over k (k mod 4) added at the
-// end, in a fixed order.
+// y[n, :] = sum_k x[n, k] w[k, :]
 void matmul(int64_t N, int64_t K, int64_t M, const float* x, const float* w, float* y) {
-  const int64_t blocks = (M + kLanes - 1) / kLanes;
-  VecBuffer wb(blocks * K);
-  block_columns(K, M, w, wb.data());
-  for_row_range(N, N * K * M >= (1 << 16), [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n)
-      for (int64_t j = 0; j < blocks; ++j) {
-        const float* xn = x + n * K;
-        const vf* wj = wb.data() + j * K;
-        vf a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        int64_t k = 0;
-        for (; k + 4 <= K; k += 4) a0 += xn[k] * wj[k], a1 += xn[k + 1] * wj[k + 1], a2 += xn[k + 2] * wj[k + 2], a3 += xn[k + 3] * wj[k + 3];
-        for (; k < K; ++k) a0 += xn[k] * wj[k];
-        store(y + n * M + j * kLanes, (a0 + a1) + (a2 + a3), lanes_in_block(M, j));
-      }
-  });
+  for_row_range(N, N * K * M >= kParallelWork,
+                [&](int64_t begin, int64_t end) { rows_times_columns({x, K, 1}, w, M, K, y, M, begin, end, 0, M); });
 }
 
-// dx[n, k] = sum_m dy[n, m] w[k, m]: per row of dx, the weights' rows (contiguous in w) dotted
-// with dy's row, vectorised over k by transposing w once into [M][K].
+// dx[n, k] = sum_m dy[n, m] w[k, m] = dy[n, :] . w^T[:, k]. The threads split k: each
+// transposes its rows of w into [M][its k] so that k runs along a vector, then computes its
+// columns of dx for every row (splitting n instead made both threads read all of w^T, and two
+// threads ran slower than one).
 void matmul_dx(int64_t N, int64_t K, int64_t M, const float* dy, const float* w, float* dx) {
-  float* wt = new float[K * M];
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t m = 0; m < M; ++m) wt[m * K + k] = w[k * M + m];
-  for_row_range(N, N * K * M >= (1 << 16), [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      float* __restrict out = dx + n * K;
-      const float* g = dy + n * M;
-      for (int64_t k = 0; k < K; ++k) out[k] = 0.f;
-      for (int64_t m = 0; m < M; ++m) {
-        const float gm = g[m];
-        const float* __restrict row = wt + m * K;
-#pragma omp simd
-        for (int64_t k = 0; k < K; ++k) out[k] += gm * row[k];
-      }
-    }
+  for_row_range(K, N * K * M >= kParallelWork, [&](int64_t begin, int64_t end) {
+    const int64_t width = end - begin;
+    float* wt = scratch_floats(width * M);  // wt[m * width + (k - begin)] = w[k][m]
+    for (int64_t k0 = begin; k0 < end; k0 += 64)  // 64 rows of w (in L1) at a time, written row by row
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = k0; k < min_i(end, k0 + 64); ++k) wt[m * width + (k - begin)] = w[k * M + m];
+    rows_times_columns({dy, M, 1}, wt, width, M, dx + begin, K, 0, N, 0, width);
   });
-  delete[] wt;
 }
 
-// dw[k, :] = sum_n x[n, k] dy[n, :], n in order; rows of dw split over threads.
+// dw[k, :] = sum_n x[n, k] dy[n, :]: x read in place as x^T (row k = column k of x); rows of dw
+// split over threads.
 void matmul_dw(int64_t N, int64_t K, int64_t M, const float* x, const float* dy, float* dw) {
-  const int64_t blocks = (M + kLanes - 1) / kLanes;
-  VecBuffer gb(blocks * N);  // dy as [blocks][N] vectors
-  block_columns(N, M, dy, gb.data());
-  for_row_range(K, N * K * M >= (1 << 16), [&](int64_t begin, int64_t end) {
-    for (int64_t j = 0; j < blocks; ++j) {
-      const vf* gj = gb.data() + j * N;
-      const int lanes = lanes_in_block(M, j);
-      int64_t k = begin;
-      for (; k + 4 <= end; k += 4) {  // four rows of dw at a time share each dy vector
-        vf a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        for (int64_t n = 0; n < N; ++n) {
-          const float* xn = x + n * K + k;
-          a0 += xn[0] * gj[n], a1 += xn[1] * gj[n], a2 += xn[2] * gj[n], a3 += xn[3] * gj[n];
-        }
-        store(dw + k * M + j * kLanes, a0, lanes), store(dw + (k + 1) * M + j * kLanes, a1, lanes);
-        store(dw + (k + 2) * M + j * kLanes, a2, lanes), store(dw + (k + 3) * M + j * kLanes, a3, lanes);
-      }
-      for (; k < end; ++k) {
-        vf a = {};
-        for (int64_t n = 0; n < N; ++n) a += x[n * K + k] * gj[n];
-        store(dw + k * M + j * kLanes, a, lanes);
-      }
-    }
-  });
+  for_row_range(K, N * K * M >= kParallelWork,
+                [&](int64_t begin, int64_t end) { rows_times_columns({x, 1, K}, dy, M, N, dw, M, begin, end, 0, M); });
 }
 
 }  // namespace qnet::QNET_ISA_NS
