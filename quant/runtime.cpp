@@ -102,19 +102,34 @@ void max_pool_u8_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, in
 }
 
 // One row per pooled pixel: the BH x BW block of a 1-channel u8 image that the pixel's a x b
-// pooling window of conv outputs reads, out[((n PH + P) PW + Q)][i BW + j] = in[n][a P + i][b Q + j].
+// pooling window of conv outputs reads, out[((n PH + P) PW + Q)][i BW + j] = in[n][a P + i][b Q + j],
+// written `copies` times side by side (2 on the split-weights path, see duplicate_u8).
 void window_blocks_u8(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b,
-                      int BH, int BW) {
+                      int BH, int BW, int copies) {
+  const int K = BH * BW;
 #pragma omp parallel for schedule(static) if (N * PH >= kRowsPerTeam)
   for (int64_t row = 0; row < N * PH; ++row) {
     const uint8_t* top = in + (row / PH * H + row % PH * a) * W;
-    uint8_t* o = out + row * PW * BH * BW;
-    for (int64_t Q = 0; Q < PW; ++Q, o += BH * BW)
+    uint8_t* o = out + row * PW * K * copies;
+    for (int64_t Q = 0; Q < PW; ++Q, o += K * copies) {
       for (int i = 0; i < BH; ++i) {
         const uint8_t* src = top + i * W + b * Q;
         if (BW == 4) std::memcpy(o + i * 4, src, 4);  // the reference layer: 4x4 blocks, one 32-bit copy per row
         else std::copy(src, src + BW, o + i * BW);
       }
+      for (int c = 1; c < copies; ++c) std::memcpy(o + c * K, o, static_cast<size_t>(K));
+    }
+  }
+}
+
+// out[r] = [in[r], in[r]]: each row of `width` bytes twice. The split-weights path's input: a
+// product over the doubled row with the weights' two halves stacked is the product with the
+// whole weights (PlanBuilder::needs_split).
+void duplicate_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t width) {
+#pragma omp parallel for schedule(static) if (rows * width >= kMinParallelElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out + 2 * r * width, in + r * width, static_cast<size_t>(width));
+    std::memcpy(out + (2 * r + 1) * width, in + r * width, static_cast<size_t>(width));
   }
 }
 
@@ -131,52 +146,6 @@ void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t col
       std::memcpy(src, in + r * in_row, static_cast<size_t>(in_row));
       max_of_groups_u8(src, dst, cols, C, phases);
       std::memcpy(out + r * out_row, dst, static_cast<size_t>(out_row));
-    }
-  }
-}
-
-// Requantization of s32 accumulators (bias included) to u8 codes, as eq. 11 and the reference:
-// out = nearbyint(clamp(float(acc) * scale[c], 0, qmax)). The split-weight path's last step;
-// with VNNI oneDNN's conv does this itself.
-inline void requantize_row_u8(const int32_t* acc, uint8_t* out, int64_t C, const float* scale, float qmax) {
-#pragma omp simd
-  for (int64_t c = 0; c < C; ++c)
-    out[c] = static_cast<uint8_t>(std::nearbyint(std::min(std::max(static_cast<float>(acc[c]) * scale[c], 0.f), qmax)));
-}
-
-// requantize_row_u8 over `rows` rows of C channels (nhwc pixels).
-void requantize_u8(const int32_t* acc, uint8_t* out, int64_t rows, int64_t C, const float* scale, int32_t qmax) {
-#pragma omp parallel for schedule(static) if (rows * C >= kMinParallelElements)
-  for (int64_t r = 0; r < rows; ++r) requantize_row_u8(acc + r * C, out + r * C, C, scale, static_cast<float>(qmax));
-}
-
-// The logits from s32 accumulators: float(acc) * scale[o] (eq. 12), as oneDNN's inner product.
-void requantize_f32(const int32_t* acc, float* out, int64_t rows, int64_t C, const float* scale) {
-  for (int64_t r = 0; r < rows; ++r)
-#pragma omp simd
-    for (int64_t c = 0; c < C; ++c) out[r * C + c] = static_cast<float>(acc[r * C + c]) * scale[c];
-}
-
-// max_of_phases_u8 on the split path's s32 accumulators, then requantize_u8 once per pooled
-// value: requantization is non-decreasing (scale > 0, checked on load), so the max of the
-// requantized codes is the requantized max, and a quarter of the conversions are done.
-void max_of_phases_requantize(const int32_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases,
-                              const float* scale, int32_t qmax) {
-#pragma omp parallel if (rows >= kRowsPerTeam)
-  {
-    int32_t* const best = reinterpret_cast<int32_t*>(scratch_bytes(static_cast<size_t>(cols * C) * sizeof(int32_t)));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int32_t* row = in + r * cols * phases * C;
-      for (int64_t q = 0; q < cols; ++q) {
-        const int32_t* group = row + q * phases * C;
-        int32_t* b = best + q * C;
-        std::copy(group, group + C, b);
-        for (int ph = 1; ph < phases; ++ph)
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) b[c] = std::max(b[c], group[ph * C + c]);
-      }
-      for (int64_t q = 0; q < cols; ++q) requantize_row_u8(best + q * C, out + (r * cols + q) * C, C, scale, static_cast<float>(qmax));
     }
   }
 }
@@ -225,7 +194,7 @@ struct PlanBuilder {
   // which the inner product then reads as a 4-D tensor; the int8 convs have fast kernels for
   // nhwc only, and the int8 inner product is fastest on a 2-D view of the nhwc buffer.
   bool blocked = m.precision == Precision::kF32;
-  // Int8Path::kSplitWeights: products whose weight codes exceed +-64 run twice (split_products).
+  // The split-weights path: products whose weight codes exceed +-64 run on halves (needs_split).
   bool split = false;
 
   int add(memory::desc md, int alias_of = -1) {
@@ -279,78 +248,64 @@ struct PlanBuilder {
   }
 
   // Without VNNI, oneDNN multiplies u8 x s8 with vpmaddubsw, whose int16 sums of two products
-  // saturate: 255 * 127 * 2 > 32,767. The split path writes each weight code as w = hi + lo
-  // with |hi|, |lo| <= 64 (hi = w / 2 toward zero), so a pair sum is at most 255 * 64 * 2 =
-  // 32,640 and exact; the first product (with the bias) writes the s32 accumulator, the second
-  // adds into it with the sum post-op, and qnet's kernel requantizes once (eq. 11/12).
+  // saturate: 255 * 127 * 2 > 32,767. The split-weights path writes each weight code as
+  // w = hi + lo with |hi|, |lo| <= 64 (hi = w / 2 toward zero) and runs ONE product over a doubled
+  // inner dimension: the input twice side by side (duplicate_u8), the weights' hi and lo halves
+  // stacked. Every weight it multiplies is within +-64, so any pair sum is at most 255 * 64 * 2 =
+  // 32,640: exact. The int32 sum is sum a (hi + lo) = sum a w, and the primitive's own bias,
+  // scales, ReLU or clip then give eq. 11/12 exactly as on the one-pass path. Twice the
+  // multiply-adds, paid only where the ISA has no VNNI.
   bool needs_split(const std::vector<int8_t>& codes) const {
     return split && std::any_of(codes.begin(), codes.end(), [](int8_t w) { return w > 64 || w < -64; });
   }
 
-  // The two products of the split path as steps writing the s32 buffer `acc`; make(attr) builds
-  // the primitive descriptor (same shapes, s32 dst) that the caller's `src` already fits.
-  template <typename PD, typename Make>
-  void split_products(const char* op, Make&& make, int src, int acc, const memory::desc& user_w, const std::vector<int8_t>& codes,
-                      const memory::desc& user_b, const std::vector<int32_t>& bias) {
-    std::vector<int8_t> hi(codes.size()), lo(codes.size());
-    for (size_t i = 0; i < codes.size(); ++i) hi[i] = static_cast<int8_t>(codes[i] / 2), lo[i] = static_cast<int8_t>(codes[i] - hi[i]);
-    const std::vector<int32_t> no_bias(bias.size(), 0);
-    // Two attributes: primitive_attr is a handle, so a copy would share the post-ops.
-    const dnnl::primitive_attr first_attr = attributes({}, 0, false);
-    dnnl::primitive_attr second_attr = attributes({}, 0, false);
-    dnnl::post_ops accumulate;
-    accumulate.append_sum(1.f);
-    second_attr.set_post_ops(accumulate);
-    const PD first = make(first_attr), second = make(second_attr);
-    step(first, fmt::format("{} split 1/2", op).c_str(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, acc}},
-         {{DNNL_ARG_WEIGHTS, constant(user_w, hi.data(), first.weights_desc())}, {DNNL_ARG_BIAS, constant(user_b, bias.data(), first.bias_desc())}});
-    step(second, fmt::format("{} split 2/2", op).c_str(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, acc}},
-         {{DNNL_ARG_WEIGHTS, constant(user_w, lo.data(), second.weights_desc())},
-          {DNNL_ARG_BIAS, constant(user_b, no_bias.data(), second.bias_desc())}});
-  }
-
-  // conv() on the split path: s32 accumulators in nhwc, then requantize_u8.
-  int split_conv(int cur, const ConvStage& s, const Stage& st) {
-    const Geometry& g = s.g;
-    const memory::dims wdims{s.OC, s.IC, g.KH, g.KW};
-    const memory::desc acc_md({p.batch, st.C, st.H, st.W}, dt::s32, tag::nhwc);
-    auto make = [&](const dnnl::primitive_attr& attr) {
-      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.buffers[cur].md,
-                                        memory::desc(wdims, dt::s8, tag::any), memory::desc({s.OC}, dt::s32, tag::x), acc_md,
-                                        {g.SH, g.SW}, {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right});
-      return dnnl::convolution_forward::primitive_desc(d, attr, eng);
-    };
-    cur = as(cur, make(attributes({}, 0, false)).src_desc());
-    const int acc = add(acc_md);
-    split_products<dnnl::convolution_forward::primitive_desc>("conv", make, cur, acc, memory::desc(wdims, dt::s8, tag::hwio), s.qkernel,
-                                                              memory::desc({s.OC}, dt::s32, tag::x), s.qbias);
-    const int out = add(memory::desc({p.batch, st.C, st.H, st.W}, dt::u8, tag::nhwc));
-    const int64_t rows = p.batch * st.H * st.W, C = s.OC;
-    const int32_t qmax = s.qmax;
-    kernel_step("requantize qnet:s32_to_u8", {{DNNL_ARG_SRC, acc}, {DNNL_ARG_DST, out}},
-                [=, scale = s.output_scale](const std::vector<memory>& mem) {
-                  requantize_u8(static_cast<const int32_t*>(mem[acc].get_data_handle()), static_cast<uint8_t*>(mem[out].get_data_handle()),
-                                rows, C, scale.data(), qmax);
-                });
+  // codes seen as `groups` runs of equal length, each run replaced by [its hi halves, its lo halves].
+  static std::vector<int8_t> stacked_halves(const std::vector<int8_t>& codes, size_t groups) {
+    std::vector<int8_t> out;
+    out.reserve(2 * codes.size());
+    const size_t run = codes.size() / groups;
+    for (size_t g = 0; g < groups; ++g) {
+      for (size_t i = g * run; i < (g + 1) * run; ++i) out.push_back(static_cast<int8_t>(codes[i] / 2));
+      for (size_t i = g * run; i < (g + 1) * run; ++i) out.push_back(static_cast<int8_t>(codes[i] - codes[i] / 2));
+    }
     return out;
   }
 
+  // A step writing `rows` rows of `width` bytes of buffer `from` twice (duplicate_u8) into a new
+  // buffer of descriptor `md`.
+  int duplicated(int from, int64_t rows, int64_t width, const memory::desc& md) {
+    const int to = add(md);
+    kernel_step("duplicate qnet:u8_x2", {{DNNL_ARG_SRC, from}, {DNNL_ARG_DST, to}}, [=](const std::vector<memory>& mem) {
+      duplicate_u8(static_cast<const uint8_t*>(mem[from].get_data_handle()), static_cast<uint8_t*>(mem[to].get_data_handle()), rows,
+                   width);
+    });
+    return to;
+  }
+
   int conv(int cur, const ConvStage& s, const Stage& st) {
-    if (needs_split(s.qkernel)) return split_conv(cur, s, st);
     const int64_t N = p.batch;
     const Geometry& g = s.g;
-    const memory::dims wdims{s.OC, s.IC, g.KH, g.KW};
+    const bool int8 = m.precision == Precision::kInt8, split_weights = needs_split(s.qkernel);
+    const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
+    int64_t IC = s.IC;
+    std::vector<int8_t> stacked;
+    if (split_weights) {  // each pixel's channels twice; per tap, the hi halves then the lo halves
+      const memory::dims in = p.buffers[cur].md.dims();  // {N, IC, H, W}
+      cur = as(cur, memory::desc(in, dt::u8, tag::nhwc));
+      cur = duplicated(cur, N * in[2] * in[3], IC, memory::desc({N, 2 * IC, in[2], in[3]}, dt::u8, tag::nhwc));
+      stacked = stacked_halves(s.qkernel, static_cast<size_t>(g.KH) * g.KW);
+      w = stacked.data(), IC *= 2;
+    }
+    const memory::dims wdims{s.OC, IC, g.KH, g.KW};
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.buffers[cur].md,
                                       memory::desc(wdims, wei, tag::any), memory::desc({s.OC}, bias, tag::x),
                                       memory::desc({N, st.C, st.H, st.W}, act, tag::any), {g.SH, g.SW}, {g.pad_top, g.pad_left},
                                       {g.pad_bottom, g.pad_right});
-    const bool int8 = m.precision == Precision::kInt8;
     dnnl::convolution_forward::primitive_desc pd(d, attributes(s.output_scale, int8 ? s.qmax : 0, s.relu || int8), eng);
     cur = as(cur, pd.src_desc());
-    const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
     const void* b = int8 ? static_cast<const void*>(s.qbias.data()) : s.bias.data();
     const int out = add(pd.dst_desc());
-    step(pd, "conv", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
+    step(pd, split_weights ? "conv split-weights" : "conv", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
          {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, tag::hwio), w, pd.weights_desc())},
           {DNNL_ARG_BIAS, constant(memory::desc({s.OC}, bias, tag::x), b, pd.bias_desc())}});
     return out;
@@ -401,19 +356,21 @@ struct PlanBuilder {
   int conv_pool_as_matmul(int cur, const ConvStage& c, const Stage& pool_st, const PoolStage& pl) {
     const memory::dims in = p.buffers[cur].md.dims();  // {N, 1, H, W}
     cur = as(cur, memory::desc(in, dt::u8, tag::nhwc));
-    const int a = pl.g.KH, b = pl.g.KW, ab = a * b, OC = c.OC, OC2 = ab * OC;
+    const int a = pl.g.KH, b = pl.g.KW, phase_count = a * b, OC = c.OC, columns = phase_count * OC;
     const int KH = c.g.KH, KW = c.g.KW, BH = a + KH - 1, BW = b + KW - 1, K = BH * BW;
     const int64_t N = p.batch, H = in[2], W = in[3], PH = pool_st.H, PW = pool_st.W, M = N * PH * PW;
+    const bool split_weights = needs_split(c.qkernel);
+    const int copies = split_weights ? 2 : 1, rows_k = copies * K;  // split-weights: each block twice (needs_split)
 
-    const int blocks = add(memory::desc({M, K}, dt::u8, tag::ab)), src = cur;
-    kernel_step(fmt::format("im2col qnet:u8_{}x{}_blocks", BH, BW), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, blocks}},
+    const int blocks = add(memory::desc({M, rows_k}, dt::u8, tag::ab)), src = cur;
+    kernel_step(fmt::format("im2col qnet:u8_{}x{}_blocks{}", BH, BW, split_weights ? "_x2" : ""), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, blocks}},
                 [=](const std::vector<memory>& mem) {
                   window_blocks_u8(static_cast<const uint8_t*>(mem[src].get_data_handle()),
-                                   static_cast<uint8_t*>(mem[blocks].get_data_handle()), N, H, W, PH, PW, a, b, BH, BW);
+                                   static_cast<uint8_t*>(mem[blocks].get_data_handle()), N, H, W, PH, PW, a, b, BH, BW, copies);
                 });
 
     // weights[i BW + j][(dy b + dx) OC + oc] = w[i - dy][j - dx][0][oc] inside the kernel, else 0.
-    std::vector<int8_t> w2(static_cast<size_t>(K) * OC2, 0);
+    std::vector<int8_t> shifted(static_cast<size_t>(K) * columns, 0);
     for (int i = 0; i < BH; ++i)
       for (int j = 0; j < BW; ++j)
         for (int dy = 0; dy < a; ++dy)
@@ -421,45 +378,30 @@ struct PlanBuilder {
             const int kh = i - dy, kw = j - dx;
             if (kh < 0 || kh >= KH || kw < 0 || kw >= KW) continue;
             for (int oc = 0; oc < OC; ++oc)
-              w2[static_cast<size_t>(i * BW + j) * OC2 + (dy * b + dx) * OC + oc] = c.qkernel[(static_cast<size_t>(kh) * KW + kw) * OC + oc];
+              shifted[static_cast<size_t>(i * BW + j) * columns + (dy * b + dx) * OC + oc] =
+                  c.qkernel[(static_cast<size_t>(kh) * KW + kw) * OC + oc];
           }
-    std::vector<int32_t> bias2;
-    std::vector<float> scale2;
-    for (int ph = 0; ph < ab; ++ph) {
-      bias2.insert(bias2.end(), c.qbias.begin(), c.qbias.end());
-      scale2.insert(scale2.end(), c.output_scale.begin(), c.output_scale.end());
+    if (split_weights) shifted = stacked_halves(shifted, 1);  // [K hi rows][K lo rows]
+    std::vector<int32_t> phase_bias;
+    std::vector<float> phase_scale;
+    for (int ph = 0; ph < phase_count; ++ph) {
+      phase_bias.insert(phase_bias.end(), c.qbias.begin(), c.qbias.end());
+      phase_scale.insert(phase_scale.end(), c.output_scale.begin(), c.output_scale.end());
     }
-    const memory::desc bias_md({1, OC2}, dt::s32, tag::ab);
-    if (needs_split(c.qkernel)) {  // s32 accumulators; the max over phases, then one requantization
-      const memory::desc acc_md({M, OC2}, dt::s32, tag::ab);
-      auto make = [&](const dnnl::primitive_attr& attr) {
-        return dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.buffers[blocks].md, memory::desc({K, OC2}, dt::s8, tag::any), bias_md, acc_md),
-                                            attr, eng);
-      };
-      const int acc = add(acc_md);
-      split_products<dnnl::matmul::primitive_desc>("matmul", make, blocks, acc, memory::desc({K, OC2}, dt::s8, tag::ab), w2, bias_md, bias2);
-      const int out = add(memory::desc({N, OC, PH, PW}, dt::u8, tag::nhwc));
-      const int32_t qmax = c.qmax;
-      kernel_step(fmt::format("pool qnet:s32_max_of_{}_phases_requantize", ab), {{DNNL_ARG_SRC, acc}, {DNNL_ARG_DST, out}},
-                  [=, scale = c.output_scale](const std::vector<memory>& mem) {
-                    max_of_phases_requantize(static_cast<const int32_t*>(mem[acc].get_data_handle()),
-                                             static_cast<uint8_t*>(mem[out].get_data_handle()), N * PH, PW, OC, ab, scale.data(), qmax);
-                  });
-      return out;
-    }
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.buffers[blocks].md, memory::desc({K, OC2}, dt::s8, tag::any), bias_md,
-                                                       memory::desc({M, OC2}, dt::u8, tag::ab)),
-                                    attributes(scale2, c.qmax, true), eng);
+    const memory::desc bias_md({1, columns}, dt::s32, tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.buffers[blocks].md, memory::desc({rows_k, columns}, dt::s8, tag::any), bias_md,
+                                                       memory::desc({M, columns}, dt::u8, tag::ab)),
+                                    attributes(phase_scale, c.qmax, true), eng);
     const int phases = add(pd.dst_desc());
-    step(pd, "matmul", {{DNNL_ARG_SRC, blocks}, {DNNL_ARG_DST, phases}},
-         {{DNNL_ARG_WEIGHTS, constant(memory::desc({K, OC2}, dt::s8, tag::ab), w2.data(), pd.weights_desc())},
-          {DNNL_ARG_BIAS, constant(bias_md, bias2.data(), pd.bias_desc())}});
+    step(pd, split_weights ? "matmul split-weights" : "matmul", {{DNNL_ARG_SRC, blocks}, {DNNL_ARG_DST, phases}},
+         {{DNNL_ARG_WEIGHTS, constant(memory::desc({rows_k, columns}, dt::s8, tag::ab), shifted.data(), pd.weights_desc())},
+          {DNNL_ARG_BIAS, constant(bias_md, phase_bias.data(), pd.bias_desc())}});
 
     const int out = add(memory::desc({N, OC, PH, PW}, dt::u8, tag::nhwc));
-    kernel_step(fmt::format("pool qnet:u8_max_of_{}_phases", ab), {{DNNL_ARG_SRC, phases}, {DNNL_ARG_DST, out}},
+    kernel_step(fmt::format("pool qnet:u8_max_of_{}_phases", phase_count), {{DNNL_ARG_SRC, phases}, {DNNL_ARG_DST, out}},
                 [=](const std::vector<memory>& mem) {
                   max_of_phases_u8(static_cast<const uint8_t*>(mem[phases].get_data_handle()),
-                                   static_cast<uint8_t*>(mem[out].get_data_handle()), N * PH, PW, OC, ab);
+                                   static_cast<uint8_t*>(mem[out].get_data_handle()), N * PH, PW, OC, phase_count);
                 });
     return out;
   }
@@ -472,42 +414,26 @@ struct PlanBuilder {
   }
 
   int dense(int cur, const DenseStage& s) {
-    const memory::desc& src = p.buffers[cur].md;
-    const memory::dims sd = src.dims();
+    const bool int8 = m.precision == Precision::kInt8, split_weights = needs_split(s.qkernel);
+    const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
+    std::vector<int8_t> stacked;
+    if (split_weights) {  // int8: a 2-D [N, IN] source, each row twice; the weights' halves stacked
+      cur = duplicated(cur, p.batch, s.IN, memory::desc({p.batch, 2 * int64_t{s.IN}}, dt::u8, tag::nc));
+      stacked = stacked_halves(s.qkernel, 1);
+      w = stacked.data();
+    }
+    const memory::dims sd = p.buffers[cur].md.dims();
     // A 4-D source (blocked layout) is flattened by the primitive: weights {OUT, C, H, W} whose
     // user layout hwio is exactly the kernel's [H*W*C][OUT] (Keras' H, W, C flatten order).
-    const memory::dims wdims = sd.size() == 4 ? memory::dims{s.OUT, sd[1], sd[2], sd[3]} : memory::dims{s.OUT, s.IN};
+    const memory::dims wdims = sd.size() == 4 ? memory::dims{s.OUT, sd[1], sd[2], sd[3]} : memory::dims{s.OUT, sd[1]};
     const tag user_tag = sd.size() == 4 ? tag::hwio : tag::io;
-    if (needs_split(s.qkernel)) {  // s32 accumulators {N, OUT}, then the logits (eq. 12)
-      const memory::desc acc_md({p.batch, s.OUT}, dt::s32, tag::nc), bias_md({s.OUT}, dt::s32, tag::x);
-      auto make = [&](const dnnl::primitive_attr& attr) {
-        return dnnl::inner_product_forward::primitive_desc(
-            dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_inference, p.buffers[cur].md, memory::desc(wdims, dt::s8, tag::any),
-                                              bias_md, acc_md),
-            attr, eng);
-      };
-      cur = as(cur, make(attributes({}, 0, false)).src_desc());
-      const int acc = add(acc_md);
-      split_products<dnnl::inner_product_forward::primitive_desc>("inner_product", make, cur, acc, memory::desc(wdims, dt::s8, user_tag),
-                                                                  s.qkernel, bias_md, s.qbias);
-      const int out = add(memory::desc({p.batch, s.OUT}, dt::f32, tag::nc));
-      const int64_t rows = p.batch, C = s.OUT;
-      kernel_step("requantize qnet:s32_to_f32", {{DNNL_ARG_SRC, acc}, {DNNL_ARG_DST, out}},
-                  [=, scale = s.output_scale](const std::vector<memory>& mem) {
-                    requantize_f32(static_cast<const int32_t*>(mem[acc].get_data_handle()), static_cast<float*>(mem[out].get_data_handle()),
-                                   rows, C, scale.data());
-                  });
-      return out;
-    }
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, p.buffers[cur].md, memory::desc(wdims, wei, tag::any),
                                         memory::desc({s.OUT}, bias, tag::x), memory::desc({p.batch, s.OUT}, dt::f32, tag::nc));
     dnnl::inner_product_forward::primitive_desc pd(d, attributes(s.output_scale, 0, false), eng);
     cur = as(cur, pd.src_desc());
-    const bool int8 = m.precision == Precision::kInt8;
-    const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
     const void* b = int8 ? static_cast<const void*>(s.qbias.data()) : s.bias.data();
     const int out = add(pd.dst_desc());
-    step(pd, "inner_product", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
+    step(pd, split_weights ? "inner_product split-weights" : "inner_product", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
          {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, user_tag), w, pd.weights_desc())},  // [IN][OUT]
           {DNNL_ARG_BIAS, constant(memory::desc({s.OUT}, bias, tag::x), b, pd.bias_desc())}});
     return out;

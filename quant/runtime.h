@@ -9,8 +9,9 @@
 // the image blocks each pooling window reads, plus a max over window positions; tiling pools
 // use qnet's byte-max kernel (docs/runtime.md says why and what it measured).
 // Without VNNI (AVX2, AVX-512 without VNNI, SSE4.1), oneDNN's u8 x s8 products saturate for weight
-// codes beyond +-64; there each such product runs twice on weights split into halves within +-64
-// and qnet requantizes the sum (the "split-weights" path, docs/runtime.md), still bit-exact.
+// codes beyond +-64; there each such product runs once over a doubled inner dimension: the input
+// twice, the weights split into halves within +-64 (the "split-weights" path, docs/runtime.md),
+// still bit-exact.
 // f32: the same graph on f32 primitives (pixels / 255). Primitives are created once per batch
 // size and reused, weights are reordered once per plan. predict() may be called from many
 // threads at once: each call takes its own buffers and scratchpad.

@@ -52,4 +52,7 @@ TEST_CASE("every kernel path this CPU runs gives the same ops to rounding", "[co
     REQUIRE(results[i].size() == results[0].size());
     for (size_t k = 0; k < results[0].size(); ++k) CHECK(results[i][k] == Approx(results[0][k]).epsilon(1e-4).margin(1e-4));
   }
+  // AVX2 and AVX-512 both contract to FMAs and sum in the same order lane by lane: the same bits
+  // (so the same trained weights, docs/performance.md). The baseline has no FMA.
+  if (results.size() == 3) CHECK(results[2] == results[1]);
 }
