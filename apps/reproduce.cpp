@@ -17,6 +17,7 @@
 
 #include "apps/common.h"
 #include "apps/reproduction.h"
+#include "core/cpu.h"
 #include "core/file_io.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -81,17 +82,24 @@ Timing time_inference(const Runtime& f32, const Runtime& int8, const ImageSet& t
   return t;
 }
 
+// "AMD EPYC (family 26 model 2)": VMs often report only the brand, so the family and model
+// numbers say which core it is (Zen 3 is family 25 model 1, Zen 4 family 25 model 17, ...).
 std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
+  std::string name = "unknown", family, model;
+  for (std::string line; std::getline(in, line) && line.find(':') != std::string::npos;) {
+    const std::string key = line.substr(0, line.find_first_of("\t:")), value = line.substr(std::min(line.size(), line.find(':') + 2));
+    if (key == "model name") name = value;
+    else if (key == "cpu family") family = value;
+    else if (key == "model") model = value;
+  }
+  return family.empty() ? name : fmt::format("{} (family {} model {})", name, family, model);
 }
 
 Machine this_machine(const Runtime& int8) {
   const dnnl_version_t* v = dnnl_version();
   return {cpu_model(), static_cast<int>(std::thread::hardware_concurrency()), num_threads(),
-          fmt::format("{}.{}.{}", v->major, v->minor, v->patch), fmt::format("{}; int8 path {}", onednn_isa(), int8.int8_path()),
+          fmt::format("{}.{}.{}", v->major, v->minor, v->patch), fmt::format("{}, int8 path {}; qnet training kernels {}", onednn_isa(), int8.int8_path(), isa_name(active_isa())),
           fmt::format("{}", fmt::join(int8.implementations(1), ", "))};
 }
 
