@@ -7,14 +7,7 @@
 set -u
 bin="$1"
 command -v qemu-x86_64 >/dev/null || { echo "FAIL qemu-x86_64 is not installed (Debian qemu-user; scripts/test installs it)"; exit 1; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-check() {  # check NAME CONDITION...
-  local name="$1"
-  shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 haswell() { qemu-x86_64 -cpu Haswell "$@" 2> >(grep -v "TCG doesn't support" >&2); }
 nehalem() { qemu-x86_64 -cpu Nehalem "$@" 2> >(grep -v "TCG doesn't support" >&2); }
 cd "$tmp" || exit 1
@@ -50,5 +43,4 @@ check "Nehalem: the int8 model runs (split-weights, SSE4.1) with the same accura
   bash -c 'grep -q "\"int8_path\": \"split-weights\"" nehalem.json && grep -q "\"onednn_isa\": \"SSE4.1\"" nehalem.json &&
            test "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" nehalem.json)" = "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" native.json)"'
 
-echo "$failures failed"
-[[ $failures -eq 0 ]]
+finish

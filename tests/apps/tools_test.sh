@@ -4,14 +4,7 @@
 # Usage: tools_test.sh BIN_DIR
 set -u
 bin="$1"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-check() {  # check NAME CONDITION...
-  local name="$1"
-  shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 cd "$tmp" || exit 1
 
 "$bin/train" --qat --epochs 1 --metrics q.json >train.log 2>&1
@@ -94,5 +87,4 @@ check "... names the stage and the reason" grep -q "stage \[3/5\] seed 1: quanti
 check "... keeps the models that finished" test -s broken/model_float.qbin -a -s broken/model_ptq.qbin -a -s broken/model.qbin
 check "... and says where it stopped in partial.json" grep -q '"failed_stage": "\[3/5\]' broken/partial.json
 
-echo "$failures failed"
-[[ $failures -eq 0 ]]
+finish
