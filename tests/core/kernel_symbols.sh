@@ -9,8 +9,9 @@ IFS=';' read -r -a objects <<<"$2"
 [[ ${#objects[@]} -gt 0 ]] || { echo "FAIL no object files for $isa"; exit 1; }
 bad=0
 for o in "${objects[@]}"; do
-  # nm -C: demangled; lower-case types are local symbols; DW.ref.* are per-object EH data refs.
-  stray=$(nm -C --defined-only "$o" | awk '$2 ~ /[A-Z]|[uvw]/' | grep -v " qnet::isa_${isa}::" | grep -v " DW\.ref\.")
+  # nm -C: demangled; lower-case types are local symbols. Data, not code, and so harmless: DW.ref.*
+  # (per-object exception-handling references) and __odr_asan.* (AddressSanitizer's markers).
+  stray=$(nm -C --defined-only "$o" | awk '$2 ~ /[A-Z]|[uvw]/' | grep -v " qnet::isa_${isa}::" | grep -v " DW\.ref\.\| __odr_asan\.")
   defined=$(nm -C --defined-only "$o" | grep -c " qnet::isa_${isa}::")
   if [[ -n "$stray" ]]; then
     echo "FAIL $(basename "$o") defines symbols outside qnet::isa_${isa}:"
