@@ -14,12 +14,14 @@
 namespace qnet {
 
 std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would wait for a writer forever; this way the open
+  // returns and fstat refuses it like any other file that is not regular (no effect on files).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw IoError(fmt::format("{}: cannot open ({})", path, std::strerror(errno)));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw IoError(fmt::format("{}: not a regular file", path));
+    throw IoError(fmt::format("{}: not a regular file (expected a file, not a FIFO, device or folder)", path));
   }
   if (static_cast<uint64_t>(st.st_size) > max_bytes) {
     ::close(fd);

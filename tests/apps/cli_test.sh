@@ -48,6 +48,9 @@ expect "infer: no arguments" 2 "missing MODEL" -- "$bin/infer"
 expect "infer: no images" 2 "no images" -- "$bin/infer" "$tmp/bad.qbin"
 expect "infer: bad model" 1 "not a qbin model" -- "$bin/infer" "$tmp/bad.qbin" x.png
 expect "infer: missing model" 1 "cannot open" -- "$bin/infer" "$tmp/none.qbin" x.png
+mkfifo "$tmp/fifo.qbin"
+expect "infer: a FIFO as the model is refused, not waited on" 1 "not a regular file" -- timeout 20 "$bin/infer" "$tmp/fifo.qbin" x.png
+expect "evaluate: a FIFO as the model is refused" 1 "not a regular file" -- timeout 20 "$bin/evaluate" "$tmp/fifo.qbin"
 expect "evaluate: no model" 2 "missing MODEL" -- "$bin/evaluate"
 expect "evaluate: zero batch" 2 "batch-size 0" -- "$bin/evaluate" "$tmp/bad.qbin" --batch-size 0
 expect "evaluate: bad model" 1 "not a qbin model" -- "$bin/evaluate" "$tmp/bad.qbin"

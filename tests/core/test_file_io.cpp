@@ -1,5 +1,6 @@
 // Atomic writes: a failed write never leaves a truncated file under the final name.
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <unistd.h>
 
@@ -77,6 +78,14 @@ TEST_CASE("a model save that fails keeps the model saved before", "[core][io]") 
   CHECK(slurp(path) == before);
   CHECK(qbin::load(path).layers.size() == 1);
   fs::remove_all(dir);
+}
+
+TEST_CASE("a FIFO is refused at once instead of waiting for a writer", "[core][io]") {
+  const std::string fifo = (std::filesystem::temp_directory_path() / fmt::format("qnet-fifo-{}", ::getpid())).string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(read_file(fifo, 1 << 20), Catch::Contains("not a regular file"));  // before the fix: blocked in open()
+  CHECK_THROWS_WITH(read_file("/dev/null", 1 << 20), Catch::Contains("not a regular file"));
+  std::filesystem::remove(fifo);
 }
 
 TEST_CASE("a write into a missing folder names the path", "[core][io]") {
