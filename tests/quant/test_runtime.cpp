@@ -124,7 +124,7 @@ TEST_CASE("oneDNN int8 logits equal the integer reference bit for bit on 3,000 t
   const Runtime rt(m);
   INFO("oneDNN ISA " << onednn_isa() << ", int8 path " << rt.int8_path());
   CHECK(rt.int8_path() == expected_path(8));
-  CHECK(uses(rt, 256, "matmul split-weights") == (expected_path(8) == "split-weights"));
+  CHECK(uses(rt, 256, "conv1x1 split-weights") == (expected_path(8) == "split-weights"));
   CHECK(uses(rt, 256, "inner_product split-weights") == (expected_path(8) == "split-weights"));
   const uint8_t* px = mnist().test.image(0);
   const std::vector<float> ref = reference_forward(m, px, 3000);
@@ -166,7 +166,7 @@ TEST_CASE("the runtime's own int8 kernels are bit-exact on other window sizes an
         CHECK(rt.int8_path() == expected_path(bits));
         for (int64_t batch : {64, 1}) {
           CHECK(uses(rt, batch, conv_before ? "pool qnet:u8_max_tiled_3x2" : "pool qnet:u8_max_of_6_phases"));
-          CHECK(uses(rt, batch, conv_before ? "conv split-weights" : "matmul split-weights") == (rt.int8_path() == std::string("split-weights")));
+          CHECK(uses(rt, batch, conv_before ? "conv split-weights" : "conv1x1 split-weights") == (rt.int8_path() == std::string("split-weights")));
           CHECK(uses(rt, batch, "im2col qnet:u8_5x4_blocks") == !conv_before);
         }
         const std::vector<float> ref = reference_forward(m, px.data(), 200);
