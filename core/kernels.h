@@ -46,8 +46,8 @@ struct Kernels {
   void (*pooled_conv_backward_weights)(const ConvShape& s, const float* x, const float* dy, const uint8_t* which, float* dw,
                                        float* db);
 
-  // max_pool2d; the backward sends each gradient to its window's first maximum. gx must be zero
-  // on entry unless the windows tile the input (then every element is written).
+  // max_pool2d; the backward sends each gradient to its window's first maximum and writes every
+  // element of gx (which need not be initialised).
   void (*max_pool_forward)(const PoolShape& s, const float* x, float* y);
   void (*max_pool_backward)(const PoolShape& s, const float* x, const float* y, const float* gy, float* gx);
 

@@ -47,8 +47,11 @@ void max_pool_forward(const PoolShape& s, const float* x, float* y) {
 }
 
 void max_pool_backward(const PoolShape& s, const float* x, const float* y, const float* gy, float* gx) {
-  // Non-overlapping windows that tile the input: each input gets exactly one store.
+  // Non-overlapping windows that tile the input: each input gets exactly one store. Otherwise
+  // windows overlap or leave inputs out, so gx starts at zero and gradients add up.
   const bool tiles = s.SH == s.KH && s.SW == s.KW && s.PT == 0 && s.PL == 0 && s.OH * s.SH == s.H && s.OW * s.SW == s.W;
+  if (!tiles)
+    for (int64_t i = 0; i < s.N * s.H * s.W * s.C; ++i) gx[i] = 0.f;
   for_each_output_block(s, [&](int64_t n, int64_t oh, int64_t ow, int64_t c, int lanes) {
     const int64_t o_at = ((n * s.OH + oh) * s.OW + ow) * s.C + c;
     const vf m = load(y + o_at, lanes), go = load(gy + o_at, lanes);
