@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -28,14 +29,29 @@ int run_app(const char* name, const std::function<int()>& body) {
   }
 }
 
-void require_int_at_least(const cxxopts::ParseResult& r, const std::string& name, int64_t min) {
-  const int64_t v = r[name].as<int64_t>();
-  if (v < min) throw UsageError(fmt::format("--{} {} (expected an integer >= {})", name, v, min));
+std::shared_ptr<const cxxopts::Value> number_value(const std::string& default_value) {
+  return cxxopts::value<std::string>()->default_value(default_value);
 }
 
-void require_positive_finite(const cxxopts::ParseResult& r, const std::string& name) {
-  const double v = r[name].as<double>();
-  if (!(v > 0) || !std::isfinite(v)) throw UsageError(fmt::format("--{} {} (expected a positive number)", name, v));
+int64_t int_option(const cxxopts::ParseResult& r, const std::string& name, int64_t min, int64_t max) {
+  const std::string text = r[name].as<std::string>();
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || v < min || v > max)
+    throw UsageError(fmt::format("--{} '{}' (expected an integer in {}..{})", name, text, min, max));
+  return v;
+}
+
+double real_option(const cxxopts::ParseResult& r, const std::string& name, RealRange range) {
+  const std::string text = r[name].as<std::string>();
+  double v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  const bool above_min = range.open_min ? v > range.min : v >= range.min;
+  const bool below_max = range.open_max ? v < range.max : v <= range.max;
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || !std::isfinite(v) || !above_min || !below_max)
+    throw UsageError(fmt::format("--{} '{}' (expected a number in {}{}, {}{})", name, text, range.open_min ? "(" : "[", range.min,
+                                 range.max, range.open_max ? ")" : "]"));
+  return v;
 }
 
 std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int argc, char** argv) {
@@ -53,13 +69,15 @@ void add_data_dir_option(cxxopts::Options& options) {
                         cxxopts::value<std::string>()->default_value(""));
 }
 
+int max_threads_option() { return kMaxThreadsPerCore * max_hardware_threads(); }
+
 void add_threads_option(cxxopts::Options& options) {
-  options.add_options()("threads", "Threads (0 = all cores)", cxxopts::value<int64_t>()->default_value("0"));
+  options.add_options()("threads", fmt::format("Threads (0 = all cores; at most {} per core)", kMaxThreadsPerCore),
+                        number_value("0"));
 }
 
 void use_threads_option(const cxxopts::ParseResult& args) {
-  require_int_at_least(args, "threads", 0);
-  set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
+  set_num_threads(static_cast<int>(int_option(args, "threads", 0, max_threads_option())));
 }
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }

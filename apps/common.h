@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -24,9 +25,18 @@ class UsageError : public std::runtime_error {
 
 int run_app(const char* name, const std::function<int()>& body);
 
-// Checks for option values; throw UsageError("--NAME VALUE (expected ...)").
-void require_int_at_least(const cxxopts::ParseResult& r, const std::string& name, int64_t min);
-void require_positive_finite(const cxxopts::ParseResult& r, const std::string& name);
+// Numeric options are declared as text, `number_value("10")`, and read with int_option or
+// real_option. These parse the whole value ("3abc", " 3", "1e999" and "0x10" are refused) and
+// check the range in the option's own type before any narrowing, so no value is cut or
+// half-read: a UsageError "--NAME 'VALUE' (expected an integer in MIN..MAX)" otherwise.
+std::shared_ptr<const cxxopts::Value> number_value(const std::string& default_value);
+int64_t int_option(const cxxopts::ParseResult& r, const std::string& name, int64_t min, int64_t max);
+// A finite number in [min, max]; open_min / open_max exclude that end.
+struct RealRange {
+  double min, max;
+  bool open_min = false, open_max = false;
+};
+double real_option(const cxxopts::ParseResult& r, const std::string& name, RealRange range);
 
 // options.parse with what every program does next: prints --help (and returns nullopt: exit 0)
 // and refuses stray arguments with a UsageError.
@@ -36,7 +46,10 @@ std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int ar
 void add_data_dir_option(cxxopts::Options& options);
 
 // --threads N (0 = all cores): add_threads_option declares it, use_threads_option checks the
-// value and sets the thread count (core/parallel.h).
+// value and sets the thread count (core/parallel.h). At most kMaxThreadsPerCore threads per
+// hardware thread: beyond that OpenMP and oneDNN only fail (out of memory, crashes in libgomp).
+inline constexpr int kMaxThreadsPerCore = 4;
+int max_threads_option();
 void add_threads_option(cxxopts::Options& options);
 void use_threads_option(const cxxopts::ParseResult& args);
 

@@ -17,7 +17,7 @@ namespace {
 int evaluate_main(int argc, char** argv) {
   cxxopts::Options options("evaluate", "Accuracy and speed of a .qbin model (f32 or int8) on the MNIST test set, run by oneDNN.");
   options.add_options()
-      ("batch-size", "Images per runtime call", cxxopts::value<int64_t>()->default_value("256"))
+      ("batch-size", "Images per runtime call, 1..65536", number_value("256"))
       ("json", "Print one JSON object instead of text")
       ("model", "The .qbin model", cxxopts::value<std::string>())
       ("h,help", "Show this help");
@@ -29,12 +29,11 @@ int evaluate_main(int argc, char** argv) {
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: evaluate MODEL)");
-  require_int_at_least(args, "batch-size", 1);
+  const int64_t batch = int_option(args, "batch-size", 1, 65536);
   use_threads_option(args);
   const std::string path = args["model"].as<std::string>();
   const Runtime rt(load_inference_model(path));
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
-  const int64_t batch = args["batch-size"].as<int64_t>();
   rt.predict(mnist.test.image(0), std::min<int64_t>(batch, mnist.test.size()));  // JIT and plan creation are not timed
   const RuntimeEvaluation e = evaluate(rt, mnist.test, batch);
   const auto bytes = static_cast<int64_t>(std::filesystem::file_size(path));

@@ -22,11 +22,11 @@ int quantize_main(int argc, char** argv) {
   cxxopts::Options options("quantize", "Quantize a float .qbin model to int8 (post-training, calibrated on MNIST training images).");
   options.add_options()
       ("o,output", "Where to write the int8 model", cxxopts::value<std::string>()->default_value("model_ptq.qbin"))
-      ("calibration-images", "Training images used to calibrate the activation ranges",
-       cxxopts::value<int64_t>()->default_value("1000"))
+      ("calibration-images", "Training images used to calibrate the activation ranges, 1..60000",
+       number_value("1000"))
       ("method", "Activation range: 'minmax' (the largest value seen) or 'percentile' (its 99.99th percentile)",
        cxxopts::value<std::string>()->default_value("minmax"))
-      ("bits", "Bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
+      ("bits", "Bit width of weights and activations, 2..8", number_value("8"))
       ("model", "The float .qbin model", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
@@ -37,13 +37,10 @@ int quantize_main(int argc, char** argv) {
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: quantize MODEL -o OUTPUT)");
-  require_int_at_least(args, "calibration-images", 1);
-  const int64_t calibration = args["calibration-images"].as<int64_t>();
-  if (calibration > 60000) throw UsageError(fmt::format("--calibration-images {} (expected at most the 60000 training images)", calibration));
+  const int64_t calibration = int_option(args, "calibration-images", 1, 60000);
   const std::string method = args["method"].as<std::string>();
   if (method != "minmax" && method != "percentile") throw UsageError(fmt::format("--method '{}' (expected minmax or percentile)", method));
-  const int bits = static_cast<int>(args["bits"].as<int64_t>());
-  if (bits < 2 || bits > 8) throw UsageError(fmt::format("--bits {} (expected 2..8)", bits));
+  const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
   const std::string input = args["model"].as<std::string>(), output = args["output"].as<std::string>();
   if (std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
     throw UsageError(fmt::format("-o {} would overwrite the input model", output));

@@ -106,27 +106,26 @@ Machine this_machine(const Runtime& int8) {
 int reproduce_main(int argc, char** argv) {
   cxxopts::Options options("reproduce", "Reproduce the article: float vs QAT vs int8 (and PTQ) on MNIST, with its tables and chart.");
   options.add_options()
-      ("epochs", "Training epochs per model (the article: 10)", cxxopts::value<int64_t>()->default_value("10"))
-      ("seed", "First seed", cxxopts::value<int64_t>()->default_value("1"))
-      ("seeds", "Train with this many seeds (seed, seed+1, ...) and report mean and standard deviation",
-       cxxopts::value<int64_t>()->default_value("1"))
+      ("epochs", "Training epochs per model (the article: 10), 1..100000", number_value("10"))
+      ("seed", "First seed, 0..2^62", number_value("1"))
+      ("seeds", "Train with this many seeds (seed, seed+1, ...) and report mean and standard deviation, 1..1000",
+       number_value("1"))
       ("out", "Folder for report.md, the charts, results.json and the models", cxxopts::value<std::string>()->default_value("reproduction"))
-      ("timing-repeats", "Repeats of the inference timing (the median is reported)", cxxopts::value<int64_t>()->default_value("7"))
-      ("calibration-images", "PTQ calibration images", cxxopts::value<int64_t>()->default_value("1000"))
+      ("timing-repeats", "Repeats of the inference timing (the median is reported), 1..1000", number_value("7"))
+      ("calibration-images", "PTQ calibration images, 1..54000", number_value("1000"))
       ("h,help", "Show this help");
   add_data_dir_option(options);
   add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
-  require_int_at_least(args, "epochs", 1);
-  require_int_at_least(args, "seed", 0);
-  require_int_at_least(args, "seeds", 1);
-  require_int_at_least(args, "timing-repeats", 1);
-  require_int_at_least(args, "calibration-images", 1);
-  if (args["calibration-images"].as<int64_t>() > 54000) throw UsageError("--calibration-images (expected at most 54000)");
-  const int epochs = static_cast<int>(args["epochs"].as<int64_t>());
-  const int64_t first_seed = args["seed"].as<int64_t>(), seeds = args["seeds"].as<int64_t>();
+  const ReproduceCommand command{.epochs = int_option(args, "epochs", 1, 100000),
+                                 .seed = int_option(args, "seed", 0, int64_t{1} << 62),
+                                 .seeds = int_option(args, "seeds", 1, 1000),
+                                 .calibration_images = int_option(args, "calibration-images", 1, 54000)};
+  const int timing_repeats = static_cast<int>(int_option(args, "timing-repeats", 1, 1000));
+  const int epochs = static_cast<int>(command.epochs);
+  const int64_t first_seed = command.seed, seeds = command.seeds;
   const fs::path out = args["out"].as<std::string>();
   use_threads_option(args);
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
@@ -154,7 +153,7 @@ int reproduce_main(int argc, char** argv) {
       r.float_runtime_acc = evaluate(Runtime(inference_model(to_qbin(float_model))), mnist.test, 256).accuracy;
 
       begin_stage(fmt::format("seed {}: post-training quantization of the float model", seed));
-      calibrate_ptq(float_model, data.train.slice(0, args["calibration-images"].as<int64_t>()), {});
+      calibrate_ptq(float_model, data.train.slice(0, command.calibration_images), {});
       const qbin::Model ptq = export_int8(float_model);
       if (keep) qbin::save(ptq, (out / "model_ptq.qbin").string());
       r.ptq_acc = evaluate(Runtime(inference_model(ptq)), mnist.test, 256).accuracy;
@@ -177,15 +176,15 @@ int reproduce_main(int argc, char** argv) {
     begin_stage("inference time: 5 parts of the test set, image by image, float and int8");
     const Runtime f32(load_inference_model((out / "model_float.qbin").string()));
     const Runtime int8(load_inference_model((out / "model.qbin").string()));
-    const Timing timing = time_inference(f32, int8, mnist.test, static_cast<int>(args["timing-repeats"].as<int64_t>()));
+    const Timing timing = time_inference(f32, int8, mnist.test, timing_repeats);
     begin_stage("writing the report");
     const Sizes sizes{fs::file_size(out / "model_float.qbin"), fs::file_size(out / "model.qbin"), fs::file_size(out / "model_ptq.qbin")};
     const Machine machine = this_machine(int8);
-    const std::string report = report_md(results, sizes, timing, machine, args);
+    const std::string report = report_md(results, sizes, timing, machine, command);
     write_file_atomic((out / "report.md").string(), report);
     write_file_atomic((out / "inference_time.svg").string(), inference_chart(timing));
     write_file_atomic((out / "model_size.svg").string(), size_chart(sizes));
-    write_file_atomic((out / "results.json").string(), results_json(results, sizes, timing, machine, args).dump() + "\n");
+    write_file_atomic((out / "results.json").string(), results_json(results, sizes, timing, machine, command).dump() + "\n");
     fmt::print("\n{}\nWrote {}/report.md, inference_time.svg, model_size.svg, results.json and the models\n", report, out.string());
     return 0;
   } catch (const std::exception& e) {

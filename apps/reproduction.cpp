@@ -34,13 +34,13 @@ Json stats_json(const std::vector<double>& v) {
 }  // namespace
 
 std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const Timing& t, const Machine& m,
-                      const cxxopts::ParseResult& args) {
+                      const ReproduceCommand& command) {
   const int64_t seeds = static_cast<int64_t>(r.size());
   std::string md = fmt::format(
       "# Reproduction: float vs QAT vs int8 on MNIST\n\n"
       "Command: `build/bin/reproduce --epochs {} --seed {} --seeds {}`. The reference model (Conv2D 12 3x3 + ReLU, MaxPool 2x2, "
       "Flatten, Dense 10), Adam 1e-3, batch 32, the last 6,000 training images for validation. {}\n\n",
-      args["epochs"].as<int64_t>(), args["seed"].as<int64_t>(), seeds,
+      command.epochs, command.seed, seeds,
       seeds > 1 ? fmt::format("qnet's figures are mean ± standard deviation over {} seeds.", seeds)
                 : "qnet's figures are one draw (one seed); `--seeds K` reports their spread.");
 
@@ -50,7 +50,7 @@ std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const T
   md += fmt::format("| int8 from QAT (article: TFLite; qnet: oneDNN) | {:.4f} | {} |\n", kArticleInt8,
                     mean_sd(column(r, &SeedResult::int8_acc), 4));
   md += fmt::format("| int8 by post-training quantization (PTQ, {} calibration images, min/max) | not measured | {} |\n",
-                    args["calibration-images"].as<int64_t>(), mean_sd(column(r, &SeedResult::ptq_acc), 4));
+                    command.calibration_images, mean_sd(column(r, &SeedResult::ptq_acc), 4));
   md += fmt::format("| float model on the oneDNN f32 runtime | - | {} |\n\n", mean_sd(column(r, &SeedResult::float_runtime_acc), 4));
 
   md += "## 2. Model size\n\n| model | article | qnet |\n|---|---|---|\n";
@@ -120,7 +120,7 @@ std::string size_chart(const Sizes& sz) {
   return bar_chart_svg(c);
 }
 
-Json results_json(const std::vector<SeedResult>& r, const Sizes& sz, const Timing& t, const Machine& m, const cxxopts::ParseResult& args) {
+Json results_json(const std::vector<SeedResult>& r, const Sizes& sz, const Timing& t, const Machine& m, const ReproduceCommand& command) {
   Json parts = Json::array();
   for (int k = 0; k < kParts; ++k)
     parts.push(Json::object()
@@ -132,10 +132,10 @@ Json results_json(const std::vector<SeedResult>& r, const Sizes& sz, const Timin
   for (const SeedResult& s : r) seeds.push(Json::integer(s.seed));
   return Json::object()
       .set("command", Json::object()
-                          .set("epochs", Json::integer(args["epochs"].as<int64_t>()))
-                          .set("seed", Json::integer(args["seed"].as<int64_t>()))
+                          .set("epochs", Json::integer(command.epochs))
+                          .set("seed", Json::integer(command.seed))
                           .set("seeds", Json::integer(static_cast<int64_t>(r.size())))
-                          .set("calibration_images", Json::integer(args["calibration-images"].as<int64_t>())))
+                          .set("calibration_images", Json::integer(command.calibration_images)))
       .set("seeds", std::move(seeds))
       .set("accuracy", Json::object()
                            .set("article", Json::object()

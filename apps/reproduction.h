@@ -8,8 +8,6 @@
 #include <string>
 #include <vector>
 
-#include <cxxopts.hpp>
-
 #include "apps/common.h"
 
 namespace qnet {
@@ -42,11 +40,16 @@ struct Machine {
   std::string onednn_version, isa, int8_implementations;
 };
 
+// What the report repeats of the command line.
+struct ReproduceCommand {
+  int64_t epochs = 10, seed = 1, seeds = 1, calibration_images = 1000;
+};
+
 std::string report_md(const std::vector<SeedResult>& results, const Sizes& sizes, const Timing& timing, const Machine& machine,
-                      const cxxopts::ParseResult& args);
+                      const ReproduceCommand& command);
 std::string inference_chart(const Timing& timing);
 std::string size_chart(const Sizes& sizes);
 Json results_json(const std::vector<SeedResult>& results, const Sizes& sizes, const Timing& timing, const Machine& machine,
-                  const cxxopts::ParseResult& args);
+                  const ReproduceCommand& command);
 
 }  // namespace qnet

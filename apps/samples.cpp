@@ -19,8 +19,8 @@ namespace {
 int samples_main(int argc, char** argv) {
   cxxopts::Options options("samples", "Write MNIST test digits as PNG images (INDEX_LABEL.png) to try infer on.");
   options.add_options()
-      ("count", "How many images", cxxopts::value<int64_t>()->default_value("10"))
-      ("first", "Index of the first test image", cxxopts::value<int64_t>()->default_value("0"))
+      ("count", "How many images, 1..10000", number_value("10"))
+      ("first", "Index of the first test image, 0..9999", number_value("0"))
       ("out", "Folder to write them to (created if missing)", cxxopts::value<std::string>()->default_value("samples"))
       ("canvas", "Black ink on a 120x100 white RGB canvas, enlarged 3x, instead of MNIST's 28x28 white on black")
       ("h,help", "Show this help");
@@ -28,9 +28,7 @@ int samples_main(int argc, char** argv) {
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
-  require_int_at_least(args, "count", 1);
-  require_int_at_least(args, "first", 0);
-  const int64_t first = args["first"].as<int64_t>(), count = args["count"].as<int64_t>();
+  const int64_t first = int_option(args, "first", 0, 9999), count = int_option(args, "count", 1, 10000);
   if (first + count > 10000) throw UsageError(fmt::format("--first {} --count {} (the test set has 10000 images)", first, count));
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
   const std::filesystem::path out = args["out"].as<std::string>();

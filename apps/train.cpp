@@ -34,7 +34,7 @@ struct Int8Result {
   int64_t model_bytes = 0;
 };
 
-Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<EpochStats>& history, const Evaluation& test,
+Json metrics_json(uint64_t seed, int bits, const std::vector<EpochStats>& history, const Evaluation& test,
                   const Int8Result& deployed) {
   Json epochs = Json::array();
   for (const EpochStats& e : history)
@@ -47,7 +47,7 @@ Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<
                     .set("val_accuracy", Json::number(e.val_accuracy)));
   Json j = Json::object().set("mode", Json::string(bits ? "qat" : "float"));
   if (bits) j.set("bits", Json::integer(bits));
-  return j.set("seed", Json::integer(args["seed"].as<int64_t>()))
+  return j.set("seed", Json::integer(static_cast<int64_t>(seed)))
       .set("threads", Json::integer(num_threads()))
       .set("kernels", Json::string(isa_name(active_isa())))
       .set("test_accuracy", Json::number(test.accuracy))
@@ -62,24 +62,24 @@ Json metrics_json(const cxxopts::ParseResult& args, int bits, const std::vector<
 int train_main(int argc, char** argv) {
   cxxopts::Options options("train", "Train the article's MNIST CNN (Conv2D 12 3x3 + ReLU, MaxPool 2x2, Dense 10) with Adam.");
   options.add_options()
-      ("epochs", "Number of epochs", cxxopts::value<int64_t>()->default_value("10"))
-      ("batch-size", "Images per training step", cxxopts::value<int64_t>()->default_value("32"))
-      ("lr", "Adam learning rate", cxxopts::value<double>()->default_value("0.001"))
-      ("seed", "Seed of every random choice (init, shuffling)", cxxopts::value<int64_t>()->default_value("1"))
-      ("validation-split", "Fraction of the training set, taken from its end, held out for validation",
-       cxxopts::value<double>()->default_value("0.1"))
+      ("epochs", "Number of epochs, 1..100000", number_value("10"))
+      ("batch-size", "Images per training step, 1..65536", number_value("32"))
+      ("lr", "Adam learning rate, in (0, 10]", number_value("0.001"))
+      ("seed", "Seed of every random choice (init, shuffling), 0..2^63-1", number_value("1"))
+      ("validation-split", "Fraction of the training set, taken from its end, held out for validation, in [0, 1)",
+       number_value("0.1"))
       ("o,output", "Where to save the trained model (default model_float.qbin; with --qat the int8 model.qbin)",
        cxxopts::value<std::string>()->default_value(""))
       ("checkpoint", "With --qat: where the QAT model (float weights + ranges, for --init) is saved every epoch",
        cxxopts::value<std::string>()->default_value("model_qat.qbin"))
       ("qat", "Quantization-aware training (fake-quantized weights and activations)")
-      ("bits", "QAT bit width of weights and activations, 2..8", cxxopts::value<int64_t>()->default_value("8"))
+      ("bits", "QAT bit width of weights and activations, 2..8", number_value("8"))
       ("init", "Start from this model file instead of a fresh model (with --qat: fine-tune a float model)",
        cxxopts::value<std::string>()->default_value(""))
       ("observer", "QAT activation ranges, moving averages of batch min/max: 'tfmot' (decay 0.999 from [0, 6], "
        "the article's tool) or 'ema' (PyTorch's: 0.01, from the first batch)", cxxopts::value<std::string>()->default_value("tfmot"))
       ("freeze-ranges-after", "QAT: stop updating activation ranges after this epoch (0 = never)",
-       cxxopts::value<int64_t>()->default_value("0"))
+       number_value("0"))
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
   add_data_dir_option(options);
@@ -87,21 +87,18 @@ int train_main(int argc, char** argv) {
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
-  require_int_at_least(args, "epochs", 1);
-  require_int_at_least(args, "batch-size", 1);
-  require_int_at_least(args, "seed", 0);
-  require_positive_finite(args, "lr");
-  const double split = args["validation-split"].as<double>();
-  if (!(split >= 0.0 && split < 1.0))
-    throw UsageError(fmt::format("--validation-split {} (expected a fraction in [0, 1))", split));
+  const int epochs = static_cast<int>(int_option(args, "epochs", 1, 100000));
+  const int64_t batch_size = int_option(args, "batch-size", 1, 65536);
+  const auto seed = static_cast<uint64_t>(int_option(args, "seed", 0, INT64_MAX));
+  const auto lr = static_cast<float>(real_option(args, "lr", {.min = 0, .max = 10, .open_min = true}));
+  const double split = real_option(args, "validation-split", {.min = 0, .max = 1, .open_max = true});
   const bool qat = args.count("qat") > 0;
-  const int bits = static_cast<int>(args["bits"].as<int64_t>());
-  if (bits < 2 || bits > 8) throw UsageError(fmt::format("--bits {} (expected 2..8)", bits));
+  const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
   if (!qat && (args.count("bits") || args.count("observer") || args.count("freeze-ranges-after")))
     throw UsageError("--bits, --observer and --freeze-ranges-after need --qat");
   const std::string observer = args["observer"].as<std::string>();
   if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
-  require_int_at_least(args, "freeze-ranges-after", 0);
+  const int64_t freeze_after = int_option(args, "freeze-ranges-after", 0, 100000);
   std::string output = args["output"].as<std::string>();
   if (output.empty()) output = qat ? "model.qbin" : "model_float.qbin";
   const std::string checkpoint = qat ? args["checkpoint"].as<std::string>() : output;
@@ -110,7 +107,6 @@ int train_main(int argc, char** argv) {
     throw UsageError(fmt::format("--checkpoint '{}' (expected a path other than the int8 model's)", checkpoint));
 
   use_threads_option(args);
-  const uint64_t seed = static_cast<uint64_t>(args["seed"].as<int64_t>());
   Rng rng(seed);
   const std::string init = args["init"].as<std::string>();
   const ObserverOptions observer_options = observer == "tfmot" ? tfmot_observer() : pytorch_observer();
@@ -132,13 +128,12 @@ int train_main(int argc, char** argv) {
   fmt::print("Training on {} images, validating on {}; seed {}, {} threads, {} kernels\n", data.train.size(),
              data.validation.size(), seed, num_threads(), isa_name(active_isa()));
 
-  Adam adam(model.parameters(), {.lr = static_cast<float>(args["lr"].as<double>())});
+  Adam adam(model.parameters(), {.lr = lr});
   FitOptions fo;
-  fo.epochs = static_cast<int>(args["epochs"].as<int64_t>());
-  fo.batch_size = args["batch-size"].as<int64_t>();
+  fo.epochs = epochs;
+  fo.batch_size = batch_size;
   fo.progress = stdout_is_terminal() ? Progress::kBar : Progress::kPlain;
   fo.on_epoch_end = [&](const EpochStats&) { save_model(model, checkpoint); };  // the last good model is always on disk
-  const int64_t freeze_after = args["freeze-ranges-after"].as<int64_t>();
   if (qat && freeze_after > 0)
     fo.on_epoch_begin = [&](int epoch) {
       if (epoch == freeze_after + 1) freeze_observers(model), fmt::print("Activation ranges frozen\n");
@@ -168,7 +163,7 @@ int train_main(int argc, char** argv) {
     deployed.error = e.what();
   }
   if (const std::string path = args["metrics"].as<std::string>(); !path.empty()) {
-    write_file_atomic(path, metrics_json(args, qat ? qat_bits(model) : 0, history, test, deployed).dump() + "\n");
+    write_file_atomic(path, metrics_json(seed, qat ? qat_bits(model) : 0, history, test, deployed).dump() + "\n");
     fmt::print("Wrote metrics to {}\n", path);
   }
   if (!deployed.error.empty()) {

@@ -49,18 +49,17 @@ int main(int argc, char** argv) {
   return run_app("bench_infer", [&] {
     cxxopts::Options options("bench_infer", "Time the oneDNN runtime, f32 vs int8, at batch 1 and batch 256");
     options.add_options()
-        ("repeats", "Independent runs (the median is reported)", cxxopts::value<int64_t>()->default_value("7"))
-        ("images", "Test images per measurement", cxxopts::value<int64_t>()->default_value("10000"))
+        ("repeats", "Independent runs (the median is reported)", number_value("7"))
+        ("images", "Test images per measurement", number_value("10000"))
         ("float", "An f32 .qbin model (default: the reference model)", cxxopts::value<std::string>()->default_value(""))
         ("int8", "An int8 .qbin model (default: the reference model exported)", cxxopts::value<std::string>()->default_value(""))
         ("data-dir", "MNIST folder", cxxopts::value<std::string>()->default_value(""));
     add_threads_option(options);
     const auto args = options.parse(argc, argv);
-    require_int_at_least(args, "repeats", 1);
-    require_int_at_least(args, "images", 256);
+    const int64_t repeats = int_option(args, "repeats", 1, 1000), images = int_option(args, "images", 256, 10000);
     use_threads_option(args);
     const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
-    const int64_t n = std::min<int64_t>(args["images"].as<int64_t>(), mnist.test.size());
+    const int64_t n = std::min<int64_t>(images, mnist.test.size());
     Rng rng(1);
     const std::string float_path = args["float"].as<std::string>(), int8_path = args["int8"].as<std::string>();
     const Runtime rt[2] = {Runtime(float_path.empty() ? inference_model(to_qbin(mnist_reference_model(rng))) : load_inference_model(float_path)),
@@ -70,7 +69,7 @@ int main(int argc, char** argv) {
     const uint8_t* px = mnist.test.image(0);
     for (const Runtime& r : rt) r.predict(px, 256), r.predict(px, 1), r.predict(px, n);  // JIT, plans, warm caches
     std::vector<double> b1[2], b256[2];
-    for (int64_t rep = 0; rep < args["repeats"].as<int64_t>(); ++rep)
+    for (int64_t rep = 0; rep < repeats; ++rep)
       for (int p = 0; p < 2; ++p) {
         auto t0 = std::chrono::steady_clock::now();
         for (int64_t i = 0; i < n; ++i) rt[p].predict(px + i * 784, 1, logits.data() + i * 10);

@@ -38,11 +38,11 @@ Tensor random_tensor(Shape s, Rng& rng) {
 int main(int argc, char** argv) {
   return run_app("bench_ops", [&] {
     cxxopts::Options options("bench_ops", "Time the reference model's ops at batch 32");
-    options.add_options()("threads", "Threads (0 = all)", cxxopts::value<int64_t>()->default_value("0"))(
-        "iterations", "Calls per op", cxxopts::value<int64_t>()->default_value("300"));
+    add_threads_option(options);
+    options.add_options()("iterations", "Calls per op", number_value("300"));
     const auto args = options.parse(argc, argv);
-    set_num_threads(static_cast<int>(args["threads"].as<int64_t>()));
-    const int it = static_cast<int>(args["iterations"].as<int64_t>());
+    use_threads_option(args);
+    const int it = static_cast<int>(int_option(args, "iterations", 1, 1000000));
     Rng rng(1);
     Variable x(random_tensor({32, 28, 28, 1}, rng));
     Variable w(random_tensor({3, 3, 1, 12}, rng), true), b(random_tensor({12}, rng), true);

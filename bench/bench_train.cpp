@@ -28,15 +28,15 @@ int main(int argc, char** argv) {
   return run_app("bench_train", [&] {
     cxxopts::Options options("bench_train", "Time epochs of the reference training recipe");
     options.add_options()
-        ("epochs", "Epochs per repeat", cxxopts::value<int64_t>()->default_value("3"))
-        ("repeats", "Independent runs", cxxopts::value<int64_t>()->default_value("1"))
+        ("epochs", "Epochs per repeat", number_value("3"))
+        ("repeats", "Independent runs", number_value("1"))
         ("isa", "Kernel paths to time, comma-separated: avx512, avx2, baseline (default: the active one)",
          cxxopts::value<std::string>()->default_value(""))
         ("data-dir", "MNIST folder", cxxopts::value<std::string>()->default_value(""));
     add_threads_option(options);
     const auto args = options.parse(argc, argv);
-    require_int_at_least(args, "epochs", 1);
-    require_int_at_least(args, "repeats", 1);
+    const int epochs = static_cast<int>(int_option(args, "epochs", 1, 1000));
+    const int64_t repeats = int_option(args, "repeats", 1, 1000);
     use_threads_option(args);
     const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
     const Split data = split_validation(mnist.train, 0.1);
@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     }
     if (paths.empty()) paths.push_back(active_isa());
     std::vector<std::vector<double>> seconds(2 * paths.size());  // [path][float, QAT]
-    for (int64_t r = 0; r < args["repeats"].as<int64_t>(); ++r)
+    for (int64_t r = 0; r < repeats; ++r)
       for (size_t path = 0; path < paths.size(); ++path)
         for (int mode = 0; mode < 2; ++mode) {
           set_isa(paths[path]);
@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
           if (mode == 1) prepare_qat(model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
           Adam adam(model.parameters());
           FitOptions fo;
-          fo.epochs = static_cast<int>(args["epochs"].as<int64_t>());
+          fo.epochs = epochs;
           for (const EpochStats& e : fit(model, adam, data.train, data.validation, fo, rng)) {
             fmt::print("repeat {} {} {} epoch {}: {:.3f} s (loss {:.4f}, val_accuracy {:.4f})\n", r + 1, isa_name(paths[path]),
                        mode ? "qat" : "float", e.epoch, e.seconds, e.loss, e.val_accuracy);

@@ -26,13 +26,13 @@ expect() {
 mkdir -p "$tmp/empty" "$tmp/corrupt"
 expect "unknown flag" 2 "bogus" -- "$bin/train" --bogus
 expect "non-numeric epochs" 2 "ten" -- "$bin/train" --epochs ten
-expect "zero epochs" 2 "expected an integer >= 1" -- "$bin/train" --epochs 0
-expect "zero batch" 2 "batch-size 0" -- "$bin/train" --batch-size 0
-expect "negative lr" 2 "expected a positive number" -- "$bin/train" --lr -1
-expect "split of 1" 2 "validation-split 1" -- "$bin/train" --validation-split 1
+expect "zero epochs" 2 "expected an integer in 1..100000" -- "$bin/train" --epochs 0
+expect "zero batch" 2 "batch-size '0'" -- "$bin/train" --batch-size 0
+expect "negative lr" 2 "expected a number in (0, 10\]" -- "$bin/train" --lr -1
+expect "split of 1" 2 "validation-split '1'" -- "$bin/train" --validation-split 1
 expect "stray argument" 2 "unexpected argument" -- "$bin/train" extra
 expect "bits without qat" 2 "need --qat" -- "$bin/train" --bits 4
-expect "bits out of range" 2 "expected 2..8" -- "$bin/train" --qat --bits 9
+expect "bits out of range" 2 "expected an integer in 2..8" -- "$bin/train" --qat --bits 9
 expect "unknown observer" 2 "expected ema or tfmot" -- "$bin/train" --qat --observer minmax
 expect "missing init model" 1 "cannot open" -- "$bin/train" --qat --init "$tmp/none.qbin" --data-dir "$tmp/corrupt"
 echo "this text file is not a model, whatever its name says" >"$tmp/bad.qbin"
@@ -52,14 +52,35 @@ mkfifo "$tmp/fifo.qbin"
 expect "infer: a FIFO as the model is refused, not waited on" 1 "not a regular file" -- timeout 20 "$bin/infer" "$tmp/fifo.qbin" x.png
 expect "evaluate: a FIFO as the model is refused" 1 "not a regular file" -- timeout 20 "$bin/evaluate" "$tmp/fifo.qbin"
 expect "evaluate: no model" 2 "missing MODEL" -- "$bin/evaluate"
-expect "evaluate: zero batch" 2 "batch-size 0" -- "$bin/evaluate" "$tmp/bad.qbin" --batch-size 0
+expect "evaluate: zero batch" 2 "batch-size '0'" -- "$bin/evaluate" "$tmp/bad.qbin" --batch-size 0
 expect "evaluate: bad model" 1 "not a qbin model" -- "$bin/evaluate" "$tmp/bad.qbin"
 expect "quantize: no model" 2 "missing MODEL" -- "$bin/quantize"
 expect "quantize: bad method" 2 "expected minmax or percentile" -- "$bin/quantize" "$tmp/bad.qbin" --method mse
-expect "quantize: too many images" 2 "at most the 60000" -- "$bin/quantize" "$tmp/bad.qbin" --calibration-images 70000
+expect "quantize: too many images" 2 "expected an integer in 1..60000" -- "$bin/quantize" "$tmp/bad.qbin" --calibration-images 70000
 expect "quantize: overwrite input" 2 "overwrite the input" -- "$bin/quantize" "$tmp/bad.qbin" -o "$tmp/bad.qbin"
 expect "samples: too many" 2 "10000 images" -- "$bin/samples" --first 9999 --count 2
-expect "samples: zero" 2 "expected an integer >= 1" -- "$bin/samples" --count 0
+expect "samples: zero" 2 "expected an integer in 1..10000" -- "$bin/samples" --count 0
+
+# Numbers are parsed whole and range-checked before any narrowing (issue 13, items 4 and 5):
+# each of these was cut, half-read or crashed before.
+expect "epochs past 2^32 are not cut to 1" 2 "epochs '4294967297' (expected an integer in 1..100000)" -- "$bin/train" --epochs 4294967297
+expect "bits past 2^32 are not cut to 7" 2 "bits '4294967303'" -- "$bin/train" --qat --bits 4294967303
+expect "bits of 2^63-1 are not shown as -1" 2 "bits '9223372036854775807'" -- "$bin/train" --qat --bits 9223372036854775807
+expect "an integer past int64 is refused" 2 "seed '99999999999999999999'" -- "$bin/train" --seed 99999999999999999999
+expect "threads past 2^32 are not cut to 1" 2 "threads '4294967297'" -- "$bin/evaluate" "$tmp/bad.qbin" --threads 4294967297
+expect "samples --first 2^63-1 is refused" 2 "first '9223372036854775807' (expected an integer in 0..9999)" -- "$bin/samples" --first 9223372036854775807 --count 10
+expect "evaluate: a huge batch is refused, not allocated" 2 "batch-size '9223372036854775807'" -- "$bin/evaluate" "$tmp/bad.qbin" --batch-size 9223372036854775807
+expect "lr with trailing letters" 2 "lr '0.001abc'" -- "$bin/train" --lr 0.001abc
+expect "lr with a leading space" 2 "lr ' 3'" -- "$bin/train" --lr ' 3'
+expect "infinite lr" 2 "lr '1e999'" -- "$bin/train" --lr 1e999
+expect "nan lr" 2 "lr 'nan'" -- "$bin/train" --lr nan
+expect "split with trailing letters" 2 "validation-split '3abc'" -- "$bin/train" --validation-split 3abc
+expect "hexadecimal epochs" 2 "epochs '0x10'" -- "$bin/train" --epochs 0x10
+expect "reproduce: seeds past the limit" 2 "seeds '5000'" -- "$bin/reproduce" --seeds 5000
+max_threads=$((4 * $(getconf _NPROCESSORS_ONLN)))
+expect "threads above 4 per core are refused" 2 "threads '$((max_threads + 1))' (expected an integer in 0..$max_threads)" -- "$bin/evaluate" "$tmp/bad.qbin" --threads $((max_threads + 1))
+expect "threads 100000 are refused, not started" 2 "threads '100000'" -- "$bin/evaluate" "$tmp/bad.qbin" --threads 100000
+expect "threads at the limit are accepted (the model is what fails)" 1 "not a qbin model" -- "$bin/evaluate" "$tmp/bad.qbin" --threads $max_threads
 
 if "$bin/train" --help | grep -q -- "--validation-split"; then echo "ok   help"; else echo "FAIL help"; failures=$((failures + 1)); fi
 echo "$failures failed"
