@@ -7,14 +7,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 
+#include "core/file_io.h"
 #include "core/parallel.h"
 
 namespace qnet {
 
 int run_app(const char* name, const std::function<int()>& body) {
+  remove_temporaries_on_signal();
   try {
     return body();
   } catch (const UsageError& e) {
@@ -78,6 +81,16 @@ void add_threads_option(cxxopts::Options& options) {
 
 void use_threads_option(const cxxopts::ParseResult& args) {
   set_num_threads(static_cast<int>(int_option(args, "threads", 0, max_threads_option())));
+}
+
+void prepare_output_folder(const std::string& dir, const std::string& what) {
+  namespace fs = std::filesystem;
+  if (dir.empty()) throw IoError(fmt::format("{} '': an empty path (expected a folder)", what));
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) throw IoError(fmt::format("{} {}: not a folder", what, dir));
+  fs::create_directories(dir, ec);
+  if (ec) throw IoError(fmt::format("{} {}: cannot create the folder ({})", what, dir, ec.message()));
+  check_output_path((fs::path(dir) / ".qnet-write-check").string(), what);
 }
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }

@@ -53,6 +53,10 @@ int max_threads_option();
 void add_threads_option(cxxopts::Options& options);
 void use_threads_option(const cxxopts::ParseResult& args);
 
+// An output folder (reproduce --out, samples --out): created if missing, refused unless it is
+// a folder a file can be created in. Call it before the work.
+void prepare_output_folder(const std::string& dir, const std::string& what);
+
 bool stdout_is_terminal();
 
 // A test hook: throws std::runtime_error("failpoint NAME") when the environment variable

@@ -8,7 +8,9 @@
 #include <fmt/format.h>
 
 #include "apps/common.h"
+#include "core/file_io.h"
 #include "core/parallel.h"
+#include "core/qbin.h"
 #include "data/mnist.h"
 #include "quant/export.h"
 #include "quant/qat.h"
@@ -42,8 +44,8 @@ int quantize_main(int argc, char** argv) {
   if (method != "minmax" && method != "percentile") throw UsageError(fmt::format("--method '{}' (expected minmax or percentile)", method));
   const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
   const std::string input = args["model"].as<std::string>(), output = args["output"].as<std::string>();
-  if (std::filesystem::exists(output) && std::filesystem::equivalent(input, output))
-    throw UsageError(fmt::format("-o {} would overwrite the input model", output));
+  check_output_path(output, "-o");
+  if (same_file(input, output)) throw UsageError(fmt::format("-o {} would overwrite the input model", output));
   use_threads_option(args);
 
   Sequential model = load_any_model(input);
@@ -59,11 +61,20 @@ int quantize_main(int argc, char** argv) {
     fmt::print("Calibrated {} activation ranges ({}) on the first {} training images\n", bits == 8 ? "uint8" : fmt::format("{}-bit", bits),
                method, calibration);
   }
-  qbin::save(export_int8(model), output);
-  const Runtime rt(load_inference_model(output));
-  const RuntimeEvaluation e = evaluate(rt, mnist.test, 256);
-  fmt::print("Wrote {} ({} bytes); int8 test accuracy on the oneDNN runtime: {:.4f}\n", output, std::filesystem::file_size(output),
-             e.accuracy);
+  // Validate completely, then write: the bytes about to be saved are loaded back and run on the
+  // runtime first, so a model that cannot load or run never replaces what is at OUTPUT.
+  std::vector<uint8_t> bytes;
+  RuntimeEvaluation e;
+  try {
+    bytes = qbin::serialize(export_int8(model));
+    failpoint("quantize-validation");
+    e = evaluate(Runtime(inference_model(qbin::parse(bytes.data(), bytes.size()))), mnist.test, 256);
+  } catch (const std::exception& err) {
+    throw std::runtime_error(fmt::format("the int8 model of {} is not valid: {}; nothing written, {} left as it was", input,
+                                         err.what(), output));
+  }
+  write_file_atomic(output, bytes);
+  fmt::print("Wrote {} ({} bytes); int8 test accuracy on the oneDNN runtime: {:.4f}\n", output, bytes.size(), e.accuracy);
   return 0;
 }
 

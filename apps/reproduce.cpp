@@ -128,9 +128,9 @@ int reproduce_main(int argc, char** argv) {
   const int64_t first_seed = command.seed, seeds = command.seeds;
   const fs::path out = args["out"].as<std::string>();
   use_threads_option(args);
+  prepare_output_folder(out.string(), "--out");
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
   const Split data = split_validation(mnist.train, 0.1);
-  fs::create_directories(out);
 
   const int stages = static_cast<int>(3 * seeds + 2);
   int done = 0;

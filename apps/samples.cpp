@@ -30,9 +30,9 @@ int samples_main(int argc, char** argv) {
   const cxxopts::ParseResult& args = *parsed;
   const int64_t first = int_option(args, "first", 0, 9999), count = int_option(args, "count", 1, 10000);
   if (first + count > 10000) throw UsageError(fmt::format("--first {} --count {} (the test set has 10000 images)", first, count));
-  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
   const std::filesystem::path out = args["out"].as<std::string>();
-  std::filesystem::create_directories(out);
+  prepare_output_folder(out.string(), "--out");
+  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
   const bool canvas = args.count("canvas") > 0;
   for (int64_t i = first; i < first + count; ++i) {
     const std::string path = (out / fmt::format("{:04}_{}.png", i, mnist.test.label(i))).string();

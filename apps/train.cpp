@@ -103,12 +103,22 @@ int train_main(int argc, char** argv) {
   if (output.empty()) output = qat ? "model.qbin" : "model_float.qbin";
   const std::string checkpoint = qat ? args["checkpoint"].as<std::string>() : output;
   if (!qat && args.count("checkpoint")) throw UsageError("--checkpoint needs --qat (a float model is saved to -o every epoch)");
-  if (checkpoint.empty() || (qat && checkpoint == output))
-    throw UsageError(fmt::format("--checkpoint '{}' (expected a path other than the int8 model's)", checkpoint));
+  const std::string init = args["init"].as<std::string>(), metrics = args["metrics"].as<std::string>();
+  // Every output is checked and told apart from the others before any work: paths are compared
+  // as files, so "out/a.qbin" and "./out/a.qbin" are one.
+  check_output_path(output, "-o");
+  if (qat) check_output_path(checkpoint, "--checkpoint");
+  if (!metrics.empty()) check_output_path(metrics, "--metrics");
+  if (qat && same_file(checkpoint, output))
+    throw UsageError(fmt::format("--checkpoint {} and -o {} are the same file (expected the QAT checkpoint and the int8 model apart)",
+                                 checkpoint, output));
+  if (!metrics.empty() && (same_file(metrics, output) || (qat && same_file(metrics, checkpoint))))
+    throw UsageError(fmt::format("--metrics {} is also a model path (expected a file of its own)", metrics));
+  if (qat && !init.empty() && same_file(init, output))
+    throw UsageError(fmt::format("-o {} is the --init model: the int8 export would replace it (expected another path)", output));
 
   use_threads_option(args);
   Rng rng(seed);
-  const std::string init = args["init"].as<std::string>();
   const ObserverOptions observer_options = observer == "tfmot" ? tfmot_observer() : pytorch_observer();
   Sequential model = init.empty() ? mnist_reference_model(rng) : load_any_model(init, observer_options);
   if (model.input_shape() != Shape{28, 28, 1} || model.output_shape(model.input_shape()) != Shape{10})
@@ -162,9 +172,9 @@ int train_main(int argc, char** argv) {
   } catch (const std::exception& e) {
     deployed.error = e.what();
   }
-  if (const std::string path = args["metrics"].as<std::string>(); !path.empty()) {
-    write_file_atomic(path, metrics_json(seed, qat ? qat_bits(model) : 0, history, test, deployed).dump() + "\n");
-    fmt::print("Wrote metrics to {}\n", path);
+  if (!metrics.empty()) {
+    write_file_atomic(metrics, metrics_json(seed, qat ? qat_bits(model) : 0, history, test, deployed).dump() + "\n");
+    fmt::print("Wrote metrics to {}\n", metrics);
   }
   if (!deployed.error.empty()) {
     fmt::print(stderr, "train: the model is saved to {}{}, but evaluating it on the oneDNN runtime failed: {}\n", output,

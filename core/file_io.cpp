@@ -1,12 +1,17 @@
 #include "core/file_io.h"
 
 #include <atomic>
+#include <charconv>
+#include <filesystem>
+#include <mutex>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -42,11 +47,157 @@ std::vector<uint8_t> read_file(const std::string& path, uint64_t max_bytes) {
   return bytes;
 }
 
-void write_file_atomic(const std::string& path, std::string_view data) {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Temporaries in flight, for the signal handler: fixed slots, no allocation, only atomics and
+// unlink(2) (async-signal-safe) in the handler.
+constexpr int kSlots = 16;
+struct TempSlot {
+  std::atomic<bool> used{false};
+  std::atomic<bool> armed{false};
+  char path[4096];
+};
+TempSlot g_slots[kSlots];
+
+class TempRegistration {
+ public:
+  explicit TempRegistration(const std::string& path) {
+    if (path.size() >= sizeof(g_slots[0].path)) return;
+    for (TempSlot& s : g_slots) {
+      bool expected = false;
+      if (!s.used.compare_exchange_strong(expected, true)) continue;
+      std::memcpy(s.path, path.c_str(), path.size() + 1);
+      s.armed.store(true, std::memory_order_release);
+      slot_ = &s;
+      return;
+    }
+  }
+  ~TempRegistration() {
+    if (!slot_) return;
+    slot_->armed.store(false, std::memory_order_release);
+    slot_->used.store(false, std::memory_order_release);
+  }
+  TempRegistration(const TempRegistration&) = delete;
+  TempRegistration& operator=(const TempRegistration&) = delete;
+
+ private:
+  TempSlot* slot_ = nullptr;
+};
+
+void unlink_temporaries_and_die(int sig) {
+  for (TempSlot& s : g_slots)
+    if (s.armed.load(std::memory_order_acquire)) ::unlink(s.path);
+  // SA_RESETHAND restored the default action; the signal is blocked while this runs and is
+  // delivered again, with that default action, when the handler returns.
+  ::raise(sig);
+}
+
+fs::path folder_of(const std::string& target) {
+  const fs::path parent = fs::path(target).parent_path();
+  return parent.empty() ? fs::path(".") : parent;
+}
+
+// "NAME.tmp.PID.N" for target NAME -> PID, or -1 when `entry` is not one of its temporaries.
+long temporary_pid(const std::string& entry, const std::string& name) {
+  const std::string prefix = name + ".tmp.";
+  if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0) return -1;
+  long pid = 0;
+  const char* p = entry.c_str() + prefix.size();
+  const auto [dot, ec] = std::from_chars(p, entry.c_str() + entry.size(), pid);
+  if (ec != std::errc() || dot == p || *dot != '.' || dot[1] == '\0' || pid <= 0) return -1;
+  for (const char* q = dot + 1; *q; ++q)
+    if (*q < '0' || *q > '9') return -1;
+  return pid;
+}
+
+// Removes the temporaries of `target` whose writing process no longer exists (a save killed by
+// SIGKILL or a crash). Best effort: a folder that cannot be listed is left as it is.
+void remove_stale_temporaries(const std::string& target) {
+  const std::string name = fs::path(target).filename().string();
+  std::error_code ec;
+  for (fs::directory_iterator it(folder_of(target), ec), end; !ec && it != end; it.increment(ec)) {
+    const long pid = temporary_pid(it->path().filename().string(), name);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) ::unlink(it->path().c_str());
+  }
+}
+
+// Creates a fresh temporary beside `target`; returns its descriptor and sets `tmp`.
+int create_temporary(const std::string& target, std::string& tmp) {
   static std::atomic<uint64_t> counter{0};  // unique per call: threads may save at once
-  const std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), counter++);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw IoError(fmt::format("{}: cannot create ({})", tmp, std::strerror(errno)));
+  tmp = fmt::format("{}.tmp.{}.{}", target, ::getpid(), counter++);
+  return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+}
+
+std::string folder_problem(const std::string& target, int err) {
+  const std::string folder = folder_of(target).string();
+  std::error_code ec;
+  if (err == ENOENT && !fs::exists(folder, ec)) return fmt::format("folder {} does not exist", folder);
+  if (err == ENOTDIR) return fmt::format("{} is not a folder", folder);
+  return fmt::format("cannot create a file in folder {} ({})", folder, std::strerror(err));
+}
+
+// Refuses an existing target that is not a regular file.
+void require_regular_or_missing(const std::string& path, const std::string& target, const std::string& what) {
+  struct stat st {};
+  if (::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw IoError(fmt::format("{}{}: not a regular file ({}; expected a path to a regular file or to a new one)", what, path,
+                              S_ISDIR(st.st_mode) ? "a folder" : "a device, FIFO or socket is never replaced"));
+}
+
+}  // namespace
+
+std::string output_target(const std::string& path) {
+  fs::path p = path;
+  for (int hops = 0; hops < 40; ++hops) {
+    std::error_code ec;
+    if (!fs::is_symlink(fs::symlink_status(p, ec)) || ec) return p.string();
+    const fs::path link = fs::read_symlink(p, ec);
+    if (ec) return p.string();
+    p = link.is_absolute() ? link : p.parent_path() / link;
+  }
+  throw IoError(fmt::format("{}: too many levels of symbolic links", path));
+}
+
+void check_output_path(const std::string& path, const std::string& what) {
+  if (path.empty()) throw IoError(fmt::format("{} '': an empty path (expected a file name)", what));
+  const std::string target = output_target(path);
+  require_regular_or_missing(path, target, what + " ");
+  std::string tmp;
+  const int fd = create_temporary(target, tmp);
+  if (fd < 0) throw IoError(fmt::format("{} {}: {}", what, path, folder_problem(target, errno)));
+  ::close(fd);
+  ::unlink(tmp.c_str());
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  const fs::path ta = output_target(a), tb = output_target(b);
+  std::error_code ea, eb;
+  if (fs::exists(ta, ea) && fs::exists(tb, eb)) return fs::equivalent(ta, tb, ea);
+  return fs::weakly_canonical(fs::absolute(ta), ea) == fs::weakly_canonical(fs::absolute(tb), eb);
+}
+
+void remove_temporaries_on_signal() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = unlink_temporaries_and_die;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM}) ::sigaction(sig, &sa, nullptr);
+  });
+}
+
+void write_file_atomic(const std::string& path, std::string_view data) {
+  if (path.empty()) throw IoError("an empty output path (expected a file name)");
+  const std::string target = output_target(path);
+  require_regular_or_missing(path, target, "");
+  remove_stale_temporaries(target);
+  std::string tmp;
+  const int fd = create_temporary(target, tmp);
+  if (fd < 0) throw IoError(fmt::format("{}: {}", path, folder_problem(target, errno)));
+  const TempRegistration registration(tmp);
   size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
@@ -66,7 +217,7 @@ void write_file_atomic(const std::string& path, std::string_view data) {
     ::unlink(tmp.c_str());
     throw IoError(fmt::format("{}: cannot flush ({}); {} left unchanged", tmp, std::strerror(err), path));
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp.c_str(), target.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     throw IoError(fmt::format("{}: cannot rename into place ({})", path, std::strerror(err)));
