@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -31,7 +32,7 @@ const char* dtype_name(DType t) {
 int32_t LayerRecord::get_int(const std::string& key) const {
   for (const auto& [k, v] : ints)
     if (k == key) return v;
-  throw FormatError(fmt::format("layer '{}' ({}) has no attribute '{}'", name, kind, key));
+  throw FormatError(fmt::format("layer '{}' ({}) has no attribute '{}'", shown(name), shown(kind), key));
 }
 int32_t LayerRecord::get_int(const std::string& key, int32_t fallback) const {
   for (const auto& [k, v] : ints)
@@ -41,7 +42,7 @@ int32_t LayerRecord::get_int(const std::string& key, int32_t fallback) const {
 float LayerRecord::get_float(const std::string& key) const {
   for (const auto& [k, v] : floats)
     if (k == key) return v;
-  throw FormatError(fmt::format("layer '{}' ({}) has no attribute '{}'", name, kind, key));
+  throw FormatError(fmt::format("layer '{}' ({}) has no attribute '{}'", shown(name), shown(kind), key));
 }
 bool LayerRecord::has_float(const std::string& key) const {
   for (const auto& [k, v] : floats)
@@ -55,7 +56,7 @@ const TensorRecord* LayerRecord::find_tensor(const std::string& tname) const {
 }
 const TensorRecord& LayerRecord::tensor(const std::string& tname) const {
   if (const TensorRecord* t = find_tensor(tname)) return *t;
-  throw FormatError(fmt::format("layer '{}' ({}) has no tensor '{}'", name, kind, tname));
+  throw FormatError(fmt::format("layer '{}' ({}) has no tensor '{}'", shown(name), shown(kind), tname));
 }
 
 TensorRecord f32_tensor(std::string name, const Tensor& t) {
@@ -66,10 +67,47 @@ TensorRecord f32_tensor(std::string name, const Tensor& t) {
 
 Tensor to_f32(const TensorRecord& r) {
   if (r.dtype != DType::kF32)
-    throw FormatError(fmt::format("tensor '{}' is {} (expected f32)", r.name, dtype_name(r.dtype)));
+    throw FormatError(fmt::format("tensor '{}' is {} (expected f32)", shown(r.name), dtype_name(r.dtype)));
   Tensor t(r.shape);
   std::memcpy(t.data(), r.bytes.data(), r.bytes.size());
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(t[i]))
+      throw FormatError(fmt::format("tensor '{}': element {} is {} (expected finite numbers)", shown(r.name), i, t[i]));
   return t;
+}
+
+std::string name_problem(std::string_view s) {
+  if (s.size() > 255) return fmt::format("{} bytes (expected at most 255)", s.size());
+  for (size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    // The length of the UTF-8 sequence starting here, and the smallest code point it may encode.
+    const int len = b < 0x80 ? 1 : (b & 0xe0) == 0xc0 ? 2 : (b & 0xf0) == 0xe0 ? 3 : (b & 0xf8) == 0xf0 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return fmt::format("byte 0x{:02x} at position {} is not UTF-8", b, i);
+    uint32_t cp = len == 1 ? b : b & (0x7f >> len);
+    for (int k = 1; k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xc0) != 0x80) return fmt::format("byte 0x{:02x} at position {} is not UTF-8", c, i + k);
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    static constexpr uint32_t kMinCodePoint[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMinCodePoint[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return fmt::format("bytes at position {} are not UTF-8", i);
+    if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) return fmt::format("control character 0x{:02x} at position {}", cp, i);
+    i += static_cast<size_t>(len);
+  }
+  return "";
+}
+
+std::string shown(std::string_view s) {
+  constexpr size_t kMaxShown = 64;
+  std::string out;
+  size_t chars = 0, i = 0;
+  for (; i < s.size() && chars < kMaxShown; ++i, ++chars) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b >= 0x20 && b < 0x7f && b != '\\') out += static_cast<char>(b);
+    else out += fmt::format("\\x{:02x}", b);
+  }
+  return i < s.size() ? out + "..." : out;
 }
 
 namespace {
@@ -82,7 +120,8 @@ class Writer {
     out_.insert(out_.end(), p, p + sizeof(T));
   }
   void str(const std::string& s) {
-    if (s.size() > 255) throw std::invalid_argument(fmt::format("qbin: name '{}' longer than 255 bytes", s));
+    if (const std::string bad = name_problem(s); !bad.empty())
+      throw std::invalid_argument(fmt::format("qbin: name '{}': {}", shown(s), bad));
     put<uint8_t>(static_cast<uint8_t>(s.size()));
     out_.insert(out_.end(), s.begin(), s.end());
   }
@@ -109,6 +148,9 @@ class Reader {
     const uint8_t len = get<uint8_t>(what);
     need(len, what);
     std::string s(reinterpret_cast<const char*>(p_ + pos_), len);
+    if (const std::string bad = name_problem(s); !bad.empty())
+      throw FormatError(fmt::format("{} '{}' at payload offset {}: {} (expected printable UTF-8 text; a damaged length field "
+                                    "reads other bytes as a name)", what, shown(s), pos_, bad));
     pos_ += len;
     return s;
   }
@@ -151,16 +193,16 @@ TensorRecord read_tensor(Reader& r) {
   TensorRecord t;
   t.name = r.str("tensor name");
   const uint8_t dtype = r.get<uint8_t>("tensor dtype");
-  if (dtype < 1 || dtype > 4) throw FormatError(fmt::format("tensor '{}': unknown dtype code {} (expected 1..4)", t.name, dtype));
+  if (dtype < 1 || dtype > 4) throw FormatError(fmt::format("tensor '{}': unknown dtype code {} (expected 1..4)", shown(t.name), dtype));
   t.dtype = static_cast<DType>(dtype);
   const uint8_t rank = r.get<uint8_t>("tensor rank");
-  if (rank > 8) throw FormatError(fmt::format("tensor '{}': rank {} (expected at most 8)", t.name, rank));
+  if (rank > 8) throw FormatError(fmt::format("tensor '{}': rank {} (expected at most 8)", shown(t.name), rank));
   uint64_t numel = 1;
   for (int i = 0; i < rank; ++i) {
     const uint32_t d = r.get<uint32_t>("tensor dimension");
     numel *= d;
     if (numel > kMaxFileBytes)
-      throw FormatError(fmt::format("tensor '{}': {} elements cannot fit in the file", t.name, numel));
+      throw FormatError(fmt::format("tensor '{}': {} elements cannot fit in the file", shown(t.name), numel));
     t.shape.push_back(d);
   }
   t.quant.bits = r.get<uint8_t>("quantization bits");
@@ -171,7 +213,7 @@ TensorRecord read_tensor(Reader& r) {
   const uint32_t nscales = r.get<uint32_t>("scale count");
   const uint64_t expected_scales = t.quant.bits == 0 ? 0 : (t.quant.axis < 0 ? 1 : t.shape[t.quant.axis]);
   if (nscales != expected_scales)
-    throw FormatError(fmt::format("tensor '{}': {} scales (expected {})", t.name, nscales, expected_scales));
+    throw FormatError(fmt::format("tensor '{}': {} scales (expected {})", shown(t.name), nscales, expected_scales));
   r.need(uint64_t{nscales} * 8, "scales and zero points");
   for (uint32_t i = 0; i < nscales; ++i) t.quant.scales.push_back(r.get<float>("scale"));
   for (uint32_t i = 0; i < nscales; ++i) t.quant.zero_points.push_back(r.get<int32_t>("zero point"));

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/tensor.h"
@@ -68,7 +69,15 @@ class FormatError : public std::runtime_error {
 };
 
 TensorRecord f32_tensor(std::string name, const Tensor& t);
-Tensor to_f32(const TensorRecord& t);  // f32 records only
+Tensor to_f32(const TensorRecord& t);  // f32 records only; refuses NaN and infinities, naming the element
+
+// Names (layer kinds and names, attribute keys, tensor names) are valid UTF-8 without control
+// characters, at most 255 bytes: the parser refuses anything else, so no byte from a file can
+// reach a terminal as an escape sequence. name_problem is empty for a good name, else the reason.
+// shown() is how a name is quoted in messages: at most 64 characters, bytes that are not
+// printable ASCII as \xNN, "..." when cut.
+std::string name_problem(std::string_view name);
+std::string shown(std::string_view name);
 
 std::vector<uint8_t> serialize(const Model& m);
 Model parse(const uint8_t* data, size_t size);  // throws FormatError

@@ -60,11 +60,11 @@ std::unique_ptr<Conv2D> Conv2D::from_record(const qbin::LayerRecord& r) {
   o.conv.stride_w = r.get_int("stride_w");
   o.conv.padding = r.get_int("padding_same") ? Padding::kSame : Padding::kValid;
   if (o.filters < 1 || o.in_channels < 1 || o.kernel_h < 1 || o.kernel_w < 1 || o.conv.stride_h < 1 || o.conv.stride_w < 1)
-    throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): attributes out of range", r.name));
+    throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): attributes out of range", qbin::shown(r.name)));
   const Shape kshape{o.kernel_h, o.kernel_w, o.in_channels, o.filters};
   const qbin::TensorRecord& k = r.tensor("kernel");
   if (k.shape != kshape)
-    throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): kernel {} (expected {})", r.name, shape_str(k.shape), shape_str(kshape)));
+    throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): kernel {} (expected {})", qbin::shown(r.name), shape_str(k.shape), shape_str(kshape)));
   c->kernel_ = Variable(qbin::to_f32(k), true);
   c->bias_ = bias_from_record(r, o.filters);
   o.use_bias = c->bias_.defined();

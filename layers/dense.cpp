@@ -45,10 +45,10 @@ std::unique_ptr<Dense> Dense::from_record(const qbin::LayerRecord& r) {
   o.units = r.get_int("units");
   o.in_features = r.get_int("in_features");
   if (o.units < 1 || o.in_features < 1)
-    throw qbin::FormatError(fmt::format("layer '{}' (Dense): units {} in_features {} (expected >= 1)", r.name, o.units, o.in_features));
+    throw qbin::FormatError(fmt::format("layer '{}' (Dense): units {} in_features {} (expected >= 1)", qbin::shown(r.name), o.units, o.in_features));
   const qbin::TensorRecord& k = r.tensor("kernel");
   if (k.shape != Shape{o.in_features, o.units})
-    throw qbin::FormatError(fmt::format("layer '{}' (Dense): kernel {} (expected [{}, {}])", r.name, shape_str(k.shape),
+    throw qbin::FormatError(fmt::format("layer '{}' (Dense): kernel {} (expected [{}, {}])", qbin::shown(r.name), shape_str(k.shape),
                                         o.in_features, o.units));
   d->kernel_ = Variable(qbin::to_f32(k), true);
   d->bias_ = bias_from_record(r, o.units);

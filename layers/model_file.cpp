@@ -33,10 +33,10 @@ Sequential from_qbin(const qbin::Model& file) {
     else if (r.kind == "MaxPool2D") layer = MaxPool2D::from_record(r);
     else if (r.kind == "Flatten") layer = std::make_unique<Flatten>();
     else if (r.kind == "ReLU") layer = std::make_unique<ReLU>();
-    else throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", r.name, r.kind));
+    else throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", qbin::shown(r.name), qbin::shown(r.kind)));
     for (const auto& t : r.tensors)
       if (t.dtype != qbin::DType::kF32)
-        throw qbin::FormatError(fmt::format("layer '{}' holds {} tensors: this is an int8 model, not a float one", r.name,
+        throw qbin::FormatError(fmt::format("layer '{}' holds {} tensors: this is an int8 model, not a float one", qbin::shown(r.name),
                                             qbin::dtype_name(t.dtype)));
     layer->set_name(r.name);
     try {

@@ -30,7 +30,7 @@ Variable bias_from_record(const qbin::LayerRecord& r, int64_t channels) {
   if (!b) return Variable();
   if (b->shape != Shape{channels})
     throw qbin::FormatError(
-        fmt::format("layer '{}' ({}): bias {} (expected [{}])", r.name, r.kind, shape_str(b->shape), channels));
+        fmt::format("layer '{}' ({}): bias {} (expected [{}])", qbin::shown(r.name), qbin::shown(r.kind), shape_str(b->shape), channels));
   return Variable(qbin::to_f32(*b), true);
 }
 

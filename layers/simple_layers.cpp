@@ -25,7 +25,7 @@ std::unique_ptr<MaxPool2D> MaxPool2D::from_record(const qbin::LayerRecord& r) {
   Pool2dOptions o{r.get_int("window_h"), r.get_int("window_w"), r.get_int("stride_h"), r.get_int("stride_w"),
                   r.get_int("padding_same") ? Padding::kSame : Padding::kValid};
   if (o.window_h < 1 || o.window_w < 1 || o.stride_h < 1 || o.stride_w < 1)
-    throw qbin::FormatError(fmt::format("layer '{}' (MaxPool2D): window and stride must be >= 1", r.name));
+    throw qbin::FormatError(fmt::format("layer '{}' (MaxPool2D): window and stride must be >= 1", qbin::shown(r.name)));
   auto p = std::make_unique<MaxPool2D>(o);
   p->set_name(r.name);
   return p;

@@ -1,6 +1,7 @@
 #include "quant/inference_model.h"
 
 #include <cmath>
+#include <type_traits>
 #include <cstring>
 #include <limits>
 
@@ -20,8 +21,15 @@ using qbin::LayerRecord;
 using qbin::TensorRecord;
 
 [[noreturn]] void fail(const LayerRecord& r, const std::string& what) {
-  throw FormatError(fmt::format("layer '{}' ({}): {}", r.name, r.kind, what));
+  throw FormatError(fmt::format("layer '{}' ({}): {}", qbin::shown(r.name), qbin::shown(r.kind), what));
 }
+
+// Every scale in an int8 model lies in [2^-40, 2^40]: a requantization multiplier (eq. 11, a
+// product of three scales) stays a normal float, and the logits (scale x up to 2^31 accumulator
+// units) stay finite. Trained models are far inside (weights ~1e-3, activations ~1e-2).
+constexpr float kMinScale = 0x1p-40f, kMaxScale = 0x1p40f;
+bool sane_scale(float s) { return s >= kMinScale && s <= kMaxScale; }
+const char* const kScaleRange = "a scale in [2^-40, 2^40]";
 
 int attr(const LayerRecord& r, const char* key, int lo, int hi) {
   const int v = r.get_int(key);
@@ -44,10 +52,14 @@ Geometry window(const LayerRecord& r, int H, int W, int KH, int KW, int SH, int 
 
 template <typename T>
 std::vector<T> values(const LayerRecord& r, const TensorRecord& t, DType dtype, const Shape& shape) {
-  if (t.dtype != dtype) fail(r, fmt::format("tensor '{}' is {} (expected {})", t.name, qbin::dtype_name(t.dtype), qbin::dtype_name(dtype)));
-  if (t.shape != shape) fail(r, fmt::format("tensor '{}' has shape {} (expected {})", t.name, shape_str(t.shape), shape_str(shape)));
+  if (t.dtype != dtype) fail(r, fmt::format("tensor '{}' is {} (expected {})", qbin::shown(t.name), qbin::dtype_name(t.dtype), qbin::dtype_name(dtype)));
+  if (t.shape != shape) fail(r, fmt::format("tensor '{}' has shape {} (expected {})", qbin::shown(t.name), shape_str(t.shape), shape_str(shape)));
   std::vector<T> v(static_cast<size_t>(shape_numel(shape)));
   std::memcpy(v.data(), t.bytes.data(), v.size() * sizeof(T));
+  if constexpr (std::is_floating_point_v<T>)
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i]))
+        fail(r, fmt::format("tensor '{}': element {} is {} (expected finite numbers)", qbin::shown(t.name), i, v[i]));
   return v;
 }
 
@@ -58,9 +70,9 @@ std::vector<float> weight_scales(const LayerRecord& r, const TensorRecord& t, in
     fail(r, fmt::format("kernel quantization: {} bits, axis {}, {} scales (expected {} bits, axis {}, {} scales)", q.bits, q.axis,
                         q.scales.size(), bits, axis, channels));
   for (size_t c = 0; c < q.scales.size(); ++c)
-    if (!(q.scales[c] > 0.f) || !std::isfinite(q.scales[c]) || q.zero_points[c] != 0)
-      fail(r, fmt::format("kernel channel {}: scale {} zero point {} (expected a finite scale > 0 and zero point 0)", c, q.scales[c],
-                          q.zero_points[c]));
+    if (!sane_scale(q.scales[c]) || q.zero_points[c] != 0)
+      fail(r, fmt::format("kernel channel {}: scale {} zero point {} (expected {} and zero point 0)", c, q.scales[c],
+                          q.zero_points[c], kScaleRange));
   return q.scales;
 }
 
@@ -106,10 +118,9 @@ struct Builder {
       s.qbias = b ? values<int32_t>(r, *b, DType::kS32, {s.OC}) : std::vector<int32_t>(s.OC, 0);
       check_accumulator(r, int64_t{s.g.KH} * s.g.KW * s.IC, s.qbias);
       const float out_scale = relu->get_float("output_scale");
-      if (!(out_scale > 0.f) || !std::isfinite(out_scale) || relu->get_int("output_zero_point") != 0 ||
-          relu->get_int("output_bits") != m.bits)
-        fail(*relu, fmt::format("output scale {}, zero point {}, {} bits (expected a finite scale > 0, zero point 0, {} bits)",
-                                out_scale, relu->get_int("output_zero_point"), relu->get_int("output_bits"), m.bits));
+      if (!sane_scale(out_scale) || relu->get_int("output_zero_point") != 0 || relu->get_int("output_bits") != m.bits)
+        fail(*relu, fmt::format("output scale {}, zero point {}, {} bits (expected {}, zero point 0, {} bits)", out_scale,
+                                relu->get_int("output_zero_point"), relu->get_int("output_bits"), kScaleRange, m.bits));
       s.qmax = (1 << m.bits) - 1;
       for (int oc = 0; oc < s.OC; ++oc) s.output_scale.push_back(scale * sw[oc] / out_scale);  // eq. 11
       scale = out_scale;
@@ -175,7 +186,7 @@ InferenceModel inference_model(const qbin::Model& file) {
       if (const TensorRecord* k = file.layers[i].find_tensor("kernel")) b.m.bits = k->quant.bits;
     if (b.m.bits < 2 || b.m.bits > 8) throw FormatError(fmt::format("kernels of {} bits (expected 2..8)", b.m.bits));
     b.scale = b.m.input_scale = in.get_float("input_scale");
-    if (!(b.scale > 0.f) || !std::isfinite(b.scale)) fail(in, fmt::format("input_scale {} (expected a finite scale > 0)", b.scale));
+    if (!sane_scale(b.scale)) fail(in, fmt::format("input_scale {} (expected {})", b.scale, kScaleRange));
   }
   for (size_t i = 1; i < file.layers.size(); ++i) {
     const LayerRecord& r = file.layers[i];

@@ -126,17 +126,24 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
   try {
     Sequential model = from_qbin(file);
     int bits = 0;
-    for (const auto& r : file.layers) bits = std::max(bits, r.get_int("weight_bits", 0));
+    for (const auto& r : file.layers) {
+      const int b = r.get_int("weight_bits", 0);
+      if (b != 0 && (b < 2 || b > 8 || (bits != 0 && b != bits)))
+        throw qbin::FormatError(fmt::format("layer '{}': weight_bits {} (expected 2..8, the same in every layer{})", qbin::shown(r.name),
+                                            b, bits ? fmt::format(": {} before", bits) : ""));
+      bits = std::max(bits, b);
+    }
     if (bits == 0) return model;
     prepare_qat(model, {.bits = bits, .observer = observer});
     for (size_t i = 0; i < model.size(); ++i) {
       const qbin::LayerRecord& r = file.layers[i + 1];  // record 0 is Input
       if (auto* q = dynamic_cast<QatReLU*>(&model.layer(i))) {
         if (r.get_int("output_bits", 0) != bits)
-          throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", r.name, r.get_int("output_bits", 0), bits));
+          throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int("output_bits", 0), bits));
         const float lo = r.get_float("output_min"), hi = r.get_float("output_max");
-        if (!std::isfinite(lo) || !std::isfinite(hi) || lo > hi)
-          throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] is not a finite interval", r.name, lo, hi));
+        if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo >= 0.f) || lo > hi || hi > 0x1p40f)
+          throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite 0 <= min <= max <= 2^40: a "
+                                              "ReLU's output starts at 0)", qbin::shown(r.name), lo, hi));
         q->observer().set_range(lo, hi);
       }
     }

@@ -1,0 +1,173 @@
+// What a model file is checked for when it loads (issue 13, items 8 and 9): names that could
+// reach a terminal, non-finite weights, scales and attributes outside their domain. Each case
+// loaded (or printed raw bytes) before its check existed.
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <catch2/catch.hpp>
+
+#include "core/file_io.h"
+#include "core/qbin.h"
+#include "layers/sequential.h"
+#include "quant/export.h"
+#include "quant/inference_model.h"
+#include "quant/qat.h"
+#include "tests/grad_check.h"
+
+using namespace qnet;
+
+namespace {
+
+std::string temp_path(const char* name) { return std::string("/tmp/qnet_validation_") + name; }
+
+// The CRC-32 of the payload rewritten, as the fuzz targets do: the damage reaches the checks
+// behind the checksum.
+void fix_crc(std::vector<uint8_t>& b) {
+  const auto crc = static_cast<uint32_t>(crc32(0L, b.data() + qbin::kHeaderBytes, static_cast<uInt>(b.size() - qbin::kHeaderBytes)));
+  std::memcpy(b.data() + 16, &crc, 4);
+}
+
+// `bytes` with the first occurrence of `from` replaced by `to` (same length), CRC fixed.
+std::vector<uint8_t> patched(std::vector<uint8_t> bytes, const std::string& from, const std::string& to) {
+  REQUIRE(from.size() == to.size());
+  const auto at = std::search(bytes.begin(), bytes.end(), from.begin(), from.end());
+  REQUIRE(at != bytes.end());
+  std::copy(to.begin(), to.end(), at);
+  fix_crc(bytes);
+  return bytes;
+}
+
+bool printable_line(const std::string& s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c > 0x7e) return false;
+  return true;
+}
+
+std::string parse_error(const std::vector<uint8_t>& bytes) {
+  try {
+    qbin::parse(bytes.data(), bytes.size());
+  } catch (const qbin::FormatError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+qbin::Model float_file() {
+  Rng rng(3);
+  qbin::Model m = to_qbin(mnist_reference_model(rng));
+  m.layers[1].name = "AAAAAAAAAAAA";  // a 12-byte name to patch
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("a name with control bytes is refused and shown escaped, with the reason after it", "[quant][validation]") {
+  const std::vector<uint8_t> good = qbin::serialize(float_file());
+  const std::string esc = parse_error(patched(good, "AAAAAAAAAAAA", "\x1b[2J\x1b[AAAAAA"));
+  CHECK(esc.find("layer name '\\x1b[2J\\x1b[AAAAAA'") != std::string::npos);
+  CHECK(esc.find("control character 0x1b at position 0") != std::string::npos);
+  CHECK(printable_line(esc));  // before: the clear-screen sequence reached stderr
+  const std::string nul = parse_error(patched(good, "AAAAAAAAAAAA", std::string("AB\0CDAAAAAAA", 12)));
+  CHECK(nul.find("'AB\\x00CDAAAAAAA'") != std::string::npos);  // before: the message stopped at the zero byte
+  CHECK(nul.find("control character 0x00 at position 2") != std::string::npos);
+  const std::string latin1 = parse_error(patched(good, "AAAAAAAAAAAA", "Faltung\xe4" "AAAA"));
+  CHECK(latin1.find("not UTF-8") != std::string::npos);
+  CHECK(printable_line(latin1));
+}
+
+TEST_CASE("a damaged name length shows at most 64 escaped characters, then the reason", "[quant][validation]") {
+  std::vector<uint8_t> bytes = qbin::serialize(float_file());
+  const std::string name = "AAAAAAAAAAAA";
+  const auto at = std::search(bytes.begin(), bytes.end(), name.begin(), name.end());
+  REQUIRE(at != bytes.end());
+  *(at - 1) = 250;  // the length byte before the name: now it runs into the tensors
+  fix_crc(bytes);
+  const std::string e = parse_error(bytes);
+  REQUIRE(!e.empty());
+  CHECK(printable_line(e));
+  CHECK(e.size() < 400);  // before: hundreds of binary bytes
+  CHECK(e.find("...' at payload offset") != std::string::npos);
+  CHECK(e.find("a damaged length field") != std::string::npos);
+}
+
+TEST_CASE("printable UTF-8 names round-trip; bad ones are not written", "[quant][validation]") {
+  qbin::Model m = float_file();
+  m.layers[1].name = "Faltung_\xc3\xa4_\xe5\x8d\xb7\xe7\xa7\xaf";  // ä, 卷积
+  const std::vector<uint8_t> bytes = qbin::serialize(m);
+  CHECK(qbin::parse(bytes.data(), bytes.size()).layers[1].name == m.layers[1].name);
+  m.layers[1].name = "tab\there";
+  CHECK_THROWS_WITH(qbin::serialize(m), Catch::Contains("control character 0x09"));
+  m.layers[1].name = "\xed\xa0\x80";  // a UTF-16 surrogate
+  CHECK_THROWS_WITH(qbin::serialize(m), Catch::Contains("not UTF-8"));
+  m.layers[1].name = "\xc0\xaf";  // an overlong '/'
+  CHECK_THROWS_WITH(qbin::serialize(m), Catch::Contains("not UTF-8"));
+  m.layers[1].name = "\xc2\x9b";  // C1 CSI, an escape on some terminals
+  CHECK_THROWS_WITH(qbin::serialize(m), Catch::Contains("control character 0x9b"));
+  CHECK(qbin::shown(std::string(100, 'x')) == std::string(64, 'x') + "...");
+  CHECK(qbin::shown("a\\b") == "a\\x5cb");  // a backslash in a name cannot fake an escape
+}
+
+TEST_CASE("float weights and biases holding inf or NaN are refused, naming the tensor", "[quant][validation]") {
+  for (const float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    qbin::Model m = float_file();
+    qbin::TensorRecord& k = m.layers[1].tensors[0];
+    std::memcpy(k.bytes.data() + 4 * 17, &bad, 4);
+    CHECK_THROWS_WITH(from_qbin(m), Catch::Contains("tensor '" + k.name + "': element 17 is") && Catch::Contains("expected finite"));
+    CHECK_THROWS_WITH(inference_model(m), Catch::Contains("element 17 is"));  // the f32 runtime too
+    const std::string path = temp_path("nonfinite.qbin");
+    qbin::save(m, path);
+    CHECK_THROWS_WITH(load_any_model(path), Catch::StartsWith(path));  // train --init and quantize refuse before any work
+  }
+}
+
+TEST_CASE("int8 scales outside [2^-40, 2^40] and bit widths outside 2..8 are refused", "[quant][validation]") {
+  Rng rng(4);
+  Sequential q = mnist_reference_model(rng);
+  prepare_qat(q, {.bits = 8, .observer = {}});
+  {
+    NoGradGuard no_grad;
+    q.forward(Variable(testing::random_tensor({8, 28, 28, 1}, rng, 0.f, 1.f), false));
+  }
+  const qbin::Model good = export_int8(q);
+  CHECK_NOTHROW(inference_model(good));
+  qbin::Model big = good;
+  for (auto& [key, v] : big.layers[2].floats)
+    if (key == "output_scale") v = 3e38f;  // before: accepted, and infer printed p = -nan
+  CHECK_THROWS_WITH(inference_model(big), Catch::Contains("output scale 3e+38") && Catch::Contains("[2^-40, 2^40]"));
+  qbin::Model tiny = good;
+  tiny.layers[1].tensors[0].quant.scales[0] = 1e-30f;
+  CHECK_THROWS_WITH(inference_model(tiny), Catch::Contains("kernel channel 0: scale 1e-30"));
+  qbin::Model input = good;
+  input.layers[0].floats = {{"input_scale", 1e20f}};
+  CHECK_THROWS_WITH(inference_model(input), Catch::Contains("input_scale 1e+20"));
+
+  // The QAT checkpoint: weight_bits and the ReLU's range.
+  const std::string path = temp_path("qat.qbin");
+  const qbin::Model checkpoint = to_qbin(q);
+  auto refuses = [&](const std::function<void(qbin::Model&)>& damage, const std::string& expected) {
+    qbin::Model m = checkpoint;
+    damage(m);
+    qbin::save(m, path);
+    CHECK_THROWS_WITH(load_any_model(path), Catch::StartsWith(path) && Catch::Contains(expected));
+  };
+  auto set_int = [](qbin::LayerRecord& r, const std::string& key, int32_t v) {
+    for (auto& [k, x] : r.ints)
+      if (k == key) x = v;
+  };
+  auto set_float = [](qbin::LayerRecord& r, const std::string& key, float v) {
+    for (auto& [k, x] : r.floats)
+      if (k == key) x = v;
+  };
+  CHECK_NOTHROW(load_any_model((qbin::save(checkpoint, path), path)));
+  refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 9); }, "weight_bits 9 (expected 2..8");
+  refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 1); }, "weight_bits 1 (expected 2..8");
+  refuses([&](qbin::Model& m) { set_int(m.layers[5], "weight_bits", 4); }, "weight_bits 4 (expected 2..8, the same in every layer: 8 before)");
+  // Before: loaded, and training failed at its first step with "relu_fake_quant: zero point 28", no file named.
+  refuses([&](qbin::Model& m) { set_float(m.layers[2], "output_min", -1.f), set_float(m.layers[2], "output_max", 3.47f); },
+          "activation range [-1, 3.47]");
+  refuses([&](qbin::Model& m) { set_float(m.layers[2], "output_max", std::numeric_limits<float>::infinity()); }, "activation range");
+  std::remove(path.c_str());
+}
