@@ -33,9 +33,9 @@ int evaluate_main(int argc, char** argv) {
   use_threads_option(args);
   const std::string path = args["model"].as<std::string>();
   const Runtime rt(load_inference_model(path));
-  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
-  rt.predict(mnist.test.image(0), std::min<int64_t>(batch, mnist.test.size()));  // JIT and plan creation are not timed
-  const RuntimeEvaluation e = evaluate(rt, mnist.test, batch);
+  const ImageSet test = load_mnist_test(mnist_dir(args["data-dir"].as<std::string>()));
+  rt.predict(test.image(0), std::min<int64_t>(batch, test.size()));  // JIT and plan creation are not timed
+  const RuntimeEvaluation e = evaluate(rt, test, batch);
   const auto bytes = static_cast<int64_t>(std::filesystem::file_size(path));
   const char* precision = precision_name(rt.model().precision);
   if (args.count("json")) {

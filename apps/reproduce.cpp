@@ -51,6 +51,30 @@ double train(Sequential& model, const Split& data, int epochs, Rng& rng) {
   return median(seconds);
 }
 
+// What can be checked before the long work, beyond the options, the output folder and the data:
+// that oneDNN on this machine builds and runs the f32 and the int8 reference model (untrained,
+// observers fed one batch; a few milliseconds). A failure here costs seconds, not a training run.
+void preflight(const Split& data) {
+  try {
+    failpoint("reproduce-preflight");
+    Rng rng(0);
+    Sequential model = mnist_reference_model(rng);
+    const Batch batch = data.train.batch(0, 32);
+    Runtime(inference_model(to_qbin(model))).predict(data.validation.image(0), 1);
+    prepare_qat(model, {.bits = 8, .observer = tfmot_observer()});
+    {
+      NoGradGuard no_grad;
+      model.forward(Variable(batch.x, false));
+    }
+    const Runtime int8(inference_model(export_int8(model)));
+    int8.predict(data.validation.image(0), 1);
+    fmt::print("This machine runs the f32 and int8 models on oneDNN ({}, int8 path {})\n", onednn_isa(), int8.int8_path());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("this machine cannot run the models on oneDNN ({}): {}; nothing was trained", onednn_isa(),
+                                         e.what()));
+  }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -131,6 +155,7 @@ int reproduce_main(int argc, char** argv) {
   prepare_output_folder(out.string(), "--out");
   const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
   const Split data = split_validation(mnist.train, 0.1);
+  preflight(data);
 
   const int stages = static_cast<int>(3 * seeds + 2);
   int done = 0;

@@ -32,12 +32,12 @@ int samples_main(int argc, char** argv) {
   if (first + count > 10000) throw UsageError(fmt::format("--first {} --count {} (the test set has 10000 images)", first, count));
   const std::filesystem::path out = args["out"].as<std::string>();
   prepare_output_folder(out.string(), "--out");
-  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  const ImageSet test = load_mnist_test(mnist_dir(args["data-dir"].as<std::string>()));
   const bool canvas = args.count("canvas") > 0;
   for (int64_t i = first; i < first + count; ++i) {
-    const std::string path = (out / fmt::format("{:04}_{}.png", i, mnist.test.label(i))).string();
-    if (canvas) write_png(path, {.width = 120, .height = 100, .channels = 3}, ink_on_canvas(mnist.test.image(i), 120, 100).data());
-    else write_png(path, {.width = 28, .height = 28, .channels = 1}, mnist.test.image(i));
+    const std::string path = (out / fmt::format("{:04}_{}.png", i, test.label(i))).string();
+    if (canvas) write_png(path, {.width = 120, .height = 100, .channels = 3}, ink_on_canvas(test.image(i), 120, 100).data());
+    else write_png(path, {.width = 28, .height = 28, .channels = 1}, test.image(i));
   }
   fmt::print("Wrote {} {} PNG images to {}/ (INDEX_LABEL.png); try: build/bin/infer model.qbin {}/*.png\n", count,
              canvas ? "120x100 RGB canvas" : "28x28 gray", out.string(), out.string());

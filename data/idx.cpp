@@ -1,5 +1,7 @@
 #include "data/idx.h"
 
+#include <zlib.h>
+
 #include <fmt/format.h>
 
 #include "core/file_io.h"
@@ -32,13 +34,41 @@ IdxArray parse_idx(const uint8_t* b, size_t size, int expected_rank, const std::
   return a;
 }
 
+std::vector<uint8_t> gunzip_if_compressed(std::vector<uint8_t> bytes, uint64_t max_bytes, const std::string& name) {
+  if (bytes.size() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b) return bytes;
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw DataError(fmt::format("{}: cannot start gzip decompression", name));
+  std::vector<uint8_t> out;
+  z.next_in = bytes.data();
+  z.avail_in = static_cast<uInt>(bytes.size());
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    if (out.size() >= max_bytes) {
+      inflateEnd(&z);
+      throw DataError(fmt::format("{}: gzip data expands past {} bytes (expected an IDX file)", name, max_bytes));
+    }
+    const size_t done = out.size();
+    out.resize(std::min<uint64_t>(max_bytes, std::max<size_t>(2 * done, size_t{1} << 20)));
+    z.next_out = out.data() + done;
+    z.avail_out = static_cast<uInt>(out.size() - done);
+    rc = inflate(&z, Z_NO_FLUSH);
+    out.resize(out.size() - z.avail_out);
+    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // the input ended before the stream did
+  }
+  const std::string reason = z.msg ? z.msg : rc == Z_BUF_ERROR ? "truncated" : fmt::format("zlib error {}", rc);
+  inflateEnd(&z);
+  if (rc != Z_STREAM_END) throw DataError(fmt::format("{}: damaged gzip data ({})", name, reason));
+  return out;
+}
+
 IdxArray read_idx(const std::string& path, int expected_rank) {
   std::vector<uint8_t> bytes;
   try {
-    bytes = read_file(path, uint64_t{1} << 32);
+    bytes = read_file(path, uint64_t{1} << 31);
   } catch (const IoError& e) {
     throw DataError(e.what());
   }
+  bytes = gunzip_if_compressed(std::move(bytes), uint64_t{1} << 32, path);
   return parse_idx(bytes.data(), bytes.size(), expected_rank, path);
 }
 

@@ -3,7 +3,9 @@
 //   IdxArray a = read_idx("train-images-idx3-ubyte", 3);   // dims {60000, 28, 28}
 //
 // Everything is validated before use: magic, type code, rank, dimensions and the exact
-// file size. Failures throw DataError with the path and what was expected.
+// file size. Failures throw DataError with the path and what was expected. A gzip-compressed
+// file (the usual .gz downloads) is recognised by its magic 1f8b, whatever its name, and
+// decompressed first.
 #pragma once
 
 #include <cstdint>
@@ -24,5 +26,9 @@ struct IdxArray {
 
 IdxArray parse_idx(const uint8_t* bytes, size_t size, int expected_rank, const std::string& name);
 IdxArray read_idx(const std::string& path, int expected_rank);
+
+// `bytes` itself, or its gzip decompression when it starts with the gzip magic 1f8b. Refuses
+// damaged or truncated gzip data and results over `max_bytes` (a zip bomb), naming `name`.
+std::vector<uint8_t> gunzip_if_compressed(std::vector<uint8_t> bytes, uint64_t max_bytes, const std::string& name);
 
 }  // namespace qnet

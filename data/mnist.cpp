@@ -28,12 +28,21 @@ std::string fetch_hint(const std::string& dir) {
 }
 
 IdxArray load_checked(const std::string& dir, const KnownFile& f) {
-  const std::string path = (std::filesystem::path(dir) / f.name).string();
-  if (!std::filesystem::exists(path)) throw DataError(fmt::format("MNIST file {} is missing: {}", path, fetch_hint(dir)));
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    throw DataError(fmt::format("data folder {} is not a folder (expected the folder holding the four MNIST IDX files; see --data-dir)", dir));
+  std::string path = (fs::path(dir) / f.name).string();
+  if (!fs::exists(path, ec) && fs::exists(path + ".gz", ec)) path += ".gz";
+  if (!fs::exists(path, ec))
+    throw DataError(fmt::format("MNIST file {} (or {}.gz) is missing: {}", path, path, fetch_hint(dir)));
+  constexpr uint64_t kMaxBytes = uint64_t{1} << 28;
   std::vector<uint8_t> bytes;
   try {
-    bytes = read_file(path, uint64_t{1} << 28);
+    bytes = gunzip_if_compressed(read_file(path, kMaxBytes), kMaxBytes, path);
   } catch (const IoError& e) {
+    throw DataError(fmt::format("{}; {}", e.what(), fetch_hint(dir)));
+  } catch (const DataError& e) {
     throw DataError(fmt::format("{}; {}", e.what(), fetch_hint(dir)));
   }
   const uint32_t crc = static_cast<uint32_t>(crc32(0L, bytes.data(), static_cast<uInt>(bytes.size())));
@@ -67,5 +76,7 @@ std::string mnist_dir(const std::string& option) {
 Mnist load_mnist(const std::string& dir) {
   return {make_set(dir, kTrainImages, kTrainLabels), make_set(dir, kTestImages, kTestLabels)};
 }
+
+ImageSet load_mnist_test(const std::string& dir) { return make_set(dir, kTestImages, kTestLabels); }
 
 }  // namespace qnet

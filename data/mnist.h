@@ -4,7 +4,8 @@
 //   Mnist m = load_mnist(dir);                    // 60,000 train + 10,000 test, checked
 //
 // Each file is checked against its known CRC-32 (the md5 sums are checked when fetching),
-// so a missing, truncated or corrupt file gives a DataError that says how to fetch it.
+// so a missing, truncated or corrupt file gives a DataError that says how to fetch it. A file
+// may also be gzip-compressed, under its own name or with ".gz" added (the usual downloads).
 #pragma once
 
 #include <string>
@@ -21,5 +22,6 @@ struct Mnist {
 
 std::string mnist_dir(const std::string& data_dir_option);
 Mnist load_mnist(const std::string& dir);
+ImageSet load_mnist_test(const std::string& dir);  // the 10,000 test images only (evaluate, samples)
 
 }  // namespace qnet

@@ -23,6 +23,23 @@ check "continuing an 8-bit QAT checkpoint with --bits 4 is refused, nothing writ
 check "evaluate --json names the precision" grep -q '"precision": "int8"' eval.json
 check "evaluate counts 10000 images" grep -q '"images": 10000' eval.json
 
+# MNIST as the usual downloads: gzip-compressed, as NAME.gz or under the plain name; evaluate needs
+# only the two test files (issue 13, item 10).
+mnist="${QNET_DATA_DIR:-$HOME/.cache/qnet/mnist}"
+mkdir -p gz plaingz
+for f in t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  gzip -c "$mnist/$f" >"gz/$f.gz"
+  gzip -c "$mnist/$f" >"plaingz/$f"
+done
+"$bin/evaluate" model.qbin --json --data-dir gz >gz.json 2>gz.err
+check "evaluate reads NAME.gz test files, without the training files" grep -q '"images": 10000' gz.json
+check "... with the same accuracy" bash -c 'test "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" gz.json)" = "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" eval.json)"'
+"$bin/evaluate" model.qbin --json --data-dir plaingz >plaingz.json 2>&1
+check "evaluate reads gzip bytes under the plain names" grep -q '"images": 10000' plaingz.json
+"$bin/evaluate" model.qbin --data-dir model.qbin >/dev/null 2>file.err
+check "--data-dir FILE says it is not a folder" grep -q "data folder model.qbin is not a folder" file.err
+check "... and does not suggest fetching into a file" bash -c '! grep -q fetch_mnist file.err'
+
 # Without VNNI (oneDNN capped below it) the 8-bit model runs on the split-weight path, same answers.
 native=$(sed -n 's/.*"accuracy": \([0-9.]*\).*/\1/p' eval.json)
 for cap in AVX512_CORE AVX2; do
@@ -81,6 +98,10 @@ check "results.json holds the int8 accuracy" grep -q '"int8": {' repro/results.j
 check "the charts are SVG with a title" grep -q "Inference time per part" repro/inference_time.svg
 check "reproduce shows its stages" grep -q "\[5/5\] writing the report" repro.log
 
+QNET_FAILPOINT=reproduce-preflight timeout 60 "$bin/reproduce" --out early >early.log 2>early.err
+check "reproduce checks that the machine runs both models before training" test $? -eq 1
+check "... says so and that nothing was trained" grep -q "cannot run the models on oneDNN.*nothing was trained" early.err
+check "... and trained nothing" bash -c '! grep -q "float training" early.log && test -z "$(ls early)"'
 QNET_FAILPOINT=reproduce-int8 "$bin/reproduce" --epochs 1 --out broken --timing-repeats 1 >broken.log 2>broken.err
 check "reproduce exits 1 when a stage fails" test $? -eq 1
 check "... names the stage and the reason" grep -q "stage \[3/5\] seed 1: quantization-aware training, 1 epochs failed: failpoint reproduce-int8" broken.err

@@ -1,3 +1,5 @@
+#include <zlib.h>
+
 #include <catch2/catch.hpp>
 
 #include "core/random.h"
@@ -13,6 +15,20 @@ std::vector<uint8_t> idx_bytes(std::vector<uint32_t> dims, size_t data_bytes) {
     for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(d >> s));
   for (size_t i = 0; i < data_bytes; ++i) b.push_back(static_cast<uint8_t>(i * 7));
   return b;
+}
+
+std::vector<uint8_t> gzip(const std::vector<uint8_t>& in) {
+  z_stream z{};
+  REQUIRE(deflateInit2(&z, 9, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  std::vector<uint8_t> out(deflateBound(&z, static_cast<uLong>(in.size())) + 32);
+  z.next_in = const_cast<uint8_t*>(in.data());
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
 }
 
 ImageSet tiny_set(int64_t count) {
@@ -51,6 +67,23 @@ TEST_CASE("the IDX reader refuses malformed files", "[data]") {
   short_header.resize(9);
   CHECK_THROWS_WITH(parse_idx(short_header.data(), short_header.size(), 3, "t"), Catch::Contains("truncated header"));
   CHECK_THROWS(read_idx("/nonexistent/qnet-file", 1));
+}
+
+TEST_CASE("gzip-compressed IDX bytes are read as the canonical downloads come", "[data]") {
+  const auto plain = idx_bytes({3, 2, 2}, 12);
+  const auto gz = gzip(plain);
+  REQUIRE(gz[0] == 0x1f);
+  CHECK(gunzip_if_compressed(gz, 1 << 20, "t.gz") == plain);  // before: "bad magic 1f8b"
+  CHECK(gunzip_if_compressed(plain, 1 << 20, "t") == plain);  // uncompressed bytes pass through
+  auto truncated = gz;
+  truncated.resize(gz.size() - 6);
+  CHECK_THROWS_WITH(gunzip_if_compressed(truncated, 1 << 20, "t.gz"), Catch::Contains("t.gz: damaged gzip data"));
+  auto flipped = gz;
+  flipped[gz.size() - 5] ^= 0xff;  // the stored CRC-32
+  CHECK_THROWS_WITH(gunzip_if_compressed(flipped, 1 << 20, "t.gz"), Catch::Contains("damaged gzip data"));
+  const auto bomb = gzip(std::vector<uint8_t>(3 << 20, 0));  // 3 MB of zeros in a few KB
+  CHECK_THROWS_WITH(gunzip_if_compressed(bomb, 1 << 20, "b.gz"), Catch::Contains("expands past 1048576 bytes"));
+  CHECK(gunzip_if_compressed(bomb, 3 << 20, "b.gz").size() == (3u << 20));  // exactly at the bound is fine
 }
 
 TEST_CASE("shuffling is determined by the seed", "[data]") {
