@@ -123,12 +123,15 @@ void remove_stale_temporaries(const std::string& target) {
   }
 }
 
-// Creates a fresh temporary beside `target`; returns its descriptor and sets `tmp`.
-int create_temporary(const std::string& target, std::string& tmp) {
-  static std::atomic<uint64_t> counter{0};  // unique per call: threads may save at once
-  tmp = fmt::format("{}.tmp.{}.{}", target, ::getpid(), counter++);
-  return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+// A fresh temporary's name beside `target`: unique per call, since threads may save at once.
+std::string temporary_name(const std::string& target) {
+  static std::atomic<uint64_t> counter{0};
+  return fmt::format("{}.tmp.{}.{}", target, ::getpid(), counter++);
 }
+
+// Creates `tmp`. Register it (TempRegistration) before: a signal between the creation and a
+// later registration would leave the file behind.
+int create_temporary(const std::string& tmp) { return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644); }
 
 std::string folder_problem(const std::string& target, int err) {
   const std::string folder = folder_of(target).string();
@@ -164,8 +167,9 @@ void check_output_path(const std::string& path, const std::string& what) {
   if (path.empty()) throw IoError(fmt::format("{} '': an empty path (expected a file name)", what));
   const std::string target = output_target(path);
   require_regular_or_missing(path, target, what + " ");
-  std::string tmp;
-  const int fd = create_temporary(target, tmp);
+  const std::string tmp = temporary_name(target);
+  const TempRegistration registration(tmp);
+  const int fd = create_temporary(tmp);
   if (fd < 0) throw IoError(fmt::format("{} {}: {}", what, path, folder_problem(target, errno)));
   ::close(fd);
   ::unlink(tmp.c_str());
@@ -194,10 +198,10 @@ void write_file_atomic(const std::string& path, std::string_view data) {
   const std::string target = output_target(path);
   require_regular_or_missing(path, target, "");
   remove_stale_temporaries(target);
-  std::string tmp;
-  const int fd = create_temporary(target, tmp);
-  if (fd < 0) throw IoError(fmt::format("{}: {}", path, folder_problem(target, errno)));
+  const std::string tmp = temporary_name(target);
   const TempRegistration registration(tmp);
+  const int fd = create_temporary(tmp);
+  if (fd < 0) throw IoError(fmt::format("{}: {}", path, folder_problem(target, errno)));
   size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
