@@ -88,7 +88,11 @@ int main(int argc, char** argv) {
     fmt::print("vs PyTorch 1.13 int8 (144 us/image, 91k images/s; ../shared/notes/peers.md): batch 1 {:.1f}x, batch 256 {:.1f}x\n",
                144.0 / median(b1[1]), median(b256[1]) / 91000.0);
     for (int64_t batch : {int64_t{1}, int64_t{256}})
-      for (int p = 0; p < 2; ++p) fmt::print("{} batch {}: {}\n", names[p], batch, fmt::join(rt[p].implementations(batch), ", "));
+      for (int p = 0; p < 2; ++p) {
+        fmt::print("{} batch {}:", names[p], batch);
+        for (const auto& [what, us] : rt[p].step_times(px, batch, 201)) fmt::print(" {} {:.2f} us;", what, us);
+        fmt::print("\n");
+      }
     return 0;
   });
 }

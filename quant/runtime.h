@@ -50,6 +50,11 @@ class Runtime {
   // oneDNN's implementation of each primitive at this batch size, e.g. "conv brgconv:avx512_core_vnni".
   std::vector<std::string> implementations(int64_t batch) const;
 
+  // For benchmarks: the median time in microseconds of each step of the plan for `batch`
+  // (implementations' order) over `repeats` runs on `images`, each step waited for alone; the
+  // last entry, "predict", is the whole call as predict() makes it.
+  std::vector<std::pair<std::string, double>> step_times(const uint8_t* images, int64_t batch, int repeats) const;
+
   // How the int8 products run on this CPU: "one-pass" (oneDNN's ISA has VNNI, or every weight
   // code is within +-64) or "split-weights"; "f32" for an f32 model.
   const char* int8_path() const { return int8_path_; }

@@ -125,7 +125,7 @@ TEST_CASE("oneDNN int8 logits equal the integer reference bit for bit on 3,000 t
   INFO("oneDNN ISA " << onednn_isa() << ", int8 path " << rt.int8_path());
   CHECK(rt.int8_path() == expected_path(8));
   CHECK(uses(rt, 256, "conv1x1 split-weights") == (expected_path(8) == "split-weights"));
-  CHECK(uses(rt, 256, "inner_product split-weights") == (expected_path(8) == "split-weights"));
+  CHECK(uses(rt, 256, "dense split-weights (as a 1x1 conv)") == (expected_path(8) == "split-weights"));
   const uint8_t* px = mnist().test.image(0);
   const std::vector<float> ref = reference_forward(m, px, 3000);
   CHECK(mismatches(rt.predict(px, 3000), ref) == 0);  // batches of 256 and a remainder
