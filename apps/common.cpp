@@ -68,7 +68,8 @@ std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int ar
 }
 
 void add_data_dir_option(cxxopts::Options& options) {
-  options.add_options()("data-dir", "Folder with the MNIST IDX files (default $QNET_DATA_DIR or ~/.cache/qnet/mnist)",
+  options.add_options()("data-dir", "Folder with the four IDX files of a data set, plain or .gz (default $QNET_DATA_DIR or "
+                        "~/.cache/qnet/mnist: MNIST)",
                         cxxopts::value<std::string>()->default_value(""));
 }
 

@@ -42,7 +42,7 @@ double real_option(const cxxopts::ParseResult& r, const std::string& name, RealR
 // and refuses stray arguments with a UsageError.
 std::optional<cxxopts::ParseResult> parse_args(cxxopts::Options& options, int argc, char** argv);
 
-// The --data-dir option of the programs that read MNIST.
+// The --data-dir option of the programs that read image data (any IDX data set; MNIST by default).
 void add_data_dir_option(cxxopts::Options& options);
 
 // --threads N (0 = all cores): add_threads_option declares it, use_threads_option checks the

@@ -15,7 +15,7 @@ using namespace qnet;
 namespace {
 
 int evaluate_main(int argc, char** argv) {
-  cxxopts::Options options("evaluate", "Accuracy and speed of a .qbin model (f32 or int8) on the MNIST test set, run by oneDNN.");
+  cxxopts::Options options("evaluate", "Accuracy and speed of a .qbin model (f32 or int8) on a test set (MNIST by default), run by oneDNN.");
   options.add_options()
       ("batch-size", "Images per runtime call, 1..65536", number_value("256"))
       ("json", "Print one JSON object instead of text")
@@ -33,7 +33,7 @@ int evaluate_main(int argc, char** argv) {
   use_threads_option(args);
   const std::string path = args["model"].as<std::string>();
   const Runtime rt(load_inference_model(path));
-  const ImageSet test = load_mnist_test(mnist_dir(args["data-dir"].as<std::string>()));
+  const ImageSet test = load_test_images(mnist_dir(args["data-dir"].as<std::string>()));
   rt.predict(test.image(0), std::min<int64_t>(batch, test.size()));  // JIT and plan creation are not timed
   const RuntimeEvaluation e = evaluate(rt, test, batch);
   const auto bytes = static_cast<int64_t>(std::filesystem::file_size(path));

@@ -21,7 +21,8 @@ using namespace qnet;
 namespace {
 
 int quantize_main(int argc, char** argv) {
-  cxxopts::Options options("quantize", "Quantize a float .qbin model to int8 (post-training, calibrated on MNIST training images).");
+  cxxopts::Options options("quantize", "Quantize a float .qbin model to int8 (post-training, calibrated on training images: MNIST or "
+                           "any IDX data set).");
   options.add_options()
       ("o,output", "Where to write the int8 model", cxxopts::value<std::string>()->default_value("model_ptq.qbin"))
       ("calibration-images", "Training images used to calibrate the activation ranges, 1..60000",
@@ -49,17 +50,21 @@ int quantize_main(int argc, char** argv) {
   use_threads_option(args);
 
   Sequential model = load_any_model(input);
-  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  const ImageData data = load_image_data(mnist_dir(args["data-dir"].as<std::string>()));
+  if (model.input_shape() != data.train.image_shape())
+    throw std::runtime_error(fmt::format("{} takes {} images, the data set has {}", input, shape_str(model.input_shape()),
+                                         shape_str(data.train.image_shape())));
+  const int64_t images = std::min(calibration, data.train.size());
   if (is_qat(model)) {
     if (args.count("calibration-images") || args.count("method") || args.count("bits"))
       throw UsageError(fmt::format("{} is a QAT model: it is exported with its trained ranges and {} bits; "
                                    "--calibration-images, --method and --bits apply to float models", input, qat_bits(model)));
     fmt::print("{} is a QAT model: exporting it with its trained activation ranges\n", input);
   } else {
-    calibrate_ptq(model, mnist.train.slice(0, calibration),
+    calibrate_ptq(model, data.train.slice(0, images),
                   {.bits = bits, .method = method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
     fmt::print("Calibrated {} activation ranges ({}) on the first {} training images\n", bits == 8 ? "uint8" : fmt::format("{}-bit", bits),
-               method, calibration);
+               method, images);
   }
   // Validate completely, then write: the bytes about to be saved are loaded back and run on the
   // runtime first, so a model that cannot load or run never replaces what is at OUTPUT.
@@ -68,7 +73,7 @@ int quantize_main(int argc, char** argv) {
   try {
     bytes = qbin::serialize(export_int8(model));
     failpoint("quantize-validation");
-    e = evaluate(Runtime(inference_model(qbin::parse(bytes.data(), bytes.size()))), mnist.test, 256);
+    e = evaluate(Runtime(inference_model(qbin::parse(bytes.data(), bytes.size()))), data.test, 256);
   } catch (const std::exception& err) {
     throw std::runtime_error(fmt::format("the int8 model of {} is not valid: {}; nothing written, {} left as it was", input,
                                          err.what(), output));

@@ -60,7 +60,8 @@ Json metrics_json(uint64_t seed, int bits, const std::vector<EpochStats>& histor
 }
 
 int train_main(int argc, char** argv) {
-  cxxopts::Options options("train", "Train the article's MNIST CNN (Conv2D 12 3x3 + ReLU, MaxPool 2x2, Dense 10) with Adam.");
+  cxxopts::Options options("train", "Train the article's CNN (Conv2D 12 3x3 + ReLU, MaxPool 2x2, Dense) with Adam on MNIST or any "
+                           "IDX data set (its image shape and class count).");
   options.add_options()
       ("epochs", "Number of epochs, 1..100000", number_value("10"))
       ("batch-size", "Images per training step, 1..65536", number_value("32"))
@@ -81,6 +82,7 @@ int train_main(int argc, char** argv) {
       ("freeze-ranges-after", "QAT: stop updating activation ranges after this epoch (0 = never)",
        number_value("0"))
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
+      ("classes", "Number of classes (0 = the largest label + 1)", number_value("0"))
       ("h,help", "Show this help");
   add_data_dir_option(options);
   add_threads_option(options);
@@ -99,6 +101,7 @@ int train_main(int argc, char** argv) {
   const std::string observer = args["observer"].as<std::string>();
   if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
   const int64_t freeze_after = int_option(args, "freeze-ranges-after", 0, 100000);
+  const int classes_option = static_cast<int>(int_option(args, "classes", 0, kMaxClasses));
   std::string output = args["output"].as<std::string>();
   if (output.empty()) output = qat ? "model.qbin" : "model_float.qbin";
   const std::string checkpoint = qat ? args["checkpoint"].as<std::string>() : output;
@@ -120,10 +123,15 @@ int train_main(int argc, char** argv) {
   use_threads_option(args);
   Rng rng(seed);
   const ObserverOptions observer_options = observer == "tfmot" ? tfmot_observer() : pytorch_observer();
-  Sequential model = init.empty() ? mnist_reference_model(rng) : load_any_model(init, observer_options);
-  if (model.input_shape() != Shape{28, 28, 1} || model.output_shape(model.input_shape()) != Shape{10})
-    throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected 28x28x1 images and 10 classes)", init,
-                                         shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape()))));
+  std::optional<Sequential> loaded;  // --init first: its errors are cheaper than the data's
+  if (!init.empty()) loaded = load_any_model(init, observer_options);
+  const ImageData data_set = load_image_data(mnist_dir(args["data-dir"].as<std::string>()), classes_option);
+  const Shape image_shape = data_set.train.image_shape();
+  Sequential model = loaded ? std::move(*loaded) : reference_model(image_shape, data_set.classes, rng);
+  if (model.input_shape() != image_shape || model.output_shape(model.input_shape()) != Shape{data_set.classes})
+    throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected the data's {} images and {} classes)", init,
+                                         shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape())),
+                                         shape_str(image_shape), data_set.classes));
   if (qat && !is_qat(model)) {
     prepare_qat(model, {.bits = bits, .observer = observer_options});
   } else if (qat && args.count("bits") && qat_bits(model) != bits) {
@@ -132,11 +140,10 @@ int train_main(int argc, char** argv) {
   } else if (!qat && is_qat(model)) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
   }
-  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
-  const Split data = split_validation(mnist.train, split);
+  const Split data = split_validation(data_set.train, split);
   fmt::print("{}", model.summary());
-  fmt::print("Training on {} images, validating on {}; seed {}, {} threads, {} kernels\n", data.train.size(),
-             data.validation.size(), seed, num_threads(), isa_name(active_isa()));
+  fmt::print("Training on {} images of {} in {} classes, validating on {}; seed {}, {} threads, {} kernels\n", data.train.size(),
+             shape_str(image_shape), data_set.classes, data.validation.size(), seed, num_threads(), isa_name(active_isa()));
 
   Adam adam(model.parameters(), {.lr = lr});
   FitOptions fo;
@@ -150,7 +157,7 @@ int train_main(int argc, char** argv) {
     };
   const std::vector<EpochStats> history = fit(model, adam, data.train, data.validation, fo, rng);
 
-  const Evaluation test = evaluate(model, mnist.test);
+  const Evaluation test = evaluate(model, data_set.test);
   fmt::print("Test accuracy{}: {:.4f} - test loss: {:.4f}\n", qat ? " (fake-quantized)" : "", test.accuracy, test.loss);
   if (qat) {
     freeze_observers(model);
@@ -165,7 +172,7 @@ int train_main(int argc, char** argv) {
   try {
     failpoint("runtime-evaluation");
     const Runtime runtime(load_inference_model(output));
-    deployed.accuracy = evaluate(runtime, mnist.test, 256).accuracy;
+    deployed.accuracy = evaluate(runtime, data_set.test, 256).accuracy;
     fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime ({} path): {:.4f}\n",
                qat ? fmt::format("int8 ({}-bit)", qat_bits(model)) : "float", output, deployed.model_bytes, runtime.int8_path(),
                *deployed.accuracy);

@@ -8,10 +8,16 @@
 namespace qnet {
 
 ImageSet::ImageSet(std::shared_ptr<const std::vector<uint8_t>> pixels, std::shared_ptr<const std::vector<int32_t>> labels,
-                   int64_t height, int64_t width)
-    : pixels_(std::move(pixels)), labels_(std::move(labels)), height_(height), width_(width), count_(labels_->size()) {
-  if (static_cast<int64_t>(pixels_->size()) != count_ * height * width)
-    throw std::invalid_argument(fmt::format("ImageSet: {} pixels for {} images of {}x{}", pixels_->size(), count_, height, width));
+                   int64_t height, int64_t width, int64_t channels)
+    : pixels_(std::move(pixels)),
+      labels_(std::move(labels)),
+      height_(height),
+      width_(width),
+      channels_(channels),
+      count_(static_cast<int64_t>(labels_->size())) {
+  if (height < 1 || width < 1 || channels < 1 || static_cast<int64_t>(pixels_->size()) != count_ * height * width * channels)
+    throw std::invalid_argument(fmt::format("ImageSet: {} bytes for {} images of {}x{}x{}", pixels_->size(), count_, height, width,
+                                            channels));
 }
 
 ImageSet ImageSet::slice(int64_t begin, int64_t count) const {
@@ -30,8 +36,8 @@ std::vector<int64_t> ImageSet::indices() const {
 }
 
 Batch ImageSet::batch(std::span<const int64_t> idx) const {
-  const int64_t n = static_cast<int64_t>(idx.size()), pixels = height_ * width_;
-  Batch b{Tensor({n, height_, width_, 1}), std::vector<int32_t>(n)};
+  const int64_t n = static_cast<int64_t>(idx.size()), pixels = image_bytes();
+  Batch b{Tensor({n, height_, width_, channels_}), std::vector<int32_t>(n)};
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* src = image(idx[i]);
     float* dst = b.x.data() + i * pixels;

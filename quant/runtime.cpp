@@ -695,9 +695,13 @@ std::vector<std::pair<std::string, double>> Runtime::step_times(const uint8_t* i
 RuntimeEvaluation evaluate(const Runtime& rt, const ImageSet& images, int64_t batch_size) {
   if (batch_size < 1) throw std::invalid_argument("evaluate: batch size must be >= 1");
   const InferenceModel& m = rt.model();
-  if (images.height() != m.H || images.width() != m.W || m.C != 1)
-    throw std::invalid_argument(fmt::format("evaluate: the model takes {}x{}x{} images, the data set has {}x{}x1", m.H, m.W, m.C,
-                                            images.height(), images.width()));
+  if (images.height() != m.H || images.width() != m.W || images.channels() != m.C)
+    throw std::invalid_argument(fmt::format("the model takes {}x{}x{} images, the data set has {}x{}x{}", m.H, m.W, m.C,
+                                            images.height(), images.width(), images.channels()));
+  for (int64_t i = 0; i < images.size(); ++i)
+    if (images.label(i) >= m.classes())
+      throw std::invalid_argument(fmt::format("test label {} at index {} is not below the model's {} classes", images.label(i), i,
+                                              m.classes()));
   RuntimeEvaluation e;
   std::vector<float> logits(static_cast<size_t>(batch_size) * m.classes());
   int64_t correct = 0;

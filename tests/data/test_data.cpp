@@ -1,10 +1,18 @@
 #include <zlib.h>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include "core/random.h"
 #include "data/dataset.h"
 #include "data/idx.h"
+#include "data/image_data.h"
+
+#include <filesystem>
+
+#include <unistd.h>
+
+#include "core/file_io.h"
 
 using namespace qnet;
 
@@ -117,4 +125,55 @@ TEST_CASE("batches are normalised to [0, 1] from the uint8 pixels", "[data]") {
   CHECK(b.x[0] == 12.f / 255.f);
   CHECK(b.x[7] == 3.f / 255.f);
   CHECK(b.labels == std::vector<int32_t>{3, 0});
+}
+
+namespace {
+// A data set folder with the given image dims (first = count) and label count per split.
+std::string idx_folder(const std::string& name, std::vector<uint32_t> train_dims, uint32_t train_labels, std::vector<uint32_t> test_dims,
+                       uint32_t test_labels) {
+  const std::string dir = (std::filesystem::temp_directory_path() / fmt::format("qnet-idx-{}-{}", name, ::getpid())).string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto images = [](std::vector<uint32_t> dims) {
+    size_t n = 1;
+    for (uint32_t d : dims) n *= d;
+    return idx_bytes(dims, n);
+  };
+  auto labels = [](uint32_t n) {
+    auto b = idx_bytes({n}, n);
+    for (uint32_t i = 0; i < n; ++i) b[8 + i] = static_cast<uint8_t>(i % 3);  // classes 0..2
+    return b;
+  };
+  const auto rank = [](const std::vector<uint32_t>& d) { return std::to_string(d.size()); };
+  write_file_atomic(dir + "/train-images-idx" + rank(train_dims) + "-ubyte", images(train_dims));
+  write_file_atomic(dir + "/train-labels-idx1-ubyte", labels(train_labels));
+  write_file_atomic(dir + "/t10k-images-idx" + rank(test_dims) + "-ubyte.gz", gzip(images(test_dims)));
+  write_file_atomic(dir + "/t10k-labels-idx1-ubyte", labels(test_labels));
+  return dir;
+}
+}  // namespace
+
+TEST_CASE("any IDX data set loads with its own shape and class count, and inconsistent ones are refused", "[data]") {
+  const std::string ok = idx_folder("ok", {6, 5, 4, 3}, 6, {4, 5, 4, 3}, 4);
+  const ImageData d = load_image_data(ok);
+  CHECK(d.train.image_shape() == Shape{5, 4, 3});
+  CHECK(d.test.size() == 4);
+  CHECK(d.classes == 3);
+  CHECK(load_image_data(ok, 7).classes == 7);
+  CHECK(d.train.batch(0, 2).x.shape() == Shape{2, 5, 4, 3});
+  CHECK(d.train.image(1)[0] == static_cast<uint8_t>(60 * 7));  // image 1 starts 5*4*3 bytes in
+  CHECK_THROWS_WITH(load_image_data(ok, 2), Catch::Contains("a label is 2, not below --classes 2"));
+  const std::string counts = idx_folder("counts", {6, 5, 4}, 5, {4, 5, 4}, 4);
+  CHECK_THROWS_WITH(load_image_data(counts), Catch::Contains("holds 6 images but") && Catch::Contains("holds 5 labels"));
+  const std::string shapes = idx_folder("shapes", {6, 5, 4}, 6, {4, 4, 5}, 4);
+  CHECK_THROWS_WITH(load_image_data(shapes), Catch::Contains("training images are [5, 4, 1], test images [4, 5, 1]"));
+  const std::string channels = idx_folder("channels", {6, 5, 4, 5}, 6, {4, 5, 4, 5}, 4);
+  CHECK_THROWS_WITH(load_image_data(channels), Catch::Contains("5 channels (expected 1..4)"));
+  const std::string rank2 = idx_folder("rank2", {6, 20}, 6, {4, 20}, 4);
+  CHECK_THROWS_WITH(load_image_data(rank2), Catch::Contains("rank 2 (expected 3)"));
+  CHECK(load_test_images(ok).size() == 4);  // the training files are not read
+  std::filesystem::remove(ok + "/train-images-idx4-ubyte");
+  CHECK(load_test_images(ok).size() == 4);
+  CHECK_THROWS_WITH(load_image_data(ok), Catch::Contains("no training images file"));
+  for (const std::string& dir : {ok, counts, shapes, channels, rank2}) std::filesystem::remove_all(dir);
 }

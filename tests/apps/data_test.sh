@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Any IDX data set (issue 14, item 2), made here from MNIST's bytes with new IDX headers: its
+# 28x28 images read as 56x14x1 ("tall", 1 channel) and as 14x28x2 (rank 4, 2 channels), gzip-
+# compressed, EMNIST-style file names, and a --classes above the labels. train, evaluate, quantize,
+# samples and infer take the shapes from the files. Needs MNIST (scripts/test fetches it).
+# Usage: data_test.sh BIN_DIR
+set -u
+bin="$1"
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
+cd "$tmp" || exit 1
+mnist="${QNET_DATA_DIR:-$HOME/.cache/qnet/mnist}"
+
+be32() { printf "\\x$(printf %02x $(($1 >> 24 & 255)))\\x$(printf %02x $(($1 >> 16 & 255)))\\x$(printf %02x $(($1 >> 8 & 255)))\\x$(printf %02x $(($1 & 255)))"; }
+make_set() {  # DIR PREFIX DIMS...
+  local dir="$1" prefix="$2"
+  shift 2
+  mkdir -p "$dir"
+  local rank=$(( $# + 1 ))
+  { printf '\x00\x00\x08'"\\x$(printf %02x $rank)"; be32 60000; for d in "$@"; do be32 "$d"; done
+    tail -c +17 "$mnist/train-images-idx3-ubyte"; } | gzip -c >"$dir/${prefix}train-images-idx${rank}-ubyte.gz"
+  { printf '\x00\x00\x08'"\\x$(printf %02x $rank)"; be32 10000; for d in "$@"; do be32 "$d"; done
+    tail -c +17 "$mnist/t10k-images-idx3-ubyte"; } | gzip -c >"$dir/${prefix}test-images-idx${rank}-ubyte.gz"
+  gzip -c "$mnist/train-labels-idx1-ubyte" >"$dir/${prefix}train-labels-idx1-ubyte.gz"
+  cp "$mnist/t10k-labels-idx1-ubyte" "$dir/${prefix}test-labels-idx1-ubyte"
+}
+make_set tall "" 56 14
+make_set multi "emnist-like-" 14 28 2
+
+"$bin/train" --qat --epochs 1 --data-dir tall -o tall.qbin --checkpoint tall_qat.qbin --metrics tall.json >tall.log 2>&1
+check "train --qat on 56x14x1 images from gzip files" test $? -eq 0
+check "... builds the reference layers for that shape" grep -q "Training on 54000 images of \[56, 14, 1\] in 10 classes" tall.log
+check "... and its int8 model is accurate (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" tall.json'
+check "... equal to the fake-quantized accuracy within 0.001" bash -c '
+  q=$(sed -n "s/.*\"test_accuracy\": \([0-9.]*\).*/\1/p" tall.json | head -1); i=$(sed -n "s/.*\"int8_test_accuracy\": \([0-9.]*\).*/\1/p" tall.json)
+  awk -v q="$q" -v i="$i" "BEGIN { d = q - i; exit !(d < 0.001 && d > -0.001) }"'
+"$bin/evaluate" tall.qbin --data-dir tall --json >tall_eval.json
+check "evaluate runs it on that test set" grep -q '"images": 10000' tall_eval.json
+ONEDNN_MAX_CPU_ISA=AVX2 "$bin/evaluate" tall.qbin --data-dir tall --json >tall_avx2.json
+check "... with the same accuracy on the split-weights path" bash -c '
+  test "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" tall_eval.json)" = "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" tall_avx2.json)"'
+"$bin/evaluate" tall.qbin >mnist_eval.txt 2>&1
+check "evaluate refuses MNIST for a 56x14 model, naming both shapes" grep -q "the model takes 56x14x1 images, the data set has 28x28x1" mnist_eval.txt
+
+"$bin/train" --qat --epochs 1 --data-dir multi --classes 12 -o multi.qbin --checkpoint multi_qat.qbin --metrics multi.json >multi.log 2>&1
+check "train --qat on 14x28x2 images (rank-4 IDX, EMNIST-style names) with --classes 12" test $? -eq 0
+check "... gives 12 outputs" grep -q "(None, 12)" multi.log
+check "... and an accurate int8 model (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" multi.json'
+"$bin/train" --epochs 1 --data-dir multi -o multi_float.qbin >/dev/null 2>&1
+"$bin/quantize" multi_float.qbin -o multi_ptq.qbin --data-dir multi >ptq.log 2>&1
+check "quantize (PTQ) calibrates on that data set" grep -q "int8 test accuracy on the oneDNN runtime: 0\.9" ptq.log
+"$bin/train" --data-dir multi --classes 5 >few.log 2>&1
+check "--classes below a label is refused" grep -q "a label is 9, not below --classes 5" few.log
+"$bin/infer" multi.qbin x.png >infer_multi.txt 2>&1
+check "infer refuses a 2-channel model with a reason" grep -q "takes 14x28x2 images; infer reads grayscale" infer_multi.txt
+
+"$bin/samples" --count 3 --data-dir tall --out tall_png >/dev/null
+check "samples writes the test images at their size" test "$(ls tall_png/*.png | wc -l)" -eq 3
+"$bin/infer" tall.qbin --raw tall_png/0000_7.png --json >tall_infer.json
+check "infer --raw runs a 56x14 model on a 56x14 PNG, naming the class" grep -q '"class": 7' tall_infer.json
+"$bin/infer" tall.qbin tall_png/0000_7.png >resized.txt
+check "... and resizes other sizes plainly" grep -q "tall_png/0000_7.png: class" resized.txt
+
+mkdir -p two
+cp tall/*train-images* two/
+cp tall/*train-images* two/x-train-images-idx3-ubyte.gz
+"$bin/train" --data-dir two >two.log 2>&1
+check "two candidate files are refused, both named" grep -q "2 training images files in two: .*(expected one)" two.log
+finish
