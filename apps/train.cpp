@@ -18,6 +18,7 @@
 #include "core/parallel.h"
 #include "core/qbin.h"
 #include "data/mnist.h"
+#include "layers/model_spec.h"
 #include "layers/sequential.h"
 #include "optim/trainer.h"
 #include "quant/export.h"
@@ -83,6 +84,9 @@ int train_main(int argc, char** argv) {
        number_value("0"))
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
       ("classes", "Number of classes (0 = the largest label + 1)", number_value("0"))
+      ("model", "The layers, as a spec or a file holding one, e.g. 'conv2d(32, 3, relu) maxpool2d(2) flatten dropout(0.5) dense(10)' "
+       "(docs/tutorial.md; default: the article's conv2d(12, 3, relu) maxpool2d(2) flatten dense(CLASSES))",
+       cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
   add_data_dir_option(options);
   add_threads_option(options);
@@ -119,6 +123,13 @@ int train_main(int argc, char** argv) {
     throw UsageError(fmt::format("--metrics {} is also a model path (expected a file of its own)", metrics));
   if (qat && !init.empty() && same_file(init, output))
     throw UsageError(fmt::format("-o {} is the --init model: the int8 export would replace it (expected another path)", output));
+  std::string spec = args["model"].as<std::string>();
+  if (args.count("model") && !init.empty()) throw UsageError("--model and --init both give the layers (expected one of them)");
+  if (args.count("model") && spec.empty()) throw UsageError("--model '' (expected a model spec or a file holding one)");
+  if (std::error_code ec; !spec.empty() && std::filesystem::is_regular_file(spec, ec)) {
+    const std::vector<uint8_t> text = read_file(spec, 1 << 20);
+    spec.assign(text.begin(), text.end());
+  }
 
   use_threads_option(args);
   Rng rng(seed);
@@ -127,7 +138,15 @@ int train_main(int argc, char** argv) {
   if (!init.empty()) loaded = load_any_model(init, observer_options);
   const ImageData data_set = load_image_data(mnist_dir(args["data-dir"].as<std::string>()), classes_option);
   const Shape image_shape = data_set.train.image_shape();
-  Sequential model = loaded ? std::move(*loaded) : reference_model(image_shape, data_set.classes, rng);
+  Sequential model = [&] {
+    if (loaded) return std::move(*loaded);
+    if (spec.empty()) return reference_model(image_shape, data_set.classes, rng);
+    try {
+      return model_from_spec(spec, image_shape, rng);
+    } catch (const SpecError& e) {
+      throw UsageError(fmt::format("--model: {}", e.what()));
+    }
+  }();
   if (model.input_shape() != image_shape || model.output_shape(model.input_shape()) != Shape{data_set.classes})
     throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected the data's {} images and {} classes)", init,
                                          shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape())),

@@ -93,6 +93,26 @@ class Flatten : public Module {
   std::string type_name() const override { return "Flatten"; }
 };
 
+// Dropout (training only): in training mode each element is kept with probability 1 - rate and
+// scaled by 1 / (1 - rate) (inverted dropout, as Keras); in evaluation mode, and in every exported
+// or deployed model, it is the identity. Its masks come from its own Rng, seeded when it is made,
+// so a seed still gives the same training run.
+class Dropout : public Module {
+ public:
+  Dropout(float rate, uint64_t seed);
+  ~Dropout() override;
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override { return input; }
+  std::string type_name() const override { return "Dropout"; }
+  qbin::LayerRecord to_record() const override;
+  static std::unique_ptr<Dropout> from_record(const qbin::LayerRecord& r);
+  float rate() const { return rate_; }
+
+ private:
+  float rate_;
+  std::unique_ptr<Rng> rng_;
+};
+
 class ReLU : public Module {
  public:
   Variable forward(const Variable& x) override { return relu(x); }

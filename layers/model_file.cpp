@@ -33,6 +33,7 @@ Sequential from_qbin(const qbin::Model& file) {
     else if (r.kind == "MaxPool2D") layer = MaxPool2D::from_record(r);
     else if (r.kind == "Flatten") layer = std::make_unique<Flatten>();
     else if (r.kind == "ReLU") layer = std::make_unique<ReLU>();
+    else if (r.kind == "Dropout") layer = Dropout::from_record(r);
     else throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", qbin::shown(r.name), qbin::shown(r.kind)));
     for (const auto& t : r.tensors)
       if (t.dtype != qbin::DType::kF32)

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "core/random.h"
 #include "layers/layers.h"
 
 namespace qnet {
@@ -29,6 +30,35 @@ std::unique_ptr<MaxPool2D> MaxPool2D::from_record(const qbin::LayerRecord& r) {
   auto p = std::make_unique<MaxPool2D>(o);
   p->set_name(r.name);
   return p;
+}
+
+Dropout::Dropout(float rate, uint64_t seed) : rate_(rate), rng_(std::make_unique<Rng>(seed)) {
+  if (!(rate >= 0.f && rate < 1.f)) throw std::invalid_argument(fmt::format("Dropout: rate {} (expected 0 <= rate < 1)", rate));
+}
+
+Dropout::~Dropout() = default;
+
+Variable Dropout::forward(const Variable& x) {
+  if (!training() || rate_ == 0.f) return x;
+  Tensor mask(x.value().shape());
+  const float keep = 1.f - rate_, scale = 1.f / keep;
+  for (int64_t i = 0; i < mask.numel(); ++i) mask[i] = rng_->uniform01() < keep ? scale : 0.f;
+  return mul(x, Variable(std::move(mask), false));
+}
+
+qbin::LayerRecord Dropout::to_record() const {
+  qbin::LayerRecord r = Module::to_record();
+  r.floats = {{"rate", rate_}};
+  return r;
+}
+
+std::unique_ptr<Dropout> Dropout::from_record(const qbin::LayerRecord& r) {
+  const float rate = r.get_float("rate");
+  if (!(rate >= 0.f && rate < 1.f))
+    throw qbin::FormatError(fmt::format("layer '{}' (Dropout): rate {} (expected 0 <= rate < 1)", qbin::shown(r.name), rate));
+  auto d = std::make_unique<Dropout>(rate, 0);
+  d->set_name(r.name);
+  return d;
 }
 
 }  // namespace qnet

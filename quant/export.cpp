@@ -79,8 +79,8 @@ qbin::Model export_int8(const Sequential& model) {
         throw std::invalid_argument(fmt::format("export: layer '{}' has zero point {} (expected 0 after ReLU)", relu->name(), p.zero_point));
       m.layers.push_back({"ReLU", relu->name(), {{"output_bits", relu->bits()}, {"output_zero_point", 0}}, {{"output_scale", p.scale}}, {}});
       scale = p.scale;
-    } else {
-      m.layers.push_back(layer.to_record());  // MaxPool2D, Flatten: the grid passes through
+    } else if (layer.type_name() != "Dropout") {  // training only: not in the deployed model
+      m.layers.push_back(layer.to_record());       // MaxPool2D, Flatten: the grid passes through
     }
   }
   return m;

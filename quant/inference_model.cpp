@@ -203,6 +203,8 @@ InferenceModel inference_model(const qbin::Model& file) {
       b.m.stages.push_back({r.name, FlattenStage{}, 1, 1, b.C});
     } else if (r.kind == "Dense") {
       b.dense(r);
+    } else if (r.kind == "Dropout" && b.m.precision == Precision::kF32) {
+      continue;  // a float model's Dropout: the identity at inference
     } else if (r.kind == "ReLU") {
       fail(r, "the runtime runs ReLU fused into the Conv2D before it; this one follows no Conv2D");
     } else {

@@ -102,7 +102,7 @@ void prepare_qat(Sequential& model, const QatOptions& o) {
         throw std::invalid_argument(fmt::format("prepare_qat: Dense '{}' is not the last layer (only the logits layer stays float at its output)",
                                                 model.layer(i).name()));
       model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
-    } else if (type != "MaxPool2D" && type != "Flatten") {
+    } else if (type != "MaxPool2D" && type != "Flatten" && type != "Dropout") {
       throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) has no int8 form", model.layer(i).name(), type));
     }
   }

@@ -82,6 +82,11 @@ expect "threads above 4 per core are refused" 2 "threads '$((max_threads + 1))' 
 expect "threads 100000 are refused, not started" 2 "threads '100000'" -- "$bin/evaluate" "$tmp/bad.qbin" --threads 100000
 expect "threads at the limit are accepted (the model is what fails)" 1 "not a qbin model" -- "$bin/evaluate" "$tmp/bad.qbin" --threads $max_threads
 
+# --model: a bad spec points at its token (needs MNIST: the spec is built for the data's shape).
+expect "train --model with an unknown layer names it and where" 2 "--model: at character 14 ('conv2x'): unknown layer" -- "$bin/train" --model 'conv2d(8, 3) conv2x'
+expect "train --model and --init together" 2 "--model and --init both give the layers" -- "$bin/train" --model 'flatten dense(10)' --init "$tmp/bad.qbin"
+expect "train --qat with a conv not followed by relu says why" 1 "is not followed by ReLU" -- "$bin/train" --qat --model 'conv2d(8, 3) flatten dense(10)'
+
 if "$bin/train" --help | grep -q -- "--validation-split"; then echo "ok   help"; else echo "FAIL help"; failures=$((failures + 1)); fi
 echo "$failures failed"
 [[ $failures -eq 0 ]]

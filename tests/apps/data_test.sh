@@ -60,6 +60,12 @@ check "infer --raw runs a 56x14 model on a 56x14 PNG, naming the class" grep -q 
 "$bin/infer" tall.qbin tall_png/0000_7.png >resized.txt
 check "... and resizes other sizes plainly" grep -q "tall_png/0000_7.png: class" resized.txt
 
+# A model from a spec file (comments, one layer a line) on the 56x14 data: trains and deploys.
+printf '# two convs for tall images\nconv2d(8, 3, relu)\nmaxpool2d(2)\nconv2d(16, 3, relu)\nflatten\ndropout(0.25)\ndense(10)\n' >tall.spec
+"$bin/train" --qat --epochs 1 --data-dir tall --model tall.spec -o spec.qbin --checkpoint spec_qat.qbin --metrics spec.json >spec.log 2>&1
+check "train --model FILE builds the spec's layers" grep -q "dropout (Dropout)" spec.log
+check "... and its int8 model (Dropout left out) is accurate (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" spec.json'
+
 mkdir -p two
 cp tall/*train-images* two/
 cp tall/*train-images* two/x-train-images-idx3-ubyte.gz

@@ -1,0 +1,105 @@
+// Models from a spec (layers/model_spec.h) and the Dropout layer.
+#include <catch2/catch.hpp>
+
+#include "core/qbin.h"
+#include "core/random.h"
+#include "layers/model_spec.h"
+#include "quant/export.h"
+#include "quant/inference_model.h"
+#include "quant/qat.h"
+#include "tests/grad_check.h"
+
+using namespace qnet;
+
+namespace {
+const char* const kKeras = "conv2d(32, 3, relu) maxpool2d(2) conv2d(64, 3, relu) maxpool2d(2) flatten dropout(0.5) dense(10)";
+
+std::string spec_error(const std::string& spec, const Shape& input = {28, 28, 1}) {
+  Rng rng(1);
+  try {
+    model_from_spec(spec, input, rng);
+  } catch (const SpecError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("Keras' classic MNIST convnet builds from its spec", "[layers][spec]") {
+  Rng rng(1);
+  Sequential m = model_from_spec(kKeras, {28, 28, 1}, rng);
+  CHECK(m.size() == 9);  // conv, relu, pool, conv, relu, pool, flatten, dropout, dense
+  CHECK(m.output_shape({28, 28, 1}) == Shape{10});
+  CHECK(m.parameter_count() == 34826);  // Keras' summary of the same model
+  CHECK(m.layer(7).type_name() == "Dropout");
+  Rng a(2), b(2);
+  CHECK(model_from_spec(reference_spec(10), {28, 28, 1}, a).parameter_count() == reference_model({28, 28, 1}, 10, b).parameter_count());
+}
+
+TEST_CASE("spec options: sizes NxM, strides, same padding, dense activations, comments and new lines", "[layers][spec]") {
+  Rng rng(1);
+  Sequential m = model_from_spec("# a file form\nCONV2D(8, 3x5, stride=2, padding=same, activation=relu)\n"
+                                 "maxpool2d(2x1, stride=1)  # tall windows\nflatten, dense(16, relu), dense(4)",
+                                 {20, 20, 3}, rng);
+  CHECK(m.layer(0).output_shape({20, 20, 3}) == Shape{10, 10, 8});
+  CHECK(m.layer(2).output_shape({10, 10, 8}) == Shape{9, 10, 8});
+  CHECK(m.output_shape({20, 20, 3}) == Shape{4});
+  CHECK(m.layer(4).type_name() == "Dense");
+  CHECK(m.layer(5).type_name() == "ReLU");
+}
+
+TEST_CASE("a bad spec is refused with the position and text of the offending token", "[layers][spec]") {
+  CHECK(spec_error("conv2d(8, 3, relu) conv2x(2)") == "at character 20 ('conv2x'): unknown layer (expected conv2d, maxpool2d, relu, flatten, "
+                                                     "dropout or dense)");
+  CHECK_THAT(spec_error("conv2d(8, 3y3)"), Catch::StartsWith("at character 11 ('3y3'): kernel size"));
+  CHECK_THAT(spec_error("conv2d(8, 3 maxpool2d(2)"), Catch::Contains("expected ',' or ')' in conv2d(...)"));
+  CHECK_THAT(spec_error("conv2d(8, 3, 4)"), Catch::Contains("('4'): conv2d takes 2 positional arguments (filters, kernel)"));
+  CHECK_THAT(spec_error("conv2d(8, 3, strides=2)"), Catch::Contains("('strides'): conv2d has no argument 'strides'"));
+  CHECK_THAT(spec_error("conv2d(8, 3, padding=full)"), Catch::Contains("('full'): padding (expected valid or same)"));
+  CHECK_THAT(spec_error("conv2d(kernel=3)"), Catch::Contains("('conv2d'): conv2d needs 'filters'"));
+  CHECK_THAT(spec_error("conv2d(8, 3) dense(10)"), Catch::Contains("('dense'): dense needs a flat input, not [26, 26, 8] (put flatten before it)"));
+  CHECK_THAT(spec_error("flatten conv2d(8, 3)"), Catch::Contains("conv2d needs an image input"));
+  CHECK_THAT(spec_error("conv2d(8, 30)"), Catch::Contains("('conv2d'): does not fit its input"));
+  CHECK_THAT(spec_error("flatten dropout(1.5) dense(10)"), Catch::Contains("('1.5'): dropout rate (expected 0 <= rate < 1)"));
+  CHECK_THAT(spec_error("flatten dense(0)"), Catch::Contains("('0'): units (expected an integer in 1..65536)"));
+  CHECK_THAT(spec_error("relu(2)"), Catch::Contains("relu takes no arguments"));
+  CHECK_THAT(spec_error("conv2d(8, 3, relu, relu)"), Catch::Contains("activation given twice"));
+  CHECK_THAT(spec_error("  # nothing\n"), Catch::StartsWith("an empty model spec"));
+}
+
+TEST_CASE("Dropout drops about its rate in training, scales the rest, and is the identity otherwise", "[layers][spec]") {
+  Dropout d(0.25f, 7);
+  const Variable x(Tensor::full({1000, 10}, 2.f), true);
+  Variable y = d.forward(x);
+  int64_t zeros = 0;
+  for (int64_t i = 0; i < y.value().numel(); ++i) {
+    CHECK((y.value()[i] == 0.f || y.value()[i] == Approx(2.f / 0.75f)));
+    zeros += y.value()[i] == 0.f;
+  }
+  CHECK(zeros > 2300);  // 10,000 elements, 2,500 expected
+  CHECK(zeros < 2700);
+  sum(y).backward();  // the gradient is the mask itself
+  for (int64_t i = 0; i < y.value().numel(); ++i) CHECK(x.grad()[i] == Approx(y.value()[i] / 2.f));
+  d.set_training(false);
+  CHECK(d.forward(x).value().to_vector() == x.value().to_vector());
+}
+
+TEST_CASE("Dropout is saved in float files and left out of int8 ones; the runtime skips it", "[layers][spec]") {
+  Rng rng(3);
+  Sequential m = model_from_spec("conv2d(4, 3, relu) maxpool2d(2) flatten dropout(0.3) dense(10)", {28, 28, 1}, rng);
+  const qbin::Model file = to_qbin(m);
+  Sequential back = from_qbin(file);
+  REQUIRE(back.layer(4).type_name() == "Dropout");
+  CHECK(dynamic_cast<Dropout&>(back.layer(4)).rate() == Approx(0.3f));
+  const InferenceModel f32 = inference_model(file);  // no Dropout stage
+  CHECK(f32.stages.size() == 4);
+  prepare_qat(m, {.bits = 8, .observer = {}});
+  {
+    NoGradGuard no_grad;
+    m.set_training(false);
+    m.forward(Variable(testing::random_tensor({4, 28, 28, 1}, rng, 0.f, 1.f), false));
+  }
+  const qbin::Model int8 = export_int8(m);
+  for (const auto& r : int8.layers) CHECK(r.kind != "Dropout");
+  CHECK(inference_model(int8).stages.size() == 4);
+}
