@@ -148,7 +148,8 @@ int train_main(int argc, char** argv) {
     }
   }();
   if (model.input_shape() != image_shape || model.output_shape(model.input_shape()) != Shape{data_set.classes})
-    throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected the data's {} images and {} classes)", init,
+    throw std::runtime_error(fmt::format("{}: the model takes {} and gives {} (expected the data's {} images and {} classes)",
+                                         init.empty() ? "--model" : init,
                                          shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape())),
                                          shape_str(image_shape), data_set.classes));
   if (qat && !is_qat(model)) {
