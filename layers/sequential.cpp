@@ -38,17 +38,30 @@ std::string with_thousands(int64_t n) {
 }
 }  // namespace
 
+void Sequential::name_new(Module& layer) const {
+  if (!layer.name().empty()) return;
+  const std::string base = snake_case(layer.type_name());
+  int count = 0;
+  for (const auto& l : layers_)
+    if (snake_case(l->type_name()) == base) ++count;
+  layer.set_name(count == 0 ? base : fmt::format("{}_{}", base, count));
+}
+
 Module& Sequential::add(std::unique_ptr<Module> layer) {
-  if (layer->name().empty()) {
-    const std::string base = snake_case(layer->type_name());
-    int count = 0;
-    for (const auto& l : layers_)
-      if (snake_case(l->type_name()) == base) ++count;
-    layer->set_name(count == 0 ? base : fmt::format("{}_{}", base, count));
-  }
+  name_new(*layer);
   layer->output_shape(output_shape(input_shape_));  // throws if the shapes do not chain
   layers_.push_back(std::move(layer));
   return *layers_.back();
+}
+
+Module& Sequential::insert(size_t i, std::unique_ptr<Module> layer) {
+  if (i > layers_.size()) throw std::out_of_range(fmt::format("Sequential::insert at {} of {} layers", i, layers_.size()));
+  Shape before = input_shape_;
+  for (size_t k = 0; k < i; ++k) before = layers_[k]->output_shape(before);
+  if (layer->output_shape(before) != before)
+    throw std::invalid_argument(fmt::format("Sequential::insert: a {} changes the shape {}", layer->type_name(), shape_str(before)));
+  name_new(*layer);
+  return **layers_.insert(layers_.begin() + static_cast<std::ptrdiff_t>(i), std::move(layer));
 }
 
 void Sequential::transform(size_t i, const std::function<std::unique_ptr<Module>(std::unique_ptr<Module>)>& make) {
@@ -106,7 +119,7 @@ std::string Sequential::summary() {
     const int64_t params = layers_[i]->parameter_count();
     total += params;
     const std::string label = fmt::format("{} ({})", layers_[i]->name(), layers_[i]->type_name());
-    out += fmt::format(" {:<28}{:<26}{}\n", label, fmt::format("(None, {})", fmt::join(s, ", ")), with_thousands(params));
+    out += fmt::format(" {:<27} {:<26}{}\n", label, fmt::format("(None, {})", fmt::join(s, ", ")), with_thousands(params));
     out += (i + 1 < layers_.size()) ? "\n" : "";
   }
   out += fmt::format("{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: 0\n{}\n", double_rule,

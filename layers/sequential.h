@@ -36,6 +36,8 @@ class Sequential : public Module {
   // Replaces layer i by make(old layer) (used by transforms such as QAT); the new layer keeps
   // the old name.
   void transform(size_t i, const std::function<std::unique_ptr<Module>(std::unique_ptr<Module>)>& make);
+  // Puts a shape-preserving layer before layer i (i == size(): at the end), named as add() names.
+  Module& insert(size_t i, std::unique_ptr<Module> layer);
 
   // On (the default), forward runs Conv2D -> ReLU -> MaxPool2D (and their QAT forms) as one
   // fused op: same values, a fraction of the memory traffic (docs/performance.md). Off runs
@@ -46,6 +48,8 @@ class Sequential : public Module {
   std::string summary();
 
  private:
+  void name_new(Module& layer) const;  // Keras' name for an unnamed layer: "conv2d", "conv2d_1", ...
+
   Shape input_shape_;
   std::vector<std::unique_ptr<Module>> layers_;
   bool fusion_ = true;

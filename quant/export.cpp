@@ -54,6 +54,11 @@ qbin::LayerRecord quantize_layer(const QatWeights& q, float s_in) {
   return r;
 }
 
+QParams observed_qparams(const std::string& name, const MovingAverageObserver& observer, int bits) {
+  if (!observer.initialized()) throw std::invalid_argument(fmt::format("export: layer '{}' has no observed activation range", name));
+  return observer.qparams(bits);
+}
+
 }  // namespace
 
 qbin::Model export_int8(const Sequential& model) {
@@ -71,13 +76,15 @@ qbin::Model export_int8(const Sequential& model) {
     if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) {
       m.layers.push_back(quantize_layer(*q, scale));
     } else if (const auto* relu = dynamic_cast<const QatReLU*>(&layer)) {
-      const MovingAverageObserver& obs = relu->observer();
-      if (!obs.initialized())
-        throw std::invalid_argument(fmt::format("export: layer '{}' has no observed activation range", relu->name()));
-      const QParams p = obs.qparams(relu->bits());
+      const QParams p = observed_qparams(relu->name(), relu->observer(), relu->bits());
       if (p.zero_point != 0)
         throw std::invalid_argument(fmt::format("export: layer '{}' has zero point {} (expected 0 after ReLU)", relu->name(), p.zero_point));
       m.layers.push_back({"ReLU", relu->name(), {{"output_bits", relu->bits()}, {"output_zero_point", 0}}, {{"output_scale", p.scale}}, {}});
+      scale = p.scale;
+    } else if (const auto* quantize = dynamic_cast<const QatQuantize*>(&layer)) {
+      const QParams p = observed_qparams(quantize->name(), quantize->observer(), quantize->bits());
+      m.layers.push_back({"Quantize", quantize->name(), {{"output_bits", quantize->bits()}, {"output_zero_point", p.zero_point}},
+                          {{"output_scale", p.scale}}, {}});
       scale = p.scale;
     } else if (layer.type_name() != "Dropout") {  // training only: not in the deployed model
       m.layers.push_back(layer.to_record());       // MaxPool2D, Flatten: the grid passes through
@@ -100,30 +107,33 @@ void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOpti
     Variable x(calibration.batch(begin, std::min(o.batch_size, calibration.size() - begin)).x, false);
     for (size_t i = 0; i < model.size(); ++i) {
       Module& layer = model.layer(i);
-      if (auto* q = dynamic_cast<QatWeights*>(&layer)) {
-        x = q->inner().forward(x);  // the float layer: PTQ calibrates the float model
-      } else if (dynamic_cast<QatReLU*>(&layer)) {
-        x = relu(x);
-        ranges[i].observe(x.value());
-        if (o.method == CalibrationMethod::kPercentile)
-          seen[i].insert(seen[i].end(), x.value().data(), x.value().data() + x.value().numel());
-      } else {
-        x = layer.forward(x);
-      }
+      const bool observed = dynamic_cast<QatReLU*>(&layer) || dynamic_cast<QatQuantize*>(&layer);
+      if (auto* q = dynamic_cast<QatWeights*>(&layer)) x = q->inner().forward(x);  // the float layer: PTQ calibrates the float model
+      else if (dynamic_cast<QatReLU*>(&layer)) x = relu(x);
+      else if (!observed) x = layer.forward(x);  // a QatQuantize is the identity in the float model
+      if (!observed) continue;
+      ranges[i].observe(x.value());
+      if (o.method == CalibrationMethod::kPercentile) seen[i].insert(seen[i].end(), x.value().data(), x.value().data() + x.value().numel());
     }
   }
   for (size_t i = 0; i < model.size(); ++i) {
-    auto* q = dynamic_cast<QatReLU*>(&model.layer(i));
-    if (!q) continue;
-    float top = ranges[i].max();
-    if (o.method == CalibrationMethod::kPercentile && !seen[i].empty()) {
+    auto* relu_layer = dynamic_cast<QatReLU*>(&model.layer(i));
+    auto* quantize = dynamic_cast<QatQuantize*>(&model.layer(i));
+    if (!relu_layer && !quantize) continue;
+    float bottom = relu_layer ? 0.f : ranges[i].min(), top = ranges[i].max();
+    if (o.method == CalibrationMethod::kPercentile && !seen[i].empty()) {  // the top p% (and for signed values the bottom p%)
       std::vector<float>& v = seen[i];
-      const size_t k = std::min(v.size() - 1, static_cast<size_t>(o.percentile / 100.0 * static_cast<double>(v.size() - 1)));
-      std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-      top = v[k];
+      const auto nth = [&](double fraction) {
+        const size_t k = std::min(v.size() - 1, static_cast<size_t>(fraction * static_cast<double>(v.size() - 1)));
+        std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+        return v[k];
+      };
+      top = nth(o.percentile / 100.0);
+      if (quantize) bottom = std::min(nth(1.0 - o.percentile / 100.0), 0.f);
     }
-    q->observer().set_range(0.f, top);
-    q->observer().freeze();
+    MovingAverageObserver& observer = relu_layer ? relu_layer->observer() : quantize->observer();
+    observer.set_range(bottom, top);
+    observer.freeze();
   }
 }
 

@@ -24,7 +24,7 @@ enum class CalibrationMethod { kMinMax, kPercentile };
 struct PtqOptions {
   int bits = 8;
   CalibrationMethod method = CalibrationMethod::kMinMax;
-  double percentile = 99.99;  // kPercentile: the range's top is this percentile of the activations
+  double percentile = 99.99;  // kPercentile: the range's top is this percentile of the activations (its bottom, after no ReLU, 100 - p)
   int64_t batch_size = 256;
 };
 

@@ -82,20 +82,80 @@ void check_kernel_codes(const LayerRecord& r, const std::vector<int8_t>& k, int 
     if (v < -qmax || v > qmax) fail(r, fmt::format("kernel code {} outside [-{}, {}] for {} bits", v, qmax, qmax, bits));
 }
 
-// |acc| <= K * 255 * 127 + |b_q| must fit int32: the accumulator cannot overflow.
-void check_accumulator(const LayerRecord& r, int64_t K, const std::vector<int32_t>& bias) {
+// |acc| <= K * 255 * 127 + |b_q| must fit int32: the accumulator cannot overflow. With an input
+// zero point the runtime folds -z_in * sum w into the bias (quant/runtime.cpp), which can add
+// as much again.
+void check_accumulator(const LayerRecord& r, int64_t K, const std::vector<int32_t>& bias, int32_t input_zero_point) {
   int64_t max_bias = 0;
   for (int32_t b : bias) max_bias = std::max<int64_t>(max_bias, std::abs(static_cast<int64_t>(b)));
-  if (K * 255 * 127 + max_bias > std::numeric_limits<int32_t>::max())
+  if (K * 255 * 127 * (input_zero_point ? 2 : 1) + max_bias > std::numeric_limits<int32_t>::max())
     fail(r, fmt::format("a {}-term int8 dot product with bias up to {} can overflow the int32 accumulator", K, max_bias));
 }
+
+// What follows a Conv2D or Dense in the file, fused into its stage.
+struct Activation {
+  bool relu = false;
+  bool f32 = true;             // int8 models: the float logits rather than u8 codes
+  float scale = 1.f;           // u8 output
+  int32_t zero_point = 0;      // u8 output
+  const LayerRecord* record = nullptr;  // the record consumed with the layer, if any
+};
 
 struct Builder {
   InferenceModel m;
   float scale = 1.f / 255.f;  // the current activation scale (int8 models)
+  int32_t zero = 0;           // the current activation zero point (int8 models, u8 codes)
+  bool f32 = true;            // the current activation is floats (f32 models; int8 after the logits layer)
   int H = 0, W = 0, C = 0;
 
-  void conv(const LayerRecord& r, const LayerRecord* relu) {
+  // The activation of the weighted layer r, from the record after it (or none). int8: a ReLU
+  // with output_bits or a Quantize record gives u8 codes; anything else makes r the layer that
+  // gives the float logits.
+  Activation activation(const LayerRecord& r, const LayerRecord* next) const {
+    Activation a;
+    const bool quantized = next && next->get_int("output_bits", 0) != 0;
+    if (m.precision == Precision::kF32) {
+      a.relu = next && next->kind == "ReLU";
+      a.record = a.relu ? next : nullptr;
+      return a;
+    }
+    if (f32) fail(r, "follows the layer that gives the float logits (in an int8 model only the last Conv2D or Dense gives floats)");
+    if (next && quantized && (next->kind == "ReLU" || next->kind == "Quantize")) {
+      a.relu = next->kind == "ReLU";
+      a.f32 = false, a.record = next;
+      a.scale = next->get_float("output_scale");
+      a.zero_point = next->get_int("output_zero_point");
+      const int32_t qmax = (1 << m.bits) - 1;
+      const int32_t zero_max = a.relu ? 0 : qmax;
+      if (!sane_scale(a.scale) || a.zero_point < 0 || a.zero_point > zero_max || next->get_int("output_bits") != m.bits)
+        fail(*next, fmt::format("output scale {}, zero point {}, {} bits (expected {}, zero point {}, {} bits)", a.scale, a.zero_point,
+                                next->get_int("output_bits"), kScaleRange, a.relu ? "0" : fmt::format("0..{}", qmax), m.bits));
+      return a;
+    }
+    a.relu = next && next->kind == "ReLU" && !quantized;  // a float ReLU on the logits
+    a.record = a.relu ? next : nullptr;
+    return a;
+  }
+
+  // Appends the stage; in an int8 model its activation becomes the current one.
+  void push(const LayerRecord& r, StageOp op, const Activation& a) {
+    Stage st{r.name, std::move(op), H, W, C, true, 0};
+    if (m.precision == Precision::kInt8) {
+      st.f32_output = a.f32, st.zero_point = a.zero_point;
+      f32 = a.f32, zero = a.zero_point;
+      if (!a.f32) scale = a.scale;
+    }
+    m.stages.push_back(std::move(st));
+  }
+
+  // int8 output scales of a layer with weight scales sw (eq. 11, or eq. 12 for the logits).
+  std::vector<float> output_scales(const std::vector<float>& sw, const Activation& a) const {
+    std::vector<float> out;
+    for (float w : sw) out.push_back(a.f32 ? scale * w : scale * w / a.scale);
+    return out;
+  }
+
+  void conv(const LayerRecord& r, const Activation& a) {
     ConvStage s;
     s.IC = attr(r, "in_channels", 1, 1 << 16);
     s.OC = attr(r, "filters", 1, 1 << 16);
@@ -106,27 +166,23 @@ struct Builder {
     const Shape kshape{s.g.KH, s.g.KW, s.IC, s.OC};
     const TensorRecord& k = r.tensor("kernel");
     const TensorRecord* b = r.find_tensor("bias");
-    s.relu = relu != nullptr;
+    s.relu = a.relu;
     if (m.precision == Precision::kF32) {
       s.kernel = values<float>(r, k, DType::kF32, kshape);
       s.bias = b ? values<float>(r, *b, DType::kF32, {s.OC}) : std::vector<float>(s.OC, 0.f);
     } else {
-      if (!relu) fail(r, "an int8 Conv2D must be followed by ReLU (its uint8 output starts at 0)");
       s.qkernel = values<int8_t>(r, k, DType::kS8, kshape);
       check_kernel_codes(r, s.qkernel, m.bits);
       const std::vector<float> sw = weight_scales(r, k, 3, s.OC, m.bits);
       s.qbias = b ? values<int32_t>(r, *b, DType::kS32, {s.OC}) : std::vector<int32_t>(s.OC, 0);
-      check_accumulator(r, int64_t{s.g.KH} * s.g.KW * s.IC, s.qbias);
-      const float out_scale = relu->get_float("output_scale");
-      if (!sane_scale(out_scale) || relu->get_int("output_zero_point") != 0 || relu->get_int("output_bits") != m.bits)
-        fail(*relu, fmt::format("output scale {}, zero point {}, {} bits (expected {}, zero point 0, {} bits)", out_scale,
-                                relu->get_int("output_zero_point"), relu->get_int("output_bits"), kScaleRange, m.bits));
+      s.input_zero_point = zero;
+      check_accumulator(r, int64_t{s.g.KH} * s.g.KW * s.IC, s.qbias, zero);
       s.qmax = (1 << m.bits) - 1;
-      for (int oc = 0; oc < s.OC; ++oc) s.output_scale.push_back(scale * sw[oc] / out_scale);  // eq. 11
-      scale = out_scale;
+      s.output_scale = output_scales(sw, a);
+      s.output_zero_point = a.zero_point;
     }
     H = OH, W = OW, C = s.OC;
-    m.stages.push_back({r.name, std::move(s), H, W, C});
+    push(r, std::move(s), a);
   }
 
   void pool(const LayerRecord& r) {
@@ -135,10 +191,10 @@ struct Builder {
     s.g = window(r, H, W, attr(r, "window_h", 1, 64), attr(r, "window_w", 1, 64), attr(r, "stride_h", 1, 64),
                  attr(r, "stride_w", 1, 64), r.get_int("padding_same") != 0, OH, OW);
     H = OH, W = OW;
-    m.stages.push_back({r.name, s, H, W, C});
+    m.stages.push_back({r.name, s, H, W, C, f32, zero});
   }
 
-  void dense(const LayerRecord& r) {
+  void dense(const LayerRecord& r, const Activation& a) {
     DenseStage s;
     s.IN = attr(r, "in_features", 1, 1 << 24);
     s.OUT = attr(r, "units", 1, 1 << 16);
@@ -146,6 +202,7 @@ struct Builder {
       fail(r, fmt::format("in_features {} but its input is {}x{}x{} (expected a Flatten of {} features before it)", s.IN, H, W, C, s.IN));
     const TensorRecord& k = r.tensor("kernel");
     const TensorRecord* b = r.find_tensor("bias");
+    s.relu = a.relu;
     if (m.precision == Precision::kF32) {
       s.kernel = values<float>(r, k, DType::kF32, {s.IN, s.OUT});
       s.bias = b ? values<float>(r, *b, DType::kF32, {s.OUT}) : std::vector<float>(s.OUT, 0.f);
@@ -154,11 +211,14 @@ struct Builder {
       check_kernel_codes(r, s.qkernel, m.bits);
       const std::vector<float> sw = weight_scales(r, k, 1, s.OUT, m.bits);
       s.qbias = b ? values<int32_t>(r, *b, DType::kS32, {s.OUT}) : std::vector<int32_t>(s.OUT, 0);
-      check_accumulator(r, s.IN, s.qbias);
-      for (int o = 0; o < s.OUT; ++o) s.output_scale.push_back(scale * sw[o]);  // eq. 12
+      s.input_zero_point = zero;
+      check_accumulator(r, s.IN, s.qbias, zero);
+      s.qmax = (1 << m.bits) - 1;
+      s.output_scale = output_scales(sw, a);
+      s.output_zero_point = a.zero_point;
     }
     C = s.OUT;
-    m.stages.push_back({r.name, std::move(s), 1, 1, C});
+    push(r, std::move(s), a);
   }
 };
 
@@ -188,31 +248,38 @@ InferenceModel inference_model(const qbin::Model& file) {
     b.scale = b.m.input_scale = in.get_float("input_scale");
     if (!sane_scale(b.scale)) fail(in, fmt::format("input_scale {} (expected {})", b.scale, kScaleRange));
   }
+  b.f32 = b.m.precision == Precision::kF32;
   for (size_t i = 1; i < file.layers.size(); ++i) {
     const LayerRecord& r = file.layers[i];
-    if (!b.m.stages.empty() && std::holds_alternative<DenseStage>(b.m.stages.back().op))
-      fail(r, "layers after the final Dense are not supported by the runtime");
-    if (r.kind == "Conv2D") {
-      const bool relu = i + 1 < file.layers.size() && file.layers[i + 1].kind == "ReLU";
-      b.conv(r, relu ? &file.layers[i + 1] : nullptr);
-      i += relu ? 1 : 0;
+    const LayerRecord* next = i + 1 < file.layers.size() ? &file.layers[i + 1] : nullptr;
+    if (r.kind == "Conv2D" || r.kind == "Dense") {
+      const Activation a = b.activation(r, next);
+      if (r.kind == "Conv2D") b.conv(r, a);
+      else b.dense(r, a);
+      i += a.record ? 1 : 0;
     } else if (r.kind == "MaxPool2D") {
       b.pool(r);
     } else if (r.kind == "Flatten") {
       b.C = b.H * b.W * b.C, b.H = b.W = 1;
-      b.m.stages.push_back({r.name, FlattenStage{}, 1, 1, b.C});
-    } else if (r.kind == "Dense") {
-      b.dense(r);
-    } else if (r.kind == "Dropout" && b.m.precision == Precision::kF32) {
-      continue;  // a float model's Dropout: the identity at inference
-    } else if (r.kind == "ReLU") {
-      fail(r, "the runtime runs ReLU fused into the Conv2D before it; this one follows no Conv2D");
+      b.m.stages.push_back({r.name, FlattenStage{}, 1, 1, b.C, b.f32, b.zero});
+    } else if (r.kind == "Dropout" || (r.kind == "Quantize" && b.m.precision == Precision::kF32)) {
+      continue;  // the identity at inference (a QAT file's Quantize record, run in f32)
+    } else if (r.kind == "ReLU" && (b.m.precision == Precision::kF32 || r.get_int("output_bits", 0) == 0)) {
+      b.m.stages.push_back({r.name, ReluStage{b.f32 ? 0 : b.zero}, b.H, b.W, b.C, b.f32, b.f32 ? 0 : b.zero});
+    } else if (r.kind == "ReLU" || r.kind == "Quantize") {
+      fail(r, "a quantized activation that follows no Conv2D or Dense");
     } else {
       fail(r, "unknown layer kind");
     }
   }
-  if (b.m.stages.empty() || !std::holds_alternative<DenseStage>(b.m.stages.back().op))
-    throw FormatError("the model does not end with a Dense layer (the runtime returns its logits)");
+  if (b.m.stages.empty()) throw FormatError("the model has no layers");
+  const Stage& last = b.m.stages.back();
+  if (!last.f32_output)
+    throw FormatError(fmt::format("the model ends with u8 codes (layer '{}'): expected its last Conv2D or Dense to give the float logits, "
+                                  "with no quantized activation after it", qbin::shown(last.name)));
+  if (last.H != 1 || last.W != 1)
+    throw FormatError(fmt::format("the model's output is {}x{}x{} per image (expected 1x1xclasses: end with Dense or Flatten)", last.H,
+                                  last.W, last.C));
   return b.m;
 }
 

@@ -1,13 +1,17 @@
 // The deployed graph: what the oneDNN runtime and the integer reference interpreter execute.
 //
 //   InferenceModel m = load_inference_model("model.qbin");   // f32 or int8, checked
-//   // m.stages: Conv (ReLU fused) / MaxPool / Flatten / Dense (last, f32 logits)
+//   // m.stages: Conv / Dense (activation fused) / MaxPool / Flatten / ReLU, ending 1x1xclasses
 //   std::vector<float> logits = reference_forward(m, pixels, n);   // quant/reference.h
 //
 // An int8 model holds exactly the integers and scales both executors use, so they agree bit for
-// bit: conv   out_u8 = clamp(round(max(float(acc + b_q) * output_scale[oc], 0)), 0, qmax)  (eq. 11)
-//       dense  logit  = float(acc + b_q) * output_scale[oc]                                (eq. 12)
-// where acc is the int32 sum of u8 activations times s8 weights (docs/quantization.md).
+// bit. A Conv2D or Dense computes acc = b_q + sum (x - z_in) * w over its input codes x (s8
+// weights w, zero point z_in of its input: 0 for pixels and after ReLU) and then either
+//   u8 codes   out = clamp(round(float(acc) * output_scale[oc] + z_out), 0, qmax)      (eq. 11)
+//              (z_out = 0 with a fused ReLU; otherwise the code of real 0, docs/quantization.md)
+//   or floats  out = float(acc) * output_scale[oc], then ReLU if fused                (eq. 12)
+// Every Conv2D and Dense but the last gives u8 codes; the last gives the float logits, and what
+// follows it (max-pool, ReLU, Flatten) works on floats.
 #pragma once
 
 #include <cstdint>
@@ -30,13 +34,15 @@ struct Geometry {  // one spatial window: TensorFlow's "valid" or "same" rules
 struct ConvStage {
   int IC = 0, OC = 0;
   Geometry g;
-  bool relu = false;               // int8 convs always have the ReLU fused
+  bool relu = false;               // a fused ReLU
   std::vector<float> kernel;       // f32: [KH][KW][IC][OC]
   std::vector<float> bias;         // f32: [OC] (zeros if the layer has none)
   std::vector<int8_t> qkernel;     // int8: [KH][KW][IC][OC]
   std::vector<int32_t> qbias;      // int8: [OC] in accumulator units (eq. 10)
-  std::vector<float> output_scale; // int8: [OC] = s_in * s_w[oc] / s_out (eq. 11)
+  std::vector<float> output_scale; // int8: [OC] = s_in * s_w[oc] / s_out (eq. 11), or s_in * s_w[oc] (float output)
   int32_t qmax = 255;              // int8: 2^bits - 1, the largest output code
+  int32_t input_zero_point = 0;    // int8: the input code of real 0
+  int32_t output_zero_point = 0;   // int8, u8 output: the output code of real 0
 };
 
 struct PoolStage {
@@ -47,19 +53,30 @@ struct FlattenStage {};
 
 struct DenseStage {
   int IN = 0, OUT = 0;
+  bool relu = false;               // a fused ReLU
   std::vector<float> kernel;       // f32: [IN][OUT]
   std::vector<float> bias;         // f32: [OUT]
   std::vector<int8_t> qkernel;     // int8: [IN][OUT]
   std::vector<int32_t> qbias;      // int8: [OUT], accumulator units
-  std::vector<float> output_scale; // int8: [OUT] = s_in * s_w[o] (eq. 12)
+  std::vector<float> output_scale; // int8: [OUT] = s_in * s_w[o] (eq. 12, float output), or / s_out (u8 output)
+  int32_t qmax = 255;
+  int32_t input_zero_point = 0;
+  int32_t output_zero_point = 0;
 };
 
-using StageOp = std::variant<ConvStage, PoolStage, FlattenStage, DenseStage>;
+// A ReLU that follows no Conv2D or Dense: max(x, 0) on floats, max(code, zero_point) on codes.
+struct ReluStage {
+  int32_t zero_point = 0;
+};
+
+using StageOp = std::variant<ConvStage, PoolStage, FlattenStage, DenseStage, ReluStage>;
 
 struct Stage {
   std::string name;
   StageOp op;
   int H = 1, W = 1, C = 1;  // output shape per image (Flatten and Dense: H = W = 1)
+  bool f32_output = true;   // int8 models: false while the stage gives u8 codes
+  int32_t zero_point = 0;   // u8 output: the code of real 0
 };
 
 struct InferenceModel {

@@ -85,32 +85,56 @@ qbin::LayerRecord QatReLU::to_record() const {
   return r;
 }
 
+QatQuantize::QatQuantize(int bits, const ObserverOptions& observer) : bits_(bits), observer_(observer) { check_bits(bits); }
+
+Variable QatQuantize::forward(const Variable& x) {
+  if (observing()) observer_.observe(x.value());
+  return fake_quant(x, {observer_.qparams(bits_)});
+}
+
+Variable QatQuantize::activate_pooled(const Variable& pooled, const ValueRange& unpooled) {
+  if (observing()) observer_.observe_range(unpooled.min, unpooled.max);
+  return fake_quant(pooled, {observer_.qparams(bits_)});
+}
+
+qbin::LayerRecord QatQuantize::to_record() const {
+  return {"Quantize", name_, {{"output_bits", bits_}}, {{"output_min", observer_.min()}, {"output_max", observer_.max()}}, {}};
+}
+
 void prepare_qat(Sequential& model, const QatOptions& o) {
   check_bits(o.bits);
   if (is_qat(model)) throw std::invalid_argument("prepare_qat: the model is already prepared for QAT");
+  size_t last = model.size();  // the layer giving the float logits
   for (size_t i = 0; i < model.size(); ++i) {
     const std::string type = model.layer(i).type_name();
-    if (type == "Conv2D") {
-      if (i + 1 >= model.size() || model.layer(i + 1).type_name() != "ReLU")
-        throw std::invalid_argument(fmt::format("prepare_qat: Conv2D '{}' is not followed by ReLU (the int8 runtime fuses conv and ReLU)",
-                                                model.layer(i).name()));
-      model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
-      model.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(o.bits, o.observer); });
-      ++i;
-    } else if (type == "Dense") {
-      if (i + 1 != model.size())
-        throw std::invalid_argument(fmt::format("prepare_qat: Dense '{}' is not the last layer (only the logits layer stays float at its output)",
-                                                model.layer(i).name()));
-      model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
-    } else if (type != "MaxPool2D" && type != "Flatten" && type != "Dropout") {
+    if (type == "Conv2D" || type == "Dense") last = i;
+    else if (type != "MaxPool2D" && type != "Flatten" && type != "Dropout" && type != "ReLU")
       throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) has no int8 form", model.layer(i).name(), type));
+  }
+  if (last == model.size()) throw std::invalid_argument("prepare_qat: the model has no Conv2D or Dense layer to quantize");
+  int inserted = 0;
+  for (size_t i = 0; i <= last; ++i) {
+    const std::string type = model.layer(i).type_name();
+    if (type != "Conv2D" && type != "Dense") continue;
+    model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
+    if (i == last) break;  // its output stays float, and so does a ReLU after it
+    if (model.layer(i + 1).type_name() == "ReLU") {
+      model.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(o.bits, o.observer); });
+    } else {
+      auto quantize = std::make_unique<QatQuantize>(o.bits, o.observer);
+      quantize->set_name(inserted == 0 ? "quantize" : fmt::format("quantize_{}", inserted));
+      model.insert(i + 1, std::move(quantize));
+      ++inserted, ++last;
     }
+    ++i;
   }
 }
 
 void freeze_observers(Sequential& model) {
-  for (size_t i = 0; i < model.size(); ++i)
+  for (size_t i = 0; i < model.size(); ++i) {
     if (auto* q = dynamic_cast<QatReLU*>(&model.layer(i))) q->observer().freeze();
+    if (auto* q = dynamic_cast<QatQuantize*>(&model.layer(i))) q->observer().freeze();
+  }
 }
 
 bool is_qat(const Sequential& model) { return qat_bits(model) != 0; }
@@ -124,7 +148,9 @@ int qat_bits(const Sequential& model) {
 Sequential load_any_model(const std::string& path, const ObserverOptions& observer) {
   const qbin::Model file = qbin::load(path);
   try {
-    Sequential model = from_qbin(file);
+    qbin::Model float_part = file;  // the float layers; prepare_qat puts the Quantize records back
+    std::erase_if(float_part.layers, [](const qbin::LayerRecord& r) { return r.kind == "Quantize"; });
+    Sequential model = from_qbin(float_part);
     int bits = 0;
     for (const auto& r : file.layers) {
       const int b = r.get_int("weight_bits", 0);
@@ -133,19 +159,33 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
                                             b, bits ? fmt::format(": {} before", bits) : ""));
       bits = std::max(bits, b);
     }
-    if (bits == 0) return model;
+    if (bits == 0) {
+      if (float_part.layers.size() != file.layers.size()) throw qbin::FormatError("a Quantize record in a float model (no weight_bits)");
+      return model;
+    }
     prepare_qat(model, {.bits = bits, .observer = observer});
+    if (model.size() + 1 != file.layers.size())
+      throw qbin::FormatError(fmt::format("{} layer records (expected {} for the QAT form of its layers: a Quantize record after each "
+                                          "Conv2D or Dense, but the last, that no ReLU follows)", file.layers.size() - 1, model.size()));
     for (size_t i = 0; i < model.size(); ++i) {
       const qbin::LayerRecord& r = file.layers[i + 1];  // record 0 is Input
-      if (auto* q = dynamic_cast<QatReLU*>(&model.layer(i))) {
-        if (r.get_int("output_bits", 0) != bits)
-          throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int("output_bits", 0), bits));
-        const float lo = r.get_float("output_min"), hi = r.get_float("output_max");
-        if (!std::isfinite(lo) || !std::isfinite(hi) || !(lo >= 0.f) || lo > hi || hi > 0x1p40f)
-          throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite 0 <= min <= max <= 2^40: a "
-                                              "ReLU's output starts at 0)", qbin::shown(r.name), lo, hi));
-        q->observer().set_range(lo, hi);
-      }
+      Module& layer = model.layer(i);
+      auto* relu = dynamic_cast<QatReLU*>(&layer);
+      auto* quantize = dynamic_cast<QatQuantize*>(&layer);
+      if ((quantize != nullptr) != (r.kind == "Quantize"))
+        throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(r.name), qbin::shown(r.kind),
+                                            quantize ? "a Quantize record" : layer.type_name()));
+      if (!relu && !quantize) continue;
+      layer.set_name(r.name);
+      const int own_bits = relu ? relu->bits() : quantize->bits();
+      if (r.get_int("output_bits", 0) != own_bits)
+        throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int("output_bits", 0), bits));
+      const float lo = r.get_float("output_min"), hi = r.get_float("output_max");
+      const bool ok = std::isfinite(lo) && std::isfinite(hi) && lo <= hi && hi <= 0x1p40f && lo >= -0x1p40f && (quantize || lo >= 0.f);
+      if (!ok)
+        throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite {}min <= max, within 2^40{})",
+                                            qbin::shown(r.name), lo, hi, relu ? "0 <= " : "", relu ? ": a ReLU's output starts at 0" : ""));
+      (relu ? relu->observer() : quantize->observer()).set_range(lo, hi);
     }
     return model;
   } catch (const std::invalid_argument& e) {

@@ -65,8 +65,35 @@ class QatReLU : public Module {
   MovingAverageObserver observer_;
 };
 
-// Rewrites the model in place. Throws std::invalid_argument for graphs the int8 runtime cannot
-// run (a Conv2D not followed by ReLU, a Dense that is not the last layer).
+// The output of a Conv2D or Dense with no ReLU after it, fake-quantized to uint8 with a zero
+// point (real 0 is the code z, so negative values have codes below z) whose range a
+// moving-average observer tracks. Its record kind is "Quantize".
+class QatQuantize : public Module {
+ public:
+  QatQuantize(int bits, const ObserverOptions& observer);
+  Variable forward(const Variable& x) override;
+  bool commutes_with_max_pool() const override { return true; }  // fake-quant is non-decreasing
+  Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
+  Shape output_shape(const Shape& input) const override { return input; }
+  std::string type_name() const override { return "QatQuantize"; }
+  qbin::LayerRecord to_record() const override;
+  MovingAverageObserver& observer() { return observer_; }
+  const MovingAverageObserver& observer() const { return observer_; }
+  int bits() const { return bits_; }
+
+ private:
+  bool observing() const { return training_ || !observer_.initialized(); }
+
+  int bits_;
+  MovingAverageObserver observer_;
+};
+
+// Rewrites the model in place into the graph the int8 runtime runs (docs/quantization.md):
+// every Conv2D and Dense fake-quantizes its kernel; each one but the last gives uint8 codes,
+// through a QatReLU when a ReLU follows it and a QatQuantize (inserted) otherwise; the last one
+// gives the float logits, and what follows it stays float. MaxPool2D, Flatten, Dropout and
+// other ReLUs pass codes through unchanged. Throws std::invalid_argument for a model with no
+// Conv2D or Dense, or a layer kind with no int8 form.
 void prepare_qat(Sequential& model, const QatOptions& options);
 void freeze_observers(Sequential& model);
 bool is_qat(const Sequential& model);

@@ -90,7 +90,7 @@ void max_of_groups_u8(const uint8_t* in, uint8_t* out, int64_t cols, int64_t C, 
 }
 
 // Max pooling of u8 codes in nhwc with windows that tile the input (stride = window, no
-// padding): each window's largest code, exact because codes order like the reals (z = 0).
+// padding): each window's largest code, exact because codes order like the reals.
 // Per output row: a byte-wise max over the window's input rows, then over each window's
 // columns, 16 bytes at a time when a pixel has at most 16 channels. oneDNN 2.6's u8 pooling
 // took 7.8x its f32 pooling's time on the reference layer's output (docs/runtime.md).
@@ -172,6 +172,35 @@ void max_of_phases_u8(const uint8_t* in, uint8_t* out, int64_t rows, int64_t col
       max_of_groups_u8(src, dst, cols, C, phases);
       std::memcpy(out + r * out_row, dst, static_cast<size_t>(out_row));
     }
+  });
+}
+
+// out = the nhwc u8 image `in` with `top`, `left`, `bottom` and `right` rows and columns of the
+// code `value` around it: the padding of a conv whose input codes have a zero point (real 0 is
+// `value`, and oneDNN pads with code 0).
+void pad_u8(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int top, int left, int bottom, int right,
+            uint8_t value) {
+  const int64_t OW = W + left + right, OH = H + top + bottom;
+  for_rows(N * OH, N * OH * OW * C >= kMinParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      uint8_t* o = out + r * OW * C;
+      const int64_t n = r / OH, h = r % OH - top;
+      if (h < 0 || h >= H) {
+        std::memset(o, value, static_cast<size_t>(OW * C));
+        continue;
+      }
+      std::memset(o, value, static_cast<size_t>(left * C));
+      std::memcpy(o + left * C, in + (n * H + h) * W * C, static_cast<size_t>(W * C));
+      std::memset(o + (left + W) * C, value, static_cast<size_t>(right * C));
+    }
+  });
+}
+
+// out[i] = max(in[i], zero_point): ReLU on u8 codes whose real 0 is zero_point.
+void relu_u8(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point) {
+  for_rows(count, count >= kMinParallelElements, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) out[i] = in[i] > zero_point ? in[i] : zero_point;
   });
 }
 
@@ -261,15 +290,30 @@ struct PlanBuilder {
     return out;
   }
 
-  dnnl::primitive_attr attributes(const std::vector<float>& output_scale, int32_t clip_max, bool relu) {
+  // Output scales and the activation after them: u8 codes (clip_max > 0) with a zero point
+  // added in float, then clipped to [0, clip_max] (a fused ReLU is the clip at 0 when the zero
+  // point is 0); or floats (clip_max = 0), with ReLU if `relu`.
+  dnnl::primitive_attr attributes(const std::vector<float>& output_scale, int32_t clip_max, bool relu, int32_t zero_point = 0) {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (!output_scale.empty()) attr.set_output_scales(1 << 1, output_scale);  // per output channel
     dnnl::post_ops ops;
-    if (clip_max > 0 && clip_max < 255) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, static_cast<float>(clip_max));
+    if (zero_point != 0) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f, static_cast<float>(zero_point));  // x + z, exact as x * 1 + z
+    if (clip_max > 0 && (clip_max < 255 || zero_point != 0)) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, static_cast<float>(clip_max));
     else if (relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);  // u8 saturation clips at 255
     attr.set_post_ops(ops);
     return attr;
+  }
+
+  // The int8 bias with the input zero point folded in: b_q - z_in * (the sum of each output's
+  // weight codes over its `K` inputs), so that oneDNN's sum over the codes x, sum x w + that,
+  // is eq. 11's b_q + sum (x - z_in) w. weights: [K][outputs].
+  static std::vector<int32_t> folded_bias(const std::vector<int32_t>& bias, const std::vector<int8_t>& weights, int32_t z_in) {
+    std::vector<int32_t> b = bias;
+    if (z_in == 0) return b;
+    const size_t outputs = b.size();
+    for (size_t i = 0; i < weights.size(); ++i) b[i % outputs] -= z_in * int32_t{weights[i]};
+    return b;
   }
 
   // Without VNNI, oneDNN multiplies u8 x s8 with vpmaddubsw, whose int16 sums of two products
@@ -309,8 +353,22 @@ struct PlanBuilder {
 
   int conv(int cur, const ConvStage& s, const Stage& st) {
     const int64_t N = p.batch;
-    const Geometry& g = s.g;
+    Geometry g = s.g;
     const bool int8 = m.precision == Precision::kInt8, split_weights = needs_split(s.qkernel);
+    const bool padded = g.pad_top || g.pad_left || g.pad_bottom || g.pad_right;
+    if (int8 && s.input_zero_point != 0 && padded) {  // oneDNN pads with code 0; real 0 is the zero point
+      const memory::dims in = p.buffers[cur].md.dims();  // {N, IC, H, W}
+      cur = as(cur, memory::desc(in, dt::u8, tag::nhwc));
+      const int64_t H = in[2], W = in[3], C = in[1], PH = H + g.pad_top + g.pad_bottom, PW = W + g.pad_left + g.pad_right;
+      const int src = cur, to = add(memory::desc({N, C, PH, PW}, dt::u8, tag::nhwc));
+      const uint8_t z = static_cast<uint8_t>(s.input_zero_point);
+      kernel_step(fmt::format("pad qnet:u8_with_{}", z), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, to}}, [=](const std::vector<memory>& mem) {
+        pad_u8(static_cast<const uint8_t*>(mem[src].get_data_handle()), static_cast<uint8_t*>(mem[to].get_data_handle()), N, H, W, C,
+               g.pad_top, g.pad_left, g.pad_bottom, g.pad_right, z);
+      });
+      cur = to;
+      g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 0;
+    }
     const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
     int64_t IC = s.IC;
     std::vector<int8_t> stacked;
@@ -321,14 +379,17 @@ struct PlanBuilder {
       stacked = stacked_halves(s.qkernel, static_cast<size_t>(g.KH) * g.KW);
       w = stacked.data(), IC *= 2;
     }
+    const dt out_type = st.f32_output ? dt::f32 : dt::u8;
     const memory::dims wdims{s.OC, IC, g.KH, g.KW};
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.buffers[cur].md,
                                       memory::desc(wdims, wei, tag::any), memory::desc({s.OC}, bias, tag::x),
-                                      memory::desc({N, st.C, st.H, st.W}, act, tag::any), {g.SH, g.SW}, {g.pad_top, g.pad_left},
+                                      memory::desc({N, st.C, st.H, st.W}, out_type, tag::any), {g.SH, g.SW}, {g.pad_top, g.pad_left},
                                       {g.pad_bottom, g.pad_right});
-    dnnl::convolution_forward::primitive_desc pd(d, attributes(s.output_scale, int8 ? s.qmax : 0, s.relu || int8), eng);
+    dnnl::convolution_forward::primitive_desc pd(
+        d, attributes(s.output_scale, st.f32_output ? 0 : s.qmax, s.relu, s.output_zero_point), eng);
     cur = as(cur, pd.src_desc());
-    const void* b = int8 ? static_cast<const void*>(s.qbias.data()) : s.bias.data();
+    const std::vector<int32_t> qbias = int8 ? folded_bias(s.qbias, s.qkernel, s.input_zero_point) : std::vector<int32_t>{};
+    const void* b = int8 ? static_cast<const void*>(qbias.data()) : s.bias.data();
     const int out = add(pd.dst_desc());
     step(pd, split_weights ? "conv split-weights" : "conv", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
          {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, tag::hwio), w, pd.weights_desc())},
@@ -336,10 +397,34 @@ struct PlanBuilder {
     return out;
   }
 
+  // ReLU after a layer other than a Conv2D or Dense: max(code, zero point) on u8 codes (a copy
+  // when the zero point is 0), oneDNN's ReLU on floats.
+  int relu(int cur, const ReluStage& s) {
+    const memory::desc& md = p.buffers[cur].md;
+    if (md.data_type() == dt::u8) {
+      if (s.zero_point == 0) return cur;  // codes never stand for negative values
+      const int64_t count = static_cast<int64_t>(md.get_size());
+      const int src = cur, out = add(md);
+      const uint8_t z = static_cast<uint8_t>(s.zero_point);
+      kernel_step(fmt::format("relu qnet:u8_max_{}", z), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, out}}, [=](const std::vector<memory>& mem) {
+        relu_u8(static_cast<const uint8_t*>(mem[src].get_data_handle()), static_cast<uint8_t*>(mem[out].get_data_handle()), count, z);
+      });
+      return out;
+    }
+    dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_relu, md, 0.f, 0.f);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::eltwise_forward::primitive_desc pd(d, attr, eng);
+    const int out = add(pd.dst_desc());
+    step(pd, "relu", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}});
+    return out;
+  }
+
   int pool(int cur, const PoolStage& s, const Stage& st) {
     const Geometry& g = s.g;
     const bool tiles = g.SH == g.KH && g.SW == g.KW && g.pad_top == 0 && g.pad_left == 0 && g.pad_bottom == 0 && g.pad_right == 0;
-    if (act == dt::u8 && tiles) {  // qnet's kernel (max_pool_u8_tiled); oneDNN's for other windows
+    const dt type = p.buffers[cur].md.data_type();
+    if (type == dt::u8 && tiles) {  // qnet's kernel (max_pool_u8_tiled); oneDNN's for other windows
       const memory::dims in = p.buffers[cur].md.dims();  // {N, C, H, W}
       cur = as(cur, memory::desc(in, dt::u8, tag::nhwc));
       const int out = add(memory::desc({p.batch, st.C, st.H, st.W}, dt::u8, tag::nhwc));
@@ -353,7 +438,7 @@ struct PlanBuilder {
       return out;
     }
     dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, p.buffers[cur].md,
-                                  memory::desc({p.batch, st.C, st.H, st.W}, act, tag::any), {g.SH, g.SW}, {g.KH, g.KW},
+                                  memory::desc({p.batch, st.C, st.H, st.W}, type, tag::any), {g.SH, g.SW}, {g.KH, g.KW},
                                   {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -409,8 +494,9 @@ struct PlanBuilder {
     if (split_weights) shifted = stacked_halves(shifted, 1);  // [K hi rows][K lo rows]
     std::vector<int32_t> phase_bias;
     std::vector<float> phase_scale;
+    const std::vector<int32_t> qbias = folded_bias(c.qbias, c.qkernel, c.input_zero_point);  // no padding taps here
     for (int ph = 0; ph < phase_count; ++ph) {
-      phase_bias.insert(phase_bias.end(), c.qbias.begin(), c.qbias.end());
+      phase_bias.insert(phase_bias.end(), qbias.begin(), qbias.end());
       phase_scale.insert(phase_scale.end(), c.output_scale.begin(), c.output_scale.end());
     }
     int phases = -1;
@@ -424,7 +510,7 @@ struct PlanBuilder {
       dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.buffers[img].md,
                                         memory::desc(wd, dt::s8, tag::any), memory::desc({columns}, dt::s32, tag::x),
                                         memory::desc({N, columns, PH, PW}, dt::u8, tag::nhwc), {1, 1}, {0, 0}, {0, 0});
-      dnnl::convolution_forward::primitive_desc pd(d, attributes(phase_scale, c.qmax, true), eng);
+      dnnl::convolution_forward::primitive_desc pd(d, attributes(phase_scale, c.qmax, c.relu, c.output_zero_point), eng);
       phases = add(pd.dst_desc());
       step(pd, "conv1x1 split-weights", {{DNNL_ARG_SRC, img}, {DNNL_ARG_DST, phases}},
            {{DNNL_ARG_WEIGHTS, constant(memory::desc(wd, dt::s8, tag::hwio), shifted.data(), pd.weights_desc())},
@@ -433,7 +519,7 @@ struct PlanBuilder {
       const memory::desc bias_md({1, columns}, dt::s32, tag::ab);
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p.buffers[blocks].md, memory::desc({rows_k, columns}, dt::s8, tag::any), bias_md,
                                                          memory::desc({M, columns}, dt::u8, tag::ab)),
-                                      attributes(phase_scale, c.qmax, true), eng);
+                                      attributes(phase_scale, c.qmax, c.relu, c.output_zero_point), eng);
       phases = add(pd.dst_desc());
       step(pd, "matmul", {{DNNL_ARG_SRC, blocks}, {DNNL_ARG_DST, phases}},
            {{DNNL_ARG_WEIGHTS, constant(memory::desc({rows_k, columns}, dt::s8, tag::ab), shifted.data(), pd.weights_desc())},
@@ -452,21 +538,25 @@ struct PlanBuilder {
   // Keras' Flatten order is H, W, C: an nhwc buffer seen as [N, H*W*C].
   int flatten(int cur, int H, int W, int C) {
     if (blocked) return cur;  // the inner product reads the 4-D tensor itself (dense())
-    cur = as(cur, memory::desc({p.batch, C, H, W}, act, tag::nhwc));
-    return add(memory::desc({p.batch, int64_t{H} * W * C}, act, tag::nc), cur);
+    const dt type = p.buffers[cur].md.data_type();
+    if (p.buffers[cur].md.dims().size() == 2) return cur;
+    cur = as(cur, memory::desc({p.batch, C, H, W}, type, tag::nhwc));
+    return add(memory::desc({p.batch, int64_t{H} * W * C}, type, tag::nc), cur);
   }
 
-  int dense(int cur, const DenseStage& s) {
+  int dense(int cur, const DenseStage& s, const Stage& st) {
     const bool int8 = m.precision == Precision::kInt8, split_weights = needs_split(s.qkernel);
     const void* w = int8 ? static_cast<const void*>(s.qkernel.data()) : s.kernel.data();
+    const std::vector<int32_t> qbias = int8 ? folded_bias(s.qbias, s.qkernel, s.input_zero_point) : std::vector<int32_t>{};
+    const void* b = int8 ? static_cast<const void*>(qbias.data()) : s.bias.data();
+    const dt out_type = st.f32_output ? dt::f32 : dt::u8;
+    const dnnl::primitive_attr attr = attributes(s.output_scale, st.f32_output ? 0 : s.qmax, s.relu, s.output_zero_point);
     std::vector<int8_t> stacked;
     if (split_weights) {  // int8: a 2-D [N, IN] source, each row twice; the weights' halves stacked
       cur = duplicated(cur, p.batch, s.IN, memory::desc({p.batch, 2 * int64_t{s.IN}}, dt::u8, tag::nc));
       stacked = stacked_halves(s.qkernel, 1);
       w = stacked.data();
-    }
-    if (split_weights) {
-      // The doubled rows as 1x1 images of 2 IN channels and a 1x1 conv to OUT f32 channels: the
+      // The doubled rows as 1x1 images of 2 IN channels and a 1x1 conv to OUT channels: the
       // same sums, scales and bias as the inner product. Without VNNI oneDNN's int8 1x1 conv
       // kernel beat its gemm-based inner product (AVX2, batch 1: 1.0 against 2.7 us; batch 256:
       // 92 against 114 us). With VNNI the inner product (brgemm) is faster at batch 256 (22
@@ -476,28 +566,43 @@ struct PlanBuilder {
       const memory::dims wd{s.OUT, IN2, 1, 1};
       dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, p.buffers[img].md,
                                         memory::desc(wd, dt::s8, tag::any), memory::desc({s.OUT}, dt::s32, tag::x),
-                                        memory::desc({p.batch, s.OUT, 1, 1}, dt::f32, tag::nhwc), {1, 1}, {0, 0}, {0, 0});
-      dnnl::convolution_forward::primitive_desc pd(d, attributes(s.output_scale, 0, false), eng);
+                                        memory::desc({p.batch, s.OUT, 1, 1}, out_type, tag::nhwc), {1, 1}, {0, 0}, {0, 0});
+      dnnl::convolution_forward::primitive_desc pd(d, attr, eng);
       const int out = add(pd.dst_desc());
       step(pd, "dense split-weights (as a 1x1 conv)", {{DNNL_ARG_SRC, img}, {DNNL_ARG_DST, out}},
            {{DNNL_ARG_WEIGHTS, constant(memory::desc(wd, dt::s8, tag::hwio), w, pd.weights_desc())},
-            {DNNL_ARG_BIAS, constant(memory::desc({s.OUT}, dt::s32, tag::x), s.qbias.data(), pd.bias_desc())}});
+            {DNNL_ARG_BIAS, constant(memory::desc({s.OUT}, dt::s32, tag::x), b, pd.bias_desc())}});
       return out;
     }
+    if (p.buffers[cur].md.dims().size() == 4 && !blocked) cur = flatten(cur, 1, 1, s.IN);  // a 1x1 image of IN channels
     const memory::dims sd = p.buffers[cur].md.dims();
     // A 4-D source (blocked layout) is flattened by the primitive: weights {OUT, C, H, W} whose
     // user layout hwio is exactly the kernel's [H*W*C][OUT] (Keras' H, W, C flatten order).
     const memory::dims wdims = sd.size() == 4 ? memory::dims{s.OUT, sd[1], sd[2], sd[3]} : memory::dims{s.OUT, sd[1]};
     const tag user_tag = sd.size() == 4 ? tag::hwio : tag::io;
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, p.buffers[cur].md, memory::desc(wdims, wei, tag::any),
-                                        memory::desc({s.OUT}, bias, tag::x), memory::desc({p.batch, s.OUT}, dt::f32, tag::nc));
-    dnnl::inner_product_forward::primitive_desc pd(d, attributes(s.output_scale, 0, false), eng);
+                                        memory::desc({s.OUT}, bias, tag::x), memory::desc({p.batch, s.OUT}, out_type, tag::nc));
+    dnnl::inner_product_forward::primitive_desc pd(d, attr, eng);
     cur = as(cur, pd.src_desc());
-    const void* b = int8 ? static_cast<const void*>(s.qbias.data()) : s.bias.data();
     const int out = add(pd.dst_desc());
-    step(pd, split_weights ? "inner_product split-weights" : "inner_product", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
+    step(pd, "inner_product", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
          {{DNNL_ARG_WEIGHTS, constant(memory::desc(wdims, wei, user_tag), w, pd.weights_desc())},  // [IN][OUT]
           {DNNL_ARG_BIAS, constant(memory::desc({s.OUT}, bias, tag::x), b, pd.bias_desc())}});
+    return out;
+  }
+
+  // The logits: the last buffer, N x classes floats in a row (the last stage's output is
+  // 1x1xclasses, or HxWxC flattened in nhwc order), which predict() points at its caller's array.
+  int logits(int cur) {
+    int base = cur;
+    while (p.buffers[base].alias_of >= 0) base = p.buffers[base].alias_of;
+    const memory::desc& md = p.buffers[base].md;
+    const memory::desc rows = md.dims().size() == 2 ? memory::desc(md.dims(), dt::f32, tag::nc) : memory::desc(md.dims(), dt::f32, tag::nhwc);
+    if (md == rows && base == static_cast<int>(p.buffers.size()) - 1) return base;
+    const int out = add(rows);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    step(dnnl::reorder::primitive_desc(eng, md, eng, rows, attr), "reorder", {{DNNL_ARG_FROM, base}, {DNNL_ARG_TO, out}});
     return out;
   }
 
@@ -509,7 +614,7 @@ struct PlanBuilder {
       const Stage& st = m.stages[i];
       const auto* next_pool = i + 1 < m.stages.size() ? std::get_if<PoolStage>(&m.stages[i + 1].op) : nullptr;
       const auto* c = std::get_if<ConvStage>(&st.op);
-      if (c && next_pool && act == dt::u8 && fits_window_matmul(*c, *next_pool)) {
+      if (c && next_pool && act == dt::u8 && !st.f32_output && fits_window_matmul(*c, *next_pool)) {
         const Stage& pool_st = m.stages[++i];
         cur = conv_pool_as_matmul(cur, *c, pool_st, *next_pool);
         H = pool_st.H, W = pool_st.W, C = pool_st.C;
@@ -518,11 +623,12 @@ struct PlanBuilder {
       if (c) cur = conv(cur, *c, st);
       else if (const auto* pl = std::get_if<PoolStage>(&st.op)) cur = pool(cur, *pl, st);
       else if (std::holds_alternative<FlattenStage>(st.op)) cur = flatten(cur, H, W, C);
-      else cur = dense(cur, std::get<DenseStage>(st.op));
+      else if (const auto* r = std::get_if<ReluStage>(&st.op)) cur = relu(cur, *r);
+      else cur = dense(cur, std::get<DenseStage>(st.op), st);
       H = st.H, W = st.W, C = st.C;
     }
-    if (p.buffers[cur].md != memory::desc({p.batch, m.classes()}, dt::f32, tag::nc) &&
-        p.buffers[cur].md != memory::desc({p.batch, m.classes(), 1, 1}, dt::f32, tag::nhwc))
+    cur = logits(cur);
+    if (p.buffers[cur].md.get_size() != static_cast<size_t>(p.batch) * m.classes() * sizeof(float) || p.buffers[cur].alias_of >= 0)
       throw std::logic_error("runtime: the logits are not a dense [N, classes] f32 buffer");
   }
 };

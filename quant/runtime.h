@@ -3,8 +3,9 @@
 //   Runtime rt(load_inference_model("model.qbin"));
 //   std::vector<float> logits = rt.predict(pixels, n);   // n x 28x28 uint8 images -> [n][10]
 //
-// int8: conv u8 x s8 + s32 bias, per-channel output scales and fused ReLU -> u8; max pooling on
-// u8; inner product u8 x s8 -> f32 logits (eq. 11-12, bit-exact with quant/reference.h). A
+// int8: conv and inner product u8 x s8 + s32 bias (the input zero point folded in), per-channel
+// output scales and a fused ReLU or output zero point -> u8, or -> f32 for the logits; max pooling
+// on u8 (eq. 11-12, bit-exact with quant/reference.h). A
 // 1-channel conv followed by a tiling pool (the reference model) runs as one oneDNN matmul over
 // the image blocks each pooling window reads, plus a max over window positions; tiling pools
 // use qnet's byte-max kernel (docs/runtime.md says why and what it measured).

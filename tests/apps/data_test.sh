@@ -30,14 +30,11 @@ make_set multi "emnist-like-" 14 28 2
 check "train --qat on 56x14x1 images from gzip files" test $? -eq 0
 check "... builds the reference layers for that shape" grep -q "Training on 54000 images of \[56, 14, 1\] in 10 classes" tall.log
 check "... and its int8 model is accurate (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" tall.json'
-check "... equal to the fake-quantized accuracy within 0.001" bash -c '
-  q=$(sed -n "s/.*\"test_accuracy\": \([0-9.]*\).*/\1/p" tall.json | head -1); i=$(sed -n "s/.*\"int8_test_accuracy\": \([0-9.]*\).*/\1/p" tall.json)
-  awk -v q="$q" -v i="$i" "BEGIN { d = q - i; exit !(d < 0.001 && d > -0.001) }"'
+check "... equal to the fake-quantized accuracy within 0.001" int8_matches_fake_quant tall.json
 "$bin/evaluate" tall.qbin --data-dir tall --json >tall_eval.json
 check "evaluate runs it on that test set" grep -q '"images": 10000' tall_eval.json
 ONEDNN_MAX_CPU_ISA=AVX2 "$bin/evaluate" tall.qbin --data-dir tall --json >tall_avx2.json
-check "... with the same accuracy on the split-weights path" bash -c '
-  test "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" tall_eval.json)" = "$(sed -n "s/.*\"accuracy\": \([0-9.]*\).*/\1/p" tall_avx2.json)"'
+check "... with the same accuracy on the split-weights path" same_accuracy tall_eval.json tall_avx2.json
 "$bin/evaluate" tall.qbin >mnist_eval.txt 2>&1
 check "evaluate refuses MNIST for a 56x14 model, naming both shapes" grep -q "the model takes 56x14x1 images, the data set has 28x28x1" mnist_eval.txt
 
@@ -45,6 +42,21 @@ check "evaluate refuses MNIST for a 56x14 model, naming both shapes" grep -q "th
 check "train --qat on 14x28x2 images (rank-4 IDX, EMNIST-style names) with --classes 12" test $? -eq 0
 check "... gives 12 outputs" grep -q "(None, 12)" multi.log
 check "... and an accurate int8 model (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" multi.json'
+# A model with every layer form the spec allows deploys (issue 14, item 3): a conv with no ReLU
+# (codes with a zero point) padded by a strided "same" conv, a standalone ReLU after pooling,
+# hidden Dense layers with and without ReLU, Dropout.
+spec='conv2d(16, 3, padding=same) maxpool2d(2) relu conv2d(16, 3, stride=2, padding=same) flatten dense(64, relu) dropout(0.3) dense(32) dense(12)'
+"$bin/train" --qat --epochs 1 --data-dir multi --classes 12 --model "$spec" -o general.qbin --checkpoint general_qat.qbin --metrics general.json >general.log 2>&1
+check "train --qat on a spec with convs and Dense layers without ReLU and hidden Dense layers" test $? -eq 0
+check "... inserts the activations' quantizers" grep -q "quantize_2 (QatQuantize)" general.log
+check "... and its int8 model is accurate (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" general.json'
+check "... equal to the fake-quantized accuracy within 0.001" int8_matches_fake_quant general.json
+"$bin/evaluate" general.qbin --data-dir multi --json >general_eval.json
+ONEDNN_MAX_CPU_ISA=AVX2 "$bin/evaluate" general.qbin --data-dir multi --json >general_avx2.json
+check "... with the same accuracy on the split-weights path" same_accuracy general_eval.json general_avx2.json
+"$bin/train" --qat --epochs 1 --data-dir multi --classes 12 --init general_qat.qbin -o general_resumed.qbin --checkpoint general_ckpt.qbin >resume.log 2>&1
+check "... and its QAT checkpoint (with Quantize records) resumes" test $? -eq 0
+
 "$bin/train" --epochs 1 --data-dir multi -o multi_float.qbin >/dev/null 2>&1
 "$bin/quantize" multi_float.qbin -o multi_ptq.qbin --data-dir multi >ptq.log 2>&1
 check "quantize (PTQ) calibrates on that data set" grep -q "int8 test accuracy on the oneDNN runtime: 0\.9" ptq.log

@@ -175,9 +175,44 @@ TEST_CASE("prepare_qat keeps the parameters and refuses graphs int8 cannot run",
   CHECK_THROWS_WITH(prepare_qat(m, {}), Catch::Contains("already"));
 
   Sequential bad({8, 8, 1});
-  bad.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 2, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
-  CHECK_THROWS_WITH(prepare_qat(bad, {}), Catch::Contains("not followed by ReLU"));
+  bad.add(std::make_unique<MaxPool2D>());
+  bad.add(std::make_unique<Flatten>());
+  CHECK_THROWS_WITH(prepare_qat(bad, {}), Catch::Contains("no Conv2D or Dense"));
   CHECK_THROWS_WITH(prepare_qat(m, {.bits = 9, .observer = {}}), Catch::Contains("expected 2..8"));
+}
+
+TEST_CASE("prepare_qat quantizes every activation between weighted layers and leaves the logits float", "[quant]") {
+  Rng rng(16);
+  Sequential m({8, 8, 1});
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 2, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
+  m.add(std::make_unique<MaxPool2D>());
+  m.add(std::make_unique<ReLU>());
+  m.add(std::make_unique<Flatten>());
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 18, .units = 6}, rng));
+  m.add(std::make_unique<ReLU>());
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 6, .units = 3}, rng));
+  m.add(std::make_unique<ReLU>());
+  prepare_qat(m, {.bits = 8, .observer = {}});
+  std::vector<std::string> types;
+  for (size_t i = 0; i < m.size(); ++i) types.push_back(m.layer(i).type_name());
+  CHECK(types == std::vector<std::string>{"QatConv2D", "QatQuantize", "MaxPool2D", "ReLU", "Flatten", "QatDense", "QatReLU", "QatDense", "ReLU"});
+  CHECK(m.layer(1).name() == "quantize");
+
+  // The inserted QatQuantize observes signed values and comes back from a file with its range.
+  Variable x(random_tensor({4, 8, 8, 1}, rng, 0.f, 1.f), false);
+  m.parameters()[1]->value().fill(-0.5f);  // the conv's bias: negative outputs
+  m.forward(x);
+  auto& q = dynamic_cast<QatQuantize&>(m.layer(1));
+  CHECK(q.observer().min() < 0.f);
+  CHECK(q.observer().qparams(8).zero_point > 0);
+  const std::string path = "/tmp/qnet_test_qat_quantize.qbin";
+  save_model(m, path);
+  Sequential back = load_any_model(path);
+  CHECK(back.size() == m.size());
+  CHECK(dynamic_cast<QatQuantize&>(back.layer(1)).observer().min() == q.observer().min());
+  back.set_training(false), m.set_training(false);
+  CHECK(m.forward(x).value().to_vector() == back.forward(x).value().to_vector());
+  std::remove(path.c_str());
 }
 
 TEST_CASE("a QAT model file keeps its bit width and activation ranges", "[quant]") {
