@@ -69,6 +69,20 @@ int main(int argc, char** argv) {
     fmt::print("matmul forward          {:8.1f}\n", median_us(it, [&] { matmul(flat, wd); }));
     logits.node().grad = random_tensor({32, 10}, rng);
     fmt::print("matmul backward         {:8.1f}\n", median_us(it, [&] { logits.node().backward_fn(logits.node()); flat.zero_grad(); wd.zero_grad(); }));
+
+    // Keras' classic convnet's second conv (docs/performance.md): 3x3, 32 -> 64 channels on 13x13.
+    Variable x2(random_tensor({32, 13, 13, 32}, rng), true);
+    Variable w2(random_tensor({3, 3, 32, 64}, rng), true), b2(random_tensor({64}, rng), true);
+    Variable conv2 = conv2d(x2, w2, b2, {});
+    conv2.node().grad = random_tensor({32, 11, 11, 64}, rng);
+    fmt::print("keras conv2 forward     {:8.1f}\n", median_us(it, [&] { conv2d(x2, w2, b2, {}); }));
+    Variable x2_const(x2.value(), false);
+    Variable conv2_w = conv2d(x2_const, w2, b2, {});
+    conv2_w.node().grad = conv2.node().grad;
+    fmt::print("keras conv2 backward    {:8.1f}  (w, b)\n",
+               median_us(it, [&] { conv2_w.node().backward_fn(conv2_w.node()); w2.zero_grad(); b2.zero_grad(); }));
+    fmt::print("keras conv2 backward    {:8.1f}  (w, b and x)\n",
+               median_us(it, [&] { conv2.node().backward_fn(conv2.node()); x2.zero_grad(); w2.zero_grad(); b2.zero_grad(); }));
     return 0;
   });
 }

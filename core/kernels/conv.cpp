@@ -6,6 +6,9 @@
 // im2col copy costs more than the multiply.
 #include <omp.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "core/kernels.h"
 #include "core/simd.h"
 
@@ -63,24 +66,110 @@ inline void for_each_tap_value(const ConvShape& s, const float* x, int64_t n, in
   }
 }
 
-// y[p, oc] = bias[oc] + sum_k patch_p[k] * w[k, oc], kLanes output channels per vector.
+// Register tiles (several input channels, e.g. Keras' 32 -> 64 conv): kTilePixels output pixels
+// x up to kTileBlocks channel blocks of accumulators in the forward, kTileTaps taps x up to
+// kTileBlocks blocks in the kernel gradient, so each loaded value feeds several independent FMA
+// chains (one accumulator per output made the forward wait on FMA latency: 288 taps in a row).
+// Each accumulator adds its terms in the one-output loops' order. AVX-512 has 32 vector
+// registers, AVX2 and SSE 16.
+constexpr int kTilePixels = kLanes >= 16 ? 6 : 3;
+constexpr int kTileTaps = kLanes >= 16 ? 6 : 3;
+constexpr int kTileBlocks = kLanes >= 16 ? 4 : 3;
+
+// The input with its padding written out as zeros, so that every tap of every output pixel
+// reads memory (no border cases in the tiles; a zero tap adds 0 * w). `shape` becomes the framed
+// input's, with no padding. Returns x itself when the conv has no padding.
+const float* framed_input(ConvShape& s, const float* x, std::vector<float>& frame) {
+  const int64_t FH = (s.OH - 1) * s.SH + s.KH, FW = (s.OW - 1) * s.SW + s.KW;
+  if (s.PT == 0 && s.PL == 0 && FH <= s.H && FW <= s.W) return x;
+  frame.assign(static_cast<size_t>(s.N * FH * FW * s.IC), 0.f);
+  const int64_t rows = std::min(s.H, FH - s.PT), cols = std::min(s.W, FW - s.PL);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < s.N * rows; ++r) {
+    const int64_t n = r / rows, h = r % rows;
+    const float* src = x + (n * s.H + h) * s.W * s.IC;
+    std::copy(src, src + cols * s.IC, frame.data() + ((n * FH + h + s.PT) * FW + s.PL) * s.IC);
+  }
+  s.H = FH, s.W = FW, s.PT = s.PL = 0;
+  return frame.data();
+}
+
+// Channel blocks [b0, b0 + B) of P output pixels whose receptive fields start at in[p] and whose
+// outputs start at out[p]: bias, then the taps in (kh, kw, ic) order.
+template <typename T, int P, int B>
+inline void conv_tile(const ConvShape& s, const float* const* in, float* const* out, const vf* wb, int64_t blocks, const float* bias,
+                      int64_t b0) {
+  const int64_t KH = T::kh(s), KW = T::kw(s), IC = T::ic(s);
+  vf acc[P][B];
+  for (int t = 0; t < B; ++t) {
+    const vf b = bias ? load(bias + (b0 + t) * kLanes, lanes_in_block(s.OC, b0 + t)) : vf{};
+    for (int p = 0; p < P; ++p) acc[p][t] = b;
+  }
+  const float* px[P];
+  for (int p = 0; p < P; ++p) px[p] = in[p];
+  for (int64_t kh = 0; kh < KH; ++kh)
+    for (int64_t kw = 0; kw < KW; ++kw) {
+      const int64_t at = (kh * s.W + kw) * IC;
+      const vf* wk = wb + (kh * KW + kw) * IC * blocks + b0;
+      for (int64_t ic = 0; ic < IC; ++ic) {
+        vf w[B];
+        for (int t = 0; t < B; ++t) w[t] = wk[ic * blocks + t];
+        for (int p = 0; p < P; ++p) {
+          const float v = px[p][at + ic];
+          for (int t = 0; t < B; ++t) acc[p][t] += v * w[t];
+        }
+      }
+    }
+  for (int p = 0; p < P; ++p)
+    for (int t = 0; t < B; ++t) store(out[p] + (b0 + t) * kLanes, acc[p][t], lanes_in_block(s.OC, b0 + t));
+}
+
+// conv_tile over all channel blocks, kTileBlocks at a time (fewer for the last ones).
+template <typename T, int P>
+inline void conv_tile_blocks(const ConvShape& s, const float* const* in, float* const* out, const vf* wb, int64_t blocks,
+                             const float* bias) {
+  for (int64_t b0 = 0; b0 < blocks;) {
+    const int64_t left = blocks - b0;
+    if (left >= kTileBlocks) conv_tile<T, P, kTileBlocks>(s, in, out, wb, blocks, bias, b0), b0 += kTileBlocks;
+    else if (kTileBlocks > 3 && left == 3) conv_tile<T, P, 3>(s, in, out, wb, blocks, bias, b0), b0 += 3;
+    else if (left >= 2) conv_tile<T, P, 2>(s, in, out, wb, blocks, bias, b0), b0 += 2;
+    else conv_tile<T, P, 1>(s, in, out, wb, blocks, bias, b0), b0 += 1;
+  }
+}
+
+// conv_tile_blocks for P = 1..kTilePixels chosen at run time (the last pixels of an image).
+template <typename T, int P = kTilePixels>
+inline void conv_tile_pixels(int count, const ConvShape& s, const float* const* in, float* const* out, const vf* wb, int64_t blocks,
+                             const float* bias) {
+  if constexpr (P >= 1) {
+    if (count == P) return conv_tile_blocks<T, P>(s, in, out, wb, blocks, bias);
+    conv_tile_pixels<T, P - 1>(count, s, in, out, wb, blocks, bias);
+  }
+}
+
+// y[p, oc] = bias[oc] + sum_k patch_p[k] * w[k, oc], kLanes output channels per vector; each
+// image's output pixels go kTilePixels at a time, across row ends.
 template <typename T>
-void conv_forward_t(const ConvShape& s, const float* x, const float* w, const float* bias, float* y) {
-  const int64_t blocks = (s.OC + kLanes - 1) / kLanes;
+void conv_forward_t(const ConvShape& shape, const float* input, const float* w, const float* bias, float* y) {
+  ConvShape s = shape;
+  std::vector<float> frame;
+  const float* x = framed_input(s, input, frame);
+  const int64_t blocks = (s.OC + kLanes - 1) / kLanes, pixels = s.OH * s.OW;
   VecBuffer wb(s.KH * s.KW * s.IC * blocks);
   block_kernel(s, w, wb.data());
   const vf* wbp = wb.data();
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < s.N; ++n)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int lanes = lanes_in_block(s.OC, b);
-      const vf bias_b = bias ? load(bias + b * kLanes, lanes) : vf{};
-      for (int64_t oh = 0; oh < s.OH; ++oh)
-        for (int64_t ow = 0; ow < s.OW; ++ow) {
-          vf acc = bias_b;
-          for_each_tap_value<T>(s, x, n, oh, ow, [&](int64_t k, float v) { acc += v * wbp[k * blocks + b]; });
-          store(y + ((n * s.OH + oh) * s.OW + ow) * s.OC + b * kLanes, acc, lanes);
-        }
+    for (int64_t p0 = 0; p0 < pixels; p0 += kTilePixels) {
+      const int count = static_cast<int>(min_i(kTilePixels, pixels - p0));
+      const float* in[kTilePixels];
+      float* out[kTilePixels];
+      for (int p = 0; p < count; ++p) {
+        const int64_t oh = (p0 + p) / s.OW, ow = (p0 + p) % s.OW;
+        in[p] = x + ((n * s.H + oh * s.SH) * s.W + ow * s.SW) * s.IC;
+        out[p] = y + (n * pixels + p0 + p) * s.OC;
+      }
+      conv_tile_pixels<T>(count, s, in, out, wbp, blocks, bias);
     }
 }
 
@@ -90,32 +179,100 @@ void add_chunks_in_order(vf* partial, int64_t chunks, int64_t width) {
     for (int64_t i = 0; i < width; ++i) partial[i] += partial[c * width + i];
 }
 
+// The kernel gradient of images [n_begin, n_end) (framed: no padding) for taps [k0, k0 + KT)
+// and channel blocks [b0, b0 + B): acc[t][b] += patch_p[k0 + t] * dy[p, block b] over the
+// pixels in order, written to partial[b * (K + 1) + k].
+// Full: every block holds kLanes channels (plain loads; with masked ones in the loop GCC kept
+// the accumulators in memory).
+template <int KT, int B, bool Full>
+inline void weight_gradient_tile(const ConvShape& s, const float* x, const float* dy, int64_t n_begin, int64_t n_end, int64_t k0,
+                                 int64_t b0, const int64_t* tap_offset, vf* partial) {
+  const int64_t K = s.KH * s.KW * s.IC, step = s.SW * s.IC;
+  int64_t off[KT];
+  for (int t = 0; t < KT; ++t) off[t] = tap_offset[k0 + t];
+  const int last_lanes = lanes_in_block(s.OC, b0 + B - 1);
+  vf acc[KT][B] = {};
+  const float* g = dy + n_begin * s.OH * s.OW * s.OC + b0 * kLanes;
+  for (int64_t n = n_begin; n < n_end; ++n)
+    for (int64_t oh = 0; oh < s.OH; ++oh) {
+      const float* base = x + (n * s.H + oh * s.SH) * s.W * s.IC;
+      for (int64_t ow = 0; ow < s.OW; ++ow, base += step, g += s.OC) {
+        vf gv[B];
+#pragma GCC unroll 8
+        for (int b = 0; b < B; ++b) gv[b] = Full || b + 1 < B ? *reinterpret_cast<const vfu*>(g + b * kLanes) : load(g + b * kLanes, last_lanes);
+#pragma GCC unroll 16
+        for (int t = 0; t < KT; ++t) {
+          const float v = base[off[t]];
+#pragma GCC unroll 8
+          for (int b = 0; b < B; ++b) acc[t][b] += v * gv[b];
+        }
+      }
+    }
+  for (int t = 0; t < KT; ++t)
+    for (int b = 0; b < B; ++b) partial[(b0 + b) * (K + 1) + k0 + t] = acc[t][b];
+}
+
+template <int KT, int B>
+inline void weight_gradient_tile(const ConvShape& s, const float* x, const float* dy, int64_t n_begin, int64_t n_end, int64_t k0,
+                                 int64_t b0, const int64_t* tap_offset, vf* partial) {
+  if ((b0 + B) * kLanes <= s.OC) weight_gradient_tile<KT, B, true>(s, x, dy, n_begin, n_end, k0, b0, tap_offset, partial);
+  else weight_gradient_tile<KT, B, false>(s, x, dy, n_begin, n_end, k0, b0, tap_offset, partial);
+}
+
+template <int KT>
+inline void weight_gradient_tiles(const ConvShape& s, const float* x, const float* dy, int64_t n_begin, int64_t n_end, int64_t k0,
+                                  int64_t blocks, const int64_t* off, vf* partial) {
+  for (int64_t b0 = 0; b0 < blocks;) {
+    const int64_t left = blocks - b0;
+    if (left >= kTileBlocks) weight_gradient_tile<KT, kTileBlocks>(s, x, dy, n_begin, n_end, k0, b0, off, partial), b0 += kTileBlocks;
+    else if (kTileBlocks > 3 && left == 3) weight_gradient_tile<KT, 3>(s, x, dy, n_begin, n_end, k0, b0, off, partial), b0 += 3;
+    else if (left >= 2) weight_gradient_tile<KT, 2>(s, x, dy, n_begin, n_end, k0, b0, off, partial), b0 += 2;
+    else weight_gradient_tile<KT, 1>(s, x, dy, n_begin, n_end, k0, b0, off, partial), b0 += 1;
+  }
+}
+
 // dW[k, oc] = sum over pixels p of patch_p[k] * dy[p, oc]; db[oc] = sum of dy[p, oc]. Each chunk
 // of kReductionChunk images has its own partial sums, added in chunk order: the result does not
 // depend on how many threads ran the chunks.
 template <typename T>
-void conv_backward_weights_t(const ConvShape& s, const float* x, const float* dy, float* dw, float* db) {
-  const int64_t K = T::kh(s) * T::kw(s) * T::ic(s), blocks = (s.OC + kLanes - 1) / kLanes, width = (K + 1) * blocks;
-  const int64_t chunks = (s.N + kReductionChunk - 1) / kReductionChunk;
+void conv_backward_weights_t(const ConvShape& shape, const float* input, const float* dy, float* dw, float* db) {
+  const int64_t K = T::kh(shape) * T::kw(shape) * T::ic(shape), blocks = (shape.OC + kLanes - 1) / kLanes, width = (K + 1) * blocks;
+  const int64_t chunks = (shape.N + kReductionChunk - 1) / kReductionChunk;
   VecBuffer partial(chunks * width);  // per chunk: [blocks][K + 1 (bias)]
+  constexpr int64_t kFixedK = T::fixed_k;  // registers when K is known, else register tiles of taps
+  ConvShape s = shape;
+  std::vector<float> frame;
+  const float* x = kFixedK == 0 ? framed_input(s, input, frame) : input;
+  std::vector<int64_t> tap_offset(K);  // tap k = (kh, kw, ic): its offset in the (framed) input
+  for (int64_t k = 0; k < K; ++k) tap_offset[k] = (k / (s.KW * s.IC) * s.W + k / s.IC % s.KW) * s.IC + k % s.IC;
 #pragma omp parallel for schedule(static)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int lanes = lanes_in_block(s.OC, b);
-      vf* acc = partial.data() + chunk * width + b * (K + 1);
-      constexpr int64_t kFixedK = T::fixed_k;  // registers when K is known, else memory
-      vf acc_fixed[kFixedK > 0 ? kFixedK + 1 : 1] = {};
-      vf* a = kFixedK > 0 ? acc_fixed : acc;
-      for (int64_t n = chunk * kReductionChunk; n < min_i(s.N, (chunk + 1) * kReductionChunk); ++n)
-        for (int64_t oh = 0; oh < s.OH; ++oh)
-          for (int64_t ow = 0; ow < s.OW; ++ow) {
-            const vf g = load(dy + ((n * s.OH + oh) * s.OW + ow) * s.OC + b * kLanes, lanes);
-            a[K] += g;
-            for_each_tap_value<T>(s, x, n, oh, ow, [&](int64_t k, float v) { a[k] += v * g; });
-          }
-      if (kFixedK > 0)
-        for (int64_t k = 0; k <= K; ++k) acc[k] = a[k];
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t n_begin = chunk * kReductionChunk, n_end = min_i(s.N, (chunk + 1) * kReductionChunk);
+    vf* part = partial.data() + chunk * width;
+    if constexpr (kFixedK == 0) {
+      int64_t k0 = 0;
+      for (; k0 + kTileTaps <= K; k0 += kTileTaps) weight_gradient_tiles<kTileTaps>(s, x, dy, n_begin, n_end, k0, blocks, tap_offset.data(), part);
+      for (; k0 < K; ++k0) weight_gradient_tiles<1>(s, x, dy, n_begin, n_end, k0, blocks, tap_offset.data(), part);
+      for (int64_t b = 0; b < blocks; ++b) {  // the bias: the sum of dy
+        vf sum = {};
+        for (int64_t p = n_begin * s.OH * s.OW; p < n_end * s.OH * s.OW; ++p) sum += load(dy + p * s.OC + b * kLanes, lanes_in_block(s.OC, b));
+        part[b * (K + 1) + K] = sum;
+      }
+    } else {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int lanes = lanes_in_block(s.OC, b);
+        vf a[kFixedK + 1] = {};
+        for (int64_t n = n_begin; n < n_end; ++n)
+          for (int64_t oh = 0; oh < s.OH; ++oh)
+            for (int64_t ow = 0; ow < s.OW; ++ow) {
+              const vf g = load(dy + ((n * s.OH + oh) * s.OW + ow) * s.OC + b * kLanes, lanes);
+              a[K] += g;
+              for_each_tap_value<T>(s, x, n, oh, ow, [&](int64_t k, float v) { a[k] += v * g; });
+            }
+        for (int64_t k = 0; k <= K; ++k) part[b * (K + 1) + k] = a[k];
+      }
     }
+  }
   add_chunks_in_order(partial.data(), chunks, width);
   for (int64_t b = 0; b < blocks; ++b) {
     const int lanes = lanes_in_block(s.OC, b);
@@ -135,7 +292,24 @@ void conv_backward_weights(const ConvShape& s, const float* x, const float* dy, 
 }
 
 // dx[n, ih, iw, ic] = sum over taps of dy[n, oh, ow, :] . w[kh, kw, ic, :]
+//
+// With stride 1 and several input channels this is a forward conv (the tiled kernel above) of
+// dy with KH - 1 - PT rows of zeros above and KW - 1 - PL columns left (and as many as it takes
+// below and right) by the kernel turned 180 degrees with its channel axes swapped:
+// wt[kh][kw][oc][ic] = w[KH-1-kh][KW-1-kw][ic][oc]. The per-tap dot products over oc below need
+// a horizontal sum each, which made them 2/3 of Keras' second conv's backward.
 void conv_backward_input(const ConvShape& s, const float* w, const float* dy, float* dx) {
+  if (s.SH == 1 && s.SW == 1 && s.IC >= 4 && s.PT <= s.KH - 1 && s.PL <= s.KW - 1) {
+    std::vector<float> wt(static_cast<size_t>(s.KH * s.KW * s.OC * s.IC));
+    for (int64_t kh = 0; kh < s.KH; ++kh)
+      for (int64_t kw = 0; kw < s.KW; ++kw)
+        for (int64_t ic = 0; ic < s.IC; ++ic)
+          for (int64_t oc = 0; oc < s.OC; ++oc)
+            wt[((kh * s.KW + kw) * s.OC + oc) * s.IC + ic] = w[(((s.KH - 1 - kh) * s.KW + (s.KW - 1 - kw)) * s.IC + ic) * s.OC + oc];
+    const ConvShape t{s.N, s.OH, s.OW, s.OC, s.KH, s.KW, s.IC, s.H, s.W, 1, 1, s.KH - 1 - s.PT, s.KW - 1 - s.PL};
+    conv_forward_t<Taps<0, 0, 0>>(t, dy, wt.data(), nullptr, dx);
+    return;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < s.N; ++n) {
     float* dxn = dx + n * s.H * s.W * s.IC;

@@ -42,7 +42,9 @@ TEST_CASE("conv2d forward matches the naive reference for strides, paddings and 
   struct Case { int64_t H, W, C, KH, KW, OC; int stride; Padding pad; };
   const Case cases[] = {{28, 28, 1, 3, 3, 12, 1, Padding::kValid}, {9, 7, 1, 3, 3, 12, 2, Padding::kSame},
                         {8, 8, 3, 3, 3, 20, 1, Padding::kSame},    {7, 9, 2, 2, 4, 17, 2, Padding::kValid},
-                        {10, 10, 1, 5, 5, 4, 1, Padding::kSame},   {6, 6, 5, 1, 1, 33, 1, Padding::kValid}};
+                        {10, 10, 1, 5, 5, 4, 1, Padding::kSame},   {6, 6, 5, 1, 1, 33, 1, Padding::kValid},
+                        {13, 13, 32, 3, 3, 64, 1, Padding::kValid}, // Keras' second conv: full register tiles
+                        {11, 9, 6, 3, 3, 40, 1, Padding::kSame}};    // framed input, a partial last block
   for (const Case& c : cases) {
     INFO("H " << c.H << " W " << c.W << " C " << c.C << " kernel " << c.KH << "x" << c.KW << " OC " << c.OC << " stride " << c.stride);
     Tensor x = random_tensor({3, c.H, c.W, c.C}, rng), w = random_tensor({c.KH, c.KW, c.C, c.OC}, rng);
@@ -62,6 +64,11 @@ TEST_CASE("conv2d backward matches finite differences", "[core][grad]") {
       {{1, 6, 5, 3}, {3, 3, 3, 4}, {2, 2, Padding::kSame}},    // specialised 3x3x3, stride 2, same
       {{2, 5, 6, 2}, {2, 3, 2, 3}, {1, 2, Padding::kSame}},    // generic kernel, mixed strides
       {{1, 7, 7, 2}, {3, 3, 2, 18}, {2, 1, Padding::kValid}},  // two channel blocks (18 > 16)
+      // Several input channels, stride 1: dx as a conv of dy by the turned kernel; tiles of taps
+      // and blocks in dw (full and partial blocks, tap counts not a multiple of the tile).
+      {{2, 7, 6, 5}, {3, 3, 5, 37}, {1, 1, Padding::kSame}},
+      {{2, 6, 6, 8}, {3, 3, 8, 64}, {1, 1, Padding::kValid}},
+      {{1, 5, 6, 6}, {2, 2, 6, 7}, {1, 1, Padding::kSame}},    // padding only below and right
   };
   for (const Case& c : cases) {
     INFO("input " << shape_str(c.x) << " kernel " << shape_str(c.w) << " stride " << c.o.stride_h << "x" << c.o.stride_w);
