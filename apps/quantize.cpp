@@ -10,7 +10,7 @@
 #include "apps/common.h"
 #include "core/file_io.h"
 #include "core/parallel.h"
-#include "core/qbin.h"
+#include "io/qbin.h"
 #include "data/mnist.h"
 #include "quant/export.h"
 #include "quant/qat.h"

@@ -16,7 +16,7 @@
 #include "core/cpu.h"
 #include "core/file_io.h"
 #include "core/parallel.h"
-#include "core/qbin.h"
+#include "io/qbin.h"
 #include "data/mnist.h"
 #include "layers/model_spec.h"
 #include "layers/sequential.h"

@@ -7,7 +7,7 @@
 #include <string>
 
 #include <qnet/core/random.h>
-#include <qnet/core/qbin.h>
+#include <qnet/io/qbin.h>
 #include <qnet/data/mnist.h>
 #include <qnet/layers/layers.h>
 #include <qnet/layers/sequential.h>

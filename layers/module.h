@@ -13,7 +13,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "core/qbin.h"
+#include "io/qbin.h"
 
 namespace qnet {
 

@@ -8,7 +8,7 @@
 //   qbin::save(export_int8(f), "model_ptq.qbin");             // f is now a QAT-form model
 #pragma once
 
-#include "core/qbin.h"
+#include "io/qbin.h"
 #include "data/dataset.h"
 #include "layers/sequential.h"
 

@@ -19,7 +19,7 @@
 #include <variant>
 #include <vector>
 
-#include "core/qbin.h"
+#include "io/qbin.h"
 
 namespace qnet {
 

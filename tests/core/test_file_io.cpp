@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 
 #include "core/file_io.h"
-#include "core/qbin.h"
+#include "io/qbin.h"
 
 using namespace qnet;
 namespace fs = std::filesystem;

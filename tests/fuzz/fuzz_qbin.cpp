@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/qbin.h"
+#include "io/qbin.h"
 #include "quant/inference_model.h"
 #include "tests/fuzz/fix_crc.h"
 

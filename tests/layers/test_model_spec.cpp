@@ -1,7 +1,7 @@
 // Models from a spec (layers/model_spec.h) and the Dropout layer.
 #include <catch2/catch.hpp>
 
-#include "core/qbin.h"
+#include "io/qbin.h"
 #include "core/random.h"
 #include "layers/model_spec.h"
 #include "quant/export.h"

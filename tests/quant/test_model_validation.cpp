@@ -10,7 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/file_io.h"
-#include "core/qbin.h"
+#include "io/qbin.h"
 #include "layers/sequential.h"
 #include "quant/export.h"
 #include "quant/inference_model.h"

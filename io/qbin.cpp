@@ -1,4 +1,4 @@
-#include "core/qbin.h"
+#include "io/qbin.h"
 
 #include <zlib.h>
 
