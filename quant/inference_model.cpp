@@ -83,7 +83,7 @@ void check_kernel_codes(const LayerRecord& r, const std::vector<int8_t>& k, int 
 }
 
 // |acc| <= K * 255 * 127 + |b_q| must fit int32: the accumulator cannot overflow. With an input
-// zero point the runtime folds -z_in * sum w into the bias (quant/runtime.cpp), which can add
+// zero point the runtime folds -z_in * sum w into the bias (quant/lowering.cpp), which can add
 // as much again.
 void check_accumulator(const LayerRecord& r, int64_t K, const std::vector<int32_t>& bias, int32_t input_zero_point) {
   int64_t max_bias = 0;

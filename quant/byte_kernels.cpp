@@ -1,0 +1,239 @@
+#include "quant/byte_kernels.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/parallel.h"
+
+namespace qnet::u8 {
+
+namespace {
+
+// Per-thread scratch bytes for the kernels below, kept between calls (no allocation per batch).
+uint8_t* scratch_bytes(size_t n) {
+  thread_local std::vector<uint8_t> bytes;
+  if (bytes.size() < n) bytes.resize(n);
+  return bytes.data();
+}
+
+// The kernels below split rows over the OpenMP team; a batch of one image has too few rows to
+// pay for starting it.
+constexpr int64_t kRowsPerTeam = 64;
+
+// body(begin, end) over rows [0, rows): split over the OpenMP team when `parallel`, else called
+// once on this thread. Not `#pragma omp parallel if (...)`: a false `if` still enters libgomp and
+// builds a team of one, which cost 1-1.5 us per kernel at batch 1 (more than the kernels' work:
+// the duplicate of 2,028 bytes took 1.5 us).
+template <typename Body>
+void for_rows(int64_t rows, bool parallel, const Body& body) {
+  if (!parallel || omp_get_max_threads() == 1) return body(int64_t{0}, rows);
+#pragma omp parallel
+  {
+    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+    body(rows * t / n, rows * (t + 1) / n);
+  }
+}
+
+// out[q * C + c] = the max over g < G of in[(q * G + g) * C + c], for q < cols: the max over
+// each run of G consecutive C-byte groups. 16 bytes at a time when C <= 16, so `in` and `out`
+// need 16 bytes of slack past their ends; each store's tail is overwritten by the next.
+void max_of_groups_u8(const uint8_t* in, uint8_t* out, int64_t cols, int64_t C, int G) {
+  using u8x16 = uint8_t __attribute__((vector_size(16)));
+  if (C <= 16) {
+    for (int64_t q = 0; q < cols; ++q) {
+      u8x16 m, v;
+      std::memcpy(&m, in + q * G * C, 16);
+      for (int g = 1; g < G; ++g) std::memcpy(&v, in + (q * G + g) * C, 16), m = m > v ? m : v;
+      std::memcpy(out + q * C, &m, 16);
+    }
+    return;
+  }
+  for (int64_t q = 0; q < cols; ++q)
+    for (int64_t c = 0; c < C; ++c) {
+      uint8_t m = in[q * G * C + c];
+      for (int g = 1; g < G; ++g) m = std::max(m, in[(q * G + g) * C + c]);
+      out[q * C + c] = m;
+    }
+}
+
+}  // namespace
+
+// Max pooling of u8 codes in nhwc with windows that tile the input (stride = window, no
+// padding): each window's largest code, exact because codes order like the reals.
+// Per output row: a byte-wise max over the window's input rows, then over each window's
+// columns, 16 bytes at a time when a pixel has at most 16 channels. oneDNN 2.6's u8 pooling
+// took 7.8x its f32 pooling's time on the reference layer's output (docs/runtime.md).
+void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW,
+                       int64_t OH, int64_t OW) {
+  const int64_t span = OW * KW * C;  // the bytes of an input row that the windows cover
+  for_rows(N * OH, N * OH >= kRowsPerTeam, [&](int64_t begin, int64_t end) {
+    uint8_t* const acc = scratch_bytes(static_cast<size_t>(span + 16 + OW * C + 16));  // +16: vector slack
+    uint8_t* const pooled = acc + span + 16;
+    for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* top = in + ((r / OH * H) + r % OH * KH) * W * C;
+      std::memcpy(acc, top, static_cast<size_t>(span));
+      for (int kh = 1; kh < KH; ++kh) {
+        const uint8_t* row = top + kh * W * C;
+#pragma omp simd
+        for (int64_t i = 0; i < span; ++i) acc[i] = acc[i] > row[i] ? acc[i] : row[i];
+      }
+      max_of_groups_u8(acc, pooled, OW, C, KW);
+      std::memcpy(out + r * OW * C, pooled, static_cast<size_t>(OW * C));
+    }
+  });
+}
+
+// One row per pooled pixel: the BH x BW block of a 1-channel u8 image that the pixel's a x b
+// pooling window of conv outputs reads, out[((n PH + P) PW + Q)][i BW + j] = in[n][a P + i][b Q + j],
+// written `copies` times side by side (2 on the split-weights path, see duplicate_rows).
+void window_blocks(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b,
+                      int BH, int BW, int copies) {
+  const int K = BH * BW;
+  if (BH == 4 && BW == 4) {  // the reference layer (3x3 conv, 2x2 pool): a block is one 16-byte vector
+    for_rows(N * PH, N * PH >= kRowsPerTeam, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const uint8_t* top = in + (row / PH * H + row % PH * a) * W;
+        uint8_t* o = out + row * PW * 16 * copies;
+        for (int64_t Q = 0; Q < PW; ++Q, o += 16 * copies) {
+          const uint8_t* src = top + b * Q;
+          int32_t r[4];
+          for (int i = 0; i < 4; ++i) std::memcpy(&r[i], src + i * W, 4);
+          const __m128i block = _mm_set_epi32(r[3], r[2], r[1], r[0]);
+          for (int c = 0; c < copies; ++c) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + c * 16), block);
+        }
+      }
+    });
+    return;  // 0.15 us per image, against 0.93 us for the general loop below
+  }
+  for_rows(N * PH, N * PH >= kRowsPerTeam, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const uint8_t* top = in + (row / PH * H + row % PH * a) * W;
+      uint8_t* o = out + row * PW * K * copies;
+      for (int64_t Q = 0; Q < PW; ++Q, o += K * copies) {
+        for (int i = 0; i < BH; ++i) std::copy(top + i * W + b * Q, top + i * W + b * Q + BW, o + i * BW);
+        for (int c = 1; c < copies; ++c) std::memcpy(o + c * K, o, static_cast<size_t>(K));
+      }
+    }
+  });
+}
+
+// out[r] = [in[r], in[r]]: each row of `width` bytes twice. The split-weights path's input: a
+// product over the doubled row with the weights' two halves stacked is the product with the
+// whole weights (quant/lowering.cpp, needs_split).
+void duplicate_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t width) {
+  for_rows(rows, rows * width >= kMinParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      std::memcpy(out + 2 * r * width, in + r * width, static_cast<size_t>(width));
+      std::memcpy(out + (2 * r + 1) * width, in + r * width, static_cast<size_t>(width));
+    }
+  });
+}
+
+// out[n][P][Q][oc] = max over the `phases` groups of in[n][P][Q][phase * C + oc]: the max-pool
+// of the window matmul's output (each phase is one position of the pooling window).
+void max_of_phases(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases) {
+  const int64_t in_row = cols * phases * C, out_row = cols * C;
+  for_rows(rows, rows >= kRowsPerTeam, [&](int64_t begin, int64_t end) {
+    uint8_t* const src = scratch_bytes(static_cast<size_t>(in_row + 16 + out_row + 16));  // +16: vector slack
+    uint8_t* const dst = src + in_row + 16;
+    for (int64_t r = begin; r < end; ++r) {
+      std::memcpy(src, in + r * in_row, static_cast<size_t>(in_row));
+      max_of_groups_u8(src, dst, cols, C, phases);
+      std::memcpy(out + r * out_row, dst, static_cast<size_t>(out_row));
+    }
+  });
+}
+
+// out = the nhwc u8 image `in` with `top`, `left`, `bottom` and `right` rows and columns of the
+// code `value` around it: the padding of a conv whose input codes have a zero point (real 0 is
+// `value`, and oneDNN pads with code 0).
+void pad(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int top, int left, int bottom, int right,
+            uint8_t value) {
+  const int64_t OW = W + left + right, OH = H + top + bottom;
+  for_rows(N * OH, N * OH * OW * C >= kMinParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      uint8_t* o = out + r * OW * C;
+      const int64_t n = r / OH, h = r % OH - top;
+      if (h < 0 || h >= H) {
+        std::memset(o, value, static_cast<size_t>(OW * C));
+        continue;
+      }
+      std::memset(o, value, static_cast<size_t>(left * C));
+      std::memcpy(o + left * C, in + (n * H + h) * W * C, static_cast<size_t>(W * C));
+      std::memset(o + (left + W) * C, value, static_cast<size_t>(right * C));
+    }
+  });
+}
+
+// out[i] = max(in[i], zero_point): ReLU on u8 codes whose real 0 is zero_point.
+void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point) {
+  for_rows(count, count >= kMinParallelElements, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) out[i] = in[i] > zero_point ? in[i] : zero_point;
+  });
+}
+
+namespace reference {
+
+void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t P = 0; P < OH; ++P)
+      for (int64_t Q = 0; Q < OW; ++Q)
+        for (int64_t c = 0; c < C; ++c) {
+          uint8_t m = 0;
+          for (int i = 0; i < KH; ++i)
+            for (int j = 0; j < KW; ++j) m = std::max(m, in[((n * H + KH * P + i) * W + KW * Q + j) * C + c]);
+          out[((n * OH + P) * OW + Q) * C + c] = m;
+        }
+}
+
+void window_blocks(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b, int BH,
+                   int BW, int copies) {
+  const int64_t K = int64_t{BH} * BW;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t P = 0; P < PH; ++P)
+      for (int64_t Q = 0; Q < PW; ++Q)
+        for (int copy = 0; copy < copies; ++copy)
+          for (int i = 0; i < BH; ++i)
+            for (int j = 0; j < BW; ++j)
+              out[((n * PH + P) * PW + Q) * K * copies + copy * K + i * BW + j] = in[(n * H + a * P + i) * W + b * Q + j];
+}
+
+void duplicate_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t width) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < 2 * width; ++i) out[r * 2 * width + i] = in[r * width + i % width];
+}
+
+void max_of_phases(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t q = 0; q < cols; ++q)
+      for (int64_t c = 0; c < C; ++c) {
+        uint8_t m = 0;
+        for (int g = 0; g < phases; ++g) m = std::max(m, in[((r * cols + q) * phases + g) * C + c]);
+        out[(r * cols + q) * C + c] = m;
+      }
+}
+
+void pad(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int top, int left, int bottom, int right, uint8_t value) {
+  const int64_t OH = H + top + bottom, OW = W + left + right;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t h = 0; h < OH; ++h)
+      for (int64_t w = 0; w < OW; ++w)
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t ih = h - top, iw = w - left;
+          const bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
+          out[((n * OH + h) * OW + w) * C + c] = inside ? in[((n * H + ih) * W + iw) * C + c] : value;
+        }
+}
+
+void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point) {
+  for (int64_t i = 0; i < count; ++i) out[i] = std::max(in[i], zero_point);
+}
+
+}  // namespace reference
+
+}  // namespace qnet::u8

@@ -1,0 +1,47 @@
+// qnet's own uint8 kernels of the int8 runtime (quant/runtime.h runs them between oneDNN
+// primitives), each beside a plain reference with the same signature: tests/quant/
+// test_byte_kernels.cpp runs both on the same cases and wants the same bytes (the style of
+// TFLite's optimized and reference kernels). Images are NHWC bytes; rows are split over the
+// OpenMP team above a size threshold and run on the calling thread below it.
+//
+//   u8::max_pool_tiled(in, out, N, H, W, C, 2, 2, H / 2, W / 2);   // 2x2 max pooling of codes
+#pragma once
+
+#include <cstdint>
+
+namespace qnet::u8 {
+
+// Max pooling with windows that tile the input (stride = window, no padding): out[n][P][Q][c] =
+// the largest in[n][KH P + i][KW Q + j][c] over i < KH, j < KW. Codes order like the reals.
+void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW);
+
+// One row per pooled pixel of a 1-channel image: the BH x BW block that the pixel's a x b
+// pooling window of conv outputs reads, out[(n PH + P) PW + Q][copy K + i BW + j] =
+// in[n][a P + i][b Q + j] (K = BH BW), written `copies` times side by side.
+void window_blocks(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b, int BH,
+                   int BW, int copies);
+
+// out[r] = [in[r], in[r]]: each row of `width` bytes twice.
+void duplicate_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t width);
+
+// out[r][q][c] = the max over g < phases of in[r][q][g][c] (rows x cols x phases x C bytes in).
+void max_of_phases(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases);
+
+// The image in a frame of `value`: top, left, bottom and right rows and columns around it.
+void pad(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int top, int left, int bottom, int right, uint8_t value);
+
+// out[i] = max(in[i], zero_point): ReLU on codes whose real 0 is zero_point.
+void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point);
+
+// The same kernels in plain loops: what the ones above must equal byte for byte.
+namespace reference {
+void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW);
+void window_blocks(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b, int BH,
+                   int BW, int copies);
+void duplicate_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t width);
+void max_of_phases(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases);
+void pad(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int top, int left, int bottom, int right, uint8_t value);
+void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point);
+}  // namespace reference
+
+}  // namespace qnet::u8
