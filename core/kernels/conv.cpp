@@ -72,8 +72,8 @@ inline void for_each_tap_value(const ConvShape& s, const float* x, int64_t n, in
 // chains (one accumulator per output made the forward wait on FMA latency: 288 taps in a row).
 // Each accumulator adds its terms in the one-output loops' order. AVX-512 has 32 vector
 // registers, AVX2 and SSE 16.
-constexpr int kTilePixels = kLanes >= 16 ? 6 : 3;
-constexpr int kTileTaps = kLanes >= 16 ? 6 : 3;
+constexpr int kTilePixels = kLanes >= 16 ? 6 : 4;
+constexpr int kTileTaps = kLanes >= 16 ? 6 : 4;
 constexpr int kTileBlocks = kLanes >= 16 ? 4 : 3;
 
 // The input with its padding written out as zeros, so that every tap of every output pixel
