@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "layers/layer_kind.h"
 #include "layers/layers.h"
 
 namespace qnet {
@@ -70,6 +71,32 @@ std::unique_ptr<Conv2D> Conv2D::from_record(const qbin::LayerRecord& r) {
   o.use_bias = c->bias_.defined();
   c->set_name(r.name);
   return c;
+}
+
+const LayerKind& conv2d_kind() {
+  static const LayerKind kind{
+      .type = "Conv2D",
+      .spec_name = "conv2d",
+      .positional = {"filters", "kernel"},
+      .keys = {"filters", "kernel", "stride", "padding", "activation"},
+      .role = Int8Role::kWeights,
+      .from_spec =
+          [](const SpecArgs& a, const Shape& input, Rng& rng) {
+            if (input.size() != 3) a.fail("conv2d needs an image input (it comes after flatten or dense here)");
+            const auto [kh, kw] = a.size2(a.need("kernel"), 1, 64, "kernel size");
+            const auto [sh, sw] = a.get("stride") ? a.size2(*a.get("stride"), 1, 64, "stride") : std::pair{1, 1};
+            std::vector<std::unique_ptr<Module>> made;
+            made.push_back(std::make_unique<Conv2D>(
+                Conv2DOptions{.in_channels = input[2], .filters = a.integer(a.need("filters"), 1, 4096, "filters"), .kernel_h = kh,
+                              .kernel_w = kw, .conv = {.stride_h = sh, .stride_w = sw, .padding = a.padding()}},
+                rng));
+            if (a.relu()) made.push_back(std::make_unique<ReLU>());
+            return made;
+          },
+      .from_record = [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> { return Conv2D::from_record(r); },
+      .kernel = [](Module& m) -> Variable& { return dynamic_cast<Conv2D&>(m).kernel(); },
+  };
+  return kind;
 }
 
 }  // namespace qnet

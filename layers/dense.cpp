@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "layers/layer_kind.h"
 #include "layers/layers.h"
 
 namespace qnet {
@@ -55,6 +56,27 @@ std::unique_ptr<Dense> Dense::from_record(const qbin::LayerRecord& r) {
   o.use_bias = d->bias_.defined();
   d->set_name(r.name);
   return d;
+}
+
+const LayerKind& dense_kind() {
+  static const LayerKind kind{
+      .type = "Dense",
+      .spec_name = "dense",
+      .positional = {"units"},
+      .keys = {"units", "activation"},
+      .role = Int8Role::kWeights,
+      .from_spec =
+          [](const SpecArgs& a, const Shape& input, Rng& rng) {
+            if (input.size() != 1) a.fail(fmt::format("dense needs a flat input, not {} (put flatten before it)", shape_str(input)));
+            std::vector<std::unique_ptr<Module>> made;
+            made.push_back(std::make_unique<Dense>(DenseOptions{.in_features = input[0], .units = a.integer(a.need("units"), 1, 65536, "units")}, rng));
+            if (a.relu()) made.push_back(std::make_unique<ReLU>());
+            return made;
+          },
+      .from_record = [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> { return Dense::from_record(r); },
+      .kernel = [](Module& m) -> Variable& { return dynamic_cast<Dense&>(m).kernel(); },
+  };
+  return kind;
 }
 
 }  // namespace qnet

@@ -2,6 +2,7 @@
 // then one record per layer (docs/qbin-format.md).
 #include <fmt/format.h>
 
+#include "layers/layer_kind.h"
 #include "layers/sequential.h"
 
 namespace qnet {
@@ -27,14 +28,9 @@ Sequential from_qbin(const qbin::Model& file) {
   Sequential model(input);
   for (size_t i = 1; i < file.layers.size(); ++i) {
     const qbin::LayerRecord& r = file.layers[i];
-    std::unique_ptr<Module> layer;
-    if (r.kind == "Conv2D") layer = Conv2D::from_record(r);
-    else if (r.kind == "Dense") layer = Dense::from_record(r);
-    else if (r.kind == "MaxPool2D") layer = MaxPool2D::from_record(r);
-    else if (r.kind == "Flatten") layer = std::make_unique<Flatten>();
-    else if (r.kind == "ReLU") layer = std::make_unique<ReLU>();
-    else if (r.kind == "Dropout") layer = Dropout::from_record(r);
-    else throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", qbin::shown(r.name), qbin::shown(r.kind)));
+    const LayerKind* kind = find_layer_kind(r.kind);
+    if (!kind) throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", qbin::shown(r.name), qbin::shown(r.kind)));
+    std::unique_ptr<Module> layer = kind->from_record(r);
     for (const auto& t : r.tensors)
       if (t.dtype != qbin::DType::kF32)
         throw qbin::FormatError(fmt::format("layer '{}' holds {} tensors: this is an int8 model, not a float one", qbin::shown(r.name),

@@ -15,12 +15,9 @@
 #include <string>
 
 #include "layers/sequential.h"
+#include "layers/spec_args.h"
 
 namespace qnet {
-
-class SpecError : public std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
-};
 
 Sequential model_from_spec(const std::string& spec, const Shape& input, Rng& rng);
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "layers/layer_kind.h"
 #include "layers/layers.h"
 
 namespace qnet {
@@ -59,6 +60,82 @@ std::unique_ptr<Dropout> Dropout::from_record(const qbin::LayerRecord& r) {
   auto d = std::make_unique<Dropout>(rate, 0);
   d->set_name(r.name);
   return d;
+}
+
+namespace {
+std::vector<std::unique_ptr<Module>> one(std::unique_ptr<Module> m) {
+  std::vector<std::unique_ptr<Module>> v;
+  v.push_back(std::move(m));
+  return v;
+}
+}  // namespace
+
+const LayerKind& maxpool2d_kind() {
+  static const LayerKind kind{
+      .type = "MaxPool2D",
+      .spec_name = "maxpool2d",
+      .positional = {"size"},
+      .keys = {"size", "stride", "padding"},
+      .role = Int8Role::kPassThrough,
+      .from_spec =
+          [](const SpecArgs& a, const Shape& input, Rng&) {
+            if (input.size() != 3) a.fail("maxpool2d needs an image input (it comes after flatten or dense here)");
+            const auto [ph, pw] = a.size2(a.need("size"), 1, 64, "pool size");
+            const auto [sh, sw] = a.get("stride") ? a.size2(*a.get("stride"), 1, 64, "stride") : std::pair{ph, pw};
+            return one(std::make_unique<MaxPool2D>(Pool2dOptions{ph, pw, sh, sw, a.padding()}));
+          },
+      .from_record = [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> { return MaxPool2D::from_record(r); },
+  };
+  return kind;
+}
+
+const LayerKind& relu_kind() {
+  static const LayerKind kind{
+      .type = "ReLU",
+      .spec_name = "relu",
+      .role = Int8Role::kActivation,
+      .from_spec = [](const SpecArgs&, const Shape&, Rng&) { return one(std::make_unique<ReLU>()); },
+      .from_record =
+          [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> {
+            auto m = std::make_unique<ReLU>();
+            m->set_name(r.name);
+            return m;
+          },
+  };
+  return kind;
+}
+
+const LayerKind& flatten_kind() {
+  static const LayerKind kind{
+      .type = "Flatten",
+      .spec_name = "flatten",
+      .role = Int8Role::kPassThrough,
+      .from_spec = [](const SpecArgs&, const Shape&, Rng&) { return one(std::make_unique<Flatten>()); },
+      .from_record =
+          [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> {
+            auto m = std::make_unique<Flatten>();
+            m->set_name(r.name);
+            return m;
+          },
+  };
+  return kind;
+}
+
+const LayerKind& dropout_kind() {
+  static const LayerKind kind{
+      .type = "Dropout",
+      .spec_name = "dropout",
+      .positional = {"rate"},
+      .keys = {"rate"},
+      .role = Int8Role::kTrainingOnly,
+      .from_spec =
+          [](const SpecArgs& a, const Shape&, Rng& rng) {
+            const double rate = a.real(a.need("rate"), 0.0, 1.0, "dropout rate (expected 0 <= rate < 1)");
+            return one(std::make_unique<Dropout>(static_cast<float>(rate), rng.next_u64()));
+          },
+      .from_record = [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> { return Dropout::from_record(r); },
+  };
+  return kind;
 }
 
 }  // namespace qnet

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/autograd.h"
+#include "layers/layer_kind.h"
 #include "quant/observer.h"
 #include "quant/qat.h"
 #include "quant/quantization.h"
@@ -86,8 +87,8 @@ qbin::Model export_int8(const Sequential& model) {
       m.layers.push_back({"Quantize", quantize->name(), {{"output_bits", quantize->bits()}, {"output_zero_point", p.zero_point}},
                           {{"output_scale", p.scale}}, {}});
       scale = p.scale;
-    } else if (layer.type_name() != "Dropout") {  // training only: not in the deployed model
-      m.layers.push_back(layer.to_record());       // MaxPool2D, Flatten: the grid passes through
+    } else if (const LayerKind* kind = find_layer_kind(layer.type_name()); !kind || kind->role != Int8Role::kTrainingOnly) {
+      m.layers.push_back(layer.to_record());  // pass-through kinds (MaxPool2D, Flatten) and plain ReLUs keep their records
     }
   }
   return m;

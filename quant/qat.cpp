@@ -5,21 +5,24 @@
 #include <fmt/format.h>
 
 #include "core/ops.h"
+#include "layers/layer_kind.h"
 #include "quant/fake_quant.h"
 
 namespace qnet {
 
 namespace {
-Variable& kernel_of(Module& m) {
-  if (auto* c = dynamic_cast<Conv2D*>(&m)) return c->kernel();
-  return dynamic_cast<Dense&>(m).kernel();
+// The layer's kind, if its role is kWeights (layers/layer_kind.h).
+const LayerKind* weights_kind(const Module& m) {
+  const LayerKind* k = find_layer_kind(m.type_name());
+  return k && k->role == Int8Role::kWeights ? k : nullptr;
 }
+Variable& kernel_of(Module& m) { return weights_kind(m)->kernel(m); }
 }  // namespace
 
 QatWeights::QatWeights(std::unique_ptr<Module> layer, int bits) : layer_(std::move(layer)), bits_(bits) {
   check_bits(bits);
-  if (!dynamic_cast<Conv2D*>(layer_.get()) && !dynamic_cast<Dense*>(layer_.get()))
-    throw std::invalid_argument(fmt::format("QatWeights: cannot wrap a {} (expected Conv2D or Dense)", layer_->type_name()));
+  if (!weights_kind(*layer_))
+    throw std::invalid_argument(fmt::format("QatWeights: cannot wrap a {} (expected a layer with weights: Conv2D or Dense)", layer_->type_name()));
 }
 
 // Runs the inner layer with its kernel fake-quantized. The scales come from the current
@@ -104,29 +107,30 @@ qbin::LayerRecord QatQuantize::to_record() const {
 void prepare_qat(Sequential& model, const QatOptions& o) {
   check_bits(o.bits);
   if (is_qat(model)) throw std::invalid_argument("prepare_qat: the model is already prepared for QAT");
-  size_t last = model.size();  // the layer giving the float logits
+  std::vector<Int8Role> roles;  // each layer's part in the int8 graph, from its kind
+  size_t last = model.size();    // the layer giving the float logits
   for (size_t i = 0; i < model.size(); ++i) {
-    const std::string type = model.layer(i).type_name();
-    if (type == "Conv2D" || type == "Dense") last = i;
-    else if (type != "MaxPool2D" && type != "Flatten" && type != "Dropout" && type != "ReLU")
-      throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) has no int8 form", model.layer(i).name(), type));
+    const LayerKind* kind = find_layer_kind(model.layer(i).type_name());
+    if (!kind) throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) has no int8 form", model.layer(i).name(), model.layer(i).type_name()));
+    roles.push_back(kind->role);
+    if (kind->role == Int8Role::kWeights) last = i;
   }
   if (last == model.size()) throw std::invalid_argument("prepare_qat: the model has no Conv2D or Dense layer to quantize");
-  int inserted = 0;
-  for (size_t i = 0; i <= last; ++i) {
-    const std::string type = model.layer(i).type_name();
-    if (type != "Conv2D" && type != "Dense") continue;
+  size_t inserted = 0;
+  for (size_t j = 0; j <= last; ++j) {  // j: the layer's index before insertions
+    if (roles[j] != Int8Role::kWeights) continue;
+    const size_t i = j + inserted;
     model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
-    if (i == last) break;  // its output stays float, and so does a ReLU after it
-    if (model.layer(i + 1).type_name() == "ReLU") {
+    if (j == last) break;  // its output stays float, and so does a ReLU after it
+    if (roles[j + 1] == Int8Role::kActivation) {
       model.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(o.bits, o.observer); });
+      ++j;
     } else {
       auto quantize = std::make_unique<QatQuantize>(o.bits, o.observer);
       quantize->set_name(inserted == 0 ? "quantize" : fmt::format("quantize_{}", inserted));
       model.insert(i + 1, std::move(quantize));
-      ++inserted, ++last;
+      ++inserted;
     }
-    ++i;
   }
 }
 
