@@ -55,5 +55,6 @@ const LayerKind& maxpool2d_kind();
 const LayerKind& relu_kind();
 const LayerKind& flatten_kind();
 const LayerKind& dropout_kind();
+const LayerKind& gaussian_noise_kind();
 
 }  // namespace qnet

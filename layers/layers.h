@@ -1,4 +1,5 @@
-// The layer types: Conv2D, Dense, MaxPool2D, Flatten, ReLU (Sequential: layers/sequential.h).
+// The layer types: Conv2D, Dense, MaxPool2D, Flatten, ReLU, Dropout, GaussianNoise (Sequential:
+// layers/sequential.h; each kind's LayerKind: layers/layer_kind.h).
 //
 //   Rng rng(seed);
 //   auto conv = std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 12}, rng);
@@ -110,6 +111,25 @@ class Dropout : public Module {
 
  private:
   float rate_;
+  std::unique_ptr<Rng> rng_;
+};
+
+// GaussianNoise (training only, as Keras'): in training mode adds N(0, stddev^2) noise to each
+// element; in evaluation mode and in every deployed model, the identity. Its noise comes from its
+// own Rng, seeded when it is made. (The worked example of adding a layer kind,
+// docs/architecture.md: this class, layers/gaussian_noise.cpp and one line in layer_kinds().)
+class GaussianNoise : public Module {
+ public:
+  GaussianNoise(float stddev, uint64_t seed);
+  ~GaussianNoise() override;
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override { return input; }
+  std::string type_name() const override { return "GaussianNoise"; }
+  qbin::LayerRecord to_record() const override;
+  float stddev() const { return stddev_; }
+
+ private:
+  float stddev_;
   std::unique_ptr<Rng> rng_;
 };
 

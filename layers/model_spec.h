@@ -6,7 +6,7 @@
 //
 // Layers: conv2d(filters, kernel[, stride=S][, padding=valid|same][, relu]),
 // maxpool2d(size[, stride=S][, padding=valid|same]), relu, flatten, dropout(rate),
-// dense(units[, relu]). Sizes are N or NxM; `relu` is short for activation=relu. Layers are
+// gaussiannoise(stddev), dense(units[, relu]) (the kinds: layers/layer_kind.h). Sizes are N or NxM; `relu` is short for activation=relu. Layers are
 // separated by spaces, commas or new lines; '#' starts a comment. A mistake is a SpecError whose
 // message points at the offending token: "at character 9 ('conv2x'): unknown layer (expected ...)".
 #pragma once

@@ -262,8 +262,8 @@ InferenceModel inference_model(const qbin::Model& file) {
     } else if (r.kind == "Flatten") {
       b.C = b.H * b.W * b.C, b.H = b.W = 1;
       b.m.stages.push_back({r.name, FlattenStage{}, 1, 1, b.C, b.f32, b.zero});
-    } else if (r.kind == "Dropout" || (r.kind == "Quantize" && b.m.precision == Precision::kF32)) {
-      continue;  // the identity at inference (a QAT file's Quantize record, run in f32)
+    } else if (r.kind == "Dropout" || r.get_int("training_only", 0) == 1 || (r.kind == "Quantize" && b.m.precision == Precision::kF32)) {
+      continue;  // the identity at inference (training-only layers; a QAT file's Quantize record, run in f32)
     } else if (r.kind == "ReLU" && (b.m.precision == Precision::kF32 || r.get_int("output_bits", 0) == 0)) {
       b.m.stages.push_back({r.name, ReluStage{b.f32 ? 0 : b.zero}, b.H, b.W, b.C, b.f32, b.f32 ? 0 : b.zero});
     } else if (r.kind == "ReLU" || r.kind == "Quantize") {

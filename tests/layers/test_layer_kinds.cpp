@@ -5,9 +5,15 @@
 
 #include <catch2/catch.hpp>
 
+#include "core/autograd.h"
 #include "core/random.h"
 #include "layers/layer_kind.h"
 #include "layers/model_spec.h"
+#include "quant/export.h"
+#include "quant/inference_model.h"
+#include "quant/qat.h"
+#include "quant/runtime.h"
+#include "tests/grad_check.h"
 
 using namespace qnet;
 
@@ -19,6 +25,7 @@ TEST_CASE("every layer kind builds from a spec and round-trips through its recor
       {"ReLU", {"relu", {4}}},
       {"Flatten", {"flatten", {2, 3, 4}}},
       {"Dropout", {"dropout(0.25)", {6}}},
+      {"GaussianNoise", {"gaussiannoise(0.1)", {3, 3, 1}}},
       {"Dense", {"dense(3)", {6}}},
   };
   std::set<std::string> types, spec_names;
@@ -49,4 +56,36 @@ TEST_CASE("every layer kind builds from a spec and round-trips through its recor
   }
   CHECK(find_layer_kind("conv2d") == nullptr);  // types are case-sensitive, spec names are not
   CHECK(find_layer_kind_in_specs("CONV2D") == &conv2d_kind());
+}
+
+TEST_CASE("a training-only kind added through the table trains, saves, runs in f32 and leaves int8 files", "[layers][quant]") {
+  Rng rng(4);
+  Sequential m = model_from_spec("gaussiannoise(0.3) conv2d(3, 3, relu) flatten dropout(0.2) dense(4)", {6, 6, 1}, rng);
+  Variable x(testing::random_tensor({5, 6, 6, 1}, rng, 0.f, 1.f), false);
+  NoGradGuard no_grad;
+  m.set_training(true);
+  const std::vector<float> noisy = m.forward(x).value().to_vector();
+  m.set_training(false);
+  const std::vector<float> clean = m.forward(x).value().to_vector();
+  CHECK(noisy != clean);  // the noise is there in training, and only there
+  CHECK(m.forward(x).value().to_vector() == clean);
+
+  const qbin::Model file = to_qbin(m);
+  CHECK(file.layers[1].kind == "GaussianNoise");
+  CHECK(file.layers[1].get_int("training_only", 0) == 1);
+  Sequential back = from_qbin(file);
+  back.set_training(false);
+  CHECK(back.forward(x).value().to_vector() == clean);
+  const InferenceModel f32 = inference_model(file);  // the f32 runtime's graph skips it
+  CHECK(f32.stages.size() == 3);                     // conv (ReLU fused), flatten, dense
+  const std::vector<float> rt = Runtime(f32).predict(std::vector<uint8_t>(36 * 5, 128).data(), 5);
+  CHECK(rt.size() == 20);
+
+  prepare_qat(m, {.bits = 8, .observer = {}});
+  m.set_training(true);
+  m.forward(x);
+  freeze_observers(m);
+  const qbin::Model int8 = export_int8(m);
+  for (const auto& r : int8.layers) CHECK((r.kind != "GaussianNoise" && r.kind != "Dropout"));
+  CHECK(inference_model(int8).precision == Precision::kInt8);
 }
