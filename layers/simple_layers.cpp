@@ -68,6 +68,14 @@ std::vector<std::unique_ptr<Module>> one(std::unique_ptr<Module> m) {
   v.push_back(std::move(m));
   return v;
 }
+
+// from_record of a kind with no attributes.
+template <typename T>
+std::unique_ptr<Module> plain_from_record(const qbin::LayerRecord& r) {
+  auto m = std::make_unique<T>();
+  m->set_name(r.name);
+  return m;
+}
 }  // namespace
 
 const LayerKind& maxpool2d_kind() {
@@ -95,12 +103,7 @@ const LayerKind& relu_kind() {
       .spec_name = "relu",
       .role = Int8Role::kActivation,
       .from_spec = [](const SpecArgs&, const Shape&, Rng&) { return one(std::make_unique<ReLU>()); },
-      .from_record =
-          [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> {
-            auto m = std::make_unique<ReLU>();
-            m->set_name(r.name);
-            return m;
-          },
+      .from_record = plain_from_record<ReLU>,
   };
   return kind;
 }
@@ -111,12 +114,7 @@ const LayerKind& flatten_kind() {
       .spec_name = "flatten",
       .role = Int8Role::kPassThrough,
       .from_spec = [](const SpecArgs&, const Shape&, Rng&) { return one(std::make_unique<Flatten>()); },
-      .from_record =
-          [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> {
-            auto m = std::make_unique<Flatten>();
-            m->set_name(r.name);
-            return m;
-          },
+      .from_record = plain_from_record<Flatten>,
   };
   return kind;
 }

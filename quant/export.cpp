@@ -108,7 +108,7 @@ void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOpti
     Variable x(calibration.batch(begin, std::min(o.batch_size, calibration.size() - begin)).x, false);
     for (size_t i = 0; i < model.size(); ++i) {
       Module& layer = model.layer(i);
-      const bool observed = dynamic_cast<QatReLU*>(&layer) || dynamic_cast<QatQuantize*>(&layer);
+      const bool observed = dynamic_cast<QatObservedActivation*>(&layer) != nullptr;
       if (auto* q = dynamic_cast<QatWeights*>(&layer)) x = q->inner().forward(x);  // the float layer: PTQ calibrates the float model
       else if (dynamic_cast<QatReLU*>(&layer)) x = relu(x);
       else if (!observed) x = layer.forward(x);  // a QatQuantize is the identity in the float model
@@ -118,10 +118,10 @@ void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOpti
     }
   }
   for (size_t i = 0; i < model.size(); ++i) {
-    auto* relu_layer = dynamic_cast<QatReLU*>(&model.layer(i));
-    auto* quantize = dynamic_cast<QatQuantize*>(&model.layer(i));
-    if (!relu_layer && !quantize) continue;
-    float bottom = relu_layer ? 0.f : ranges[i].min(), top = ranges[i].max();
+    auto* observed = dynamic_cast<QatObservedActivation*>(&model.layer(i));
+    if (!observed) continue;
+    const bool after_relu = dynamic_cast<QatReLU*>(observed) != nullptr;
+    float bottom = after_relu ? 0.f : ranges[i].min(), top = ranges[i].max();
     if (o.method == CalibrationMethod::kPercentile && !seen[i].empty()) {  // the top p% (and for signed values the bottom p%)
       std::vector<float>& v = seen[i];
       const auto nth = [&](double fraction) {
@@ -130,11 +130,10 @@ void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOpti
         return v[k];
       };
       top = nth(o.percentile / 100.0);
-      if (quantize) bottom = std::min(nth(1.0 - o.percentile / 100.0), 0.f);
+      if (!after_relu) bottom = std::min(nth(1.0 - o.percentile / 100.0), 0.f);
     }
-    MovingAverageObserver& observer = relu_layer ? relu_layer->observer() : quantize->observer();
-    observer.set_range(bottom, top);
-    observer.freeze();
+    observed->observer().set_range(bottom, top);
+    observed->observer().freeze();
   }
 }
 

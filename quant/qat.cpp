@@ -67,7 +67,11 @@ ObserverOptions relu_range(ObserverOptions o) {
 }
 }  // namespace
 
-QatReLU::QatReLU(int bits, const ObserverOptions& observer) : bits_(bits), observer_(relu_range(observer)) { check_bits(bits); }
+QatObservedActivation::QatObservedActivation(int bits, const ObserverOptions& observer) : bits_(bits), observer_(observer) {
+  check_bits(bits);
+}
+
+QatReLU::QatReLU(int bits, const ObserverOptions& observer) : QatObservedActivation(bits, relu_range(observer)) {}
 
 Variable QatReLU::forward(const Variable& x) {
   if (observing()) {
@@ -87,8 +91,6 @@ qbin::LayerRecord QatReLU::to_record() const {
   qbin::LayerRecord r{"ReLU", name_, {{"output_bits", bits_}}, {{"output_min", observer_.min()}, {"output_max", observer_.max()}}, {}};
   return r;
 }
-
-QatQuantize::QatQuantize(int bits, const ObserverOptions& observer) : bits_(bits), observer_(observer) { check_bits(bits); }
 
 Variable QatQuantize::forward(const Variable& x) {
   if (observing()) observer_.observe(x.value());
@@ -136,8 +138,7 @@ void prepare_qat(Sequential& model, const QatOptions& o) {
 
 void freeze_observers(Sequential& model) {
   for (size_t i = 0; i < model.size(); ++i) {
-    if (auto* q = dynamic_cast<QatReLU*>(&model.layer(i))) q->observer().freeze();
-    if (auto* q = dynamic_cast<QatQuantize*>(&model.layer(i))) q->observer().freeze();
+    if (auto* q = dynamic_cast<QatObservedActivation*>(&model.layer(i))) q->observer().freeze();
   }
 }
 
@@ -174,22 +175,22 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
     for (size_t i = 0; i < model.size(); ++i) {
       const qbin::LayerRecord& r = file.layers[i + 1];  // record 0 is Input
       Module& layer = model.layer(i);
-      auto* relu = dynamic_cast<QatReLU*>(&layer);
-      auto* quantize = dynamic_cast<QatQuantize*>(&layer);
-      if ((quantize != nullptr) != (r.kind == "Quantize"))
+      const bool quantize = dynamic_cast<QatQuantize*>(&layer) != nullptr;
+      if (quantize != (r.kind == "Quantize"))
         throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(r.name), qbin::shown(r.kind),
                                             quantize ? "a Quantize record" : layer.type_name()));
-      if (!relu && !quantize) continue;
+      auto* observed = dynamic_cast<QatObservedActivation*>(&layer);
+      if (!observed) continue;
+      const bool relu = !quantize;
       layer.set_name(r.name);
-      const int own_bits = relu ? relu->bits() : quantize->bits();
-      if (r.get_int("output_bits", 0) != own_bits)
+      if (r.get_int("output_bits", 0) != observed->bits())
         throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int("output_bits", 0), bits));
       const float lo = r.get_float("output_min"), hi = r.get_float("output_max");
       const bool ok = std::isfinite(lo) && std::isfinite(hi) && lo <= hi && hi <= 0x1p40f && lo >= -0x1p40f && (quantize || lo >= 0.f);
       if (!ok)
         throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite {}min <= max, within 2^40{})",
                                             qbin::shown(r.name), lo, hi, relu ? "0 <= " : "", relu ? ": a ReLU's output starts at 0" : ""));
-      (relu ? relu->observer() : quantize->observer()).set_range(lo, hi);
+      observed->observer().set_range(lo, hi);
     }
     return model;
   } catch (const std::invalid_argument& e) {

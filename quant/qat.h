@@ -44,48 +44,43 @@ class QatWeights : public Module {
   int bits_;
 };
 
-// ReLU followed by a uint8 fake-quant whose range a moving-average observer tracks.
-class QatReLU : public Module {
+// An activation fake-quantized to uint8 codes whose range a moving-average observer tracks (in
+// training mode, and until it has seen a batch).
+class QatObservedActivation : public Module {
  public:
-  QatReLU(int bits, const ObserverOptions& observer);
-  Variable forward(const Variable& x) override;
+  QatObservedActivation(int bits, const ObserverOptions& observer);
   bool commutes_with_max_pool() const override { return true; }  // fake-quant is non-decreasing
-  Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
   Shape output_shape(const Shape& input) const override { return input; }
-  std::string type_name() const override { return "QatReLU"; }
-  qbin::LayerRecord to_record() const override;
   MovingAverageObserver& observer() { return observer_; }
   const MovingAverageObserver& observer() const { return observer_; }
   int bits() const { return bits_; }
 
- private:
+ protected:
   bool observing() const { return training_ || !observer_.initialized(); }
 
   int bits_;
   MovingAverageObserver observer_;
 };
 
-// The output of a Conv2D or Dense with no ReLU after it, fake-quantized to uint8 with a zero
-// point (real 0 is the code z, so negative values have codes below z) whose range a
-// moving-average observer tracks. Its record kind is "Quantize".
-class QatQuantize : public Module {
+// ReLU followed by the fake-quant: codes from real 0 (zero point 0). Its record kind is "ReLU".
+class QatReLU : public QatObservedActivation {
  public:
-  QatQuantize(int bits, const ObserverOptions& observer);
+  QatReLU(int bits, const ObserverOptions& observer);
   Variable forward(const Variable& x) override;
-  bool commutes_with_max_pool() const override { return true; }  // fake-quant is non-decreasing
   Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
-  Shape output_shape(const Shape& input) const override { return input; }
+  std::string type_name() const override { return "QatReLU"; }
+  qbin::LayerRecord to_record() const override;
+};
+
+// The output of a Conv2D or Dense with no ReLU after it, fake-quantized with a zero point (real 0
+// is the code z, so negative values have codes below z). Its record kind is "Quantize".
+class QatQuantize : public QatObservedActivation {
+ public:
+  QatQuantize(int bits, const ObserverOptions& observer) : QatObservedActivation(bits, observer) {}
+  Variable forward(const Variable& x) override;
+  Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
   std::string type_name() const override { return "QatQuantize"; }
   qbin::LayerRecord to_record() const override;
-  MovingAverageObserver& observer() { return observer_; }
-  const MovingAverageObserver& observer() const { return observer_; }
-  int bits() const { return bits_; }
-
- private:
-  bool observing() const { return training_ || !observer_.initialized(); }
-
-  int bits_;
-  MovingAverageObserver observer_;
 };
 
 // Rewrites the model in place into the graph the int8 runtime runs (docs/quantization.md):

@@ -134,6 +134,18 @@ Sequential convolutional_model(Rng& rng) {
   return m;
 }
 
+// The training graph's logits (evaluation mode) for n images of uint8 pixels, read as training
+// reads them (p / 255).
+std::vector<float> float_forward(Sequential& model, const std::vector<uint8_t>& px, int64_t n) {
+  Shape shape{n};
+  for (int64_t d : model.input_shape()) shape.push_back(d);
+  Tensor x(shape);
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(px[i]) / 255.f;
+  NoGradGuard no_grad;
+  model.set_training(false);
+  return model.forward(Variable(x, false)).value().to_vector();
+}
+
 // The int8 path this CPU (or ONEDNN_MAX_CPU_ISA) must take: weight codes beyond +-64 run split
 // where oneDNN has no VNNI. scripts/test runs these tests under every cap, so both paths run.
 std::string expected_path(int bits) { return bits == 8 && !onednn_has_vnni() ? "split-weights" : "one-pass"; }
@@ -258,13 +270,7 @@ TEST_CASE("any model the spec allows runs bit-exactly in int8 and close to its Q
         CHECK(std::memcmp(one.data(), ref.data() + i * m.classes(), one.size() * sizeof(float)) == 0);
       }
       // The QAT graph computes the same layers in float: its logits are close, not equal.
-      Shape shape{n};
-      for (int64_t d : qat.input_shape()) shape.push_back(d);
-      Tensor x(shape);
-      for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(px[i]) / 255.f;
-      NoGradGuard no_grad;
-      qat.set_training(false);
-      const std::vector<float> fq = qat.forward(Variable(x, false)).value().to_vector();
+      const std::vector<float> fq = float_forward(qat, px, n);
       float top = 0.f;
       std::vector<float> differences;
       for (size_t i = 0; i < fq.size(); ++i) top = std::max(top, std::abs(fq[i])), differences.push_back(std::abs(fq[i] - ref[i]));
@@ -287,13 +293,7 @@ TEST_CASE("the f32 runtime runs any model the spec allows as the float graph doe
     const Runtime rt(inference_model(to_qbin(model)));
     const int64_t n = 40, size = shape_numel(model.input_shape());
     const std::vector<uint8_t> px = random_pixels(n * size, rng);
-    Shape shape{n};
-    for (int64_t d : model.input_shape()) shape.push_back(d);
-    Tensor x(shape);
-    for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(px[i]) / 255.f;
-    NoGradGuard no_grad;
-    model.set_training(false);
-    const std::vector<float> expected = model.forward(Variable(x, false)).value().to_vector();
+    const std::vector<float> expected = float_forward(model, px, n);
     const std::vector<float> got = rt.predict(px.data(), n);
     REQUIRE(got.size() == expected.size());
     for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == Approx(expected[i]).margin(1e-4));
