@@ -10,6 +10,7 @@
 #pragma once
 
 #include "core/ops.h"
+#include "layers/fusion.h"
 #include "layers/module.h"
 
 namespace qnet {
@@ -25,11 +26,10 @@ struct Conv2DOptions {
   bool use_bias = true;
 };
 
-class Conv2D : public Module {
+class Conv2D : public Module, public PooledForward {
  public:
   Conv2D(const Conv2DOptions& options, Rng& rng);
   Variable forward(const Variable& x) override;
-  bool can_forward_max_pooled() const override { return true; }
   Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "Conv2D"; }
@@ -133,10 +133,9 @@ class GaussianNoise : public Module {
   std::unique_ptr<Rng> rng_;
 };
 
-class ReLU : public Module {
+class ReLU : public Module, public PoolCommutingActivation {
  public:
   Variable forward(const Variable& x) override { return relu(x); }
-  bool commutes_with_max_pool() const override { return true; }
   Variable activate_pooled(const Variable& pooled, const ValueRange&) override { return relu(pooled); }
   Shape output_shape(const Shape& input) const override { return input; }
   std::string type_name() const override { return "ReLU"; }

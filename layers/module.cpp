@@ -11,14 +11,6 @@ namespace qnet {
 
 qbin::LayerRecord Module::to_record() const { return {type_name(), name_, {}, {}, {}}; }
 
-Variable Module::forward_max_pooled(const Variable&, const Pool2dOptions&, ValueRange*) {
-  throw std::logic_error(fmt::format("{} '{}' cannot return a max-pooled output", type_name(), name_));
-}
-
-Variable Module::activate_pooled(const Variable&, const ValueRange&) {
-  throw std::logic_error(fmt::format("{} '{}' does not commute with max-pooling", type_name(), name_));
-}
-
 int64_t Module::parameter_count() {
   int64_t n = 0;
   for (Variable* p : parameters()) n += p->value().numel();

@@ -28,16 +28,8 @@ class Module {
   virtual qbin::LayerRecord to_record() const;
   virtual void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }
-
-  // Fusion of conv -> activation -> max-pool (Sequential::forward, docs/architecture.md):
-  // a layer that can return its output already max-pooled (Conv2D) implements
-  // forward_max_pooled and fills `range` with its unpooled output's min and max; an
-  // activation that commutes with max-pooling (a monotonic one: ReLU) implements
-  // activate_pooled, which also gets that range (QAT's observers need it).
-  virtual bool can_forward_max_pooled() const { return false; }
-  virtual Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range);
-  virtual bool commutes_with_max_pool() const { return false; }
-  virtual Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range);
+  // Layers that take part in the conv -> activation -> max-pool fusion say so through the
+  // interfaces in layers/fusion.h.
 
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }

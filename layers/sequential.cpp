@@ -76,15 +76,15 @@ Variable Sequential::forward(const Variable& x) {
     throw std::invalid_argument(fmt::format("model input {} (expected [N, {}])", shape_str(s), fmt::join(input_shape_, ", ")));
   Variable y = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    if (fusion_ && i + 2 < layers_.size() && layers_[i]->can_forward_max_pooled() && layers_[i + 1]->commutes_with_max_pool())
-      if (const auto* pool = dynamic_cast<const MaxPool2D*>(layers_[i + 2].get())) {
-        // max_pool(act(conv)) == act(max_pool(conv)) for a monotonic act: pool first, in one op.
-        ValueRange range;
-        const Variable pooled = layers_[i]->forward_max_pooled(y, pool->options(), &range);
-        y = layers_[i + 1]->activate_pooled(pooled, range);
-        i += 2;
-        continue;
-      }
+    if (fusion_ && i + 2 < layers_.size() && fuses_with_max_pool(*layers_[i], *layers_[i + 1], *layers_[i + 2])) {
+      // max_pool(act(conv)) == act(max_pool(conv)) for a monotonic act: pool first, in one op.
+      ValueRange range;
+      const auto& pool = dynamic_cast<const MaxPool2D&>(*layers_[i + 2]);
+      const Variable pooled = dynamic_cast<PooledForward&>(*layers_[i]).forward_max_pooled(y, pool.options(), &range);
+      y = dynamic_cast<PoolCommutingActivation&>(*layers_[i + 1]).activate_pooled(pooled, range);
+      i += 2;
+      continue;
+    }
     y = layers_[i]->forward(y);
   }
   return y;
@@ -140,6 +140,12 @@ Sequential reference_model(const Shape& input, int64_t classes, Rng& rng) {
   m.add(std::make_unique<Flatten>());
   m.add(std::make_unique<Dense>(DenseOptions{.in_features = (input[0] - 2) / 2 * ((input[1] - 2) / 2) * 12, .units = classes}, rng));
   return m;
+}
+
+bool fuses_with_max_pool(const Module& a, const Module& b, const Module& c) {
+  const auto* conv = dynamic_cast<const PooledForward*>(&a);
+  return conv && conv->can_forward_max_pooled() && dynamic_cast<const PoolCommutingActivation*>(&b) &&
+         dynamic_cast<const MaxPool2D*>(&c);
 }
 
 }  // namespace qnet

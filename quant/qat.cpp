@@ -48,7 +48,7 @@ Variable QatWeights::forward(const Variable& x) {
 }
 
 Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) {
-  return with_quantized_kernel([&](Module& inner) { return inner.forward_max_pooled(x, pool, range); });
+  return with_quantized_kernel([&](Module& inner) { return dynamic_cast<PooledForward&>(inner).forward_max_pooled(x, pool, range); });
 }
 
 qbin::LayerRecord QatWeights::to_record() const {

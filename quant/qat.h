@@ -22,11 +22,14 @@ struct QatOptions {
 };
 
 // Conv2D or Dense whose kernel is fake-quantized per output channel at every forward.
-class QatWeights : public Module {
+class QatWeights : public Module, public PooledForward {
  public:
   QatWeights(std::unique_ptr<Module> layer, int bits);  // layer: Conv2D or Dense
   Variable forward(const Variable& x) override;
-  bool can_forward_max_pooled() const override { return layer_->can_forward_max_pooled(); }
+  bool can_forward_max_pooled() const override {
+    const auto* inner = dynamic_cast<const PooledForward*>(layer_.get());
+    return inner && inner->can_forward_max_pooled();
+  }
   Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) override;
   Shape output_shape(const Shape& input) const override { return layer_->output_shape(input); }
   std::string type_name() const override { return "Qat" + layer_->type_name(); }
@@ -46,10 +49,10 @@ class QatWeights : public Module {
 
 // An activation fake-quantized to uint8 codes whose range a moving-average observer tracks (in
 // training mode, and until it has seen a batch).
-class QatObservedActivation : public Module {
+class QatObservedActivation : public Module, public PoolCommutingActivation {
  public:
   QatObservedActivation(int bits, const ObserverOptions& observer);
-  bool commutes_with_max_pool() const override { return true; }  // fake-quant is non-decreasing
+  // PoolCommutingActivation: fake-quant is non-decreasing.
   Shape output_shape(const Shape& input) const override { return input; }
   MovingAverageObserver& observer() { return observer_; }
   const MovingAverageObserver& observer() const { return observer_; }

@@ -215,6 +215,48 @@ TEST_CASE("prepare_qat quantizes every activation between weighted layers and le
   std::remove(path.c_str());
 }
 
+TEST_CASE("one predicate decides the conv -> activation -> max-pool fusion, float and QAT", "[quant][layers]") {
+  Rng rng(17);
+  Sequential m({8, 8, 1});
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 2, .kernel_h = 3, .kernel_w = 3, .conv = {}}, rng));
+  m.add(std::make_unique<ReLU>());
+  m.add(std::make_unique<MaxPool2D>());
+  m.add(std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 2, .filters = 2, .kernel_h = 1, .kernel_w = 1, .conv = {}}, rng));
+  m.add(std::make_unique<MaxPool2D>());
+  m.add(std::make_unique<Flatten>());
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 2 * 1 * 1, .units = 3}, rng));
+  CHECK(fuses_with_max_pool(m.layer(0), m.layer(1), m.layer(2)));        // Conv2D, ReLU, MaxPool2D
+  CHECK_FALSE(fuses_with_max_pool(m.layer(3), m.layer(4), m.layer(5)));  // no activation between
+  CHECK_FALSE(fuses_with_max_pool(m.layer(1), m.layer(1), m.layer(2)));  // a ReLU cannot forward pooled
+  prepare_qat(m, {.bits = 8, .observer = {}});  // conv2d_1 gets a QatQuantize before its pool
+  REQUIRE(m.layer(4).type_name() == "QatQuantize");
+  CHECK(fuses_with_max_pool(m.layer(0), m.layer(1), m.layer(2)));  // QatWeights(conv), QatReLU, pool
+  CHECK(fuses_with_max_pool(m.layer(3), m.layer(4), m.layer(5)));  // QatWeights(conv), QatQuantize, pool
+  CHECK_FALSE(fuses_with_max_pool(m.layer(7), m.layer(1), m.layer(2)));  // QatWeights around a Dense
+  // And the fused forward is the layer-by-layer one: the same observed ranges, the same logits.
+  Variable x(random_tensor({4, 8, 8, 1}, rng, 0.f, 1.f), false), x2(random_tensor({4, 8, 8, 1}, rng, 0.f, 1.f), false);
+  m.forward(x);  // the observers start from this batch
+  Sequential unfused_copy = load_any_model([&] {
+    const std::string path = "/tmp/qnet_test_fusion.qbin";
+    save_model(m, path);
+    return path;
+  }());
+  unfused_copy.set_fusion(false);
+  m.forward(x2), unfused_copy.forward(x2);  // training mode: both observers take this batch
+  CHECK(dynamic_cast<QatQuantize&>(m.layer(4)).observer().min() == dynamic_cast<QatQuantize&>(unfused_copy.layer(4)).observer().min());
+  CHECK(dynamic_cast<QatReLU&>(m.layer(1)).observer().max() == dynamic_cast<QatReLU&>(unfused_copy.layer(1)).observer().max());
+  freeze_observers(m);
+  Sequential plain = load_any_model([&] {
+    const std::string path = "/tmp/qnet_test_fusion.qbin";
+    save_model(m, path);
+    return path;
+  }());
+  std::remove("/tmp/qnet_test_fusion.qbin");
+  plain.set_fusion(false);
+  m.set_training(false), plain.set_training(false);
+  CHECK(m.forward(x).value().to_vector() == plain.forward(x).value().to_vector());
+}
+
 TEST_CASE("a QAT model file keeps its bit width and activation ranges", "[quant]") {
   Rng rng(15);
   Sequential m = mnist_reference_model(rng);

@@ -1,0 +1,35 @@
+// Fusion of conv -> activation -> max-pool in training (Sequential::forward, docs/architecture.md).
+// Max-pooling commutes with a non-decreasing activation, so a layer that can return its output
+// already max-pooled, followed by such an activation and a MaxPool2D, runs as one fused op. Two
+// interfaces a layer opts into, beside Module; one predicate decides.
+//
+//   class Conv2D : public Module, public PooledForward { ... };          // and QatWeights
+//   class ReLU : public Module, public PoolCommutingActivation { ... };  // and the QAT activations
+#pragma once
+
+#include "core/ops.h"
+#include "layers/module.h"
+
+namespace qnet {
+
+// A layer that can return its output max-pooled, filling `range` with the min and max of its
+// whole unpooled output (QAT's observers need it).
+class PooledForward {
+ public:
+  virtual ~PooledForward() = default;
+  virtual bool can_forward_max_pooled() const { return true; }  // QatWeights: only around a conv
+  virtual Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) = 0;
+};
+
+// A non-decreasing activation: act(max_pool(c)) == max_pool(act(c)).
+class PoolCommutingActivation {
+ public:
+  virtual ~PoolCommutingActivation() = default;
+  virtual Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) = 0;
+};
+
+// Whether layers a, b, c run as one fused op: a can forward max-pooled, b commutes with
+// max-pooling, c is a MaxPool2D.
+bool fuses_with_max_pool(const Module& a, const Module& b, const Module& c);
+
+}  // namespace qnet
