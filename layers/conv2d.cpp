@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "io/record_keys.h"
 #include "layers/layer_kind.h"
 #include "layers/layers.h"
 
 namespace qnet {
+
+namespace key = qbin::key;
 
 Conv2D::Conv2D(const Conv2DOptions& o, Rng& rng) : options_(o) {
   if (o.in_channels < 1 || o.filters < 1 || o.kernel_h < 1 || o.kernel_w < 1)
@@ -41,10 +44,10 @@ std::vector<Variable*> Conv2D::parameters() {
 
 qbin::LayerRecord Conv2D::to_record() const {
   qbin::LayerRecord r = Module::to_record();
-  r.ints = {{"filters", static_cast<int32_t>(options_.filters)}, {"in_channels", static_cast<int32_t>(options_.in_channels)},
-            {"kernel_h", options_.kernel_h}, {"kernel_w", options_.kernel_w},
-            {"stride_h", options_.conv.stride_h}, {"stride_w", options_.conv.stride_w},
-            {"padding_same", options_.conv.padding == Padding::kSame ? 1 : 0}};
+  r.ints = {{key::kFilters, static_cast<int32_t>(options_.filters)}, {key::kInChannels, static_cast<int32_t>(options_.in_channels)},
+            {key::kKernelH, options_.kernel_h}, {key::kKernelW, options_.kernel_w},
+            {key::kStrideH, options_.conv.stride_h}, {key::kStrideW, options_.conv.stride_w},
+            {key::kPaddingSame, options_.conv.padding == Padding::kSame ? 1 : 0}};
   r.tensors.push_back(qbin::f32_tensor("kernel", kernel_.value()));
   if (bias_.defined()) r.tensors.push_back(qbin::f32_tensor("bias", bias_.value()));
   return r;
@@ -53,13 +56,13 @@ qbin::LayerRecord Conv2D::to_record() const {
 std::unique_ptr<Conv2D> Conv2D::from_record(const qbin::LayerRecord& r) {
   std::unique_ptr<Conv2D> c(new Conv2D());
   auto& o = c->options_;
-  o.filters = r.get_int("filters");
-  o.in_channels = r.get_int("in_channels");
-  o.kernel_h = r.get_int("kernel_h");
-  o.kernel_w = r.get_int("kernel_w");
-  o.conv.stride_h = r.get_int("stride_h");
-  o.conv.stride_w = r.get_int("stride_w");
-  o.conv.padding = r.get_int("padding_same") ? Padding::kSame : Padding::kValid;
+  o.filters = r.get_int(key::kFilters);
+  o.in_channels = r.get_int(key::kInChannels);
+  o.kernel_h = r.get_int(key::kKernelH);
+  o.kernel_w = r.get_int(key::kKernelW);
+  o.conv.stride_h = r.get_int(key::kStrideH);
+  o.conv.stride_w = r.get_int(key::kStrideW);
+  o.conv.padding = r.get_int(key::kPaddingSame) ? Padding::kSame : Padding::kValid;
   if (o.filters < 1 || o.in_channels < 1 || o.kernel_h < 1 || o.kernel_w < 1 || o.conv.stride_h < 1 || o.conv.stride_w < 1)
     throw qbin::FormatError(fmt::format("layer '{}' (Conv2D): attributes out of range", qbin::shown(r.name)));
   const Shape kshape{o.kernel_h, o.kernel_w, o.in_channels, o.filters};
@@ -77,8 +80,8 @@ const LayerKind& conv2d_kind() {
   static const LayerKind kind{
       .type = "Conv2D",
       .spec_name = "conv2d",
-      .positional = {"filters", "kernel"},
-      .keys = {"filters", "kernel", "stride", "padding", "activation"},
+      .positional = {key::kFilters, "kernel"},
+      .keys = {key::kFilters, "kernel", "stride", "padding", "activation"},
       .role = Int8Role::kWeights,
       .from_spec =
           [](const SpecArgs& a, const Shape& input, Rng& rng) {

@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "io/record_keys.h"
 #include "layers/layer_kind.h"
 #include "layers/layers.h"
 
 namespace qnet {
+
+namespace key = qbin::key;
 
 Dense::Dense(const DenseOptions& o, Rng& rng) : options_(o) {
   if (o.in_features < 1 || o.units < 1)
@@ -34,7 +37,7 @@ std::vector<Variable*> Dense::parameters() {
 
 qbin::LayerRecord Dense::to_record() const {
   qbin::LayerRecord r = Module::to_record();
-  r.ints = {{"units", static_cast<int32_t>(options_.units)}, {"in_features", static_cast<int32_t>(options_.in_features)}};
+  r.ints = {{key::kUnits, static_cast<int32_t>(options_.units)}, {key::kInFeatures, static_cast<int32_t>(options_.in_features)}};
   r.tensors.push_back(qbin::f32_tensor("kernel", kernel_.value()));
   if (bias_.defined()) r.tensors.push_back(qbin::f32_tensor("bias", bias_.value()));
   return r;
@@ -43,8 +46,8 @@ qbin::LayerRecord Dense::to_record() const {
 std::unique_ptr<Dense> Dense::from_record(const qbin::LayerRecord& r) {
   std::unique_ptr<Dense> d(new Dense());
   auto& o = d->options_;
-  o.units = r.get_int("units");
-  o.in_features = r.get_int("in_features");
+  o.units = r.get_int(key::kUnits);
+  o.in_features = r.get_int(key::kInFeatures);
   if (o.units < 1 || o.in_features < 1)
     throw qbin::FormatError(fmt::format("layer '{}' (Dense): units {} in_features {} (expected >= 1)", qbin::shown(r.name), o.units, o.in_features));
   const qbin::TensorRecord& k = r.tensor("kernel");
@@ -63,7 +66,7 @@ const LayerKind& dense_kind() {
       .type = "Dense",
       .spec_name = "dense",
       .positional = {"units"},
-      .keys = {"units", "activation"},
+      .keys = {key::kUnits, "activation"},
       .role = Int8Role::kWeights,
       .from_spec =
           [](const SpecArgs& a, const Shape& input, Rng& rng) {

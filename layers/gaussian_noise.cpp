@@ -6,10 +6,13 @@
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "io/record_keys.h"
 #include "layers/layer_kind.h"
 #include "layers/layers.h"
 
 namespace qnet {
+
+namespace key = qbin::key;
 
 GaussianNoise::GaussianNoise(float stddev, uint64_t seed) : stddev_(stddev), rng_(std::make_unique<Rng>(seed)) {
   if (!(stddev >= 0.f && std::isfinite(stddev)))
@@ -27,7 +30,7 @@ Variable GaussianNoise::forward(const Variable& x) {
 
 qbin::LayerRecord GaussianNoise::to_record() const {
   qbin::LayerRecord r = Module::to_record();
-  r.floats = {{"stddev", stddev_}};
+  r.floats = {{key::kStddev, stddev_}};
   return r;
 }
 
@@ -47,7 +50,7 @@ const LayerKind& gaussian_noise_kind() {
           },
       .from_record =
           [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> {
-            const float stddev = r.get_float("stddev");
+            const float stddev = r.get_float(key::kStddev);
             if (!(stddev >= 0.f && stddev < 1e6f))
               throw qbin::FormatError(fmt::format("layer '{}' (GaussianNoise): stddev {} (expected 0 <= stddev < 1e6)", qbin::shown(r.name), stddev));
             auto m = std::make_unique<GaussianNoise>(stddev, 0);

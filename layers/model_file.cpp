@@ -2,15 +2,18 @@
 // then one record per layer (docs/qbin-format.md).
 #include <fmt/format.h>
 
+#include "io/record_keys.h"
 #include "layers/layer_kind.h"
 #include "layers/sequential.h"
 
 namespace qnet {
 
+namespace key = qbin::key;
+
 qbin::Model to_qbin(const Sequential& model) {
   qbin::Model m;
   qbin::LayerRecord input{"Input", "input", {}, {}, {}};
-  const char* axes[] = {"height", "width", "channels"};
+  const char* axes[] = {key::kHeight, key::kWidth, key::kChannels};
   for (size_t i = 0; i < model.input_shape().size() && i < 3; ++i)
     input.ints.emplace_back(axes[i], static_cast<int32_t>(model.input_shape()[i]));
   m.layers.push_back(std::move(input));
@@ -18,7 +21,7 @@ qbin::Model to_qbin(const Sequential& model) {
     m.layers.push_back(model.layer(i).to_record());
     // The identity at inference: the runtime, which knows no layer kinds, skips such records.
     const LayerKind* kind = find_layer_kind(model.layer(i).type_name());
-    if (kind && kind->role == Int8Role::kTrainingOnly) m.layers.back().ints.emplace_back("training_only", 1);
+    if (kind && kind->role == Int8Role::kTrainingOnly) m.layers.back().ints.emplace_back(key::kTrainingOnly, 1);
   }
   return m;
 }
@@ -27,7 +30,7 @@ Sequential from_qbin(const qbin::Model& file) {
   if (file.layers.empty() || file.layers[0].kind != "Input")
     throw qbin::FormatError("the first layer record is not 'Input'");
   const qbin::LayerRecord& in = file.layers[0];
-  const Shape input{in.get_int("height"), in.get_int("width"), in.get_int("channels")};
+  const Shape input{in.get_int(key::kHeight), in.get_int(key::kWidth), in.get_int(key::kChannels)};
   for (int64_t d : input)
     if (d < 1 || d > 65536) throw qbin::FormatError(fmt::format("input shape {} out of range", shape_str(input)));
   Sequential model(input);

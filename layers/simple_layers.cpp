@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "io/record_keys.h"
 #include "layers/layer_kind.h"
 #include "layers/layers.h"
 
 namespace qnet {
+
+namespace key = qbin::key;
 
 Shape MaxPool2D::output_shape(const Shape& in) const {
   if (in.size() != 3) throw std::invalid_argument(fmt::format("MaxPool2D '{}': input {} (expected [H, W, C])", name_, shape_str(in)));
@@ -18,14 +21,14 @@ Shape MaxPool2D::output_shape(const Shape& in) const {
 qbin::LayerRecord MaxPool2D::to_record() const {
   qbin::LayerRecord r = Module::to_record();
   const auto& o = options_;
-  r.ints = {{"window_h", o.window_h}, {"window_w", o.window_w}, {"stride_h", o.stride_h ? o.stride_h : o.window_h},
-            {"stride_w", o.stride_w ? o.stride_w : o.window_w}, {"padding_same", o.padding == Padding::kSame ? 1 : 0}};
+  r.ints = {{key::kWindowH, o.window_h}, {key::kWindowW, o.window_w}, {key::kStrideH, o.stride_h ? o.stride_h : o.window_h},
+            {key::kStrideW, o.stride_w ? o.stride_w : o.window_w}, {key::kPaddingSame, o.padding == Padding::kSame ? 1 : 0}};
   return r;
 }
 
 std::unique_ptr<MaxPool2D> MaxPool2D::from_record(const qbin::LayerRecord& r) {
-  Pool2dOptions o{r.get_int("window_h"), r.get_int("window_w"), r.get_int("stride_h"), r.get_int("stride_w"),
-                  r.get_int("padding_same") ? Padding::kSame : Padding::kValid};
+  Pool2dOptions o{r.get_int(key::kWindowH), r.get_int(key::kWindowW), r.get_int(key::kStrideH), r.get_int(key::kStrideW),
+                  r.get_int(key::kPaddingSame) ? Padding::kSame : Padding::kValid};
   if (o.window_h < 1 || o.window_w < 1 || o.stride_h < 1 || o.stride_w < 1)
     throw qbin::FormatError(fmt::format("layer '{}' (MaxPool2D): window and stride must be >= 1", qbin::shown(r.name)));
   auto p = std::make_unique<MaxPool2D>(o);
@@ -49,12 +52,12 @@ Variable Dropout::forward(const Variable& x) {
 
 qbin::LayerRecord Dropout::to_record() const {
   qbin::LayerRecord r = Module::to_record();
-  r.floats = {{"rate", rate_}};
+  r.floats = {{key::kRate, rate_}};
   return r;
 }
 
 std::unique_ptr<Dropout> Dropout::from_record(const qbin::LayerRecord& r) {
-  const float rate = r.get_float("rate");
+  const float rate = r.get_float(key::kRate);
   if (!(rate >= 0.f && rate < 1.f))
     throw qbin::FormatError(fmt::format("layer '{}' (Dropout): rate {} (expected 0 <= rate < 1)", qbin::shown(r.name), rate));
   auto d = std::make_unique<Dropout>(rate, 0);

@@ -8,12 +8,15 @@
 #include <fmt/format.h>
 
 #include "core/autograd.h"
+#include "io/record_keys.h"
 #include "layers/layer_kind.h"
 #include "quant/observer.h"
 #include "quant/qat.h"
 #include "quant/quantization.h"
 
 namespace qnet {
+
+namespace key = qbin::key;
 
 namespace {
 
@@ -69,9 +72,9 @@ qbin::Model export_int8(const Sequential& model) {
   float scale = 1.f / 255.f;  // uint8 pixels are the input codes
   qbin::Model m;
   m.layers.push_back({"Input", "input",
-                      {{"height", static_cast<int32_t>(in[0])}, {"width", static_cast<int32_t>(in[1])},
-                       {"channels", static_cast<int32_t>(in[2])}, {"bits", 8}},
-                      {{"input_scale", scale}}, {}});
+                      {{key::kHeight, static_cast<int32_t>(in[0])}, {key::kWidth, static_cast<int32_t>(in[1])},
+                       {key::kChannels, static_cast<int32_t>(in[2])}, {key::kInputBits, 8}},
+                      {{key::kInputScale, scale}}, {}});
   for (size_t i = 0; i < model.size(); ++i) {
     const Module& layer = model.layer(i);
     if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) {
@@ -80,12 +83,12 @@ qbin::Model export_int8(const Sequential& model) {
       const QParams p = observed_qparams(relu->name(), relu->observer(), relu->bits());
       if (p.zero_point != 0)
         throw std::invalid_argument(fmt::format("export: layer '{}' has zero point {} (expected 0 after ReLU)", relu->name(), p.zero_point));
-      m.layers.push_back({"ReLU", relu->name(), {{"output_bits", relu->bits()}, {"output_zero_point", 0}}, {{"output_scale", p.scale}}, {}});
+      m.layers.push_back({"ReLU", relu->name(), {{key::kOutputBits, relu->bits()}, {key::kOutputZeroPoint, 0}}, {{key::kOutputScale, p.scale}}, {}});
       scale = p.scale;
     } else if (const auto* quantize = dynamic_cast<const QatQuantize*>(&layer)) {
       const QParams p = observed_qparams(quantize->name(), quantize->observer(), quantize->bits());
-      m.layers.push_back({"Quantize", quantize->name(), {{"output_bits", quantize->bits()}, {"output_zero_point", p.zero_point}},
-                          {{"output_scale", p.scale}}, {}});
+      m.layers.push_back({"Quantize", quantize->name(), {{key::kOutputBits, quantize->bits()}, {key::kOutputZeroPoint, p.zero_point}},
+                          {{key::kOutputScale, p.scale}}, {}});
       scale = p.scale;
     } else if (const LayerKind* kind = find_layer_kind(layer.type_name()); !kind || kind->role != Int8Role::kTrainingOnly) {
       m.layers.push_back(layer.to_record());  // pass-through kinds (MaxPool2D, Flatten) and plain ReLUs keep their records

@@ -8,8 +8,11 @@
 #include <fmt/format.h>
 
 #include "core/ops.h"
+#include "io/record_keys.h"
 
 namespace qnet {
+
+namespace key = qbin::key;
 
 const char* precision_name(Precision p) { return p == Precision::kInt8 ? "int8" : "f32"; }
 
@@ -113,7 +116,7 @@ struct Builder {
   // gives the float logits.
   Activation activation(const LayerRecord& r, const LayerRecord* next) const {
     Activation a;
-    const bool quantized = next && next->get_int("output_bits", 0) != 0;
+    const bool quantized = next && next->get_int(key::kOutputBits, 0) != 0;
     if (m.precision == Precision::kF32) {
       a.relu = next && next->kind == "ReLU";
       a.record = a.relu ? next : nullptr;
@@ -123,13 +126,13 @@ struct Builder {
     if (next && quantized && (next->kind == "ReLU" || next->kind == "Quantize")) {
       a.relu = next->kind == "ReLU";
       a.f32 = false, a.record = next;
-      a.scale = next->get_float("output_scale");
-      a.zero_point = next->get_int("output_zero_point");
+      a.scale = next->get_float(key::kOutputScale);
+      a.zero_point = next->get_int(key::kOutputZeroPoint);
       const int32_t qmax = (1 << m.bits) - 1;
       const int32_t zero_max = a.relu ? 0 : qmax;
-      if (!sane_scale(a.scale) || a.zero_point < 0 || a.zero_point > zero_max || next->get_int("output_bits") != m.bits)
+      if (!sane_scale(a.scale) || a.zero_point < 0 || a.zero_point > zero_max || next->get_int(key::kOutputBits) != m.bits)
         fail(*next, fmt::format("output scale {}, zero point {}, {} bits (expected {}, zero point {}, {} bits)", a.scale, a.zero_point,
-                                next->get_int("output_bits"), kScaleRange, a.relu ? "0" : fmt::format("0..{}", qmax), m.bits));
+                                next->get_int(key::kOutputBits), kScaleRange, a.relu ? "0" : fmt::format("0..{}", qmax), m.bits));
       return a;
     }
     a.relu = next && next->kind == "ReLU" && !quantized;  // a float ReLU on the logits
@@ -157,12 +160,12 @@ struct Builder {
 
   void conv(const LayerRecord& r, const Activation& a) {
     ConvStage s;
-    s.IC = attr(r, "in_channels", 1, 1 << 16);
-    s.OC = attr(r, "filters", 1, 1 << 16);
+    s.IC = attr(r, key::kInChannels, 1, 1 << 16);
+    s.OC = attr(r, key::kFilters, 1, 1 << 16);
     if (s.IC != C) fail(r, fmt::format("in_channels {} but its input has {} channels", s.IC, C));
     int OH = 0, OW = 0;
-    s.g = window(r, H, W, attr(r, "kernel_h", 1, 64), attr(r, "kernel_w", 1, 64), attr(r, "stride_h", 1, 64),
-                 attr(r, "stride_w", 1, 64), r.get_int("padding_same") != 0, OH, OW);
+    s.g = window(r, H, W, attr(r, key::kKernelH, 1, 64), attr(r, key::kKernelW, 1, 64), attr(r, key::kStrideH, 1, 64),
+                 attr(r, key::kStrideW, 1, 64), r.get_int(key::kPaddingSame) != 0, OH, OW);
     const Shape kshape{s.g.KH, s.g.KW, s.IC, s.OC};
     const TensorRecord& k = r.tensor("kernel");
     const TensorRecord* b = r.find_tensor("bias");
@@ -188,16 +191,16 @@ struct Builder {
   void pool(const LayerRecord& r) {
     PoolStage s;
     int OH = 0, OW = 0;
-    s.g = window(r, H, W, attr(r, "window_h", 1, 64), attr(r, "window_w", 1, 64), attr(r, "stride_h", 1, 64),
-                 attr(r, "stride_w", 1, 64), r.get_int("padding_same") != 0, OH, OW);
+    s.g = window(r, H, W, attr(r, key::kWindowH, 1, 64), attr(r, key::kWindowW, 1, 64), attr(r, key::kStrideH, 1, 64),
+                 attr(r, key::kStrideW, 1, 64), r.get_int(key::kPaddingSame) != 0, OH, OW);
     H = OH, W = OW;
     m.stages.push_back({r.name, s, H, W, C, f32, zero});
   }
 
   void dense(const LayerRecord& r, const Activation& a) {
     DenseStage s;
-    s.IN = attr(r, "in_features", 1, 1 << 24);
-    s.OUT = attr(r, "units", 1, 1 << 16);
+    s.IN = attr(r, key::kInFeatures, 1, 1 << 24);
+    s.OUT = attr(r, key::kUnits, 1, 1 << 16);
     if (H != 1 || W != 1 || s.IN != C)
       fail(r, fmt::format("in_features {} but its input is {}x{}x{} (expected a Flatten of {} features before it)", s.IN, H, W, C, s.IN));
     const TensorRecord& k = r.tensor("kernel");
@@ -237,15 +240,15 @@ InferenceModel inference_model(const qbin::Model& file) {
   Builder b;
   const LayerRecord& in = file.layers[0];
   b.m.precision = precision_of(file);
-  b.H = b.m.H = attr(in, "height", 1, 16384);
-  b.W = b.m.W = attr(in, "width", 1, 16384);
-  b.C = b.m.C = attr(in, "channels", 1, 4);
+  b.H = b.m.H = attr(in, key::kHeight, 1, 16384);
+  b.W = b.m.W = attr(in, key::kWidth, 1, 16384);
+  b.C = b.m.C = attr(in, key::kChannels, 1, 4);
   if (b.m.precision == Precision::kInt8) {
-    attr(in, "bits", 8, 8);  // the input codes are the uint8 pixels
+    attr(in, key::kInputBits, 8, 8);  // the input codes are the uint8 pixels
     for (size_t i = file.layers.size(); i-- > 1;)  // the first kernel's width; every layer is checked against it
       if (const TensorRecord* k = file.layers[i].find_tensor("kernel")) b.m.bits = k->quant.bits;
     if (b.m.bits < 2 || b.m.bits > 8) throw FormatError(fmt::format("kernels of {} bits (expected 2..8)", b.m.bits));
-    b.scale = b.m.input_scale = in.get_float("input_scale");
+    b.scale = b.m.input_scale = in.get_float(key::kInputScale);
     if (!sane_scale(b.scale)) fail(in, fmt::format("input_scale {} (expected {})", b.scale, kScaleRange));
   }
   b.f32 = b.m.precision == Precision::kF32;
@@ -262,9 +265,9 @@ InferenceModel inference_model(const qbin::Model& file) {
     } else if (r.kind == "Flatten") {
       b.C = b.H * b.W * b.C, b.H = b.W = 1;
       b.m.stages.push_back({r.name, FlattenStage{}, 1, 1, b.C, b.f32, b.zero});
-    } else if (r.kind == "Dropout" || r.get_int("training_only", 0) == 1 || (r.kind == "Quantize" && b.m.precision == Precision::kF32)) {
+    } else if (r.kind == "Dropout" || r.get_int(key::kTrainingOnly, 0) == 1 || (r.kind == "Quantize" && b.m.precision == Precision::kF32)) {
       continue;  // the identity at inference (training-only layers; a QAT file's Quantize record, run in f32)
-    } else if (r.kind == "ReLU" && (b.m.precision == Precision::kF32 || r.get_int("output_bits", 0) == 0)) {
+    } else if (r.kind == "ReLU" && (b.m.precision == Precision::kF32 || r.get_int(key::kOutputBits, 0) == 0)) {
       b.m.stages.push_back({r.name, ReluStage{b.f32 ? 0 : b.zero}, b.H, b.W, b.C, b.f32, b.f32 ? 0 : b.zero});
     } else if (r.kind == "ReLU" || r.kind == "Quantize") {
       fail(r, "a quantized activation that follows no Conv2D or Dense");

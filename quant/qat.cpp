@@ -5,10 +5,13 @@
 #include <fmt/format.h>
 
 #include "core/ops.h"
+#include "io/record_keys.h"
 #include "layers/layer_kind.h"
 #include "quant/fake_quant.h"
 
 namespace qnet {
+
+namespace key = qbin::key;
 
 namespace {
 // The layer's kind, if its role is kWeights (layers/layer_kind.h).
@@ -54,7 +57,7 @@ Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& 
 qbin::LayerRecord QatWeights::to_record() const {
   qbin::LayerRecord r = layer_->to_record();
   r.name = name_;
-  r.ints.emplace_back("weight_bits", bits_);
+  r.ints.emplace_back(key::kWeightBits, bits_);
   return r;
 }
 
@@ -88,7 +91,7 @@ Variable QatReLU::activate_pooled(const Variable& pooled, const ValueRange& unpo
 }
 
 qbin::LayerRecord QatReLU::to_record() const {
-  qbin::LayerRecord r{"ReLU", name_, {{"output_bits", bits_}}, {{"output_min", observer_.min()}, {"output_max", observer_.max()}}, {}};
+  qbin::LayerRecord r{"ReLU", name_, {{key::kOutputBits, bits_}}, {{key::kOutputMin, observer_.min()}, {key::kOutputMax, observer_.max()}}, {}};
   return r;
 }
 
@@ -103,7 +106,7 @@ Variable QatQuantize::activate_pooled(const Variable& pooled, const ValueRange& 
 }
 
 qbin::LayerRecord QatQuantize::to_record() const {
-  return {"Quantize", name_, {{"output_bits", bits_}}, {{"output_min", observer_.min()}, {"output_max", observer_.max()}}, {}};
+  return {"Quantize", name_, {{key::kOutputBits, bits_}}, {{key::kOutputMin, observer_.min()}, {key::kOutputMax, observer_.max()}}, {}};
 }
 
 void prepare_qat(Sequential& model, const QatOptions& o) {
@@ -158,7 +161,7 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
     Sequential model = from_qbin(float_part);
     int bits = 0;
     for (const auto& r : file.layers) {
-      const int b = r.get_int("weight_bits", 0);
+      const int b = r.get_int(key::kWeightBits, 0);
       if (b != 0 && (b < 2 || b > 8 || (bits != 0 && b != bits)))
         throw qbin::FormatError(fmt::format("layer '{}': weight_bits {} (expected 2..8, the same in every layer{})", qbin::shown(r.name),
                                             b, bits ? fmt::format(": {} before", bits) : ""));
@@ -183,9 +186,9 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
       if (!observed) continue;
       const bool relu = !quantize;
       layer.set_name(r.name);
-      if (r.get_int("output_bits", 0) != observed->bits())
-        throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int("output_bits", 0), bits));
-      const float lo = r.get_float("output_min"), hi = r.get_float("output_max");
+      if (r.get_int(key::kOutputBits, 0) != observed->bits())
+        throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int(key::kOutputBits, 0), bits));
+      const float lo = r.get_float(key::kOutputMin), hi = r.get_float(key::kOutputMax);
       const bool ok = std::isfinite(lo) && std::isfinite(hi) && lo <= hi && hi <= 0x1p40f && lo >= -0x1p40f && (quantize || lo >= 0.f);
       if (!ok)
         throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite {}min <= max, within 2^40{})",

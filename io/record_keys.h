@@ -1,0 +1,44 @@
+// The attribute keys of .qbin layer records (docs/qbin-format.md), spelled once: the layers that
+// write and read them (layers/), QAT and export (quant/) and the runtime's loader
+// (quant/inference_model.cpp) all use these names.
+#pragma once
+
+namespace qnet::qbin::key {
+
+// Input
+inline constexpr char kHeight[] = "height";
+inline constexpr char kWidth[] = "width";
+inline constexpr char kChannels[] = "channels";
+inline constexpr char kInputBits[] = "bits";            // int8 files: 8, the pixels are the codes
+inline constexpr char kInputScale[] = "input_scale";    // int8 files: 1/255
+
+// Conv2D
+inline constexpr char kFilters[] = "filters";
+inline constexpr char kInChannels[] = "in_channels";
+inline constexpr char kKernelH[] = "kernel_h";
+inline constexpr char kKernelW[] = "kernel_w";
+// Conv2D and MaxPool2D
+inline constexpr char kStrideH[] = "stride_h";
+inline constexpr char kStrideW[] = "stride_w";
+inline constexpr char kPaddingSame[] = "padding_same";
+// MaxPool2D
+inline constexpr char kWindowH[] = "window_h";
+inline constexpr char kWindowW[] = "window_w";
+// Dense
+inline constexpr char kUnits[] = "units";
+inline constexpr char kInFeatures[] = "in_features";
+// Dropout, GaussianNoise
+inline constexpr char kRate[] = "rate";
+inline constexpr char kStddev[] = "stddev";
+inline constexpr char kTrainingOnly[] = "training_only";  // 1: the identity at inference
+
+// QAT and int8 files: the weights' bit width on Conv2D and Dense; the activation's codes on the
+// ReLU or Quantize record after them (QAT: the observed range; int8: scale and zero point).
+inline constexpr char kWeightBits[] = "weight_bits";
+inline constexpr char kOutputBits[] = "output_bits";
+inline constexpr char kOutputMin[] = "output_min";
+inline constexpr char kOutputMax[] = "output_max";
+inline constexpr char kOutputScale[] = "output_scale";
+inline constexpr char kOutputZeroPoint[] = "output_zero_point";
+
+}  // namespace qnet::qbin::key
