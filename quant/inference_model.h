@@ -1,7 +1,7 @@
 // The deployed graph: what the oneDNN runtime and the integer reference interpreter execute.
 //
 //   InferenceModel m = load_inference_model("model.qbin");   // f32 or int8, checked
-//   // m.stages: Conv / Dense (activation fused) / MaxPool / Flatten / ReLU, ending 1x1xclasses
+//   // m.stages: Conv2D / Dense (activation fused) / MaxPool2D / Flatten / ReLU, ending 1x1xclasses
 //   std::vector<float> logits = reference_forward(m, pixels, n);   // quant/reference.h
 //
 // An int8 model holds exactly the integers and scales both executors use, so they agree bit for
@@ -15,8 +15,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
-#include <variant>
 #include <vector>
 
 #include "io/qbin.h"
@@ -31,49 +31,14 @@ struct Geometry {  // one spatial window: TensorFlow's "valid" or "same" rules
   int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
 };
 
-struct ConvStage {
-  int IC = 0, OC = 0;
-  Geometry g;
-  bool relu = false;               // a fused ReLU
-  std::vector<float> kernel;       // f32: [KH][KW][IC][OC]
-  std::vector<float> bias;         // f32: [OC] (zeros if the layer has none)
-  std::vector<int8_t> qkernel;     // int8: [KH][KW][IC][OC]
-  std::vector<int32_t> qbias;      // int8: [OC] in accumulator units (eq. 10)
-  std::vector<float> output_scale; // int8: [OC] = s_in * s_w[oc] / s_out (eq. 11), or s_in * s_w[oc] (float output)
-  int32_t qmax = 255;              // int8: 2^bits - 1, the largest output code
-  int32_t input_zero_point = 0;    // int8: the input code of real 0
-  int32_t output_zero_point = 0;   // int8, u8 output: the output code of real 0
-};
-
-struct PoolStage {
-  Geometry g;
-};
-
-struct FlattenStage {};
-
-struct DenseStage {
-  int IN = 0, OUT = 0;
-  bool relu = false;               // a fused ReLU
-  std::vector<float> kernel;       // f32: [IN][OUT]
-  std::vector<float> bias;         // f32: [OUT]
-  std::vector<int8_t> qkernel;     // int8: [IN][OUT]
-  std::vector<int32_t> qbias;      // int8: [OUT], accumulator units
-  std::vector<float> output_scale; // int8: [OUT] = s_in * s_w[o] (eq. 12, float output), or / s_out (u8 output)
-  int32_t qmax = 255;
-  int32_t input_zero_point = 0;
-  int32_t output_zero_point = 0;
-};
-
-// A ReLU that follows no Conv2D or Dense: max(x, 0) on floats, max(code, zero_point) on codes.
-struct ReluStage {
-  int32_t zero_point = 0;
-};
-
-using StageOp = std::variant<ConvStage, PoolStage, FlattenStage, DenseStage, ReluStage>;
+// A stage's computation: its integer reference arithmetic and its lowering to oneDNN, defined
+// with the record it reads in one file per kind (quant/stage_kind.h, quant/stages/).
+class StageOp;
 
 struct Stage {
   std::string name;
-  StageOp op;
+  std::string kind;         // the record kind it was read from: "Conv2D"
+  std::shared_ptr<const StageOp> op;
   int H = 1, W = 1, C = 1;  // output shape per image (Flatten and Dense: H = W = 1)
   bool f32_output = true;   // int8 models: false while the stage gives u8 codes
   int32_t zero_point = 0;   // u8 output: the code of real 0

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "quant/runtime.h"
@@ -55,6 +56,74 @@ struct Runtime::Plan {
   std::vector<plan::Step> steps;
   std::mutex mutex;
   std::vector<std::unique_ptr<plan::Workspace>> idle;
+};
+
+// Builds a plan stage by stage (quant/lowering.cpp). Each kind's lowering (StageOp::lower,
+// quant/stages/) adds its buffers and steps through these helpers.
+class PlanBuilder {
+ public:
+  using memory = dnnl::memory;
+  using dt = memory::data_type;
+  using tag = memory::format_tag;
+
+  PlanBuilder(const InferenceModel& model, Runtime::Plan& plan, const dnnl::engine& engine, bool split);
+  void build();
+
+  const InferenceModel& m;
+  Runtime::Plan& p;
+  const dnnl::engine& eng;
+  dnnl::stream stream{eng};
+  const bool int8 = m.precision == Precision::kInt8;
+  const dt act = int8 ? dt::u8 : dt::f32;
+  const dt wei = int8 ? dt::s8 : dt::f32;
+  const dt bias = int8 ? dt::s32 : dt::f32;
+  // Layouts, measured (docs/runtime.md): f32 convs run fastest on blocked nChw16c activations,
+  // which the inner product then reads as a 4-D tensor; the int8 convs have fast kernels for
+  // nhwc only, and the int8 inner product is fastest on a 2-D view of the nhwc buffer.
+  const bool blocked = !int8;
+  // The split-weights path: products whose weight codes exceed +-64 run on halves (needs_split).
+  const bool split;
+  int H = 0, W = 0, C = 0;  // the shape per image of the stage being lowered's input
+
+  int64_t batch() const { return p.batch; }
+  const memory::desc& desc(int buffer) const { return p.buffers[buffer].md; }
+  // A new buffer, or a view of buffer alias_of's bytes through another descriptor.
+  int add(memory::desc md, int alias_of = -1);
+  // A step running a oneDNN primitive; `buffers` maps DNNL_ARG_* to buffer indices.
+  template <typename PD>
+  void step(const PD& pd, const char* op, std::vector<std::pair<int, int>> buffers, std::vector<std::pair<int, memory>> constants = {}) {
+    p.steps.push_back({dnnl::primitive(pd.get()), {}, fmt::format("{} {}", op, pd.impl_info_str()), std::move(buffers),
+                       std::move(constants), pd.scratchpad_desc()});
+  }
+  // A step that runs one of qnet's own kernels on the workspace's buffers.
+  void kernel_step(std::string what, std::vector<std::pair<int, int>> buffers, std::function<void(const std::vector<memory>&)> run);
+  // The buffer `from` in layout `want`, through a reorder step if the layouts differ.
+  int as(int from, const memory::desc& want);
+  // `from` as nhwc u8 bytes (a reorder if it is in another layout).
+  int as_nhwc_u8(int from);
+  // Weights or bias in the layout the primitive chose, reordered once from the model's vectors.
+  memory constant(const memory::desc& user_md, const void* data, const memory::desc& want);
+  // Output scales and the activation after them: u8 codes (clip_max > 0) with a zero point
+  // added in float, then clipped to [0, clip_max]; or floats (clip_max = 0), with ReLU if `relu`.
+  dnnl::primitive_attr attributes(const std::vector<float>& output_scale, int32_t clip_max, bool relu, int32_t zero_point = 0) const;
+  // A primitive_attr with only the user scratchpad (each predict() call brings its own).
+  static dnnl::primitive_attr plain_attributes();
+  // The int8 bias with the input zero point folded in (b_q - z_in * sum of each output's weight
+  // codes), so that oneDNN's sum over the codes x gives eq. 11's b_q + sum (x - z_in) w.
+  // weights: [K][outputs].
+  static std::vector<int32_t> folded_bias(const std::vector<int32_t>& bias, const std::vector<int8_t>& weights, int32_t z_in);
+  // The split-weights path (docs/runtime.md): on for this plan and some code beyond +-64.
+  bool needs_split(const std::vector<int8_t>& codes) const;
+  // codes as `groups` runs of equal length, each replaced by [its hi halves, its lo halves].
+  static std::vector<int8_t> stacked_halves(const std::vector<int8_t>& codes, size_t groups);
+  // A step writing `rows` rows of `width` bytes of buffer `from` twice into a new buffer `md`.
+  int duplicated(int from, int64_t rows, int64_t width, const memory::desc& md);
+  // Keras' Flatten order is H, W, C: an nhwc buffer of H x W x C per image seen as [N, H*W*C]
+  // (blocked f32 plans keep the 4-D tensor: the inner product flattens it itself).
+  int flatten(int cur, int H, int W, int C);
+
+ private:
+  int logits(int cur);
 };
 
 // Lowers the model to oneDNN primitives and qnet's kernels for p.batch images (p.batch and

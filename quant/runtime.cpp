@@ -17,6 +17,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "quant/plan.h"
+#include "quant/stage_kind.h"
 
 namespace qnet {
 
@@ -69,12 +70,7 @@ Runtime::Runtime(InferenceModel model, RuntimeOptions options)
   if (model_.stages.empty()) throw std::invalid_argument("Runtime: the model has no layers");
   if (model_.precision == Precision::kInt8) {
     bool wide = false;  // a weight code beyond +-64: its products can saturate without VNNI
-    for (const Stage& st : model_.stages) {
-      const std::vector<int8_t>* k = nullptr;
-      if (const auto* c = std::get_if<ConvStage>(&st.op)) k = &c->qkernel;
-      if (const auto* d = std::get_if<DenseStage>(&st.op)) k = &d->qkernel;
-      if (k) wide = wide || std::any_of(k->begin(), k->end(), [](int8_t w) { return w > 64 || w < -64; });
-    }
+    for (const Stage& st : model_.stages) wide = wide || st.op->widest_weight_code() > 64;
     int8_path_ = wide && !onednn_has_vnni() ? "split-weights" : "one-pass";
   }
 }

@@ -13,6 +13,7 @@
 #include "quant/inference_model.h"
 #include "quant/qat.h"
 #include "quant/runtime.h"
+#include "quant/stage_kind.h"
 #include "tests/grad_check.h"
 
 using namespace qnet;
@@ -56,6 +57,25 @@ TEST_CASE("every layer kind builds from a spec and round-trips through its recor
   }
   CHECK(find_layer_kind("conv2d") == nullptr);  // types are case-sensitive, spec names are not
   CHECK(find_layer_kind_in_specs("CONV2D") == &conv2d_kind());
+}
+
+TEST_CASE("every kind that computes at inference has its runtime stage kind, and every stage kind its layer kind", "[layers][quant]") {
+  std::set<std::string_view> records;
+  for (const StageKind* s : stage_kinds()) {
+    INFO(s->record_kind);
+    CHECK(records.insert(s->record_kind).second);
+    CHECK(find_stage_kind(s->record_kind) == s);
+    // Quantize is QAT's activation range for a Conv2D or Dense without ReLU (quant/qat.h), not a spec kind.
+    CHECK((find_layer_kind(s->record_kind) != nullptr || s->record_kind == "Quantize"));
+  }
+  for (const LayerKind* k : layer_kinds()) {
+    INFO(k->type);
+    // Training-only kinds are skipped by their records' training_only flag; Dropout also has a
+    // stage kind, the identity, for files written before that flag.
+    const bool runs = k->role != Int8Role::kTrainingOnly;
+    CHECK((find_stage_kind(k->type) != nullptr) == (runs || k->type == "Dropout"));
+  }
+  CHECK(find_stage_kind("conv2d") == nullptr);
 }
 
 TEST_CASE("a training-only kind added through the table trains, saves, runs in f32 and leaves int8 files", "[layers][quant]") {

@@ -1,0 +1,163 @@
+// The runtime side of a layer kind (internal to qnet_runtime, not installed). Each kind that
+// computes at inference defines, in ONE file, quant/stages/<kind>.cpp:
+//   - a StageKind: the record kind it reads and how a record becomes a checked stage;
+//   - its StageOp: the integer reference arithmetic and the lowering to oneDNN.
+// inference_model(), reference_forward() and build_plan() only walk the records and stages and
+// call these; none of them names a kind. The training side of the same kind (its Module, spec
+// and QAT form) is its LayerKind in layers/ (layers/layer_kind.h): the runtime library holds no
+// training code, so a kind has one file per library (docs/architecture.md, "Adding a layer kind").
+//
+//   const StageKind* k = find_stage_kind("Conv2D");
+//   const bool took_next = k->read(reader, record, next_record);   // appends reader.m.stages
+#pragma once
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "core/tensor.h"
+#include "quant/inference_model.h"
+#include "quant/plan.h"
+
+namespace qnet {
+
+// ---------------------------------------------------------------------------------------------
+// Reading records into stages (the shared checks; quant/inference_model.cpp defines them).
+
+// Every scale in an int8 model lies in [2^-40, 2^40]: a requantization multiplier (eq. 11, a
+// product of three scales) stays a normal float, and the logits (scale x up to 2^31 accumulator
+// units) stay finite. Trained models are far inside (weights ~1e-3, activations ~1e-2).
+constexpr float kMinScale = 0x1p-40f, kMaxScale = 0x1p40f;
+inline bool sane_scale(float s) { return s >= kMinScale && s <= kMaxScale; }
+inline constexpr const char* kScaleRange = "a scale in [2^-40, 2^40]";
+
+// What follows a Conv2D or Dense in the file, fused into its stage.
+struct FusedActivation {
+  bool relu = false;
+  bool f32 = true;             // int8 models: the float logits rather than u8 codes
+  float scale = 1.f;           // u8 output
+  int32_t zero_point = 0;      // u8 output
+  bool took_next = false;      // the record after the layer was consumed with it
+};
+
+// The model being read and the activation the next stage receives.
+struct StageReader {
+  InferenceModel m;
+  float scale = 1.f / 255.f;  // the current activation scale (int8 models)
+  int32_t zero = 0;           // the current activation zero point (int8 models, u8 codes)
+  bool f32 = true;            // the current activation is floats (f32 models; int8 after the logits layer)
+  int H = 0, W = 0, C = 0;    // the current activation's shape per image
+
+  bool int8() const { return m.precision == Precision::kInt8; }
+
+  [[noreturn]] static void fail(const qbin::LayerRecord& r, const std::string& what);  // a FormatError naming r
+  static int attr(const qbin::LayerRecord& r, const char* key, int lo, int hi);        // an int attribute in lo..hi
+
+  // Window geometry and output size of a KHxKW window over the current HxW (TensorFlow's
+  // padding rules); fails if the window does not fit.
+  Geometry window(const qbin::LayerRecord& r, int KH, int KW, int SH, int SW, bool same, int& OH, int& OW) const;
+
+  // A tensor's values, checked for dtype, shape and (floats) finiteness.
+  template <typename T>
+  static std::vector<T> values(const qbin::LayerRecord& r, const qbin::TensorRecord& t, qbin::DType dtype, const Shape& shape);
+
+  // int8 weights: per-output-channel scales along `axis` (eq. 6: b bits, zero points 0), codes
+  // within the narrow range, and a K-term accumulator that cannot overflow int32.
+  std::vector<float> weight_scales(const qbin::LayerRecord& r, const qbin::TensorRecord& t, int axis, int channels) const;
+  void check_kernel_codes(const qbin::LayerRecord& r, const std::vector<int8_t>& codes) const;
+  void check_accumulator(const qbin::LayerRecord& r, int64_t K, const std::vector<int32_t>& bias) const;
+
+  // The activation of the weighted layer r from the record after it (or none). int8: a ReLU
+  // with output_bits or a Quantize record gives u8 codes; anything else makes r the layer that
+  // gives the float logits.
+  FusedActivation activation(const qbin::LayerRecord& r, const qbin::LayerRecord* next) const;
+  // int8 output scales of a layer with weight scales sw (eq. 11, or eq. 12 for the logits).
+  std::vector<float> output_scales(const std::vector<float>& sw, const FusedActivation& a) const;
+
+  // Appends a weighted stage with output shape H x W x C; its activation becomes the current one.
+  void push(const qbin::LayerRecord& r, std::shared_ptr<const StageOp> op, int H, int W, int C, const FusedActivation& a);
+  // Appends a stage that keeps its input's grid (pooling, Flatten, ReLU), output H x W x C.
+  void push_same_grid(const qbin::LayerRecord& r, std::shared_ptr<const StageOp> op, int H, int W, int C);
+};
+
+template <typename T>
+std::vector<T> StageReader::values(const qbin::LayerRecord& r, const qbin::TensorRecord& t, qbin::DType dtype, const Shape& shape) {
+  if (t.dtype != dtype)
+    fail(r, fmt::format("tensor '{}' is {} (expected {})", qbin::shown(t.name), qbin::dtype_name(t.dtype), qbin::dtype_name(dtype)));
+  if (t.shape != shape)
+    fail(r, fmt::format("tensor '{}' has shape {} (expected {})", qbin::shown(t.name), shape_str(t.shape), shape_str(shape)));
+  std::vector<T> v(static_cast<size_t>(shape_numel(shape)));
+  std::memcpy(v.data(), t.bytes.data(), v.size() * sizeof(T));
+  if constexpr (std::is_floating_point_v<T>)
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i]))
+        fail(r, fmt::format("tensor '{}': element {} is {} (expected finite numbers)", qbin::shown(t.name), i, v[i]));
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The integer reference (quant/reference.cpp defines the shared part).
+
+// One image's activation, HWC: u8 codes, or floats once the logits layer has run.
+struct RefActivation {
+  int H = 0, W = 0, C = 0;
+  bool real = false;
+  std::vector<uint8_t> q;
+  std::vector<float> f;
+  size_t at(int h, int w, int c) const { return (static_cast<size_t>(h) * W + w) * C + c; }
+};
+
+// An empty activation of the stage's output shape and type.
+RefActivation reference_output(const Stage& st);
+// A Conv2D or Dense output from its accumulator (quant/inference_model.h): u8 codes
+// clamp(round(float(acc) * scale + z_out), 0, qmax), or floats float(acc) * scale, ReLU if fused.
+void write_accumulator(RefActivation& y, size_t i, int32_t acc, float scale, const Stage& st, bool relu, int32_t z_out, int32_t qmax);
+
+// ---------------------------------------------------------------------------------------------
+// A stage's computation.
+
+class StageOp {
+ public:
+  virtual ~StageOp() = default;
+
+  // The integer reference on one image (int8 models): x becomes the stage's output.
+  virtual void reference(RefActivation& x, const Stage& st) const = 0;
+
+  // Adds the stage's steps to the plan, reading buffer `cur` (shape b.H x b.W x b.C per image),
+  // and returns its output buffer. `next` is the following stage, if any; a lowering that
+  // computes it too (conv + pool as one matmul) sets took_next.
+  virtual int lower(PlanBuilder& b, int cur, const Stage& st, const Stage* next, bool& took_next) const = 0;
+
+  // int8: the largest |weight code| (the runtime's choice of path, docs/runtime.md); 0 without weights.
+  virtual int widest_weight_code() const { return 0; }
+  // A max-pooling stage's window, for a lowering that fuses with the pool after it; else nullptr.
+  virtual const Geometry* max_pool_window() const { return nullptr; }
+};
+
+struct StageKind {
+  std::string_view record_kind;  // the record's kind, the LayerKind's type: "Conv2D"
+  // Reads record r (checked) and appends its stage, or nothing for the identity at inference;
+  // returns true if it also consumed `next` (a fused activation).
+  bool (*read)(StageReader& reader, const qbin::LayerRecord& r, const qbin::LayerRecord* next);
+};
+
+// Every kind the runtime runs (one line each in quant/stage_kind.cpp), and a lookup by record kind.
+const std::vector<const StageKind*>& stage_kinds();
+const StageKind* find_stage_kind(std::string_view record_kind);
+
+// The kinds, each defined in its file under quant/stages/.
+const StageKind& conv2d_stage_kind();
+const StageKind& dense_stage_kind();
+const StageKind& maxpool2d_stage_kind();
+const StageKind& relu_stage_kind();
+const StageKind& flatten_stage_kind();
+const StageKind& quantize_stage_kind();
+const StageKind& dropout_stage_kind();
+
+}  // namespace qnet

@@ -1,0 +1,92 @@
+// MaxPool2D at inference: its record read into a stage, its arithmetic and its lowering
+// (quant/stage_kind.h). Its training side is layers/simple_layers.cpp.
+#include <algorithm>
+#include <limits>
+
+#include "io/record_keys.h"
+#include "quant/byte_kernels.h"
+#include "quant/stage_kind.h"
+
+namespace qnet {
+
+namespace {
+
+namespace key = qbin::key;
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+class PoolStage final : public StageOp {
+ public:
+  Geometry g;
+
+  // The largest value in each window; padding never wins (max is order-preserving on codes).
+  void reference(RefActivation& x, const Stage& st) const override {
+    RefActivation y = reference_output(st);
+    for (int oh = 0; oh < st.H; ++oh)
+      for (int ow = 0; ow < st.W; ++ow)
+        for (int c = 0; c < x.C; ++c) {
+          uint8_t best = 0;
+          float best_f = -std::numeric_limits<float>::infinity();
+          for (int kh = 0; kh < g.KH; ++kh)
+            for (int kw = 0; kw < g.KW; ++kw) {
+              const int ih = oh * g.SH - g.pad_top + kh, iw = ow * g.SW - g.pad_left + kw;
+              if (ih < 0 || ih >= x.H || iw < 0 || iw >= x.W) continue;
+              if (x.real) best_f = std::max(best_f, x.f[x.at(ih, iw, c)]);
+              else best = std::max(best, x.q[x.at(ih, iw, c)]);
+            }
+          if (x.real) y.f[y.at(oh, ow, c)] = best_f;
+          else y.q[y.at(oh, ow, c)] = best;
+        }
+    x = std::move(y);
+  }
+
+  // u8 windows that tile the input run on qnet's kernel (u8::max_pool_tiled, docs/runtime.md);
+  // other windows and floats on oneDNN's.
+  int lower(PlanBuilder& b, int cur, const Stage& st, const Stage*, bool&) const override {
+    const bool tiles = g.SH == g.KH && g.SW == g.KW && g.pad_top == 0 && g.pad_left == 0 && g.pad_bottom == 0 && g.pad_right == 0;
+    const dt type = b.desc(cur).data_type();
+    const int64_t N = b.batch();
+    if (type == dt::u8 && tiles) {
+      cur = b.as_nhwc_u8(cur);
+      const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}
+      const int out = b.add(memory::desc({N, st.C, st.H, st.W}, dt::u8, tag::nhwc));
+      const int64_t C = in[1], H = in[2], W = in[3], OH = st.H, OW = st.W;
+      const int KH = g.KH, KW = g.KW, src = cur;
+      b.kernel_step(fmt::format("pool qnet:u8_max_tiled_{}x{}", KH, KW), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, out}},
+                    [=](const std::vector<memory>& mem) {
+                      u8::max_pool_tiled(static_cast<const uint8_t*>(mem[src].get_data_handle()),
+                                         static_cast<uint8_t*>(mem[out].get_data_handle()), N, H, W, C, KH, KW, OH, OW);
+                    });
+      return out;
+    }
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, b.desc(cur),
+                                  memory::desc({N, st.C, st.H, st.W}, type, tag::any), {g.SH, g.SW}, {g.KH, g.KW}, {g.pad_top, g.pad_left},
+                                  {g.pad_bottom, g.pad_right});
+    dnnl::pooling_forward::primitive_desc pd(d, PlanBuilder::plain_attributes(), b.eng);
+    const int out = b.add(pd.dst_desc());
+    b.step(pd, "pool", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}});
+    return out;
+  }
+
+  const Geometry* max_pool_window() const override { return &g; }
+};
+
+bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*) {
+  auto s = std::make_shared<PoolStage>();
+  int OH = 0, OW = 0;
+  s->g = rd.window(r, StageReader::attr(r, key::kWindowH, 1, 64), StageReader::attr(r, key::kWindowW, 1, 64),
+                   StageReader::attr(r, key::kStrideH, 1, 64), StageReader::attr(r, key::kStrideW, 1, 64),
+                   r.get_int(key::kPaddingSame) != 0, OH, OW);
+  rd.push_same_grid(r, std::move(s), OH, OW, rd.C);
+  return false;
+}
+
+}  // namespace
+
+const StageKind& maxpool2d_stage_kind() {
+  static const StageKind kind{"MaxPool2D", read};
+  return kind;
+}
+
+}  // namespace qnet
