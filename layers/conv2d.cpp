@@ -43,7 +43,7 @@ std::vector<Variable*> Conv2D::parameters() {
 }
 
 qbin::LayerRecord Conv2D::to_record() const {
-  qbin::LayerRecord r = Module::to_record();
+  qbin::LayerRecord r = bare_record(*this);
   r.ints = {{key::kFilters, static_cast<int32_t>(options_.filters)}, {key::kInChannels, static_cast<int32_t>(options_.in_channels)},
             {key::kKernelH, options_.kernel_h}, {key::kKernelW, options_.kernel_w},
             {key::kStrideH, options_.conv.stride_h}, {key::kStrideW, options_.conv.stride_w},

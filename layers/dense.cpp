@@ -36,7 +36,7 @@ std::vector<Variable*> Dense::parameters() {
 }
 
 qbin::LayerRecord Dense::to_record() const {
-  qbin::LayerRecord r = Module::to_record();
+  qbin::LayerRecord r = bare_record(*this);
   r.ints = {{key::kUnits, static_cast<int32_t>(options_.units)}, {key::kInFeatures, static_cast<int32_t>(options_.in_features)}};
   r.tensors.push_back(qbin::f32_tensor("kernel", kernel_.value()));
   if (bias_.defined()) r.tensors.push_back(qbin::f32_tensor("bias", bias_.value()));

@@ -29,7 +29,7 @@ Variable GaussianNoise::forward(const Variable& x) {
 }
 
 qbin::LayerRecord GaussianNoise::to_record() const {
-  qbin::LayerRecord r = Module::to_record();
+  qbin::LayerRecord r = bare_record(*this);
   r.floats = {{key::kStddev, stddev_}};
   return r;
 }

@@ -11,6 +11,7 @@
 
 #include "core/ops.h"
 #include "layers/fusion.h"
+#include "layers/layer_record.h"
 #include "layers/module.h"
 
 namespace qnet {
@@ -26,7 +27,7 @@ struct Conv2DOptions {
   bool use_bias = true;
 };
 
-class Conv2D : public Module, public PooledForward {
+class Conv2D : public Module, public PooledForward, public Recorded {
  public:
   Conv2D(const Conv2DOptions& options, Rng& rng);
   Variable forward(const Variable& x) override;
@@ -53,7 +54,7 @@ struct DenseOptions {
   bool use_bias = true;
 };
 
-class Dense : public Module {
+class Dense : public Module, public Recorded {
  public:
   Dense(const DenseOptions& options, Rng& rng);
   Variable forward(const Variable& x) override;
@@ -73,7 +74,7 @@ class Dense : public Module {
   Variable kernel_, bias_;
 };
 
-class MaxPool2D : public Module {
+class MaxPool2D : public Module, public Recorded {
  public:
   explicit MaxPool2D(const Pool2dOptions& options = {}) : options_(options) {}
   Variable forward(const Variable& x) override { return max_pool2d(x, options_); }
@@ -98,7 +99,7 @@ class Flatten : public Module {
 // scaled by 1 / (1 - rate) (inverted dropout, as Keras); in evaluation mode, and in every exported
 // or deployed model, it is the identity. Its masks come from its own Rng, seeded when it is made,
 // so a seed still gives the same training run.
-class Dropout : public Module {
+class Dropout : public Module, public Recorded {
  public:
   Dropout(float rate, uint64_t seed);
   ~Dropout() override;
@@ -118,7 +119,7 @@ class Dropout : public Module {
 // element; in evaluation mode and in every deployed model, the identity. Its noise comes from its
 // own Rng, seeded when it is made. (The worked example of adding a layer kind,
 // docs/architecture.md: this class, layers/gaussian_noise.cpp and one line in layer_kinds().)
-class GaussianNoise : public Module {
+class GaussianNoise : public Module, public Recorded {
  public:
   GaussianNoise(float stddev, uint64_t seed);
   ~GaussianNoise() override;

@@ -18,7 +18,7 @@ qbin::Model to_qbin(const Sequential& model) {
     input.ints.emplace_back(axes[i], static_cast<int32_t>(model.input_shape()[i]));
   m.layers.push_back(std::move(input));
   for (size_t i = 0; i < model.size(); ++i) {
-    m.layers.push_back(model.layer(i).to_record());
+    m.layers.push_back(record_of(model.layer(i)));
     // The identity at inference: the runtime, which knows no layer kinds, skips such records.
     const LayerKind* kind = find_layer_kind(model.layer(i).type_name());
     if (kind && kind->role == Int8Role::kTrainingOnly) m.layers.back().ints.emplace_back(key::kTrainingOnly, 1);

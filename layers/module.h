@@ -13,7 +13,6 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "io/qbin.h"
 
 namespace qnet {
 
@@ -24,12 +23,11 @@ class Module {
   virtual Shape output_shape(const Shape& input) const = 0;
   virtual std::string type_name() const = 0;        // "Conv2D", as in Keras' summary
   virtual std::vector<Variable*> parameters() { return {}; }
-  // The layer's record in a .qbin model file (attributes and float tensors).
-  virtual qbin::LayerRecord to_record() const;
   virtual void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }
-  // Layers that take part in the conv -> activation -> max-pool fusion say so through the
-  // interfaces in layers/fusion.h.
+  // What else a layer does, it says through interfaces: its record in model files
+  // (layers/layer_record.h) and its part in the conv -> activation -> max-pool fusion
+  // (layers/fusion.h).
 
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }
@@ -39,9 +37,6 @@ class Module {
   bool training_ = true;
   std::string name_;
 };
-
-// The optional "bias" tensor of a layer record, checked to be [channels]; undefined if absent.
-Variable bias_from_record(const qbin::LayerRecord& r, int64_t channels);
 
 // Glorot (Xavier) uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), Keras' default.
 class Rng;

@@ -19,7 +19,7 @@ Shape MaxPool2D::output_shape(const Shape& in) const {
 }
 
 qbin::LayerRecord MaxPool2D::to_record() const {
-  qbin::LayerRecord r = Module::to_record();
+  qbin::LayerRecord r = bare_record(*this);
   const auto& o = options_;
   r.ints = {{key::kWindowH, o.window_h}, {key::kWindowW, o.window_w}, {key::kStrideH, o.stride_h ? o.stride_h : o.window_h},
             {key::kStrideW, o.stride_w ? o.stride_w : o.window_w}, {key::kPaddingSame, o.padding == Padding::kSame ? 1 : 0}};
@@ -51,7 +51,7 @@ Variable Dropout::forward(const Variable& x) {
 }
 
 qbin::LayerRecord Dropout::to_record() const {
-  qbin::LayerRecord r = Module::to_record();
+  qbin::LayerRecord r = bare_record(*this);
   r.floats = {{key::kRate, rate_}};
   return r;
 }

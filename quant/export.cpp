@@ -91,7 +91,7 @@ qbin::Model export_int8(const Sequential& model) {
                           {{key::kOutputScale, p.scale}}, {}});
       scale = p.scale;
     } else if (const LayerKind* kind = find_layer_kind(layer.type_name()); !kind || kind->role != Int8Role::kTrainingOnly) {
-      m.layers.push_back(layer.to_record());  // pass-through kinds (MaxPool2D, Flatten) and plain ReLUs keep their records
+      m.layers.push_back(record_of(layer));  // pass-through kinds (MaxPool2D, Flatten) and plain ReLUs keep their records
     }
   }
   return m;

@@ -55,7 +55,7 @@ Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& 
 }
 
 qbin::LayerRecord QatWeights::to_record() const {
-  qbin::LayerRecord r = layer_->to_record();
+  qbin::LayerRecord r = record_of(*layer_);
   r.name = name_;
   r.ints.emplace_back(key::kWeightBits, bits_);
   return r;

@@ -11,6 +11,7 @@
 // the Dense output (logits) stays float.
 #pragma once
 
+#include "layers/layer_record.h"
 #include "layers/sequential.h"
 #include "quant/observer.h"
 
@@ -22,7 +23,7 @@ struct QatOptions {
 };
 
 // Conv2D or Dense whose kernel is fake-quantized per output channel at every forward.
-class QatWeights : public Module, public PooledForward {
+class QatWeights : public Module, public PooledForward, public Recorded {
  public:
   QatWeights(std::unique_ptr<Module> layer, int bits);  // layer: Conv2D or Dense
   Variable forward(const Variable& x) override;
@@ -66,7 +67,7 @@ class QatObservedActivation : public Module, public PoolCommutingActivation {
 };
 
 // ReLU followed by the fake-quant: codes from real 0 (zero point 0). Its record kind is "ReLU".
-class QatReLU : public QatObservedActivation {
+class QatReLU : public QatObservedActivation, public Recorded {
  public:
   QatReLU(int bits, const ObserverOptions& observer);
   Variable forward(const Variable& x) override;
@@ -77,7 +78,7 @@ class QatReLU : public QatObservedActivation {
 
 // The output of a Conv2D or Dense with no ReLU after it, fake-quantized with a zero point (real 0
 // is the code z, so negative values have codes below z). Its record kind is "Quantize".
-class QatQuantize : public QatObservedActivation {
+class QatQuantize : public QatObservedActivation, public Recorded {
  public:
   QatQuantize(int bits, const ObserverOptions& observer) : QatObservedActivation(bits, observer) {}
   Variable forward(const Variable& x) override;

@@ -43,11 +43,11 @@ TEST_CASE("every layer kind builds from a spec and round-trips through its recor
     Sequential m = model_from_spec(spec, input, rng);
     REQUIRE(m.size() == 1);
     CHECK(m.layer(0).type_name() == kind.type);
-    const qbin::LayerRecord record = m.layer(0).to_record();
+    const qbin::LayerRecord record = record_of(m.layer(0));
     CHECK(record.kind == kind.type);
     const std::unique_ptr<Module> back = kind.from_record(record);
     CHECK(back->type_name() == kind.type);
-    const qbin::LayerRecord again = back->to_record();
+    const qbin::LayerRecord again = record_of(*back);
     CHECK(again.ints == record.ints);
     CHECK(again.floats == record.floats);
     CHECK(again.tensors.size() == record.tensors.size());
