@@ -59,6 +59,13 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, cons
 // --- pooling (core/ops_pool.cpp); gradient goes to the first maximum of each window
 Variable max_pool2d(const Variable& x, const Pool2dOptions& options);
 
+// --- zero padding (core/ops_pad.cpp): y = x in a frame of zeros, `top` rows above, `bottom`
+// below, `left` and `right` columns beside; the gradient of x is dy's interior.
+struct Pad2dOptions {
+  int top = 0, bottom = 0, left = 0, right = 0;
+};
+Variable zero_pad2d(const Variable& x, const Pad2dOptions& options);
+
 // --- conv2d then max_pool2d in one pass each way (core/ops_conv.cpp): the value and the
 // gradients of max_pool2d(conv2d(x, w, bias, conv), pool), without the conv output in memory.
 // Sequential uses it for conv -> activation -> max-pool when the activation is monotonic

@@ -24,6 +24,11 @@ inline constexpr char kPaddingSame[] = "padding_same";
 // MaxPool2D
 inline constexpr char kWindowH[] = "window_h";
 inline constexpr char kWindowW[] = "window_w";
+// ZeroPadding2D
+inline constexpr char kPadTop[] = "pad_top";
+inline constexpr char kPadBottom[] = "pad_bottom";
+inline constexpr char kPadLeft[] = "pad_left";
+inline constexpr char kPadRight[] = "pad_right";
 // Dense
 inline constexpr char kUnits[] = "units";
 inline constexpr char kInFeatures[] = "in_features";

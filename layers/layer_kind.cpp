@@ -4,8 +4,8 @@ namespace qnet {
 
 // A new kind: its Module and LayerKind in one source file (see conv2d.cpp), one line here.
 const std::vector<const LayerKind*>& layer_kinds() {
-  static const std::vector<const LayerKind*> kinds{&conv2d_kind(), &maxpool2d_kind(), &relu_kind(), &flatten_kind(), &dropout_kind(), &gaussian_noise_kind(),
-                                                   &dense_kind()};
+  static const std::vector<const LayerKind*> kinds{&conv2d_kind(),  &maxpool2d_kind(),       &zero_padding2d_kind(), &relu_kind(),
+                                                   &flatten_kind(), &dropout_kind(),         &gaussian_noise_kind(),  &dense_kind()};
   return kinds;
 }
 

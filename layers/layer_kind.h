@@ -56,5 +56,6 @@ const LayerKind& relu_kind();
 const LayerKind& flatten_kind();
 const LayerKind& dropout_kind();
 const LayerKind& gaussian_noise_kind();
+const LayerKind& zero_padding2d_kind();
 
 }  // namespace qnet

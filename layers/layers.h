@@ -134,6 +134,23 @@ class GaussianNoise : public Module, public Recorded {
   std::unique_ptr<Rng> rng_;
 };
 
+// ZeroPadding2D (Keras'): the image in a frame of zeros, `top` rows above, `bottom` below, `left`
+// and `right` columns beside. In int8 it frames u8 codes with the code of real 0. (The worked
+// example of a kind that computes at inference, docs/architecture.md: this class,
+// layers/zero_padding2d.cpp, quant/stages/zero_padding2d.cpp and a line in each kinds table.)
+class ZeroPadding2D : public Module, public Recorded {
+ public:
+  explicit ZeroPadding2D(const Pad2dOptions& padding);
+  Variable forward(const Variable& x) override { return zero_pad2d(x, padding_); }
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "ZeroPadding2D"; }
+  qbin::LayerRecord to_record() const override;
+  const Pad2dOptions& padding() const { return padding_; }
+
+ private:
+  Pad2dOptions padding_;
+};
+
 class ReLU : public Module, public PoolCommutingActivation {
  public:
   Variable forward(const Variable& x) override { return relu(x); }

@@ -5,8 +5,9 @@
 //                                  "flatten dropout(0.5) dense(10)", {28, 28, 1}, rng);
 //
 // Layers: conv2d(filters, kernel[, stride=S][, padding=valid|same][, relu]),
-// maxpool2d(size[, stride=S][, padding=valid|same]), relu, flatten, dropout(rate),
-// gaussiannoise(stddev), dense(units[, relu]) (the kinds: layers/layer_kind.h). Sizes are N or NxM; `relu` is short for activation=relu. Layers are
+// maxpool2d(size[, stride=S][, padding=valid|same]), zeropadding2d(P[, top=T, ...]), relu, flatten,
+// dropout(rate), gaussiannoise(stddev), dense(units[, relu]) (the kinds: layers/layer_kind.h).
+// Sizes are N or NxM; `relu` is short for activation=relu. Layers are
 // separated by spaces, commas or new lines; '#' starts a comment. A mistake is a SpecError whose
 // message points at the offending token: "at character 9 ('conv2x'): unknown layer (expected ...)".
 #pragma once

@@ -155,6 +155,7 @@ const StageKind* find_stage_kind(std::string_view record_kind);
 const StageKind& conv2d_stage_kind();
 const StageKind& dense_stage_kind();
 const StageKind& maxpool2d_stage_kind();
+const StageKind& zero_padding2d_stage_kind();
 const StageKind& relu_stage_kind();
 const StageKind& flatten_stage_kind();
 const StageKind& quantize_stage_kind();

@@ -43,12 +43,14 @@ check "train --qat on 14x28x2 images (rank-4 IDX, EMNIST-style names) with --cla
 check "... gives 12 outputs" grep -q "(None, 12)" multi.log
 check "... and an accurate int8 model (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" multi.json'
 # A model with every layer form the spec allows deploys (issue 14, item 3): a conv with no ReLU
-# (codes with a zero point) padded by a strided "same" conv, a standalone ReLU after pooling,
-# hidden Dense layers with and without ReLU, Dropout.
-spec='conv2d(16, 3, padding=same) maxpool2d(2) relu conv2d(16, 3, stride=2, padding=same) flatten dense(64, relu) dropout(0.3) dense(32) dense(12)'
+# (codes with a zero point) framed by ZeroPadding2D with that zero point, codes padded by a
+# strided "same" conv, a standalone ReLU after pooling, hidden Dense layers with and without
+# ReLU, Dropout.
+spec='conv2d(16, 3, padding=same) zeropadding2d(1, left=0) maxpool2d(2) relu conv2d(16, 3, stride=2, padding=same) flatten dense(64, relu) dropout(0.3) dense(32) dense(12)'
 "$bin/train" --qat --epochs 1 --data-dir multi --classes 12 --model "$spec" -o general.qbin --checkpoint general_qat.qbin --metrics general.json >general.log 2>&1
 check "train --qat on a spec with convs and Dense layers without ReLU and hidden Dense layers" test $? -eq 0
 check "... inserts the activations' quantizers" grep -q "quantize_2 (QatQuantize)" general.log
+check "... and keeps the ZeroPadding2D" grep -q "zero_padding2d (ZeroPadding2D) *(None, 16, 29, 16)" general.log
 check "... and its int8 model is accurate (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" general.json'
 check "... equal to the fake-quantized accuracy within 0.001" int8_matches_fake_quant general.json
 "$bin/evaluate" general.qbin --data-dir multi --json >general_eval.json

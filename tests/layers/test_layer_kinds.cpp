@@ -27,6 +27,7 @@ TEST_CASE("every layer kind builds from a spec and round-trips through its recor
       {"Flatten", {"flatten", {2, 3, 4}}},
       {"Dropout", {"dropout(0.25)", {6}}},
       {"GaussianNoise", {"gaussiannoise(0.1)", {3, 3, 1}}},
+      {"ZeroPadding2D", {"zeropadding2d(1x2, top=0)", {3, 4, 2}}},
       {"Dense", {"dense(3)", {6}}},
   };
   std::set<std::string> types, spec_names;

@@ -49,7 +49,7 @@ TEST_CASE("spec options: sizes NxM, strides, same padding, dense activations, co
 }
 
 TEST_CASE("a bad spec is refused with the position and text of the offending token", "[layers][spec]") {
-  CHECK(spec_error("conv2d(8, 3, relu) conv2x(2)") == "at character 20 ('conv2x'): unknown layer (expected conv2d, maxpool2d, relu, flatten, "
+  CHECK(spec_error("conv2d(8, 3, relu) conv2x(2)") == "at character 20 ('conv2x'): unknown layer (expected conv2d, maxpool2d, zeropadding2d, relu, flatten, "
                                                      "dropout, gaussiannoise or dense)");
   CHECK_THAT(spec_error("conv2d(8, 3y3)"), Catch::StartsWith("at character 11 ('3y3'): kernel size"));
   CHECK_THAT(spec_error("conv2d(8, 3 maxpool2d(2)"), Catch::Contains("expected ',' or ')' in conv2d(...)"));

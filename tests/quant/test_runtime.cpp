@@ -98,19 +98,20 @@ Conv2DOptions conv_options(int64_t in, int64_t filters, int k, int stride, Paddi
 }
 
 // Everything a spec allows besides the article's shape (issue 14): two input channels; convs
-// without ReLU (uint8 codes with a zero point), whose codes a "same" conv pads with real 0 and
-// a standalone ReLU clamps; a stride; hidden Dense layers with and without ReLU; Dropout; a
+// without ReLU (uint8 codes with a zero point), whose codes a ZeroPadding2D and a "same" conv
+// pad with real 0 and a standalone ReLU clamps; a stride; hidden Dense layers with and without ReLU; Dropout; a
 // ReLU on the float logits.
 Sequential general_model(Rng& rng) {
   Sequential m({12, 10, 2});
   m.add(std::make_unique<Conv2D>(conv_options(2, 4, 3, 1, Padding::kSame), rng));  // no ReLU: codes with a zero point
+  m.add(std::make_unique<ZeroPadding2D>(Pad2dOptions{.top = 1, .bottom = 0, .left = 0, .right = 2}));  // 13x12x4, framed by that zero point
   m.add(std::make_unique<Conv2D>(conv_options(4, 6, 3, 2, Padding::kSame), rng));  // pads those codes with their zero point
   m.add(std::make_unique<ReLU>());
-  m.add(std::make_unique<Conv2D>(conv_options(6, 5, 1, 1, Padding::kValid), rng));  // 6x5x6 -> 6x5x5, no ReLU
+  m.add(std::make_unique<Conv2D>(conv_options(6, 5, 1, 1, Padding::kValid), rng));  // 7x6x6 -> 7x6x5, no ReLU
   m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 2, .window_w = 2, .stride_h = 2, .stride_w = 2, .padding = Padding::kSame}));
   m.add(std::make_unique<ReLU>());  // max(code, zero point)
   m.add(std::make_unique<Flatten>());
-  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 3 * 3 * 5, .units = 8}, rng));
+  m.add(std::make_unique<Dense>(DenseOptions{.in_features = 4 * 3 * 5, .units = 8}, rng));
   m.add(std::make_unique<ReLU>());
   m.add(std::make_unique<Dropout>(0.3f, 7));
   m.add(std::make_unique<Dense>(DenseOptions{.in_features = 8, .units = 7}, rng));  // no ReLU
@@ -120,8 +121,8 @@ Sequential general_model(Rng& rng) {
 }
 
 // A fully convolutional one: a 1-channel conv without ReLU feeding the conv-and-pool matmul
-// (its input codes have a zero point), and a last conv giving floats that are max-pooled and
-// flattened into the logits.
+// (its input codes have a zero point), and a last conv giving floats that are zero-padded,
+// max-pooled and flattened into the logits.
 Sequential convolutional_model(Rng& rng) {
   Sequential m({14, 13, 1});
   m.add(std::make_unique<Conv2D>(conv_options(1, 1, 3, 1, Padding::kValid), rng));  // 12x11x1, no ReLU
@@ -129,8 +130,9 @@ Sequential convolutional_model(Rng& rng) {
   m.add(std::make_unique<ReLU>());
   m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 2, .window_w = 2}));  // 5x4x5: the window matmul
   m.add(std::make_unique<Conv2D>(conv_options(5, 3, 2, 1, Padding::kValid), rng));  // 4x3x3, the float logits
-  m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 2, .window_w = 2}));  // 2x1x3
-  m.add(std::make_unique<Flatten>());                                               // 6 logits
+  m.add(std::make_unique<ZeroPadding2D>(Pad2dOptions{.left = 1}));                   // 4x4x3, framed by 0.f
+  m.add(std::make_unique<MaxPool2D>(Pool2dOptions{.window_h = 2, .window_w = 2}));  // 2x2x3
+  m.add(std::make_unique<Flatten>());                                               // 12 logits
   return m;
 }
 
