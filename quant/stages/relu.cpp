@@ -46,20 +46,11 @@ class ReluStage final : public StageOp {
   }
 };
 
-// A quantized ReLU (output_bits) belongs to the Conv2D or Dense before it, which consumed it.
-[[noreturn]] void stray_activation(const qbin::LayerRecord& r) { StageReader::fail(r, "a quantized activation that follows no Conv2D or Dense"); }
-
 bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*) {
-  if (rd.int8() && r.get_int(qbin::key::kOutputBits, 0) != 0) stray_activation(r);
+  // A quantized ReLU (output_bits) belongs to the Conv2D or Dense before it, which consumed it.
+  if (rd.int8() && r.get_int(qbin::key::kOutputBits, 0) != 0) StageReader::fail(r, "a quantized activation that follows no Conv2D or Dense");
   const int32_t z = rd.f32 ? 0 : rd.zero;
   rd.push_same_grid(r, std::make_shared<ReluStage>(z), rd.H, rd.W, rd.C);
-  return false;
-}
-
-// A Quantize record (QAT's range for a Conv2D or Dense without ReLU) is consumed by that layer in
-// int8 files; a QAT file run in f32 passes through it.
-bool read_quantize(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*) {
-  if (rd.int8()) stray_activation(r);
   return false;
 }
 
@@ -67,11 +58,6 @@ bool read_quantize(StageReader& rd, const qbin::LayerRecord& r, const qbin::Laye
 
 const StageKind& relu_stage_kind() {
   static const StageKind kind{"ReLU", read};
-  return kind;
-}
-
-const StageKind& quantize_stage_kind() {
-  static const StageKind kind{"Quantize", read_quantize};
   return kind;
 }
 

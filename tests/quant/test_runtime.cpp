@@ -367,6 +367,10 @@ TEST_CASE("malformed int8 models are refused with a message naming the problem",
   refuses([&](qbin::Model& m) { m.layers[2].kind = "Quantize", m.layers[2].ints = {{"output_bits", 8}, {"output_zero_point", 256}}; },
           "zero point 256");
   refuses([&](qbin::Model& m) { m.layers.insert(m.layers.begin() + 4, m.layers[2]); }, "follows no Conv2D or Dense");
+  refuses([&](qbin::Model& m) { m.layers.insert(m.layers.begin() + 3, {"Quantize", "q", {{"output_bits", 8}}, {}, {}}); },
+          "follows no Conv2D or Dense");
+  refuses([&](qbin::Model& m) { m.layers.insert(m.layers.begin() + 3, {"AvgPool2D", "avg", {}, {}, {}}); }, "unknown layer kind");
+  refuses([&](qbin::Model& m) { m.layers.insert(m.layers.begin() + 3, {"ZeroPadding2D", "zp", {{"pad_top", 65}}, {}, {}}); }, "pad_top = 65");
   refuses([&](qbin::Model& m) { m.layers.erase(m.layers.begin() + 4); }, "Flatten");
   refuses([&](qbin::Model& m) { m.layers.pop_back(); }, "ends with u8 codes");
   refuses([&](qbin::Model& m) { m.layers.resize(2); }, "expected 1x1xclasses");  // the conv's floats are the output
