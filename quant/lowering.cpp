@@ -106,6 +106,22 @@ int PlanBuilder::duplicated(int from, int64_t rows, int64_t width, const memory:
   return to;
 }
 
+int PlanBuilder::conv1x1(int from, int64_t rows, int64_t columns, int64_t in, int64_t out, dt out_type, const int8_t* weights,
+                         const int32_t* bias_codes, const dnnl::primitive_attr& attr, const char* what) {
+  const int64_t N = p.batch;
+  const int img = add(memory::desc({N, in, rows, columns}, dt::u8, tag::nhwc), from);
+  const memory::dims wd{out, in, 1, 1};
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, desc(img),
+                                    memory::desc(wd, dt::s8, tag::any), memory::desc({out}, dt::s32, tag::x),
+                                    memory::desc({N, out, rows, columns}, out_type, tag::nhwc), {1, 1}, {0, 0}, {0, 0});
+  dnnl::convolution_forward::primitive_desc pd(d, attr, eng);
+  const int dst = add(pd.dst_desc());
+  step(pd, what, {{DNNL_ARG_SRC, img}, {DNNL_ARG_DST, dst}},
+       {{DNNL_ARG_WEIGHTS, constant(memory::desc(wd, dt::s8, tag::hwio), weights, pd.weights_desc())},
+        {DNNL_ARG_BIAS, constant(memory::desc({out}, dt::s32, tag::x), bias_codes, pd.bias_desc())}});
+  return dst;
+}
+
 int PlanBuilder::flatten(int cur, int fh, int fw, int fc) {
   if (blocked) return cur;
   const dt type = desc(cur).data_type();

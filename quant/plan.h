@@ -118,6 +118,11 @@ class PlanBuilder {
   static std::vector<int8_t> stacked_halves(const std::vector<int8_t>& codes, size_t groups);
   // A step writing `rows` rows of `width` bytes of buffer `from` twice into a new buffer `md`.
   int duplicated(int from, int64_t rows, int64_t width, const memory::desc& md);
+  // An int8 1x1 conv of `rows` x `columns` images of `in` channels to `out` channels, reading
+  // buffer `from`'s bytes as nhwc u8: weights [in][out] s8, bias [out] s32. The split-weights
+  // path's product where oneDNN's 1x1 conv kernel beats its gemm without VNNI (docs/runtime.md).
+  int conv1x1(int from, int64_t rows, int64_t columns, int64_t in, int64_t out, dt out_type, const int8_t* weights,
+              const int32_t* bias_codes, const dnnl::primitive_attr& attr, const char* what);
   // Keras' Flatten order is H, W, C: an nhwc buffer of H x W x C per image seen as [N, H*W*C]
   // (blocked f32 plans keep the 4-D tensor: the inner product flattens it itself).
   int flatten(int cur, int H, int W, int C);

@@ -140,6 +140,34 @@ class StageOp {
   virtual const Geometry* max_pool_window() const { return nullptr; }
 };
 
+// What Conv2D and Dense stages share: their weights (f32, or b-bit codes with an s32 bias in
+// accumulator units, eq. 10), the output's scales, largest code and zero points (eq. 11-12),
+// and a fused ReLU.
+class WeightedStage : public StageOp {
+ public:
+  bool relu = false;               // a fused ReLU
+  std::vector<float> kernel;       // f32: [..., outputs], the record's layout
+  std::vector<float> bias;         // f32: [outputs] (zeros if the layer has none)
+  std::vector<int8_t> qkernel;     // int8: [..., outputs]
+  std::vector<int32_t> qbias;      // int8: [outputs] in accumulator units
+  std::vector<float> output_scale; // int8: [outputs] = s_in * s_w[o] / s_out (u8 output, eq. 11), or s_in * s_w[o] (floats, eq. 12)
+  int32_t qmax = 255;              // int8: 2^bits - 1, the largest output code
+  int32_t input_zero_point = 0;    // int8: the input code of real 0
+  int32_t output_zero_point = 0;   // int8, u8 output: the output code of real 0
+
+  int widest_weight_code() const override;
+
+  // Reads the record's "kernel" (of kernel_shape, outputs on the last axis) and optional "bias",
+  // checked; int8: the codes' range, scales and accumulator bound, and the output scales for a.
+  void read_weights(const StageReader& rd, const qbin::LayerRecord& r, const Shape& kernel_shape, const FusedActivation& a);
+  // The output's oneDNN attributes: scales, then the zero point and clip to qmax for u8 codes,
+  // or the ReLU on floats (PlanBuilder::attributes).
+  dnnl::primitive_attr output_attributes(const PlanBuilder& b, const Stage& st) const;
+  // The bias the primitive adds: f32, or the int8 bias with the input zero point folded in,
+  // kept in `folded` (which must outlive its use).
+  const void* bias_for(const PlanBuilder& b, std::vector<int32_t>& folded) const;
+};
+
 struct StageKind {
   std::string_view record_kind;  // the record's kind, the LayerKind's type: "Conv2D"
   // Reads record r (checked) and appends its stage, or nothing for the identity at inference;

@@ -15,19 +15,11 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-class ConvStage final : public StageOp {
+// Weights [KH][KW][IC][OC] (WeightedStage).
+class ConvStage final : public WeightedStage {
  public:
   int IC = 0, OC = 0;
   Geometry g;
-  bool relu = false;               // a fused ReLU
-  std::vector<float> kernel;       // f32: [KH][KW][IC][OC]
-  std::vector<float> bias;         // f32: [OC] (zeros if the layer has none)
-  std::vector<int8_t> qkernel;     // int8: [KH][KW][IC][OC]
-  std::vector<int32_t> qbias;      // int8: [OC] in accumulator units (eq. 10)
-  std::vector<float> output_scale; // int8: [OC] = s_in * s_w[oc] / s_out (eq. 11), or s_in * s_w[oc] (float output)
-  int32_t qmax = 255;              // int8: 2^bits - 1, the largest output code
-  int32_t input_zero_point = 0;    // int8: the input code of real 0
-  int32_t output_zero_point = 0;   // int8, u8 output: the output code of real 0
 
   // acc = b_q[oc] + sum (x - z_in) * w over the taps inside the input (eq. 11): a padding tap
   // stands for real 0 and contributes nothing.
@@ -57,12 +49,6 @@ class ConvStage final : public StageOp {
       return lower_with_pool(b, cur, *next, *pool);
     }
     return lower_conv(b, cur, st);
-  }
-
-  int widest_weight_code() const override {
-    int w = 0;
-    for (int8_t v : qkernel) w = std::max(w, std::abs(int{v}));
-    return w;
   }
 
  private:
@@ -101,10 +87,10 @@ class ConvStage final : public StageOp {
                                       memory::desc(wdims, b.wei, tag::any), memory::desc({OC}, b.bias, tag::x),
                                       memory::desc({N, st.C, st.H, st.W}, out_type, tag::any), {pg.SH, pg.SW}, {pg.pad_top, pg.pad_left},
                                       {pg.pad_bottom, pg.pad_right});
-    dnnl::convolution_forward::primitive_desc pd(d, b.attributes(output_scale, st.f32_output ? 0 : qmax, relu, output_zero_point), b.eng);
+    dnnl::convolution_forward::primitive_desc pd(d, output_attributes(b, st), b.eng);
     cur = b.as(cur, pd.src_desc());
-    const std::vector<int32_t> folded = b.int8 ? PlanBuilder::folded_bias(qbias, qkernel, input_zero_point) : std::vector<int32_t>{};
-    const void* bias_data = b.int8 ? static_cast<const void*>(folded.data()) : bias.data();
+    std::vector<int32_t> folded;
+    const void* bias_data = bias_for(b, folded);
     const int out = b.add(pd.dst_desc());
     b.step(pd, split_weights ? "conv split-weights" : "conv", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
            {{DNNL_ARG_WEIGHTS, b.constant(memory::desc(wdims, b.wei, tag::hwio), w, pd.weights_desc())},
@@ -167,16 +153,8 @@ class ConvStage final : public StageOp {
       // same sums as the matmul, but oneDNN's AVX2 int8 1x1 conv kernel beat its AVX2 int8 gemm
       // here (batch 256: 305k against 262k images/s, docs/runtime.md). With VNNI the matmul
       // (brgemm) is the faster of the two.
-      const int img = b.add(memory::desc({N, rows_k, PH, PW}, dt::u8, tag::nhwc), blocks);
-      const memory::dims wd{columns, rows_k, 1, 1};
-      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, b.desc(img),
-                                        memory::desc(wd, dt::s8, tag::any), memory::desc({columns}, dt::s32, tag::x),
-                                        memory::desc({N, columns, PH, PW}, dt::u8, tag::nhwc), {1, 1}, {0, 0}, {0, 0});
-      dnnl::convolution_forward::primitive_desc pd(d, b.attributes(phase_scale, qmax, relu, output_zero_point), b.eng);
-      phases = b.add(pd.dst_desc());
-      b.step(pd, "conv1x1 split-weights", {{DNNL_ARG_SRC, img}, {DNNL_ARG_DST, phases}},
-             {{DNNL_ARG_WEIGHTS, b.constant(memory::desc(wd, dt::s8, tag::hwio), shifted.data(), pd.weights_desc())},
-              {DNNL_ARG_BIAS, b.constant(memory::desc({columns}, dt::s32, tag::x), phase_bias.data(), pd.bias_desc())}});
+      phases = b.conv1x1(blocks, PH, PW, rows_k, columns, dt::u8, shifted.data(), phase_bias.data(),
+                         b.attributes(phase_scale, qmax, relu, output_zero_point), "conv1x1 split-weights");
     } else {
       const memory::desc bias_md({1, columns}, dt::s32, tag::ab);
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(b.desc(blocks), memory::desc({rows_k, columns}, dt::s8, tag::any), bias_md,
@@ -209,24 +187,7 @@ bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord* 
   s->g = rd.window(r, StageReader::attr(r, key::kKernelH, 1, 64), StageReader::attr(r, key::kKernelW, 1, 64),
                    StageReader::attr(r, key::kStrideH, 1, 64), StageReader::attr(r, key::kStrideW, 1, 64),
                    r.get_int(key::kPaddingSame) != 0, OH, OW);
-  const Shape kshape{s->g.KH, s->g.KW, s->IC, s->OC};
-  const qbin::TensorRecord& k = r.tensor("kernel");
-  const qbin::TensorRecord* bias = r.find_tensor("bias");
-  s->relu = a.relu;
-  if (!rd.int8()) {
-    s->kernel = StageReader::values<float>(r, k, qbin::DType::kF32, kshape);
-    s->bias = bias ? StageReader::values<float>(r, *bias, qbin::DType::kF32, {s->OC}) : std::vector<float>(s->OC, 0.f);
-  } else {
-    s->qkernel = StageReader::values<int8_t>(r, k, qbin::DType::kS8, kshape);
-    rd.check_kernel_codes(r, s->qkernel);
-    const std::vector<float> sw = rd.weight_scales(r, k, 3, s->OC);
-    s->qbias = bias ? StageReader::values<int32_t>(r, *bias, qbin::DType::kS32, {s->OC}) : std::vector<int32_t>(s->OC, 0);
-    s->input_zero_point = rd.zero;
-    rd.check_accumulator(r, int64_t{s->g.KH} * s->g.KW * s->IC, s->qbias);
-    s->qmax = (1 << rd.m.bits) - 1;
-    s->output_scale = rd.output_scales(sw, a);
-    s->output_zero_point = a.zero_point;
-  }
+  s->read_weights(rd, r, {s->g.KH, s->g.KW, s->IC, s->OC}, a);
   const int OC = s->OC;
   rd.push(r, std::move(s), OH, OW, OC, a);
   return a.took_next;
