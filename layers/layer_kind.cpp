@@ -2,7 +2,17 @@
 
 namespace qnet {
 
-// A new kind: its Module and LayerKind in one source file (see conv2d.cpp), one line here.
+// The kinds, each defined in its layer's source file (see zero_padding2d.cpp). A new kind: its
+// Module and LayerKind in one source file, its line here and in the table below.
+const LayerKind& conv2d_kind();
+const LayerKind& maxpool2d_kind();
+const LayerKind& zero_padding2d_kind();
+const LayerKind& relu_kind();
+const LayerKind& flatten_kind();
+const LayerKind& dropout_kind();
+const LayerKind& gaussian_noise_kind();
+const LayerKind& dense_kind();
+
 const std::vector<const LayerKind*>& layer_kinds() {
   static const std::vector<const LayerKind*> kinds{&conv2d_kind(),  &maxpool2d_kind(),       &zero_padding2d_kind(), &relu_kind(),
                                                    &flatten_kind(), &dropout_kind(),         &gaussian_noise_kind(),  &dense_kind()};

@@ -48,14 +48,4 @@ const std::vector<const LayerKind*>& layer_kinds();
 const LayerKind* find_layer_kind(std::string_view type);          // by type; nullptr if none
 const LayerKind* find_layer_kind_in_specs(std::string_view name);  // by spec name, any case
 
-// The kinds, each defined in its layer's source file.
-const LayerKind& conv2d_kind();
-const LayerKind& dense_kind();
-const LayerKind& maxpool2d_kind();
-const LayerKind& relu_kind();
-const LayerKind& flatten_kind();
-const LayerKind& dropout_kind();
-const LayerKind& gaussian_noise_kind();
-const LayerKind& zero_padding2d_kind();
-
 }  // namespace qnet

@@ -2,8 +2,18 @@
 
 namespace qnet {
 
-// A kind that computes at inference: its StageKind and StageOp in one file under quant/stages/
-// (see max_pool2d.cpp), one line here.
+// The kinds, each defined in its file under quant/stages/ (see zero_padding2d.cpp). A kind that
+// computes at inference: its StageKind and StageOp in one file there, its line here and in the
+// table below.
+const StageKind& conv2d_stage_kind();
+const StageKind& maxpool2d_stage_kind();
+const StageKind& zero_padding2d_stage_kind();
+const StageKind& relu_stage_kind();
+const StageKind& flatten_stage_kind();
+const StageKind& dropout_stage_kind();
+const StageKind& dense_stage_kind();
+const StageKind& quantize_stage_kind();
+
 const std::vector<const StageKind*>& stage_kinds() {
   static const std::vector<const StageKind*> kinds{&conv2d_stage_kind(),  &maxpool2d_stage_kind(), &zero_padding2d_stage_kind(),
                                                    &relu_stage_kind(),    &flatten_stage_kind(),   &dropout_stage_kind(),

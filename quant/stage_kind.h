@@ -179,14 +179,4 @@ struct StageKind {
 const std::vector<const StageKind*>& stage_kinds();
 const StageKind* find_stage_kind(std::string_view record_kind);
 
-// The kinds, each defined in its file under quant/stages/.
-const StageKind& conv2d_stage_kind();
-const StageKind& dense_stage_kind();
-const StageKind& maxpool2d_stage_kind();
-const StageKind& zero_padding2d_stage_kind();
-const StageKind& relu_stage_kind();
-const StageKind& flatten_stage_kind();
-const StageKind& quantize_stage_kind();
-const StageKind& dropout_stage_kind();
-
 }  // namespace qnet
