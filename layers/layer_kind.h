@@ -32,7 +32,8 @@ enum class Int8Role {
 struct LayerKind {
   std::string type;                          // type_name() and the record kind: "Conv2D"
   std::string spec_name;                     // in specs: "conv2d"
-  std::vector<std::string> positional, keys; // spec arguments: positional names, all names
+  std::vector<std::string> positional = {};  // spec arguments: positional names
+  std::vector<std::string> keys = {};        // and all names
   Int8Role role = Int8Role::kPassThrough;
   // The layer (and a ReLU if the spec asks for activation=relu) for an input of `input` (per
   // example); a SpecError for arguments or inputs it cannot take.
@@ -40,7 +41,7 @@ struct LayerKind {
   // The layer from its float record; a qbin::FormatError naming the record if it is malformed.
   std::function<std::unique_ptr<Module>(const qbin::LayerRecord& record)> from_record;
   // kWeights: the kernel variable QAT fake-quantizes per output channel (its last axis).
-  std::function<Variable&(Module& layer)> kernel;
+  std::function<Variable&(Module& layer)> kernel = nullptr;
 };
 
 // Every kind (each defined once, in its layer's source file), in the order the docs list them.
