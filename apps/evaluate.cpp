@@ -8,7 +8,7 @@
 #include "apps/common.h"
 #include "core/parallel.h"
 #include "data/mnist.h"
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 
 using namespace qnet;
 

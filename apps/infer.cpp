@@ -13,7 +13,7 @@
 
 #include "apps/common.h"
 #include "data/digit.h"
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 
 using namespace qnet;
 

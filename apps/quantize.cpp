@@ -14,7 +14,7 @@
 #include "data/mnist.h"
 #include "quant/export.h"
 #include "quant/qat.h"
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 
 using namespace qnet;
 

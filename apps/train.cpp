@@ -23,7 +23,7 @@
 #include "optim/trainer.h"
 #include "quant/export.h"
 #include "quant/qat.h"
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 
 using namespace qnet;
 

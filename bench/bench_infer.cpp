@@ -19,7 +19,7 @@
 #include "layers/sequential.h"
 #include "quant/export.h"
 #include "quant/qat.h"
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 
 using namespace qnet;
 

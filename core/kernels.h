@@ -25,7 +25,7 @@ struct ConvShape {  // NHWC input [N, H, W, IC], HWIO kernel [KH, KW, IC, OC], o
   int64_t N, H, W, IC, KH, KW, OC, OH, OW, SH, SW, PT, PL;  // PT, PL: padding before (top, left)
 };
 
-struct PoolShape {  // NHWC input [N, H, W, C], output [N, OH, OW, C]
+struct PoolShape {  // NHWC input [N, H, W, C], output [N, OH, OW, C]; a KH x KW window per channel (pools, depthwise conv)
   int64_t N, H, W, C, OH, OW, KH, KW, SH, SW, PT, PL;
 };
 
@@ -50,6 +50,29 @@ struct Kernels {
   // element of gx (which need not be initialised).
   void (*max_pool_forward)(const PoolShape& s, const float* x, float* y);
   void (*max_pool_backward)(const PoolShape& s, const float* x, const float* y, const float* gy, float* gx);
+
+  // avg_pool2d: the mean of the window's taps inside the input; the backward spreads each
+  // gradient evenly over them (gx need not be initialised).
+  void (*avg_pool_forward)(const PoolShape& s, const float* x, float* y);
+  void (*avg_pool_backward)(const PoolShape& s, const float* gy, float* gx);
+
+  // Depthwise conv (core/kernels/depthwise.cpp): PoolShape's window per channel, kernel [KH, KW, C],
+  // bias [C] or null. dw, db summed in chunks of kReductionChunk images in chunk order; db may be null.
+  void (*depthwise_forward)(const PoolShape& s, const float* x, const float* w, const float* bias, float* y);
+  void (*depthwise_backward_input)(const PoolShape& s, const float* w, const float* dy, float* dx);
+  void (*depthwise_backward_weights)(const PoolShape& s, const float* x, const float* dy, float* dw, float* db);
+
+  // Per-channel kernels on rows x C floats (core/kernels/channel.cpp; BatchNorm, per-channel scales).
+  // Sums run over rows in chunks of chunk_rows rows added in chunk order:
+  // sum[c] = sum x; out[c] = sum (x - mean[c])^2; out[c] = sum a * (x - mean[c]) (mean may be null: 0).
+  void (*channel_sum)(int64_t rows, int64_t C, int64_t chunk_rows, const float* x, float* sum);
+  void (*channel_sq_dev)(int64_t rows, int64_t C, int64_t chunk_rows, const float* x, const float* mean, float* out);
+  void (*channel_dot_dev)(int64_t rows, int64_t C, int64_t chunk_rows, const float* a, const float* x, const float* mean, float* out);
+  // y = (x - center[c]) * scale[c] + shift[c] (center, shift may be null: 0);
+  // out = (x - center[c]) * a[c] + y * b[c] + shift[c].
+  void (*channel_affine)(int64_t rows, int64_t C, const float* x, const float* center, const float* scale, const float* shift, float* y);
+  void (*channel_affine2)(int64_t rows, int64_t C, const float* x, const float* center, const float* a, const float* y, const float* b,
+                          const float* shift, float* out);
 
   // Row-major products: y[N,M] = x[N,K] w[K,M]; dx[N,K] = dy[N,M] w[K,M]^T; dw[K,M] = x[N,K]^T dy[N,M]
   // (dw sums over N in order: the same on any thread count).

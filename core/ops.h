@@ -56,8 +56,33 @@ Variable flatten(const Variable& x);                          // [N, ...] -> [N,
 // --- convolution (core/ops_conv.cpp); bias may be undefined (no bias)
 Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& options);
 
-// --- pooling (core/ops_pool.cpp); gradient goes to the first maximum of each window
+// --- depthwise convolution (core/ops_conv.cpp): kernel [KH, KW, 1, C * M] for an input of C
+// channels; output channel c * M + m filters input channel c alone (M, the depth multiplier, is
+// the kernel's last axis over C). bias [C * M] or undefined.
+Variable depthwise_conv2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& options);
+
+// --- pooling (core/ops_pool.cpp); max: the gradient goes to the first maximum of each window;
+// average: the mean of the window's taps inside the input ("same" padding is not counted, as
+// in TensorFlow); global: the mean over H and W, [N, H, W, C] -> [N, C].
 Variable max_pool2d(const Variable& x, const Pool2dOptions& options);
+Variable avg_pool2d(const Variable& x, const Pool2dOptions& options);
+Variable global_avg_pool2d(const Variable& x);
+
+// --- per-channel ops (core/ops_channel.cpp): the last axis is the channel axis.
+// y[..., c] = x[..., c] * scale[c]
+Variable mul_channels(const Variable& x, const Variable& scale);
+// Batch normalization with the batch's statistics (Keras' BatchNormalization in training):
+// y = gamma (x - mean) / sqrt(var + epsilon) + beta, mean and (biased) variance over every axis
+// but the last. If `moving` is given, its mean and variance move toward the batch's:
+// m <- momentum m + (1 - momentum) batch (the variance unbiased, n / (n - 1), as Keras and PyTorch).
+struct MovingStatistics {
+  Tensor mean, var;  // [C], updated in place (shared storage)
+  float momentum = 0.99f;
+};
+Variable batch_norm_train(const Variable& x, const Variable& gamma, const Variable& beta, float epsilon, MovingStatistics* moving = nullptr);
+// The same with given statistics (the moving ones: evaluation, or frozen statistics in training):
+// y = gamma (x - mean) / sqrt(var + epsilon) + beta, a per-channel affine map of x.
+Variable batch_norm_fixed(const Variable& x, const Variable& gamma, const Variable& beta, const Tensor& mean, const Tensor& var, float epsilon);
 
 // --- zero padding (core/ops_pad.cpp): y = x in a frame of zeros, `top` rows above, `bottom`
 // below, `left` and `right` columns beside; the gradient of x is dy's interior.

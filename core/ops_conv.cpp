@@ -55,6 +55,73 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, cons
   });
 }
 
+// --- depthwise_conv2d ----------------------------------------------------------------------
+namespace {
+
+// y[..., c * M + m] = x[..., c]: the channels repeated for a depth multiplier M > 1; the
+// gradient sums the M copies.
+Variable repeat_channels(const Variable& x, int64_t M) {
+  const int64_t C = x.shape().back(), rows = x.value().numel() / C;
+  Shape shape = x.shape();
+  shape.back() = C * M;
+  Tensor y(shape);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t m = 0; m < M; ++m) y[(r * C + c) * M + m] = x.value()[r * C + c];
+  return make_result(std::move(y), {x}, [x, M, C, rows](Node& self) {
+    Tensor g(x.shape());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < C; ++c) {
+        float sum = 0.f;
+        for (int64_t m = 0; m < M; ++m) sum += self.grad[(r * C + c) * M + m];
+        g[r * C + c] = sum;
+      }
+    x.add_grad(std::move(g));
+  });
+}
+
+}  // namespace
+
+Variable depthwise_conv2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& o) {
+  const Tensor& in = x.value();
+  const bool has_bias = bias.defined();
+  const bool shapes_ok = in.rank() == 4 && w.value().rank() == 4 && w.value().dim(2) == 1 && in.dim(3) >= 1 &&
+                         w.value().dim(3) % in.dim(3) == 0 && w.value().dim(3) >= in.dim(3) &&
+                         (!has_bias || (bias.value().rank() == 1 && bias.value().dim(0) == w.value().dim(3)));
+  if (!shapes_ok || o.stride_h < 1 || o.stride_w < 1)
+    throw std::invalid_argument(fmt::format("depthwise_conv2d: input {}, kernel {}, bias {}, stride {}x{} (expected input [N, H, W, C], "
+                                            "kernel [KH, KW, 1, C * M], bias [C * M], strides >= 1)",
+                                            shape_str(in.shape()), shape_str(w.shape()), has_bias ? shape_str(bias.shape()) : "none",
+                                            o.stride_h, o.stride_w));
+  const int64_t M = w.value().dim(3) / in.dim(3);
+  const Variable xr = M > 1 ? repeat_channels(x, M) : x;
+  const int64_t KH = w.value().dim(0), KW = w.value().dim(1);
+  const AxisGeometry gh = axis_geometry(in.dim(1), KH, o.stride_h, o.padding), gw = axis_geometry(in.dim(2), KW, o.stride_w, o.padding);
+  if (gh.out <= 0 || gw.out <= 0)
+    throw std::invalid_argument(fmt::format("depthwise_conv2d: kernel {}x{} does not fit input {} with valid padding", KH, KW,
+                                            shape_str(in.shape())));
+  const PoolShape s{in.dim(0), in.dim(1), in.dim(2), xr.shape()[3], gh.out, gw.out, KH, KW, o.stride_h, o.stride_w, gh.pad_before,
+                    gw.pad_before};
+  Tensor y({s.N, s.OH, s.OW, s.C});
+  kernels().depthwise_forward(s, xr.value().data(), w.value().data(), has_bias ? bias.value().data() : nullptr, y.data());
+  std::vector<Variable> inputs{xr, w};
+  if (has_bias) inputs.push_back(bias);
+  return make_result(std::move(y), inputs, [xr, w, bias, s, has_bias](Node& self) {
+    const bool want_b = has_bias && bias.requires_grad();
+    if (w.requires_grad() || want_b) {
+      Tensor dw(w.shape()), db({s.C});
+      kernels().depthwise_backward_weights(s, xr.value().data(), self.grad.data(), dw.data(), want_b ? db.data() : nullptr);
+      if (w.requires_grad()) w.add_grad(std::move(dw));
+      if (want_b) bias.add_grad(std::move(db));
+    }
+    if (xr.requires_grad()) {
+      Tensor dx(xr.shape());
+      kernels().depthwise_backward_input(s, w.value().data(), self.grad.data(), dx.data());
+      xr.add_grad(std::move(dx));
+    }
+  });
+}
+
 // --- conv2d_max_pool2d ---------------------------------------------------------------------
 //
 // The fast path (core/kernels/conv.cpp) computes the four conv outputs of each 2x2 window side

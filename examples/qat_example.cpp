@@ -15,7 +15,7 @@
 #include <qnet/optim/trainer.h>
 #include <qnet/quant/export.h>
 #include <qnet/quant/qat.h>
-#include <qnet/quant/runtime.h>
+#include <qnet/quant/runtime/runtime.h>
 
 int main(int argc, char** argv) {
   using namespace qnet;

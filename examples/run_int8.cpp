@@ -5,7 +5,7 @@
 #include <cstdio>
 
 #include <qnet/data/mnist.h>
-#include <qnet/quant/runtime.h>
+#include <qnet/quant/runtime/runtime.h>
 
 int main(int argc, char** argv) {
   using namespace qnet;

@@ -1,6 +1,6 @@
 // The attribute keys of .qbin layer records (docs/qbin-format.md), spelled once: the layers that
 // write and read them (layers/), QAT and export (quant/) and the runtime's loader
-// (quant/inference_model.cpp) all use these names.
+// (quant/runtime/inference_model.cpp) all use these names.
 #pragma once
 
 namespace qnet::qbin::key {
@@ -17,11 +17,11 @@ inline constexpr char kFilters[] = "filters";
 inline constexpr char kInChannels[] = "in_channels";
 inline constexpr char kKernelH[] = "kernel_h";
 inline constexpr char kKernelW[] = "kernel_w";
-// Conv2D and MaxPool2D
+// Conv2D, DepthwiseConv2D, MaxPool2D, AveragePooling2D
 inline constexpr char kStrideH[] = "stride_h";
 inline constexpr char kStrideW[] = "stride_w";
 inline constexpr char kPaddingSame[] = "padding_same";
-// MaxPool2D
+// MaxPool2D, AveragePooling2D
 inline constexpr char kWindowH[] = "window_h";
 inline constexpr char kWindowW[] = "window_w";
 // ZeroPadding2D
@@ -32,6 +32,14 @@ inline constexpr char kPadRight[] = "pad_right";
 // Dense
 inline constexpr char kUnits[] = "units";
 inline constexpr char kInFeatures[] = "in_features";
+// Residual: how many records of the body, then of the shortcut (0: the identity), follow it
+inline constexpr char kBodyRecords[] = "body_records";
+inline constexpr char kShortcutRecords[] = "shortcut_records";
+// BatchNormalization (float files)
+inline constexpr char kMomentum[] = "momentum";
+inline constexpr char kEpsilon[] = "epsilon";
+// DepthwiseConv2D
+inline constexpr char kDepthMultiplier[] = "depth_multiplier";
 // Dropout, GaussianNoise
 inline constexpr char kRate[] = "rate";
 inline constexpr char kStddev[] = "stddev";

@@ -81,7 +81,7 @@ const LayerKind& conv2d_kind() {
       .type = "Conv2D",
       .spec_name = "conv2d",
       .positional = {key::kFilters, "kernel"},
-      .keys = {key::kFilters, "kernel", "stride", "padding", "activation"},
+      .keys = {key::kFilters, "kernel", "stride", "padding", "activation", "use_bias"},
       .role = Int8Role::kWeights,
       .from_spec =
           [](const SpecArgs& a, const Shape& input, Rng& rng) {
@@ -91,13 +91,15 @@ const LayerKind& conv2d_kind() {
             std::vector<std::unique_ptr<Module>> made;
             made.push_back(std::make_unique<Conv2D>(
                 Conv2DOptions{.in_channels = input[2], .filters = a.integer(a.need("filters"), 1, 4096, "filters"), .kernel_h = kh,
-                              .kernel_w = kw, .conv = {.stride_h = sh, .stride_w = sw, .padding = a.padding()}},
+                              .kernel_w = kw, .conv = {.stride_h = sh, .stride_w = sw, .padding = a.padding()},
+                              .use_bias = a.flag("use_bias", true)},
                 rng));
             if (a.relu()) made.push_back(std::make_unique<ReLU>());
             return made;
           },
       .from_record = [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> { return Conv2D::from_record(r); },
       .kernel = [](Module& m) -> Variable& { return dynamic_cast<Conv2D&>(m).kernel(); },
+      .bias = [](Module& m) -> Variable& { return dynamic_cast<Conv2D&>(m).bias(); },
   };
   return kind;
 }

@@ -66,18 +66,21 @@ const LayerKind& dense_kind() {
       .type = "Dense",
       .spec_name = "dense",
       .positional = {"units"},
-      .keys = {key::kUnits, "activation"},
+      .keys = {key::kUnits, "activation", "use_bias"},
       .role = Int8Role::kWeights,
       .from_spec =
           [](const SpecArgs& a, const Shape& input, Rng& rng) {
             if (input.size() != 1) a.fail(fmt::format("dense needs a flat input, not {} (put flatten before it)", shape_str(input)));
             std::vector<std::unique_ptr<Module>> made;
-            made.push_back(std::make_unique<Dense>(DenseOptions{.in_features = input[0], .units = a.integer(a.need("units"), 1, 65536, "units")}, rng));
+            made.push_back(std::make_unique<Dense>(
+                DenseOptions{.in_features = input[0], .units = a.integer(a.need("units"), 1, 65536, "units"), .use_bias = a.flag("use_bias", true)},
+                rng));
             if (a.relu()) made.push_back(std::make_unique<ReLU>());
             return made;
           },
       .from_record = [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> { return Dense::from_record(r); },
       .kernel = [](Module& m) -> Variable& { return dynamic_cast<Dense&>(m).kernel(); },
+      .bias = [](Module& m) -> Variable& { return dynamic_cast<Dense&>(m).bias(); },
   };
   return kind;
 }

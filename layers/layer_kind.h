@@ -15,6 +15,7 @@
 
 #include "io/qbin.h"
 #include "layers/module.h"
+#include "layers/sequential.h"
 #include "layers/spec_args.h"
 
 namespace qnet {
@@ -24,7 +25,10 @@ class Rng;
 // What QAT and the int8 graph do with a layer of the kind (docs/quantization.md):
 enum class Int8Role {
   kWeights,      // fake-quantized kernel; u8 codes out unless it is the last one (float logits)
-  kActivation,   // ReLU: after a kWeights layer it sets the codes' range; elsewhere max(code, z)
+  kRequantize,   // no weights, but its output gets a grid of its own as a kWeights layer's does:
+                 // average pooling, a residual block's add
+  kNormalize,    // BatchNormalization: folded into the Conv2D, DepthwiseConv2D or Dense before it
+  kActivation,   // ReLU: after a kWeights or kRequantize layer it sets the codes' range; elsewhere max(code, z)
   kPassThrough,  // keeps its input's grid: max pooling, flatten
   kTrainingOnly, // the identity at inference, left out of int8 files: dropout
 };
@@ -40,8 +44,15 @@ struct LayerKind {
   std::function<std::vector<std::unique_ptr<Module>>(const SpecArgs& args, const Shape& input, Rng& rng)> from_spec;
   // The layer from its float record; a qbin::FormatError naming the record if it is malformed.
   std::function<std::unique_ptr<Module>(const qbin::LayerRecord& record)> from_record;
-  // kWeights: the kernel variable QAT fake-quantizes per output channel (its last axis).
+  // kWeights: the kernel variable QAT fake-quantizes per output channel (its last axis), and the
+  // bias variable (undefined if the layer has none) that a folded BatchNormalization absorbs.
   std::function<Variable&(Module& layer)> kernel = nullptr;
+  std::function<Variable&(Module& layer)> bias = nullptr;
+  // A container (Residual): the int attributes of its record that count the records of each
+  // branch, which follow it in a file, and how its record and its branches (read first, as
+  // chains) build it; from_record is not used for it.
+  std::vector<std::string> branch_counts = {};
+  std::function<std::unique_ptr<Module>(const qbin::LayerRecord& record, std::vector<Sequential> branches)> from_branches = nullptr;
 };
 
 // Every kind (each defined once, in its layer's source file), in the order the docs list them.

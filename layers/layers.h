@@ -1,5 +1,7 @@
-// The layer types: Conv2D, Dense, MaxPool2D, Flatten, ReLU, Dropout, GaussianNoise (Sequential:
-// layers/sequential.h; each kind's LayerKind: layers/layer_kind.h).
+// The layer types: Conv2D, DepthwiseConv2D, Dense, BatchNormalization, MaxPool2D,
+// AveragePooling2D, GlobalAveragePooling2D, Flatten, ReLU, Dropout, GaussianNoise, ZeroPadding2D
+// (Sequential: layers/sequential.h; Residual: layers/residual.h; each kind's LayerKind:
+// layers/layer_kind.h).
 //
 //   Rng rng(seed);
 //   auto conv = std::make_unique<Conv2D>(Conv2DOptions{.in_channels = 1, .filters = 12}, rng);
@@ -48,6 +50,38 @@ class Conv2D : public Module, public PooledForward, public Recorded {
   Variable kernel_, bias_;
 };
 
+// DepthwiseConv2D (Keras'): each input channel c convolved with its own depth_multiplier (M)
+// filters; output channel c * M + m. Kernel [KH, KW, 1, C * M] (a conv kernel with one input
+// channel per group, as TFLite and oneDNN's grouped convs hold it), bias [C * M].
+struct DepthwiseConv2DOptions {
+  int64_t channels = 1;
+  int64_t depth_multiplier = 1;
+  int kernel_h = 3;
+  int kernel_w = 3;
+  Conv2dOptions conv;  // stride and padding
+  bool use_bias = true;
+};
+
+class DepthwiseConv2D : public Module, public Recorded {
+ public:
+  DepthwiseConv2D(const DepthwiseConv2DOptions& options, Rng& rng);
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "DepthwiseConv2D"; }
+  std::vector<Variable*> parameters() override;
+  qbin::LayerRecord to_record() const override;
+  static std::unique_ptr<DepthwiseConv2D> from_record(const qbin::LayerRecord& r);
+
+  const DepthwiseConv2DOptions& options() const { return options_; }
+  Variable& kernel() { return kernel_; }  // [KH, KW, 1, C * M]
+  Variable& bias() { return bias_; }      // [C * M] or undefined
+
+ private:
+  DepthwiseConv2D() = default;
+  DepthwiseConv2DOptions options_;
+  Variable kernel_, bias_;
+};
+
 struct DenseOptions {
   int64_t in_features = 1;
   int64_t units = 1;
@@ -74,6 +108,41 @@ class Dense : public Module, public Recorded {
   Variable kernel_, bias_;
 };
 
+// BatchNormalization (Keras', over the last axis: the channels of an image, or a Dense layer's
+// units): in training mode it normalizes with the batch's mean and variance and moves its moving
+// statistics toward them (m <- momentum m + (1 - momentum) batch); in evaluation mode it uses the
+// moving ones: y = gamma (x - moving_mean) / sqrt(moving_var + epsilon) + beta. gamma and beta
+// are trained; the moving statistics are saved, not trained. In QAT and int8 it is folded into
+// the Conv2D, DepthwiseConv2D or Dense before it (docs/quantization.md, eq. 13-15).
+struct BatchNormOptions {
+  int64_t channels = 1;
+  float momentum = 0.99f;
+  float epsilon = 1e-3f;
+};
+
+class BatchNormalization : public Module, public Recorded {
+ public:
+  explicit BatchNormalization(const BatchNormOptions& options);
+  Variable forward(const Variable& x) override;
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "BatchNormalization"; }
+  std::vector<Variable*> parameters() override { return {&gamma_, &beta_}; }
+  int64_t non_trainable_count() const override { return 2 * options_.channels; }
+  qbin::LayerRecord to_record() const override;
+  static std::unique_ptr<BatchNormalization> from_record(const qbin::LayerRecord& r);
+
+  const BatchNormOptions& options() const { return options_; }
+  Variable& gamma() { return gamma_; }
+  Variable& beta() { return beta_; }
+  MovingStatistics& moving() { return moving_; }  // mean and variance, [C] each
+  const MovingStatistics& moving() const { return moving_; }
+
+ private:
+  BatchNormOptions options_;
+  Variable gamma_, beta_;
+  MovingStatistics moving_;
+};
+
 class MaxPool2D : public Module, public Recorded {
  public:
   explicit MaxPool2D(const Pool2dOptions& options = {}) : options_(options) {}
@@ -86,6 +155,29 @@ class MaxPool2D : public Module, public Recorded {
 
  private:
   Pool2dOptions options_;
+};
+
+// AveragePooling2D (Keras'): the mean of each window; with "same" padding, of the taps inside the
+// input. In int8 its output gets a grid of its own (docs/quantization.md).
+class AveragePooling2D : public Module, public Recorded {
+ public:
+  explicit AveragePooling2D(const Pool2dOptions& options = {}) : options_(options) {}
+  Variable forward(const Variable& x) override { return avg_pool2d(x, options_); }
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "AveragePooling2D"; }
+  qbin::LayerRecord to_record() const override;
+  const Pool2dOptions& options() const { return options_; }
+
+ private:
+  Pool2dOptions options_;
+};
+
+// GlobalAveragePooling2D (Keras'): the mean over H and W of each channel, [H, W, C] -> [C].
+class GlobalAveragePooling2D : public Module {
+ public:
+  Variable forward(const Variable& x) override { return global_avg_pool2d(x); }
+  Shape output_shape(const Shape& input) const override;
+  std::string type_name() const override { return "GlobalAveragePooling2D"; }
 };
 
 class Flatten : public Module {
@@ -137,7 +229,7 @@ class GaussianNoise : public Module, public Recorded {
 // ZeroPadding2D (Keras'): the image in a frame of zeros, `top` rows above, `bottom` below, `left`
 // and `right` columns beside. In int8 it frames u8 codes with the code of real 0. (The worked
 // example of a kind that computes at inference, docs/architecture.md: this class,
-// layers/zero_padding2d.cpp, quant/stages/zero_padding2d.cpp and a line in each kinds table.)
+// layers/zero_padding2d.cpp, quant/runtime/stages/zero_padding2d.cpp and a line in each kinds table.)
 class ZeroPadding2D : public Module, public Recorded {
  public:
   explicit ZeroPadding2D(const Pad2dOptions& padding);

@@ -23,65 +23,107 @@ using Arg = LayerSpec::Arg;
 
 bool word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'; }
 
-// Splits the spec into layers; only the layout is checked here (names, brackets, commas).
-std::vector<LayerSpec> parse(const std::string& s) {
-  std::vector<LayerSpec> layers;
-  size_t i = 0;
-  auto skip = [&](bool commas) {
-    while (i < s.size()) {
-      if (s[i] == '#') {
-        while (i < s.size() && s[i] != '\n') ++i;
-      } else if (std::isspace(static_cast<unsigned char>(s[i])) || (commas && s[i] == ',')) {
-        ++i;
+// Splits the spec into layers, recursively for chains inside arguments; only the layout is
+// checked here (names, brackets, commas).
+class Parser {
+ public:
+  explicit Parser(const std::string& s) : s_(s) {}
+
+  std::vector<LayerSpec> spec() {
+    std::vector<LayerSpec> layers;
+    for (skip(true); i_ < s_.size(); skip(true)) layers.push_back(layer());
+    if (layers.empty())
+      throw SpecError("an empty model spec (expected layers such as 'conv2d(12, 3, relu) maxpool2d(2) flatten dense(10)')");
+    return layers;
+  }
+
+ private:
+  static constexpr int kMaxDepth = 32;  // residual blocks nested deeper are refused
+
+  void skip(bool commas) {
+    while (i_ < s_.size()) {
+      if (s_[i_] == '#') {
+        while (i_ < s_.size() && s_[i_] != '\n') ++i_;
+      } else if (std::isspace(static_cast<unsigned char>(s_[i_])) || (commas && s_[i_] == ',')) {
+        ++i_;
       } else {
         break;
       }
     }
-  };
-  auto word = [&](const char* what) {
-    Token t{"", i + 1};
-    while (i < s.size() && word_char(s[i])) t.text += s[i++];
-    if (t.text.empty()) fail({std::string(1, i < s.size() ? s[i] : ' '), i + 1}, fmt::format("expected {}", what));
+  }
+  bool at(char c) const { return i_ < s_.size() && s_[i_] == c; }
+  Token here() const { return {i_ < s_.size() ? std::string(1, s_[i_]) : "end", i_ + 1}; }
+  Token word(const char* what) {
+    Token t{"", i_ + 1};
+    while (i_ < s_.size() && word_char(s_[i_])) t.text += s_[i_++];
+    if (t.text.empty()) fail(here(), fmt::format("expected {}", what));
     return t;
-  };
-  for (skip(true); i < s.size(); skip(true)) {
+  }
+
+  // NAME [ '(' arg { ',' arg } ')' ]
+  LayerSpec layer() {
     LayerSpec l{word("a layer name"), {}};
     skip(false);
-    if (i < s.size() && s[i] == '(') {
-      ++i;
-      for (;;) {
-        skip(false);
-        Arg a{{}, word("a value")};
-        skip(false);
-        if (i < s.size() && s[i] == '=') {
-          ++i, skip(false);
-          a.key = a.value, a.value = word("a value after '='");
-          skip(false);
-        }
-        l.args.push_back(a);
-        if (i < s.size() && s[i] == ',') {
-          ++i;
-          continue;
-        }
-        if (i < s.size() && s[i] == ')') {
-          ++i;
-          break;
-        }
-        fail({i < s.size() ? std::string(1, s[i]) : "end", i + 1}, fmt::format("expected ',' or ')' in {}(...)", l.name.text));
+    if (!at('(')) return l;
+    if (++depth_ > kMaxDepth) fail(l.name, fmt::format("layers nested more than {} deep", kMaxDepth));
+    ++i_;
+    for (;;) {
+      skip(false);
+      LayerSpec::Arg a = value("a value");
+      skip(false);
+      if (at('=')) {
+        if (!a.chain.empty()) fail(a.value, "expected a key before '='");
+        ++i_, skip(false);
+        const Token key = a.value;
+        a = value("a value after '='");
+        a.key = key;
       }
+      l.args.push_back(std::move(a));
+      skip(false);
+      if (at(',')) {
+        ++i_;
+        continue;
+      }
+      if (at(')')) {
+        ++i_;
+        break;
+      }
+      fail(here(), fmt::format("expected ',' or ')' in {}(...)", l.name.text));
     }
-    layers.push_back(std::move(l));
+    --depth_;
+    return l;
   }
-  if (layers.empty()) throw SpecError("an empty model spec (expected layers such as 'conv2d(12, 3, relu) maxpool2d(2) flatten dense(10)')");
-  return layers;
-}
+
+  // A word, or layers separated by spaces up to the next ',', ')' or '=' (a chain).
+  LayerSpec::Arg value(const char* what) {
+    LayerSpec::Arg a;
+    const size_t begin = i_;
+    a.value = word(what);
+    skip(false);
+    if (!at('(') && (i_ >= s_.size() || at(',') || at(')') || at('='))) return a;  // a bare word
+    i_ = begin;
+    while (i_ < s_.size() && !at(',') && !at(')') && !at('=')) {
+      a.chain.push_back(layer());
+      skip(false);
+    }
+    return a;
+  }
+
+  const std::string& s_;
+  size_t i_ = 0;
+  int depth_ = 0;
+};
 
 }  // namespace
 
 Sequential model_from_spec(const std::string& spec, const Shape& input, Rng& rng) {
-  Sequential model(input);
+  return model_from_layer_specs(Parser(spec).spec(), input, rng, true);
+}
+
+Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Shape& input, Rng& rng, bool names_layers) {
+  Sequential model(input, names_layers);
   Shape shape = input;
-  for (const LayerSpec& l : parse(spec)) {
+  for (const LayerSpec& l : layers) {
     const LayerKind* kind = find_layer_kind_in_specs(l.name.text);
     if (!kind) {
       std::vector<std::string> names;

@@ -22,6 +22,10 @@ namespace qnet {
 
 Sequential model_from_spec(const std::string& spec, const Shape& input, Rng& rng);
 
+// The chain of already parsed layers (a residual block's branch: names_layers = false, its layers
+// are named when the block joins the model).
+Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Shape& input, Rng& rng, bool names_layers);
+
 // The article's model as a spec: what `train` builds without --model (Dense sized to `classes`).
 std::string reference_spec(int64_t classes);
 

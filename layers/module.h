@@ -18,6 +18,11 @@ namespace qnet {
 
 class Module {
  public:
+  Module() = default;
+  Module(const Module&) = default;
+  Module(Module&&) noexcept = default;
+  Module& operator=(const Module&) = default;
+  Module& operator=(Module&&) noexcept = default;
   virtual ~Module() = default;
   virtual Variable forward(const Variable& x) = 0;
   virtual Shape output_shape(const Shape& input) const = 0;
@@ -32,6 +37,9 @@ class Module {
   const std::string& name() const { return name_; }
   void set_name(std::string name) { name_ = std::move(name); }
   int64_t parameter_count();
+  // State that is saved but not trained (BatchNormalization's moving statistics), counted apart
+  // in the summary as Keras does.
+  virtual int64_t non_trainable_count() const { return 0; }
 
  protected:
   bool training_ = true;

@@ -2,11 +2,13 @@
 
 #include <cctype>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include <fmt/format.h>
 
 #include "core/random.h"
+#include "layers/container.h"
 
 namespace qnet {
 
@@ -38,13 +40,41 @@ std::string with_thousands(int64_t n) {
 }
 }  // namespace
 
+std::vector<const Sequential*> Container::branches() const {
+  std::vector<const Sequential*> out;
+  for (Sequential* b : const_cast<Container*>(this)->branches()) out.push_back(b);
+  return out;
+}
+
+void for_each_layer(Sequential& chain, const std::function<void(Module&)>& f) {
+  for (size_t i = 0; i < chain.size(); ++i) {
+    f(chain.layer(i));
+    if (auto* c = dynamic_cast<Container*>(&chain.layer(i)))
+      for (Sequential* branch : c->branches()) for_each_layer(*branch, f);
+  }
+}
+
+void for_each_layer(const Sequential& chain, const std::function<void(const Module&)>& f) {
+  for_each_layer(const_cast<Sequential&>(chain), [&](Module& m) { f(m); });
+}
+
+// Every layer in `layer` (itself, and inside a container) without a name, or whose name is taken
+// in this model, gets the first free one of "conv2d", "conv2d_1", "conv2d_2", ... in order.
 void Sequential::name_new(Module& layer) const {
-  if (!layer.name().empty()) return;
-  const std::string base = snake_case(layer.type_name());
-  int count = 0;
-  for (const auto& l : layers_)
-    if (snake_case(l->type_name()) == base) ++count;
-  layer.set_name(count == 0 ? base : fmt::format("{}_{}", base, count));
+  if (!names_layers_) return;
+  std::set<std::string> taken;
+  for_each_layer(*this, [&](const Module& m) { taken.insert(m.name()); });
+  auto name = [&](Module& m) {
+    if (!m.name().empty() && taken.insert(m.name()).second) return;
+    const std::string base = snake_case(m.type_name());
+    std::string candidate = base;
+    for (int k = 1; taken.count(candidate); ++k) candidate = fmt::format("{}_{}", base, k);
+    m.set_name(candidate);
+    taken.insert(candidate);
+  };
+  name(layer);
+  if (auto* c = dynamic_cast<Container*>(&layer))
+    for (Sequential* branch : c->branches()) for_each_layer(*branch, name);
 }
 
 Module& Sequential::add(std::unique_ptr<Module> layer) {
@@ -108,22 +138,61 @@ void Sequential::set_training(bool training) {
   for (auto& l : layers_) l->set_training(training);
 }
 
-std::string Sequential::summary() {
-  const std::string rule(65, '_'), double_rule(65, '=');
-  std::string out = fmt::format("Model: \"sequential\"\n{}\n {:<28}{:<26}{}\n{}\n", rule, "Layer (type)", "Output Shape",
-                                "Param #", double_rule);
-  Shape s = input_shape_;
-  int64_t total = 0;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    s = layers_[i]->output_shape(s);
-    const int64_t params = layers_[i]->parameter_count();
-    total += params;
-    const std::string label = fmt::format("{} ({})", layers_[i]->name(), layers_[i]->type_name());
-    out += fmt::format(" {:<27} {:<26}{}\n", label, fmt::format("(None, {})", fmt::join(s, ", ")), with_thousands(params));
-    out += (i + 1 < layers_.size()) ? "\n" : "";
+int64_t Sequential::non_trainable_count() const {
+  int64_t n = 0;
+  for (const auto& l : layers_) n += l->non_trainable_count();
+  return n;
+}
+
+namespace {
+
+struct SummaryRow {
+  std::string label, shape, params;
+};
+
+// One row per layer; a container's branches follow it, indented, under "body:" and "shortcut:"
+// (an empty branch is the identity).
+void summary_rows(Sequential& chain, const std::string& indent, std::vector<SummaryRow>& rows) {
+  Shape s = chain.input_shape();
+  for (size_t i = 0; i < chain.size(); ++i) {
+    Module& layer = chain.layer(i);
+    s = layer.output_shape(s);
+    rows.push_back({fmt::format("{}{} ({})", indent, layer.name(), layer.type_name()), fmt::format("(None, {})", fmt::join(s, ", ")),
+                    with_thousands(layer.parameter_count())});
+    if (auto* c = dynamic_cast<Container*>(&layer)) {
+      const std::vector<Sequential*> branches = c->branches();
+      for (size_t b = 0; b < branches.size(); ++b) {
+        const char* what = b == 0 ? "body" : "shortcut";
+        if (branches[b]->size() == 0) {
+          rows.push_back({fmt::format("{}  {}: identity", indent, what), "", ""});
+          continue;
+        }
+        rows.push_back({fmt::format("{}  {}:", indent, what), "", ""});
+        summary_rows(*branches[b], indent + "  ", rows);
+      }
+    }
   }
-  out += fmt::format("{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: 0\n{}\n", double_rule,
-                     with_thousands(total), with_thousands(total), rule);
+}
+
+}  // namespace
+
+std::string Sequential::summary() {
+  std::vector<SummaryRow> rows;
+  summary_rows(*this, "", rows);
+  size_t width = 28;
+  for (const SummaryRow& r : rows) width = std::max(width, r.label.size() + 2);
+  const std::string rule(width + 37, '_'), double_rule(width + 37, '=');
+  std::string out = fmt::format("Model: \"sequential\"\n{}\n {:<{}}{:<26}{}\n{}\n", rule, "Layer (type)", width, "Output Shape",
+                                "Param #", double_rule);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::string line = fmt::format(" {:<{}} {:<26}{}", rows[i].label, width - 1, rows[i].shape, rows[i].params);
+    line.erase(line.find_last_not_of(' ') + 1);  // branch headings have no shape or count
+    out += line + "\n";
+    out += (i + 1 < rows.size() && rows[i + 1].label.front() != ' ') ? "\n" : "";
+  }
+  const int64_t trainable = parameter_count(), fixed = non_trainable_count();
+  out += fmt::format("{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n", double_rule,
+                     with_thousands(trainable + fixed), with_thousands(trainable), with_thousands(fixed), rule);
   return out;
 }
 

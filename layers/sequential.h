@@ -18,9 +18,16 @@ namespace qnet {
 
 class Sequential : public Module {
  public:
-  explicit Sequential(Shape input_shape) : input_shape_(std::move(input_shape)) {}
-  // Takes the layer, names it like Keras ("conv2d", "conv2d_1", ...) if unnamed, and checks
-  // that it accepts the previous layer's output shape.
+  // names_layers = false: a branch of a container (layers/residual.h) whose layers are named when
+  // the container joins a model, so that names are unique model-wide.
+  explicit Sequential(Shape input_shape, bool names_layers = true) : input_shape_(std::move(input_shape)), names_layers_(names_layers) {}
+  Sequential(Sequential&&) noexcept = default;
+  Sequential& operator=(Sequential&&) noexcept = default;
+  Sequential(const Sequential&) = delete;
+  Sequential& operator=(const Sequential&) = delete;
+  // Takes the layer and checks that it accepts the previous layer's output shape. It (and, for a
+  // container, every layer inside it) gets Keras' name ("conv2d", "conv2d_1", ...) if it has none
+  // or its name is taken elsewhere in this model.
   Module& add(std::unique_ptr<Module> layer);
 
   Variable forward(const Variable& x) override;
@@ -44,14 +51,17 @@ class Sequential : public Module {
   // every layer's own forward; tests compare the two.
   void set_fusion(bool on) { fusion_ = on; }
 
-  // Keras' model.summary(): layer (type), output shape, parameter count, totals.
+  // Keras' model.summary(): layer (type), output shape, parameter count, totals; a container's
+  // branches indented under it.
   std::string summary();
+  int64_t non_trainable_count() const override;
 
  private:
-  void name_new(Module& layer) const;  // Keras' name for an unnamed layer: "conv2d", "conv2d_1", ...
+  void name_new(Module& layer) const;  // Keras' names for the unnamed layers in `layer`
 
   Shape input_shape_;
   std::vector<std::unique_ptr<Module>> layers_;
+  bool names_layers_ = true;
   bool fusion_ = true;
 };
 
@@ -63,7 +73,8 @@ Sequential reference_model(const Shape& input, int64_t classes, Rng& rng);
 // Float model files (.qbin, docs/qbin-format.md). load_model throws qbin::FormatError or
 // IoError naming the file and the problem.
 qbin::Model to_qbin(const Sequential& model);
-Sequential from_qbin(const qbin::Model& file);
+// `skip`: records to leave out (QAT files' Quantize records, which prepare_qat puts back).
+Sequential from_qbin(const qbin::Model& file, const std::function<bool(const qbin::LayerRecord&)>& skip = nullptr);
 void save_model(const Sequential& model, const std::string& path);
 Sequential load_model(const std::string& path);
 

@@ -23,7 +23,9 @@ SpecArgs::SpecArgs(const LayerSpec& l, const std::vector<std::string>& positiona
       key = "activation";
     } else if (key.empty()) {
       if (next >= positional.size()) {
-        if (positional.empty()) spec_fail(a.value, fmt::format("{} takes no arguments", l.name.text));
+        if (positional.empty() && keys.empty()) spec_fail(a.value, fmt::format("{} takes no arguments", l.name.text));
+        if (positional.empty())
+          spec_fail(a.value, fmt::format("{} takes only named arguments ({}=)", l.name.text, fmt::join(keys, "=, ")));
         spec_fail(a.value, fmt::format("{} takes {} positional argument{} ({})", l.name.text, positional.size(), positional.size() == 1 ? "" : "s",
                                        fmt::join(positional, ", ")));
       }
@@ -34,14 +36,36 @@ SpecArgs::SpecArgs(const LayerSpec& l, const std::vector<std::string>& positiona
     }
     for (const auto& [k, v] : named_)
       if (k == key) spec_fail(a.value, fmt::format("{} given twice", key));
-    named_.emplace_back(key, a.value);
+    named_.emplace_back(key, &a);
   }
 }
 
 const SpecToken* SpecArgs::get(const std::string& key) const {
   for (const auto& [k, v] : named_)
-    if (k == key) return &v;
+    if (k == key) {
+      if (!v->chain.empty()) spec_fail(v->value, fmt::format("{} takes a value here, not layers", key));
+      return &v->value;
+    }
   return nullptr;
+}
+
+const std::vector<LayerSpec>* SpecArgs::chain(const std::string& key) const {
+  for (const auto& [k, v] : named_)
+    if (k == key) {
+      if (!v->chain.empty()) return &v->chain;
+      words_as_chains_.reserve(named_.size());  // no reallocation: earlier results stay valid
+      words_as_chains_.push_back({LayerSpec{v->value, {}}});
+      return &words_as_chains_.back();
+    }
+  return nullptr;
+}
+
+bool SpecArgs::flag(const std::string& key, bool fallback) const {
+  const SpecToken* t = get(key);
+  if (!t) return fallback;
+  const std::string v = lower_case(t->text);
+  if (v != "true" && v != "false") spec_fail(*t, fmt::format("{} (expected true or false)", key));
+  return v == "true";
 }
 
 const SpecToken& SpecArgs::need(const std::string& key) const {

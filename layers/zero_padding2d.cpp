@@ -1,5 +1,5 @@
 // ZeroPadding2D: the layer and its kind, in one file. Its runtime side (record to stage, integer
-// reference, lowering) is quant/stages/zero_padding2d.cpp; docs/architecture.md walks through both.
+// reference, lowering) is quant/runtime/stages/zero_padding2d.cpp; docs/architecture.md walks through both.
 #include <stdexcept>
 
 #include <fmt/format.h>

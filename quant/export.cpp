@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <map>
 #include <stdexcept>
 
 #include <fmt/format.h>
 
 #include "core/autograd.h"
 #include "io/record_keys.h"
+#include "layers/container.h"
 #include "layers/layer_kind.h"
 #include "quant/observer.h"
 #include "quant/qat.h"
@@ -27,15 +30,22 @@ qbin::TensorRecord int_tensor(std::string name, qbin::DType dtype, const Shape& 
   return t;
 }
 
-// A QAT Conv2D or Dense record with its kernel in b-bit codes (eq. 6-7) and its bias in
-// accumulator units (eq. 10); s_in is the scale of the layer's input codes.
+// A QAT Conv2D, DepthwiseConv2D or Dense record with its kernel in b-bit codes (eq. 6-7) and its
+// bias in accumulator units (eq. 10), a folded BatchNormalization in both (eq. 13-14); s_in is
+// the scale of the layer's input codes.
 qbin::LayerRecord quantize_layer(const QatWeights& q, float s_in) {
   qbin::LayerRecord r = q.to_record();
-  const Tensor kernel = qbin::to_f32(r.tensor("kernel"));
-  const qbin::TensorRecord* bias_record = r.find_tensor("bias");
-  const Tensor bias = bias_record ? qbin::to_f32(*bias_record) : Tensor();
-  const std::vector<QParams> w = choose_weight_qparams(kernel, q.bits());
+  const Tensor kernel = q.deployed_kernel(), bias = q.deployed_bias();
+  std::vector<QParams> w = choose_weight_qparams(kernel, q.bits());
   const int64_t OC = static_cast<int64_t>(w.size()), axis = kernel.rank() - 1;
+  // A channel whose weights are tiny next to its bias (a folded BatchNormalization with gamma near
+  // 0) would need a bias beyond 2^30 accumulator units: its weight scale grows until the bias
+  // fits (TFLite's AdjustWeightsForBiasScale). Its weights then move it by less than 1% of the bias.
+  constexpr double kMaxBias = double{1 << 30};
+  for (int64_t c = 0; c < OC && !bias.empty(); ++c) {
+    const double needed = std::abs(static_cast<double>(bias[c])) / (static_cast<double>(s_in) * kMaxBias);
+    if (w[c].scale < needed) w[c].scale = std::nextafter(static_cast<float>(needed), std::numeric_limits<float>::infinity());
+  }
 
   std::vector<int8_t> codes(kernel.numel());
   for (int64_t i = 0; i < kernel.numel(); ++i) codes[i] = static_cast<int8_t>(quantize(kernel[i], w[i % OC]));
@@ -63,70 +73,99 @@ QParams observed_qparams(const std::string& name, const MovingAverageObserver& o
   return observer.qparams(bits);
 }
 
+// The int8 records of a chain whose input codes have scale `scale`; returns the scale of its output.
+float export_chain(const Sequential& chain, float scale, std::vector<qbin::LayerRecord>& out) {
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const Module& layer = chain.layer(i);
+    if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) {
+      out.push_back(quantize_layer(*q, scale));
+    } else if (dynamic_cast<const QatBatchNorm*>(&layer)) {
+      continue;  // folded into the layer before it
+    } else if (const auto* relu = dynamic_cast<const QatReLU*>(&layer)) {
+      const QParams p = observed_qparams(relu->name(), relu->observer(), relu->bits());
+      if (p.zero_point != 0)
+        throw std::invalid_argument(fmt::format("export: layer '{}' has zero point {} (expected 0 after ReLU)", relu->name(), p.zero_point));
+      out.push_back({"ReLU", relu->name(), {{key::kOutputBits, relu->bits()}, {key::kOutputZeroPoint, 0}}, {{key::kOutputScale, p.scale}}, {}});
+      scale = p.scale;
+    } else if (const auto* quantize = dynamic_cast<const QatQuantize*>(&layer)) {
+      const QParams p = observed_qparams(quantize->name(), quantize->observer(), quantize->bits());
+      out.push_back({"Quantize", quantize->name(), {{key::kOutputBits, quantize->bits()}, {key::kOutputZeroPoint, p.zero_point}},
+                     {{key::kOutputScale, p.scale}}, {}});
+      scale = p.scale;
+    } else if (const auto* container = dynamic_cast<const Container*>(&layer)) {
+      const LayerKind* kind = find_layer_kind(layer.type_name());
+      const size_t at = out.size();
+      out.push_back(record_of(layer));
+      const std::vector<const Sequential*> branches = container->branches();
+      for (size_t b = 0; b < branches.size(); ++b) {
+        const size_t before = out.size();
+        export_chain(*branches[b], scale, out);  // each branch reads the block's input codes
+        out[at].ints.emplace_back(kind->branch_counts.at(b), static_cast<int32_t>(out.size() - before));
+      }
+    } else if (const LayerKind* kind = find_layer_kind(layer.type_name()); !kind || kind->role != Int8Role::kTrainingOnly) {
+      out.push_back(record_of(layer));  // pass-through kinds (pooling, padding, Flatten) and plain ReLUs keep their records
+    }
+  }
+  return scale;
+}
+
 }  // namespace
 
 qbin::Model export_int8(const Sequential& model) {
   const int bits = qat_bits(model);
   if (bits == 0) throw std::invalid_argument("export: the model is not in QAT form (train with --qat or quantize it with PTQ)");
   const Shape& in = model.input_shape();
-  float scale = 1.f / 255.f;  // uint8 pixels are the input codes
+  const float scale = 1.f / 255.f;  // uint8 pixels are the input codes
   qbin::Model m;
   m.layers.push_back({"Input", "input",
                       {{key::kHeight, static_cast<int32_t>(in[0])}, {key::kWidth, static_cast<int32_t>(in[1])},
                        {key::kChannels, static_cast<int32_t>(in[2])}, {key::kInputBits, 8}},
                       {{key::kInputScale, scale}}, {}});
-  for (size_t i = 0; i < model.size(); ++i) {
-    const Module& layer = model.layer(i);
-    if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) {
-      m.layers.push_back(quantize_layer(*q, scale));
-    } else if (const auto* relu = dynamic_cast<const QatReLU*>(&layer)) {
-      const QParams p = observed_qparams(relu->name(), relu->observer(), relu->bits());
-      if (p.zero_point != 0)
-        throw std::invalid_argument(fmt::format("export: layer '{}' has zero point {} (expected 0 after ReLU)", relu->name(), p.zero_point));
-      m.layers.push_back({"ReLU", relu->name(), {{key::kOutputBits, relu->bits()}, {key::kOutputZeroPoint, 0}}, {{key::kOutputScale, p.scale}}, {}});
-      scale = p.scale;
-    } else if (const auto* quantize = dynamic_cast<const QatQuantize*>(&layer)) {
-      const QParams p = observed_qparams(quantize->name(), quantize->observer(), quantize->bits());
-      m.layers.push_back({"Quantize", quantize->name(), {{key::kOutputBits, quantize->bits()}, {key::kOutputZeroPoint, p.zero_point}},
-                          {{key::kOutputScale, p.scale}}, {}});
-      scale = p.scale;
-    } else if (const LayerKind* kind = find_layer_kind(layer.type_name()); !kind || kind->role != Int8Role::kTrainingOnly) {
-      m.layers.push_back(record_of(layer));  // pass-through kinds (MaxPool2D, Flatten) and plain ReLUs keep their records
-    }
-  }
+  export_chain(model, scale, m.layers);
   return m;
 }
+
+namespace {
+
+// What calibration saw of one activation: its min and max, and (percentile) a sample of its
+// values: every `stride`-th value, at most about kMaxSamples in all.
+struct Seen {
+  MinMaxObserver range;
+  std::vector<float> values;
+};
+constexpr int64_t kMaxSamples = int64_t{1} << 22;
+
+}  // namespace
 
 void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOptions& o) {
   check_bits(o.bits);
   if (calibration.size() < 1) throw std::invalid_argument("calibrate_ptq: no calibration images");
   if (!(o.percentile > 0 && o.percentile <= 100))
     throw std::invalid_argument(fmt::format("calibrate_ptq: percentile {} (expected 0 < p <= 100)", o.percentile));
-  prepare_qat(model, {.bits = o.bits, .observer = {}});  // checks the graph; float forward below ignores it
-  std::vector<std::vector<float>> seen(model.size());    // kPercentile: every activation
-  std::vector<MinMaxObserver> ranges(model.size());
-  NoGradGuard no_grad;
-  model.set_training(false);
-  for (int64_t begin = 0; begin < calibration.size(); begin += o.batch_size) {
-    Variable x(calibration.batch(begin, std::min(o.batch_size, calibration.size() - begin)).x, false);
-    for (size_t i = 0; i < model.size(); ++i) {
-      Module& layer = model.layer(i);
-      const bool observed = dynamic_cast<QatObservedActivation*>(&layer) != nullptr;
-      if (auto* q = dynamic_cast<QatWeights*>(&layer)) x = q->inner().forward(x);  // the float layer: PTQ calibrates the float model
-      else if (dynamic_cast<QatReLU*>(&layer)) x = relu(x);
-      else if (!observed) x = layer.forward(x);  // a QatQuantize is the identity in the float model
-      if (!observed) continue;
-      ranges[i].observe(x.value());
-      if (o.method == CalibrationMethod::kPercentile) seen[i].insert(seen[i].end(), x.value().data(), x.value().data() + x.value().numel());
-    }
+  prepare_qat(model, {.bits = o.bits, .observer = {}});  // checks the graph; calibration runs it in float
+  std::map<const QatObservedActivation*, Seen> seen;
+  set_calibration(model, [&](QatObservedActivation& where, const Tensor& v) {
+    Seen& s = seen[&where];
+    s.range.observe(v);
+    if (o.method != CalibrationMethod::kPercentile || v.numel() == 0) return;
+    const int64_t total = v.numel() / v.dim(0) * calibration.size(), stride = std::max<int64_t>(1, total / kMaxSamples);
+    for (int64_t i = 0; i < v.numel(); i += stride) s.values.push_back(v[i]);
+  });
+  {
+    NoGradGuard no_grad;
+    model.set_training(false);
+    for (int64_t begin = 0; begin < calibration.size(); begin += o.batch_size)
+      model.forward(Variable(calibration.batch(begin, std::min(o.batch_size, calibration.size() - begin)).x, false));
   }
-  for (size_t i = 0; i < model.size(); ++i) {
-    auto* observed = dynamic_cast<QatObservedActivation*>(&model.layer(i));
-    if (!observed) continue;
+  set_calibration(model, nullptr);
+  for_each_layer(model, [&](Module& m) {
+    auto* observed = dynamic_cast<QatObservedActivation*>(&m);
+    if (!observed) return;
+    Seen& s = seen[observed];
     const bool after_relu = dynamic_cast<QatReLU*>(observed) != nullptr;
-    float bottom = after_relu ? 0.f : ranges[i].min(), top = ranges[i].max();
-    if (o.method == CalibrationMethod::kPercentile && !seen[i].empty()) {  // the top p% (and for signed values the bottom p%)
-      std::vector<float>& v = seen[i];
+    float bottom = after_relu ? 0.f : s.range.min(), top = s.range.max();
+    if (o.method == CalibrationMethod::kPercentile && !s.values.empty()) {  // the top p% (and for signed values the bottom p%)
+      std::vector<float>& v = s.values;
       const auto nth = [&](double fraction) {
         const size_t k = std::min(v.size() - 1, static_cast<size_t>(fraction * static_cast<double>(v.size() - 1)));
         std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
@@ -137,7 +176,7 @@ void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOpti
     }
     observed->observer().set_range(bottom, top);
     observed->observer().freeze();
-  }
+  });
 }
 
 }  // namespace qnet

@@ -1,11 +1,14 @@
 #include "quant/qat.h"
 
+#include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include <fmt/format.h>
 
 #include "core/ops.h"
 #include "io/record_keys.h"
+#include "layers/container.h"
 #include "layers/layer_kind.h"
 #include "quant/fake_quant.h"
 
@@ -20,38 +23,75 @@ const LayerKind* weights_kind(const Module& m) {
   return k && k->role == Int8Role::kWeights ? k : nullptr;
 }
 Variable& kernel_of(Module& m) { return weights_kind(m)->kernel(m); }
+Variable& bias_of(Module& m) { return weights_kind(m)->bias(m); }
+const Variable& bias_of(const Module& m) { return bias_of(const_cast<Module&>(m)); }
+
+BatchNormalization& batch_norm(Module& m) { return dynamic_cast<BatchNormalization&>(m); }
 }  // namespace
+
+// --- QatWeights ----------------------------------------------------------------------------
 
 QatWeights::QatWeights(std::unique_ptr<Module> layer, int bits) : layer_(std::move(layer)), bits_(bits) {
   check_bits(bits);
   if (!weights_kind(*layer_))
-    throw std::invalid_argument(fmt::format("QatWeights: cannot wrap a {} (expected a layer with weights: Conv2D or Dense)", layer_->type_name()));
+    throw std::invalid_argument(fmt::format("QatWeights: cannot wrap a {} (expected a layer with weights: Conv2D, DepthwiseConv2D or Dense)",
+                                            layer_->type_name()));
 }
 
-// Runs the inner layer with its kernel fake-quantized. The scales come from the current
-// weights at every step (eq. 6); no gradient flows into them.
+void QatWeights::fold(QatBatchNorm& bn) {
+  folded_ = &bn;
+  bn.layer_ = this;
+}
+
+bool QatWeights::can_forward_max_pooled() const {
+  const auto* inner = dynamic_cast<const PooledForward*>(layer_.get());
+  return !folded_ && inner && inner->can_forward_max_pooled();
+}
+
+// Runs the inner layer with its kernel fake-quantized (the folded one, and no bias, with a
+// BatchNormalization folded in). The scales come from the current weights at every step (eq. 6);
+// no gradient flows into them.
 template <typename F>
 Variable QatWeights::with_quantized_kernel(F&& run) {
   Variable& kernel = kernel_of(*layer_);
-  const Variable float_kernel = kernel;
-  kernel = fake_quant(float_kernel, choose_weight_qparams(float_kernel.value(), bits_));
+  Variable& bias = bias_of(*layer_);
+  const Variable float_kernel = kernel, float_bias = bias;
+  const Variable deployed = folded_ ? mul_channels(float_kernel, folded_->factor()) : float_kernel;  // eq. 13
+  kernel = float_ ? deployed : fake_quant(deployed, choose_weight_qparams(deployed.value(), bits_));
+  if (folded_) bias = Variable();  // the QatBatchNorm adds it (eq. 14)
   Variable y;
   try {
     y = run(*layer_);
   } catch (...) {
-    kernel = float_kernel;
+    kernel = float_kernel, bias = float_bias;
     throw;
   }
-  kernel = float_kernel;  // the parameter stays the float weight; the graph holds the fake-quantized one
+  kernel = float_kernel, bias = float_bias;  // the parameters stay the float ones; the graph holds the quantized kernel
   return y;
 }
 
 Variable QatWeights::forward(const Variable& x) {
+  if (float_ && !folded_) return layer_->forward(x);
   return with_quantized_kernel([&](Module& inner) { return inner.forward(x); });
 }
 
 Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) {
+  if (float_) return dynamic_cast<PooledForward&>(*layer_).forward_max_pooled(x, pool, range);
   return with_quantized_kernel([&](Module& inner) { return dynamic_cast<PooledForward&>(inner).forward_max_pooled(x, pool, range); });
+}
+
+Tensor QatWeights::deployed_kernel() const {
+  const Variable& k = kernel_of(const_cast<Module&>(*layer_));
+  if (!folded_) return k.value();
+  NoGradGuard no_grad;
+  return mul_channels(k, folded_->factor()).value();
+}
+
+Tensor QatWeights::deployed_bias() const {
+  const Variable& b = bias_of(*layer_);
+  if (!folded_) return b.defined() ? b.value() : Tensor();
+  NoGradGuard no_grad;
+  return folded_->folded_bias(b).value();
 }
 
 qbin::LayerRecord QatWeights::to_record() const {
@@ -60,6 +100,56 @@ qbin::LayerRecord QatWeights::to_record() const {
   r.ints.emplace_back(key::kWeightBits, bits_);
   return r;
 }
+
+// --- QatBatchNorm ----------------------------------------------------------------------------
+
+QatBatchNorm::QatBatchNorm(std::unique_ptr<Module> batch_norm) : bn_(std::move(batch_norm)) {
+  if (!dynamic_cast<BatchNormalization*>(bn_.get()))
+    throw std::invalid_argument(fmt::format("QatBatchNorm: cannot wrap a {} (expected a BatchNormalization)", bn_->type_name()));
+}
+
+void QatBatchNorm::set_training(bool training) {
+  Module::set_training(training);
+  bn_->set_training(training);
+}
+
+Variable QatBatchNorm::factor() const {
+  BatchNormalization& bn = batch_norm(*bn_);
+  const int64_t C = bn.options().channels;
+  Tensor r({C});
+  for (int64_t c = 0; c < C; ++c) r[c] = 1.f / std::sqrt(bn.moving().var[c] + bn.options().epsilon);
+  return mul(bn.gamma(), Variable(r, false));
+}
+
+Variable QatBatchNorm::folded_bias(const Variable& b) const {
+  BatchNormalization& bn = batch_norm(*bn_);
+  Tensor minus_mean = bn.moving().mean.clone();
+  for (int64_t c = 0; c < minus_mean.numel(); ++c) minus_mean[c] = -minus_mean[c];
+  const Variable centered = b.defined() ? add(b, Variable(minus_mean, false)) : Variable(minus_mean, false);
+  return add(bn.beta(), mul(centered, factor()));  // eq. 14
+}
+
+Variable QatBatchNorm::forward(const Variable& z) {
+  if (!layer_) throw std::logic_error(fmt::format("QatBatchNorm '{}' is folded into no layer", name_));
+  const Variable& b = bias_of(layer_->inner());
+  if (!training_ || frozen_) return bias_add(z, folded_bias(b));  // eq. 15
+  // z / f with the current f (a constant here: the normalization cancels any scale of its input,
+  // so the gradient through it is 0 up to epsilon), then the layer's bias and the batch's BN.
+  const Tensor f = factor().value();
+  Tensor inverse(f.shape());
+  for (int64_t c = 0; c < f.numel(); ++c) inverse[c] = f[c] != 0.f ? 1.f / f[c] : 0.f;
+  Variable u = mul_channels(z, Variable(inverse, false));
+  if (b.defined()) u = bias_add(u, b);
+  return bn_->forward(u);
+}
+
+qbin::LayerRecord QatBatchNorm::to_record() const {
+  qbin::LayerRecord r = record_of(*bn_);
+  r.name = name_;
+  return r;
+}
+
+// --- the activations -----------------------------------------------------------------------
 
 namespace {
 // A ReLU's output is never negative: a range starting below 0 (tfmot's [-6, 6]) would give a
@@ -77,6 +167,11 @@ QatObservedActivation::QatObservedActivation(int bits, const ObserverOptions& ob
 QatReLU::QatReLU(int bits, const ObserverOptions& observer) : QatObservedActivation(bits, relu_range(observer)) {}
 
 Variable QatReLU::forward(const Variable& x) {
+  if (sink_) {
+    Variable y = relu(x);
+    sink_(*this, y.value());
+    return y;
+  }
   if (observing()) {
     const auto [lo, hi] = relu_min_max(x.value());
     observer_.observe_range(lo, hi);
@@ -86,6 +181,7 @@ Variable QatReLU::forward(const Variable& x) {
 
 // The observer sees the range of the whole unpooled relu output, as forward() would.
 Variable QatReLU::activate_pooled(const Variable& pooled, const ValueRange& unpooled) {
+  if (sink_) return forward(pooled);  // calibration runs unfused (set_calibration)
   if (observing()) observer_.observe_range(std::max(unpooled.min, 0.f), std::max(unpooled.max, 0.f));
   return relu_fake_quant(pooled, observer_.qparams(bits_));
 }
@@ -96,11 +192,16 @@ qbin::LayerRecord QatReLU::to_record() const {
 }
 
 Variable QatQuantize::forward(const Variable& x) {
+  if (sink_) {
+    sink_(*this, x.value());
+    return x;
+  }
   if (observing()) observer_.observe(x.value());
   return fake_quant(x, {observer_.qparams(bits_)});
 }
 
 Variable QatQuantize::activate_pooled(const Variable& pooled, const ValueRange& unpooled) {
+  if (sink_) return forward(pooled);
   if (observing()) observer_.observe_range(unpooled.min, unpooled.max);
   return fake_quant(pooled, {observer_.qparams(bits_)});
 }
@@ -109,92 +210,202 @@ qbin::LayerRecord QatQuantize::to_record() const {
   return {"Quantize", name_, {{key::kOutputBits, bits_}}, {{key::kOutputMin, observer_.min()}, {key::kOutputMax, observer_.max()}}, {}};
 }
 
+// --- the transform -------------------------------------------------------------------------
+
+namespace {
+
+constexpr size_t kNone = std::numeric_limits<size_t>::max();
+
+const LayerKind& kind_of(const Module& m) {
+  const LayerKind* kind = find_layer_kind(m.type_name());
+  if (!kind) throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) has no int8 form", m.name(), m.type_name()));
+  return *kind;
+}
+
+bool holds_weights(const Sequential& chain) {
+  bool any = false;
+  for_each_layer(chain, [&](const Module& m) { any = any || weights_kind(m); });
+  return any;
+}
+
+// The rewrite of one chain: the top one, whose layer `logits` gives the float logits, or a
+// branch (logits = kNone), whose every output is codes.
+struct Preparer {
+  const QatOptions& o;
+  int quantizers = 0;  // QatQuantize layers inserted so far: "quantize", "quantize_1", ...
+
+  // The output of layer i gets its own grid: a ReLU after it becomes a QatReLU, or a QatQuantize
+  // is inserted. Returns the index of that quantizer.
+  size_t quantize_output(Sequential& chain, size_t i) {
+    if (i + 1 < chain.size() && kind_of(chain.layer(i + 1)).role == Int8Role::kActivation) {
+      chain.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(o.bits, o.observer); });
+    } else {
+      auto quantize = std::make_unique<QatQuantize>(o.bits, o.observer);
+      quantize->set_name(quantizers == 0 ? "quantize" : fmt::format("quantize_{}", quantizers));
+      ++quantizers;
+      chain.insert(i + 1, std::move(quantize));
+    }
+    return i + 1;
+  }
+
+  // Wraps the kWeights layer i, folding a BatchNormalization right after it; returns the index of
+  // the layer's last part (the BatchNormalization if folded).
+  size_t weights(Sequential& chain, size_t i) {
+    chain.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
+    if (i + 1 >= chain.size() || kind_of(chain.layer(i + 1)).role != Int8Role::kNormalize) return i;
+    chain.transform(i + 1, [&](std::unique_ptr<Module> m) { return std::make_unique<QatBatchNorm>(std::move(m)); });
+    dynamic_cast<QatWeights&>(chain.layer(i)).fold(dynamic_cast<QatBatchNorm&>(chain.layer(i + 1)));
+    return i + 1;
+  }
+
+  void chain(Sequential& c, const Module* logits) {
+    size_t logits_at = kNone;  // once passed, the layers work on floats
+    for (size_t i = 0; i < c.size(); ++i) {
+      Module& layer = c.layer(i);
+      const LayerKind& kind = kind_of(layer);
+      if (logits_at != kNone) {  // the float logits: no grids, no folds
+        if (kind.role == Int8Role::kNormalize || dynamic_cast<Container*>(&layer))
+          throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) works on the float logits of '{}' (after the model's last "
+                                                  "Conv2D, DepthwiseConv2D or Dense, int8 runs only pooling, padding, Flatten and ReLU)",
+                                                  layer.name(), layer.type_name(), c.layer(logits_at).name()));
+        continue;
+      }
+      switch (kind.role) {
+        case Int8Role::kWeights: {
+          const bool gives_logits = &layer == logits;
+          const size_t end = weights(c, i);
+          if (gives_logits) logits_at = i;
+          i = gives_logits ? end : quantize_output(c, end);
+          break;
+        }
+        case Int8Role::kRequantize:
+          if (auto* container = dynamic_cast<Container*>(&layer))
+            for (Sequential* branch : container->branches()) chain(*branch, nullptr);
+          i = quantize_output(c, i);
+          break;
+        case Int8Role::kNormalize:
+          throw std::invalid_argument(fmt::format("prepare_qat: BatchNormalization '{}' follows {} (int8 folds a BatchNormalization into "
+                                                  "the Conv2D, DepthwiseConv2D or Dense right before it: put it there)",
+                                                  layer.name(), i == 0 ? "nothing" : fmt::format("a {}", record_of(c.layer(i - 1)).kind)));
+        default:
+          break;
+      }
+    }
+  }
+};
+
+}  // namespace
+
 void prepare_qat(Sequential& model, const QatOptions& o) {
   check_bits(o.bits);
   if (is_qat(model)) throw std::invalid_argument("prepare_qat: the model is already prepared for QAT");
-  std::vector<Int8Role> roles;  // each layer's part in the int8 graph, from its kind
-  size_t last = model.size();    // the layer giving the float logits
-  for (size_t i = 0; i < model.size(); ++i) {
-    const LayerKind* kind = find_layer_kind(model.layer(i).type_name());
-    if (!kind) throw std::invalid_argument(fmt::format("prepare_qat: layer '{}' ({}) has no int8 form", model.layer(i).name(), model.layer(i).type_name()));
-    roles.push_back(kind->role);
-    if (kind->role == Int8Role::kWeights) last = i;
+  for_each_layer(model, [](const Module& m) { kind_of(m); });
+  size_t logits = kNone;  // the last top-level layer with weights gives the float logits
+  for (size_t i = 0; i < model.size(); ++i)
+    if (kind_of(model.layer(i)).role == Int8Role::kWeights) logits = i;
+  if (!holds_weights(model)) throw std::invalid_argument("prepare_qat: the model has no Conv2D, DepthwiseConv2D or Dense layer to quantize");
+  for (size_t i = logits == kNone ? 0 : logits + 1; i < model.size(); ++i) {
+    auto* c = dynamic_cast<Container*>(&model.layer(i));
+    bool inside = false;
+    if (c)
+      for (Sequential* b : c->branches()) inside = inside || holds_weights(*b);
+    if (inside)
+      throw std::invalid_argument(fmt::format("prepare_qat: the model's last layer with weights is inside '{}' ({}): the logits come from "
+                                              "a Conv2D, DepthwiseConv2D or Dense outside any block (end with e.g. "
+                                              "globalaveragepooling2d dense(CLASSES))", model.layer(i).name(), model.layer(i).type_name()));
   }
-  if (last == model.size()) throw std::invalid_argument("prepare_qat: the model has no Conv2D or Dense layer to quantize");
-  size_t inserted = 0;
-  for (size_t j = 0; j <= last; ++j) {  // j: the layer's index before insertions
-    if (roles[j] != Int8Role::kWeights) continue;
-    const size_t i = j + inserted;
-    model.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
-    if (j == last) break;  // its output stays float, and so does a ReLU after it
-    if (roles[j + 1] == Int8Role::kActivation) {
-      model.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(o.bits, o.observer); });
-      ++j;
-    } else {
-      auto quantize = std::make_unique<QatQuantize>(o.bits, o.observer);
-      quantize->set_name(inserted == 0 ? "quantize" : fmt::format("quantize_{}", inserted));
-      model.insert(i + 1, std::move(quantize));
-      ++inserted;
-    }
-  }
+  Preparer{o}.chain(model, logits == kNone ? nullptr : &model.layer(logits));
 }
 
 void freeze_observers(Sequential& model) {
-  for (size_t i = 0; i < model.size(); ++i) {
-    if (auto* q = dynamic_cast<QatObservedActivation*>(&model.layer(i))) q->observer().freeze();
-  }
+  for_each_layer(model, [](Module& m) {
+    if (auto* q = dynamic_cast<QatObservedActivation*>(&m)) q->observer().freeze();
+  });
+}
+
+void freeze_bn_statistics(Sequential& model) {
+  for_each_layer(model, [](Module& m) {
+    if (auto* bn = dynamic_cast<QatBatchNorm*>(&m)) bn->freeze();
+  });
 }
 
 bool is_qat(const Sequential& model) { return qat_bits(model) != 0; }
 
 int qat_bits(const Sequential& model) {
-  for (size_t i = 0; i < model.size(); ++i)
-    if (auto* q = dynamic_cast<const QatWeights*>(&model.layer(i))) return q->bits();
-  return 0;
+  int bits = 0;
+  for_each_layer(model, [&](const Module& m) {
+    if (auto* q = dynamic_cast<const QatWeights*>(&m); q && bits == 0) bits = q->bits();
+  });
+  return bits;
 }
+
+void set_calibration(Sequential& model, const QatObservedActivation::Sink& sink) {
+  model.set_fusion(!sink);  // the sinks want each activation's whole output, not a pooled one
+  for_each_layer(model, [&](Module& m) {
+    if (auto* w = dynamic_cast<QatWeights*>(&m)) w->set_float(static_cast<bool>(sink));
+    if (auto* a = dynamic_cast<QatObservedActivation*>(&m)) a->set_sink(sink);
+    if (auto* c = dynamic_cast<Container*>(&m))
+      for (Sequential* branch : c->branches()) branch->set_fusion(!sink);
+  });
+}
+
+// --- QAT files -----------------------------------------------------------------------------
 
 Sequential load_any_model(const std::string& path, const ObserverOptions& observer) {
   const qbin::Model file = qbin::load(path);
   try {
-    qbin::Model float_part = file;  // the float layers; prepare_qat puts the Quantize records back
-    std::erase_if(float_part.layers, [](const qbin::LayerRecord& r) { return r.kind == "Quantize"; });
-    Sequential model = from_qbin(float_part);
+    // The float layers; prepare_qat puts the Quantize records back.
+    Sequential model = from_qbin(file, [](const qbin::LayerRecord& r) { return r.kind == "Quantize"; });
     int bits = 0;
+    bool quantize_records = false;
     for (const auto& r : file.layers) {
       const int b = r.get_int(key::kWeightBits, 0);
       if (b != 0 && (b < 2 || b > 8 || (bits != 0 && b != bits)))
         throw qbin::FormatError(fmt::format("layer '{}': weight_bits {} (expected 2..8, the same in every layer{})", qbin::shown(r.name),
                                             b, bits ? fmt::format(": {} before", bits) : ""));
       bits = std::max(bits, b);
+      quantize_records = quantize_records || r.kind == "Quantize";
     }
     if (bits == 0) {
-      if (float_part.layers.size() != file.layers.size()) throw qbin::FormatError("a Quantize record in a float model (no weight_bits)");
+      if (quantize_records) throw qbin::FormatError("a Quantize record in a float model (no weight_bits)");
       return model;
     }
     prepare_qat(model, {.bits = bits, .observer = observer});
-    if (model.size() + 1 != file.layers.size())
-      throw qbin::FormatError(fmt::format("{} layer records (expected {} for the QAT form of its layers: a Quantize record after each "
-                                          "Conv2D or Dense, but the last, that no ReLU follows)", file.layers.size() - 1, model.size()));
-    for (size_t i = 0; i < model.size(); ++i) {
-      const qbin::LayerRecord& r = file.layers[i + 1];  // record 0 is Input
-      Module& layer = model.layer(i);
-      const bool quantize = dynamic_cast<QatQuantize*>(&layer) != nullptr;
-      if (quantize != (r.kind == "Quantize"))
-        throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(r.name), qbin::shown(r.kind),
-                                            quantize ? "a Quantize record" : layer.type_name()));
-      auto* observed = dynamic_cast<QatObservedActivation*>(&layer);
-      if (!observed) continue;
-      const bool relu = !quantize;
-      layer.set_name(r.name);
-      if (r.get_int(key::kOutputBits, 0) != observed->bits())
+    // The prepared model writes exactly the file's records, kind by kind, if the file is its QAT form.
+    const qbin::Model expected = to_qbin(model);
+    if (expected.layers.size() != file.layers.size())
+      throw qbin::FormatError(fmt::format("{} layer records (expected {} for the QAT form of its layers: a Quantize record after each layer "
+                                          "that gives codes and no ReLU follows)", file.layers.size() - 1, expected.layers.size() - 1));
+    for (size_t i = 1; i < file.layers.size(); ++i)
+      if (file.layers[i].kind != expected.layers[i].kind)
+        throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(file.layers[i].name),
+                                            qbin::shown(file.layers[i].kind), expected.layers[i].kind));
+    std::vector<QatObservedActivation*> observed;
+    for_each_layer(model, [&](Module& m) {
+      if (auto* a = dynamic_cast<QatObservedActivation*>(&m)) observed.push_back(a);
+    });
+    size_t next = 0;
+    for (size_t i = 1; i < file.layers.size(); ++i) {
+      const qbin::LayerRecord& r = file.layers[i];
+      if (r.get_int(key::kOutputBits, 0) == 0 && r.kind != "Quantize") continue;
+      if (next >= observed.size())
+        throw qbin::FormatError(fmt::format("layer '{}': a quantized activation where the model has none", qbin::shown(r.name)));
+      QatObservedActivation& a = *observed[next++];
+      const bool relu = dynamic_cast<QatReLU*>(&a) != nullptr;
+      if (relu != (r.kind == "ReLU"))
+        throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(r.name), qbin::shown(r.kind), relu ? "ReLU" : "Quantize"));
+      a.set_name(r.name);
+      if (r.get_int(key::kOutputBits, 0) != a.bits())
         throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int(key::kOutputBits, 0), bits));
       const float lo = r.get_float(key::kOutputMin), hi = r.get_float(key::kOutputMax);
-      const bool ok = std::isfinite(lo) && std::isfinite(hi) && lo <= hi && hi <= 0x1p40f && lo >= -0x1p40f && (quantize || lo >= 0.f);
+      const bool ok = std::isfinite(lo) && std::isfinite(hi) && lo <= hi && hi <= 0x1p40f && lo >= -0x1p40f && (!relu || lo >= 0.f);
       if (!ok)
         throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite {}min <= max, within 2^40{})",
                                             qbin::shown(r.name), lo, hi, relu ? "0 <= " : "", relu ? ": a ReLU's output starts at 0" : ""));
-      observed->observer().set_range(lo, hi);
+      a.observer().set_range(lo, hi);
     }
+    if (next != observed.size())
+      throw qbin::FormatError(fmt::format("{} quantized activation records (expected {})", next, observed.size()));
     return model;
   } catch (const std::invalid_argument& e) {
     throw qbin::FormatError(fmt::format("{}: {}", path, e.what()));

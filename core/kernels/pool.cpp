@@ -1,6 +1,8 @@
-// max_pool2d kernels on NHWC, one vector of channels (core/simd.h) at a time. The backward recomputes which input was
-// the first maximum of each window (row-major window order) and routes the gradient there, so
-// the forward stores no indices.
+// max_pool2d and avg_pool2d kernels on NHWC, one vector of channels (core/simd.h) at a time. The
+// max-pool backward recomputes which input was the first maximum of each window (row-major window
+// order) and routes the gradient there, so the forward stores no indices. Average pooling divides
+// by the number of window taps inside the input (TensorFlow's "same" padding leaves the padding
+// out of the count).
 #include "core/kernels.h"
 #include "core/simd.h"
 
@@ -62,6 +64,33 @@ void max_pool_backward(const PoolShape& s, const float* x, const float* y, const
       const vf contribution = hit ? go : vf{};
       store(gx + at + c, tiles ? contribution : load(gx + at + c, lanes) + contribution, lanes);
     });
+  });
+}
+
+namespace {
+int64_t taps_inside(const PoolShape& s, int64_t oh, int64_t ow) {
+  int64_t rows = 0, cols = 0;
+  for (int64_t kh = 0; kh < s.KH; ++kh) rows += oh * s.SH - s.PT + kh >= 0 && oh * s.SH - s.PT + kh < s.H;
+  for (int64_t kw = 0; kw < s.KW; ++kw) cols += ow * s.SW - s.PL + kw >= 0 && ow * s.SW - s.PL + kw < s.W;
+  return rows * cols;
+}
+}  // namespace
+
+// y = (the sum of the window's taps, in row-major order) / their count.
+void avg_pool_forward(const PoolShape& s, const float* x, float* y) {
+  for_each_output_block(s, [&](int64_t n, int64_t oh, int64_t ow, int64_t c, int lanes) {
+    vf sum = {};
+    for_each_window_tap(s, n, oh, ow, [&](int64_t at) { sum += load(x + at + c, lanes); });
+    store(y + ((n * s.OH + oh) * s.OW + ow) * s.C + c, sum / static_cast<float>(taps_inside(s, oh, ow)), lanes);
+  });
+}
+
+// gx = the sum over the windows holding an input of gy / count, windows in row-major order.
+void avg_pool_backward(const PoolShape& s, const float* gy, float* gx) {
+  for (int64_t i = 0; i < s.N * s.H * s.W * s.C; ++i) gx[i] = 0.f;
+  for_each_output_block(s, [&](int64_t n, int64_t oh, int64_t ow, int64_t c, int lanes) {
+    const vf g = load(gy + ((n * s.OH + oh) * s.OW + ow) * s.C + c, lanes) / static_cast<float>(taps_inside(s, oh, ow));
+    for_each_window_tap(s, n, oh, ow, [&](int64_t at) { store(gx + at + c, load(gx + at + c, lanes) + g, lanes); });
   });
 }
 

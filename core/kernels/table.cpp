@@ -11,6 +11,16 @@ void pooled_conv_forward(const ConvShape&, const float*, const float*, const flo
 void pooled_conv_backward_weights(const ConvShape&, const float*, const float*, const uint8_t*, float*, float*);
 void max_pool_forward(const PoolShape&, const float*, float*);
 void max_pool_backward(const PoolShape&, const float*, const float*, const float*, float*);
+void avg_pool_forward(const PoolShape&, const float*, float*);
+void avg_pool_backward(const PoolShape&, const float*, float*);
+void depthwise_forward(const PoolShape&, const float*, const float*, const float*, float*);
+void depthwise_backward_input(const PoolShape&, const float*, const float*, float*);
+void depthwise_backward_weights(const PoolShape&, const float*, const float*, float*, float*);
+void channel_sum(int64_t, int64_t, int64_t, const float*, float*);
+void channel_sq_dev(int64_t, int64_t, int64_t, const float*, const float*, float*);
+void channel_dot_dev(int64_t, int64_t, int64_t, const float*, const float*, const float*, float*);
+void channel_affine(int64_t, int64_t, const float*, const float*, const float*, const float*, float*);
+void channel_affine2(int64_t, int64_t, const float*, const float*, const float*, const float*, const float*, const float*, float*);
 void matmul(int64_t, int64_t, int64_t, const float*, const float*, float*);
 void matmul_dx(int64_t, int64_t, int64_t, const float*, const float*, float*);
 void matmul_dw(int64_t, int64_t, int64_t, const float*, const float*, float*);
@@ -33,6 +43,16 @@ const Kernels kKernels = {
     .pooled_conv_backward_weights = pooled_conv_backward_weights,
     .max_pool_forward = max_pool_forward,
     .max_pool_backward = max_pool_backward,
+    .avg_pool_forward = avg_pool_forward,
+    .avg_pool_backward = avg_pool_backward,
+    .depthwise_forward = depthwise_forward,
+    .depthwise_backward_input = depthwise_backward_input,
+    .depthwise_backward_weights = depthwise_backward_weights,
+    .channel_sum = channel_sum,
+    .channel_sq_dev = channel_sq_dev,
+    .channel_dot_dev = channel_dot_dev,
+    .channel_affine = channel_affine,
+    .channel_affine2 = channel_affine2,
     .matmul = matmul,
     .matmul_dx = matmul_dx,
     .matmul_dw = matmul_dw,

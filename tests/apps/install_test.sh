@@ -12,7 +12,7 @@ cmake --install "$build" --prefix "$tmp/prefix" >"$tmp/install.log" 2>&1
 check "cmake --install succeeds" test $? -eq 0
 check "... installs qnetConfig.cmake and the targets" test -f "$tmp/prefix/lib/cmake/qnet/qnetConfig.cmake" -a -f "$tmp/prefix/lib/cmake/qnet/qnetTargets.cmake"
 check "... the two libraries" test -f "$tmp/prefix/lib/libqnet.a" -a -f "$tmp/prefix/lib/libqnet_runtime.a"
-check "... the headers under include/qnet" test -f "$tmp/prefix/include/qnet/layers/sequential.h" -a -f "$tmp/prefix/include/qnet/quant/runtime.h"
+check "... the headers under include/qnet" test -f "$tmp/prefix/include/qnet/layers/sequential.h" -a -f "$tmp/prefix/include/qnet/quant/runtime/runtime.h"
 check "... and the programs" test -x "$tmp/prefix/bin/train" -a -x "$tmp/prefix/bin/infer"
 
 cmake -S "$src/examples" -B "$tmp/examples" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release >"$tmp/configure.log" 2>&1

@@ -12,7 +12,7 @@
 #include "data/png.h"
 #include "layers/sequential.h"
 #include "optim/trainer.h"
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 #include "tests/fuzz/fix_crc.h"
 
 using namespace qnet;

@@ -9,7 +9,7 @@
 #include <cstring>
 
 #include "io/qbin.h"
-#include "quant/inference_model.h"
+#include "quant/runtime/inference_model.h"
 #include "tests/fuzz/fix_crc.h"
 
 namespace {

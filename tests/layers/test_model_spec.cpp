@@ -5,7 +5,7 @@
 #include "core/random.h"
 #include "layers/model_spec.h"
 #include "quant/export.h"
-#include "quant/inference_model.h"
+#include "quant/runtime/inference_model.h"
 #include "quant/qat.h"
 #include "tests/grad_check.h"
 
@@ -49,8 +49,9 @@ TEST_CASE("spec options: sizes NxM, strides, same padding, dense activations, co
 }
 
 TEST_CASE("a bad spec is refused with the position and text of the offending token", "[layers][spec]") {
-  CHECK(spec_error("conv2d(8, 3, relu) conv2x(2)") == "at character 20 ('conv2x'): unknown layer (expected conv2d, maxpool2d, zeropadding2d, relu, flatten, "
-                                                     "dropout, gaussiannoise or dense)");
+  CHECK(spec_error("conv2d(8, 3, relu) conv2x(2)") ==
+        "at character 20 ('conv2x'): unknown layer (expected conv2d, depthwiseconv2d, maxpool2d, averagepooling2d, globalaveragepooling2d, "
+        "zeropadding2d, batchnorm, relu, flatten, dropout, gaussiannoise, dense or residual)");
   CHECK_THAT(spec_error("conv2d(8, 3y3)"), Catch::StartsWith("at character 11 ('3y3'): kernel size"));
   CHECK_THAT(spec_error("conv2d(8, 3 maxpool2d(2)"), Catch::Contains("expected ',' or ')' in conv2d(...)"));
   CHECK_THAT(spec_error("conv2d(8, 3, 4)"), Catch::Contains("('4'): conv2d takes 2 positional arguments (filters, kernel)"));

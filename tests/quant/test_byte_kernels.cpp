@@ -1,4 +1,4 @@
-// qnet's uint8 kernels (quant/byte_kernels.h) against their plain references, byte for byte, on
+// qnet's uint8 kernels (quant/runtime/byte_kernels.h) against their plain references, byte for byte, on
 // the same cases: channel counts below, at and above one 16-byte vector, and batches below and
 // above the size at which the kernels split their rows over threads.
 #include <vector>
@@ -6,7 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/random.h"
-#include "quant/byte_kernels.h"
+#include "quant/runtime/byte_kernels.h"
 
 using namespace qnet;
 
@@ -53,6 +53,16 @@ TEST_CASE("the runtime's byte kernels equal their plain references", "[quant]") 
       same_bytes(2 * N * H * W * C, [&](uint8_t* out, bool ref) {
         (ref ? u8::reference::duplicate_rows : u8::duplicate_rows)(img.data(), out, N * H, W * C);
       });
+      same_bytes(3 * N * H * W * C, [&](uint8_t* out, bool ref) {
+        (ref ? u8::reference::repeat_channels : u8::repeat_channels)(img.data(), out, N * H * W, C, 3);
+      });
+      // Average pooling onto another grid: windows that tile, overlap, and hang over the edges.
+      for (const u8::AvgPoolWindow w : {u8::AvgPoolWindow{2, 2, 2, 2, 0, 0, H / 2, W / 2}, u8::AvgPoolWindow{3, 3, 2, 1, 1, 1, (H + 1) / 2, W},
+                                        u8::AvgPoolWindow{int(H), int(W), 1, 1, 0, 0, 1, 1}})
+        for (const u8::Requantize q : {u8::Requantize{0, 0.37f, 12, 255}, u8::Requantize{131, 1.9f, 100, 15}})
+          same_bytes(N * w.OH * w.OW * C, [&](uint8_t* out, bool ref) {
+            (ref ? u8::reference::avg_pool : u8::avg_pool)(img.data(), out, N, H, W, C, w, q);
+          });
       const int phases = 4;
       const std::vector<uint8_t> grouped = random_bytes(N * 5 * 4 * phases * C + 16, rng);  // +16: the vector kernels' slack
       same_bytes(N * 5 * 4 * C, [&](uint8_t* out, bool ref) {

@@ -13,7 +13,7 @@
 #include "io/qbin.h"
 #include "layers/sequential.h"
 #include "quant/export.h"
-#include "quant/inference_model.h"
+#include "quant/runtime/inference_model.h"
 #include "quant/qat.h"
 #include "tests/grad_check.h"
 

@@ -177,7 +177,7 @@ TEST_CASE("prepare_qat keeps the parameters and refuses graphs int8 cannot run",
   Sequential bad({8, 8, 1});
   bad.add(std::make_unique<MaxPool2D>());
   bad.add(std::make_unique<Flatten>());
-  CHECK_THROWS_WITH(prepare_qat(bad, {}), Catch::Contains("no Conv2D or Dense"));
+  CHECK_THROWS_WITH(prepare_qat(bad, {}), Catch::Contains("no Conv2D, DepthwiseConv2D or Dense"));
   CHECK_THROWS_WITH(prepare_qat(m, {.bits = 9, .observer = {}}), Catch::Contains("expected 2..8"));
 }
 

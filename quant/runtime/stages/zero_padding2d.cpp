@@ -1,5 +1,5 @@
 // ZeroPadding2D at inference: its record read into a stage, its arithmetic and its lowering
-// (quant/stage_kind.h). Its training side is layers/zero_padding2d.cpp.
+// (quant/runtime/stage_kind.h). Its training side is layers/zero_padding2d.cpp.
 //
 // The frame holds real 0: the code z of the activation's grid (its zero point; 0 for pixels and
 // after ReLU) on u8 codes, 0.f on floats. It keeps the grid, so the stage's output has its
@@ -8,8 +8,8 @@
 #include <cstring>
 
 #include "io/record_keys.h"
-#include "quant/byte_kernels.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/byte_kernels.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -65,7 +65,8 @@ class ZeroPaddingStage final : public StageOp {
   }
 };
 
-bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*) {
+size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
+  const qbin::LayerRecord& r = records[0];
   auto s = std::make_shared<ZeroPaddingStage>();
   s->top = StageReader::attr(r, key::kPadTop, 0, 64);
   s->bottom = StageReader::attr(r, key::kPadBottom, 0, 64);
@@ -75,7 +76,7 @@ bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*)
     StageReader::fail(r, fmt::format("pads a {}x{} input beyond 16384 pixels a side", rd.H, rd.W));
   const int OH = rd.H + s->top + s->bottom, OW = rd.W + s->left + s->right;
   rd.push_same_grid(r, std::move(s), OH, OW, rd.C);
-  return false;
+  return 1;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // The runtime side of a layer kind (internal to qnet_runtime, not installed). Each kind that
-// computes at inference defines, in ONE file, quant/stages/<kind>.cpp:
+// computes at inference defines, in ONE file, quant/runtime/stages/<kind>.cpp:
 //   - a StageKind: the record kind it reads and how a record becomes a checked stage;
 //   - its StageOp: the integer reference arithmetic and the lowering to oneDNN.
 // inference_model(), reference_forward() and build_plan() only walk the records and stages and
@@ -8,12 +8,13 @@
 // training code, so a kind has one file per library (docs/architecture.md, "Adding a layer kind").
 //
 //   const StageKind* k = find_stage_kind("Conv2D");
-//   const bool took_next = k->read(reader, record, next_record);   // appends reader.m.stages
+//   const size_t taken = k->read(reader, records);   // records[0] and what belongs to its stage
 #pragma once
 
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -22,13 +23,13 @@
 #include <fmt/format.h>
 
 #include "core/tensor.h"
-#include "quant/inference_model.h"
-#include "quant/plan.h"
+#include "quant/runtime/inference_model.h"
+#include "quant/runtime/plan.h"
 
 namespace qnet {
 
 // ---------------------------------------------------------------------------------------------
-// Reading records into stages (the shared checks; quant/inference_model.cpp defines them).
+// Reading records into stages (the shared checks; quant/runtime/inference_model.cpp defines them).
 
 // Every scale in an int8 model lies in [2^-40, 2^40]: a requantization multiplier (eq. 11, a
 // product of three scales) stays a normal float, and the logits (scale x up to 2^31 accumulator
@@ -84,6 +85,21 @@ struct StageReader {
   void push(const qbin::LayerRecord& r, std::shared_ptr<const StageOp> op, int H, int W, int C, const FusedActivation& a);
   // Appends a stage that keeps its input's grid (pooling, Flatten, ReLU), output H x W x C.
   void push_same_grid(const qbin::LayerRecord& r, std::shared_ptr<const StageOp> op, int H, int W, int C);
+
+  // Reads records as a chain of stages (each through its kind), from the current activation to
+  // the chain's output, which becomes the current one; returns the stages (a container's branch,
+  // or the model itself).
+  std::vector<Stage> read_chain(std::span<const qbin::LayerRecord> records);
+  // What follows the record of a layer that sets its own output (Conv2D, DepthwiseConv2D, Dense;
+  // average pooling and a residual block's add without the BatchNormalization): a folded
+  // BatchNormalization (float files, eq. 13-14; int8 files hold none), then the activation; and
+  // how many records the stage takes with them.
+  struct Fused {
+    const qbin::LayerRecord* batch_norm = nullptr;
+    FusedActivation activation;
+    size_t taken = 1;
+  };
+  Fused fused(std::span<const qbin::LayerRecord> records, size_t at, bool folds_batch_norm) const;
 };
 
 template <typename T>
@@ -102,7 +118,7 @@ std::vector<T> StageReader::values(const qbin::LayerRecord& r, const qbin::Tenso
 }
 
 // ---------------------------------------------------------------------------------------------
-// The integer reference (quant/reference.cpp defines the shared part).
+// The integer reference (quant/runtime/reference.cpp defines the shared part).
 
 // One image's activation, HWC: u8 codes, or floats once the logits layer has run.
 struct RefActivation {
@@ -115,7 +131,7 @@ struct RefActivation {
 
 // An empty activation of the stage's output shape and type.
 RefActivation reference_output(const Stage& st);
-// A Conv2D or Dense output from its accumulator (quant/inference_model.h): u8 codes
+// A Conv2D or Dense output from its accumulator (quant/runtime/inference_model.h): u8 codes
 // clamp(round(float(acc) * scale + z_out), 0, qmax), or floats float(acc) * scale, ReLU if fused.
 void write_accumulator(RefActivation& y, size_t i, int32_t acc, float scale, const Stage& st, bool relu, int32_t z_out, int32_t qmax);
 
@@ -158,8 +174,10 @@ class WeightedStage : public StageOp {
   int widest_weight_code() const override;
 
   // Reads the record's "kernel" (of kernel_shape, outputs on the last axis) and optional "bias",
-  // checked; int8: the codes' range, scales and accumulator bound, and the output scales for a.
-  void read_weights(const StageReader& rd, const qbin::LayerRecord& r, const Shape& kernel_shape, const FusedActivation& a);
+  // checked; f32: a BatchNormalization record `bn` after it folded in (eq. 13-14); int8: the
+  // codes' range, scales and accumulator bound, and the output scales for a.
+  void read_weights(const StageReader& rd, const qbin::LayerRecord& r, const Shape& kernel_shape, const FusedActivation& a,
+                    const qbin::LayerRecord* bn);
   // The output's oneDNN attributes: scales, then the zero point and clip to qmax for u8 codes,
   // or the ReLU on floats (PlanBuilder::attributes).
   dnnl::primitive_attr output_attributes(const PlanBuilder& b, const Stage& st) const;
@@ -170,12 +188,13 @@ class WeightedStage : public StageOp {
 
 struct StageKind {
   std::string_view record_kind;  // the record's kind, the LayerKind's type: "Conv2D"
-  // Reads record r (checked) and appends its stage, or nothing for the identity at inference;
-  // returns true if it also consumed `next` (a fused activation).
-  bool (*read)(StageReader& reader, const qbin::LayerRecord& r, const qbin::LayerRecord* next);
+  // Reads records[0] (checked) and the records after it that belong to its stage (a folded
+  // BatchNormalization, a fused activation, a container's branches), and appends the stage, or
+  // nothing for the identity at inference; returns how many records it took (>= 1).
+  size_t (*read)(StageReader& reader, std::span<const qbin::LayerRecord> records);
 };
 
-// Every kind the runtime runs (one line each in quant/stage_kind.cpp), and a lookup by record kind.
+// Every kind the runtime runs (one line each in quant/runtime/stage_kind.cpp), and a lookup by record kind.
 const std::vector<const StageKind*>& stage_kinds();
 const StageKind* find_stage_kind(std::string_view record_kind);
 

@@ -1,6 +1,6 @@
-// Flatten at inference (quant/stage_kind.h): H x W x C per image as 1 x 1 x HWC, in Keras' H, W, C
+// Flatten at inference (quant/runtime/stage_kind.h): H x W x C per image as 1 x 1 x HWC, in Keras' H, W, C
 // order, which is already the order of the HWC bytes. Its training side is layers/simple_layers.cpp.
-#include "quant/stage_kind.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -12,9 +12,10 @@ class FlattenStage final : public StageOp {
   int lower(PlanBuilder& b, int cur, const Stage&, const Stage*, bool&) const override { return b.flatten(cur, b.H, b.W, b.C); }
 };
 
-bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*) {
+size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
+  const qbin::LayerRecord& r = records[0];
   rd.push_same_grid(r, std::make_shared<FlattenStage>(), 1, 1, rd.H * rd.W * rd.C);
-  return false;
+  return 1;
 }
 
 }  // namespace

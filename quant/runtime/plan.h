@@ -1,6 +1,6 @@
-// The runtime's plan for one batch size (internal: quant/runtime.cpp executes it,
-// quant/lowering.cpp builds it): buffers, and steps that are oneDNN primitives or qnet's own
-// byte kernels (quant/byte_kernels.h).
+// The runtime's plan for one batch size (internal: quant/runtime/runtime.cpp executes it,
+// quant/runtime/lowering.cpp builds it): buffers, and steps that are oneDNN primitives or qnet's own
+// byte kernels (quant/runtime/byte_kernels.h).
 #pragma once
 
 #include <functional>
@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 
 #if DNNL_VERSION_MAJOR >= 3
 #error "quant/ uses the oneDNN 2.x API (Debian 12's 2.6.3); see docs/runtime.md for what 3.x changes"
@@ -58,8 +58,8 @@ struct Runtime::Plan {
   std::vector<std::unique_ptr<plan::Workspace>> idle;
 };
 
-// Builds a plan stage by stage (quant/lowering.cpp). Each kind's lowering (StageOp::lower,
-// quant/stages/) adds its buffers and steps through these helpers.
+// Builds a plan stage by stage (quant/runtime/lowering.cpp). Each kind's lowering (StageOp::lower,
+// quant/runtime/stages/) adds its buffers and steps through these helpers.
 class PlanBuilder {
  public:
   using memory = dnnl::memory;
@@ -68,6 +68,9 @@ class PlanBuilder {
 
   PlanBuilder(const InferenceModel& model, Runtime::Plan& plan, const dnnl::engine& engine, bool split);
   void build();
+  // Lowers the stages in order from buffer `cur` (shape H x W x C per image); returns the buffer
+  // of the last one's output and leaves H, W, C at its shape (the model, or a container's branch).
+  int lower_chain(int cur, const std::vector<Stage>& stages);
 
   const InferenceModel& m;
   Runtime::Plan& p;
@@ -101,6 +104,9 @@ class PlanBuilder {
   int as(int from, const memory::desc& want);
   // `from` as nhwc u8 bytes (a reorder if it is in another layout).
   int as_nhwc_u8(int from);
+  // u8 codes whose real 0 is the code z > 0, framed by z for a window with padding g: oneDNN pads
+  // with code 0, which is not real 0 there (eq. 11). Returns the framed buffer and clears g's padding.
+  int framed_codes(int from, Geometry& g, int32_t z);
   // Weights or bias in the layout the primitive chose, reordered once from the model's vectors.
   memory constant(const memory::desc& user_md, const void* data, const memory::desc& want);
   // Output scales and the activation after them: u8 codes (clip_max > 0) with a zero point

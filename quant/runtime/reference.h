@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "quant/inference_model.h"
+#include "quant/runtime/inference_model.h"
 
 namespace qnet {
 

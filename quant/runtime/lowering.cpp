@@ -1,14 +1,14 @@
-// Lowering an InferenceModel to a plan (quant/plan.h): each stage adds its oneDNN primitives or
-// qnet's byte kernels (quant/byte_kernels.h) through StageOp::lower (quant/stages/, one file per
+// Lowering an InferenceModel to a plan (quant/runtime/plan.h): each stage adds its oneDNN primitives or
+// qnet's byte kernels (quant/runtime/byte_kernels.h) through StageOp::lower (quant/runtime/stages/, one file per
 // kind); this file holds the helpers they share (layouts, constants, output attributes, zero
 // points folded into biases, the split-weights path on CPUs without VNNI) and the walk over the
 // stages. docs/runtime.md says what each choice measured.
 #include <algorithm>
 #include <stdexcept>
 
-#include "quant/byte_kernels.h"
-#include "quant/plan.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/byte_kernels.h"
+#include "quant/runtime/plan.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -143,18 +143,38 @@ int PlanBuilder::logits(int cur) {
   return out;
 }
 
+int PlanBuilder::framed_codes(int from, Geometry& g, int32_t z) {
+  const int cur = as_nhwc_u8(from);
+  const memory::dims in = desc(cur).dims();  // {N, C, H, W}
+  const int64_t N = in[0], C = in[1], IH = in[2], IW = in[3], PH = IH + g.pad_top + g.pad_bottom, PW = IW + g.pad_left + g.pad_right;
+  const int to = add(memory::desc({N, C, PH, PW}, dt::u8, tag::nhwc));
+  const uint8_t value = static_cast<uint8_t>(z);
+  const Geometry pad = g;
+  kernel_step(fmt::format("pad qnet:u8_with_{}", value), {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, to}}, [=](const std::vector<memory>& mem) {
+    u8::pad(static_cast<const uint8_t*>(mem[cur].get_data_handle()), static_cast<uint8_t*>(mem[to].get_data_handle()), N, IH, IW, C,
+            pad.pad_top, pad.pad_left, pad.pad_bottom, pad.pad_right, value);
+  });
+  g.pad_top = g.pad_left = g.pad_bottom = g.pad_right = 0;
+  return to;
+}
+
+int PlanBuilder::lower_chain(int cur, const std::vector<Stage>& stages) {
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const Stage& st = stages[i];
+    const Stage* next = i + 1 < stages.size() ? &stages[i + 1] : nullptr;
+    bool took_next = false;
+    cur = st.op->lower(*this, cur, st, next, took_next);
+    const Stage& done = took_next ? stages[++i] : st;
+    H = done.H, W = done.W, C = done.C;
+  }
+  return cur;
+}
+
 void PlanBuilder::build() {
   // One channel: nchw and nhwc are the same bytes, and nchw lets f32 convs pick blocked outputs.
   int cur = add(memory::desc({p.batch, m.C, m.H, m.W}, act, blocked && m.C == 1 ? tag::nchw : tag::nhwc));
   H = m.H, W = m.W, C = m.C;
-  for (size_t i = 0; i < m.stages.size(); ++i) {
-    const Stage& st = m.stages[i];
-    const Stage* next = i + 1 < m.stages.size() ? &m.stages[i + 1] : nullptr;
-    bool took_next = false;
-    cur = st.op->lower(*this, cur, st, next, took_next);
-    const Stage& done = took_next ? m.stages[++i] : st;
-    H = done.H, W = done.W, C = done.C;
-  }
+  cur = lower_chain(cur, m.stages);
   cur = logits(cur);
   if (p.buffers[cur].md.get_size() != static_cast<size_t>(p.batch) * m.classes() * sizeof(float) || p.buffers[cur].alias_of >= 0)
     throw std::logic_error("runtime: the logits are not a dense [N, classes] f32 buffer");

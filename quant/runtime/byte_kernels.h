@@ -1,4 +1,4 @@
-// qnet's own uint8 kernels of the int8 runtime (quant/runtime.h runs them between oneDNN
+// qnet's own uint8 kernels of the int8 runtime (quant/runtime/runtime.h runs them between oneDNN
 // primitives), each beside a plain reference with the same signature: tests/quant/
 // test_byte_kernels.cpp runs both on the same cases and wants the same bytes (the style of
 // TFLite's optimized and reference kernels). Images are NHWC bytes; rows are split over the
@@ -33,6 +33,27 @@ void pad(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64
 // out[i] = max(in[i], zero_point): ReLU on codes whose real 0 is zero_point.
 void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point);
 
+// out[p][c * M + m] = in[p][c]: each of the C channels of each pixel M times in a row.
+void repeat_channels(const uint8_t* in, uint8_t* out, int64_t pixels, int64_t C, int64_t M);
+
+// Average pooling of codes onto another grid (docs/quantization.md, eq. 17): for each window of
+// output (P, Q) (KH x KW, strides SH, SW, pad_top / pad_left rows and columns of padding before,
+// which are not counted), acc = the sum of (code - z_in) over its `count` taps inside the input,
+// then out = clamp(round_half_even(float(acc) / count * multiplier + z_out), 0, qmax), each float
+// operation rounded on its own (no fused multiply-add).
+struct AvgPoolWindow {
+  int KH, KW, SH, SW, pad_top, pad_left;
+  int64_t OH, OW;
+};
+struct Requantize {
+  int32_t z_in;
+  float multiplier;  // s_in / s_out
+  int32_t z_out, qmax;
+};
+void avg_pool(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, const AvgPoolWindow& w, const Requantize& q);
+// One pooled value: what avg_pool writes for a window with sum `acc` over `count` taps.
+uint8_t avg_pool_code(int32_t acc, int32_t count, const Requantize& q);
+
 // The same kernels in plain loops: what the ones above must equal byte for byte.
 namespace reference {
 void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW);
@@ -42,6 +63,8 @@ void duplicate_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t width
 void max_of_phases(const uint8_t* in, uint8_t* out, int64_t rows, int64_t cols, int64_t C, int phases);
 void pad(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int top, int left, int bottom, int right, uint8_t value);
 void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point);
+void repeat_channels(const uint8_t* in, uint8_t* out, int64_t pixels, int64_t C, int64_t M);
+void avg_pool(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, const AvgPoolWindow& w, const Requantize& q);
 }  // namespace reference
 
 }  // namespace qnet::u8

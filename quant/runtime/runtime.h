@@ -5,7 +5,7 @@
 //
 // int8: conv and inner product u8 x s8 + s32 bias (the input zero point folded in), per-channel
 // output scales and a fused ReLU or output zero point -> u8, or -> f32 for the logits; max pooling
-// on u8 (eq. 11-12, bit-exact with quant/reference.h). A
+// on u8 (eq. 11-12, bit-exact with quant/runtime/reference.h). A
 // 1-channel conv followed by a tiling pool (the reference model) runs as one oneDNN matmul over
 // the image blocks each pooling window reads, plus a max over window positions; tiling pools
 // use qnet's byte-max kernel (docs/runtime.md says why and what it measured).
@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "data/dataset.h"
-#include "quant/inference_model.h"
+#include "quant/runtime/inference_model.h"
 
 namespace qnet {
 

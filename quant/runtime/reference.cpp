@@ -1,12 +1,12 @@
 // The integer reference's walk over the stages; each kind's arithmetic is its
-// StageOp::reference (quant/stages/, one file per kind).
-#include "quant/reference.h"
+// StageOp::reference (quant/runtime/stages/, one file per kind).
+#include "quant/runtime/reference.h"
 
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
-#include "quant/stage_kind.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 

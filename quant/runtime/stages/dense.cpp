@@ -1,9 +1,9 @@
 // Dense at inference: its record read into a stage, its integer arithmetic and its lowering to
-// oneDNN (quant/stage_kind.h). Its training side is layers/dense.cpp.
+// oneDNN (quant/runtime/stage_kind.h). Its training side is layers/dense.cpp.
 #include <algorithm>
 
 #include "io/record_keys.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -68,18 +68,20 @@ class DenseStage final : public WeightedStage {
 
 };
 
-bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord* next) {
-  const FusedActivation a = rd.activation(r, next);
+size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
+  const qbin::LayerRecord& r = records[0];
+  const StageReader::Fused f = rd.fused(records, 1, true);
+  const FusedActivation& a = f.activation;
   auto s = std::make_shared<DenseStage>();
   s->IN = StageReader::attr(r, key::kInFeatures, 1, 1 << 24);
   s->OUT = StageReader::attr(r, key::kUnits, 1, 1 << 16);
   if (rd.H != 1 || rd.W != 1 || s->IN != rd.C)
     StageReader::fail(r, fmt::format("in_features {} but its input is {}x{}x{} (expected a Flatten of {} features before it)", s->IN, rd.H,
                                      rd.W, rd.C, s->IN));
-  s->read_weights(rd, r, {s->IN, s->OUT}, a);
+  s->read_weights(rd, r, {s->IN, s->OUT}, a, f.batch_norm);
   const int OUT = s->OUT;
   rd.push(r, std::move(s), 1, 1, OUT, a);
-  return a.took_next;
+  return f.taken;
 }
 
 }  // namespace

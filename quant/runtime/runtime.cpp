@@ -1,6 +1,6 @@
-// Executing a plan (quant/plan.h, built by quant/lowering.cpp): the plan cache per batch size,
+// Executing a plan (quant/runtime/plan.h, built by quant/runtime/lowering.cpp): the plan cache per batch size,
 // workspaces handed to concurrent predict() calls, and the helpers around a Runtime.
-#include "quant/runtime.h"
+#include "quant/runtime/runtime.h"
 
 #include <omp.h>
 
@@ -16,8 +16,8 @@
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
-#include "quant/plan.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/plan.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 

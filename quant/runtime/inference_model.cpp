@@ -1,6 +1,6 @@
 // Reading a .qbin model into stages: the Input record, then each record through its kind's
-// StageKind::read (quant/stages/), with the checks every kind shares (StageReader).
-#include "quant/inference_model.h"
+// StageKind::read (quant/runtime/stages/), with the checks every kind shares (StageReader).
+#include "quant/runtime/inference_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 
 #include "core/ops.h"
 #include "io/record_keys.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -119,6 +119,36 @@ void StageReader::push_same_grid(const LayerRecord& r, std::shared_ptr<const Sta
   m.stages.push_back({r.name, r.kind, std::move(op), H, W, C, f32, zero});
 }
 
+std::vector<Stage> StageReader::read_chain(std::span<const LayerRecord> records) {
+  std::vector<Stage> outer = std::move(m.stages);
+  m.stages.clear();
+  for (size_t i = 0; i < records.size();) {
+    const LayerRecord& r = records[i];
+    if (r.get_int(key::kTrainingOnly, 0) == 1) {  // the identity at inference (layers/layer_kind.h)
+      ++i;
+      continue;
+    }
+    const StageKind* kind = find_stage_kind(r.kind);
+    if (!kind) fail(r, "unknown layer kind");
+    i += kind->read(*this, records.subspan(i));
+  }
+  std::vector<Stage> chain = std::move(m.stages);
+  m.stages = std::move(outer);
+  return chain;
+}
+
+StageReader::Fused StageReader::fused(std::span<const LayerRecord> records, size_t at, bool folds_batch_norm) const {
+  Fused f;
+  f.taken = at;
+  if (folds_batch_norm && records.size() > f.taken && records[f.taken].kind == "BatchNormalization") {
+    if (int8()) fail(records[f.taken], "a BatchNormalization in an int8 model (export folds it into the layer before it)");
+    f.batch_norm = &records[f.taken++];
+  }
+  f.activation = activation(records[0], records.size() > f.taken ? &records[f.taken] : nullptr);
+  f.taken += f.activation.took_next ? 1 : 0;
+  return f;
+}
+
 namespace {
 
 Precision precision_of(const qbin::Model& file) {
@@ -148,14 +178,7 @@ InferenceModel inference_model(const qbin::Model& file) {
     if (!sane_scale(b.scale)) StageReader::fail(in, fmt::format("input_scale {} (expected {})", b.scale, kScaleRange));
   }
   b.f32 = !b.int8();
-  for (size_t i = 1; i < file.layers.size(); ++i) {
-    const LayerRecord& r = file.layers[i];
-    const LayerRecord* next = i + 1 < file.layers.size() ? &file.layers[i + 1] : nullptr;
-    if (r.get_int(key::kTrainingOnly, 0) == 1) continue;  // the identity at inference (layers/layer_kind.h)
-    const StageKind* kind = find_stage_kind(r.kind);
-    if (!kind) StageReader::fail(r, "unknown layer kind");
-    if (kind->read(b, r, next)) ++i;
-  }
+  b.m.stages = b.read_chain(std::span<const LayerRecord>(file.layers).subspan(1));
   if (b.m.stages.empty()) throw FormatError("the model has no layers");
   const Stage& last = b.m.stages.back();
   if (!last.f32_output)

@@ -1,11 +1,11 @@
 // MaxPool2D at inference: its record read into a stage, its arithmetic and its lowering
-// (quant/stage_kind.h). Its training side is layers/simple_layers.cpp.
+// (quant/runtime/stage_kind.h). Its training side is layers/simple_layers.cpp.
 #include <algorithm>
 #include <limits>
 
 #include "io/record_keys.h"
-#include "quant/byte_kernels.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/byte_kernels.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -72,14 +72,15 @@ class PoolStage final : public StageOp {
   const Geometry* max_pool_window() const override { return &g; }
 };
 
-bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*) {
+size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
+  const qbin::LayerRecord& r = records[0];
   auto s = std::make_shared<PoolStage>();
   int OH = 0, OW = 0;
   s->g = rd.window(r, StageReader::attr(r, key::kWindowH, 1, 64), StageReader::attr(r, key::kWindowW, 1, 64),
                    StageReader::attr(r, key::kStrideH, 1, 64), StageReader::attr(r, key::kStrideW, 1, 64),
                    r.get_int(key::kPaddingSame) != 0, OH, OW);
   rd.push_same_grid(r, std::move(s), OH, OW, rd.C);
-  return false;
+  return 1;
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
-#include "quant/byte_kernels.h"
+#include "quant/runtime/byte_kernels.h"
 
 #include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -123,7 +124,7 @@ void window_blocks(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_
 
 // out[r] = [in[r], in[r]]: each row of `width` bytes twice. The split-weights path's input: a
 // product over the doubled row with the weights' two halves stacked is the product with the
-// whole weights (quant/lowering.cpp, needs_split).
+// whole weights (quant/runtime/lowering.cpp, needs_split).
 void duplicate_rows(const uint8_t* in, uint8_t* out, int64_t rows, int64_t width) {
   for_rows(rows, rows * width >= kMinParallelElements, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -174,6 +175,49 @@ void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point) {
   for_rows(count, count >= kMinParallelElements, [&](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) out[i] = in[i] > zero_point ? in[i] : zero_point;
+  });
+}
+
+void repeat_channels(const uint8_t* in, uint8_t* out, int64_t pixels, int64_t C, int64_t M) {
+  for_rows(pixels, pixels * C * M >= kMinParallelElements, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const uint8_t* i = in + p * C;
+      uint8_t* o = out + p * C * M;
+      for (int64_t c = 0; c < C; ++c) std::memset(o + c * M, i[c], static_cast<size_t>(M));
+    }
+  });
+}
+
+uint8_t avg_pool_code(int32_t acc, int32_t count, const Requantize& q) {
+  float v = static_cast<float>(acc) / static_cast<float>(count);
+  v = v * q.multiplier;
+  v = v + static_cast<float>(q.z_out);
+  v = std::min(std::max(v, 0.f), static_cast<float>(q.qmax));
+  return static_cast<uint8_t>(std::nearbyint(v));
+}
+
+// Rows of output pixels over the team; per pixel, the window's rows and columns inside the input
+// summed into int32 per channel (vectorised over channels), then requantized.
+void avg_pool(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, const AvgPoolWindow& w, const Requantize& q) {
+  for_rows(N * w.OH, N * w.OH * w.OW * C * w.KH * w.KW >= kMinParallelElements, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> acc(static_cast<size_t>(C));
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / w.OH, oh = r % w.OH;
+      const int64_t h0 = std::max<int64_t>(0, oh * w.SH - w.pad_top), h1 = std::min<int64_t>(H, oh * w.SH - w.pad_top + w.KH);
+      for (int64_t ow = 0; ow < w.OW; ++ow) {
+        const int64_t w0 = std::max<int64_t>(0, ow * w.SW - w.pad_left), w1 = std::min<int64_t>(W, ow * w.SW - w.pad_left + w.KW);
+        std::fill(acc.begin(), acc.end(), 0);
+        for (int64_t ih = h0; ih < h1; ++ih)
+          for (int64_t iw = w0; iw < w1; ++iw) {
+            const uint8_t* px = in + ((n * H + ih) * W + iw) * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) acc[c] += px[c];
+          }
+        const int32_t count = static_cast<int32_t>((h1 - h0) * (w1 - w0));
+        uint8_t* o = out + (r * w.OW + ow) * C;
+        for (int64_t c = 0; c < C; ++c) o[c] = avg_pool_code(acc[c] - count * q.z_in, count, q);
+      }
+    }
   });
 }
 
@@ -232,6 +276,29 @@ void pad(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64
 
 void relu(const uint8_t* in, uint8_t* out, int64_t count, uint8_t zero_point) {
   for (int64_t i = 0; i < count; ++i) out[i] = std::max(in[i], zero_point);
+}
+
+void repeat_channels(const uint8_t* in, uint8_t* out, int64_t pixels, int64_t C, int64_t M) {
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t m = 0; m < M; ++m) out[(p * C + c) * M + m] = in[p * C + c];
+}
+
+void avg_pool(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, const AvgPoolWindow& w, const Requantize& q) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t oh = 0; oh < w.OH; ++oh)
+      for (int64_t ow = 0; ow < w.OW; ++ow)
+        for (int64_t c = 0; c < C; ++c) {
+          int32_t acc = 0, count = 0;
+          for (int kh = 0; kh < w.KH; ++kh)
+            for (int kw = 0; kw < w.KW; ++kw) {
+              const int64_t ih = oh * w.SH - w.pad_top + kh, iw = ow * w.SW - w.pad_left + kw;
+              if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+              acc += int32_t{in[((n * H + ih) * W + iw) * C + c]} - q.z_in;
+              ++count;
+            }
+          out[((n * w.OH + oh) * w.OW + ow) * C + c] = avg_pool_code(acc, count, q);
+        }
 }
 
 }  // namespace reference

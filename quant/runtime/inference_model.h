@@ -2,7 +2,7 @@
 //
 //   InferenceModel m = load_inference_model("model.qbin");   // f32 or int8, checked
 //   // m.stages: Conv2D / Dense (activation fused) / MaxPool2D / Flatten / ReLU, ending 1x1xclasses
-//   std::vector<float> logits = reference_forward(m, pixels, n);   // quant/reference.h
+//   std::vector<float> logits = reference_forward(m, pixels, n);   // quant/runtime/reference.h
 //
 // An int8 model holds exactly the integers and scales both executors use, so they agree bit for
 // bit. A Conv2D or Dense computes acc = b_q + sum (x - z_in) * w over its input codes x (s8
@@ -32,7 +32,7 @@ struct Geometry {  // one spatial window: TensorFlow's "valid" or "same" rules
 };
 
 // A stage's computation: its integer reference arithmetic and its lowering to oneDNN, defined
-// with the record it reads in one file per kind (quant/stage_kind.h, quant/stages/).
+// with the record it reads in one file per kind (quant/runtime/stage_kind.h, quant/runtime/stages/).
 class StageOp;
 
 struct Stage {

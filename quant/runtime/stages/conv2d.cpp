@@ -1,10 +1,10 @@
 // Conv2D at inference: its record read into a stage, its integer arithmetic and its lowering to
-// oneDNN (quant/stage_kind.h). Its training side is layers/conv2d.cpp.
+// oneDNN (quant/runtime/stage_kind.h). Its training side is layers/conv2d.cpp.
 #include <algorithm>
 
 #include "io/record_keys.h"
-#include "quant/byte_kernels.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/byte_kernels.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -57,20 +57,7 @@ class ConvStage final : public WeightedStage {
     Geometry pg = g;
     const bool split_weights = b.needs_split(qkernel);
     const bool padded = pg.pad_top || pg.pad_left || pg.pad_bottom || pg.pad_right;
-    if (b.int8 && input_zero_point != 0 && padded) {  // oneDNN pads with code 0; real 0 is the zero point
-      cur = b.as_nhwc_u8(cur);
-      const memory::dims in = b.desc(cur).dims();  // {N, IC, H, W}
-      const int64_t H = in[2], W = in[3], C = in[1], PH = H + pg.pad_top + pg.pad_bottom, PW = W + pg.pad_left + pg.pad_right;
-      const int src = cur, to = b.add(memory::desc({N, C, PH, PW}, dt::u8, tag::nhwc));
-      const uint8_t z = static_cast<uint8_t>(input_zero_point);
-      const Geometry pad = pg;
-      b.kernel_step(fmt::format("pad qnet:u8_with_{}", z), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, to}}, [=](const std::vector<memory>& mem) {
-        u8::pad(static_cast<const uint8_t*>(mem[src].get_data_handle()), static_cast<uint8_t*>(mem[to].get_data_handle()), N, H, W, C,
-                pad.pad_top, pad.pad_left, pad.pad_bottom, pad.pad_right, z);
-      });
-      cur = to;
-      pg.pad_top = pg.pad_left = pg.pad_bottom = pg.pad_right = 0;
-    }
+    if (b.int8 && input_zero_point != 0 && padded) cur = b.framed_codes(cur, pg, input_zero_point);
     const void* w = b.int8 ? static_cast<const void*>(qkernel.data()) : kernel.data();
     int64_t in_channels = IC;
     std::vector<int8_t> stacked;
@@ -177,8 +164,10 @@ class ConvStage final : public WeightedStage {
   }
 };
 
-bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord* next) {
-  const FusedActivation a = rd.activation(r, next);
+size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
+  const qbin::LayerRecord& r = records[0];
+  const StageReader::Fused f = rd.fused(records, 1, true);
+  const FusedActivation& a = f.activation;
   auto s = std::make_shared<ConvStage>();
   s->IC = StageReader::attr(r, key::kInChannels, 1, 1 << 16);
   s->OC = StageReader::attr(r, key::kFilters, 1, 1 << 16);
@@ -187,10 +176,10 @@ bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord* 
   s->g = rd.window(r, StageReader::attr(r, key::kKernelH, 1, 64), StageReader::attr(r, key::kKernelW, 1, 64),
                    StageReader::attr(r, key::kStrideH, 1, 64), StageReader::attr(r, key::kStrideW, 1, 64),
                    r.get_int(key::kPaddingSame) != 0, OH, OW);
-  s->read_weights(rd, r, {s->g.KH, s->g.KW, s->IC, s->OC}, a);
+  s->read_weights(rd, r, {s->g.KH, s->g.KW, s->IC, s->OC}, a, f.batch_norm);
   const int OC = s->OC;
   rd.push(r, std::move(s), OH, OW, OC, a);
-  return a.took_next;
+  return f.taken;
 }
 
 }  // namespace

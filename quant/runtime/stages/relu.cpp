@@ -1,11 +1,11 @@
 // A ReLU at inference that follows no Conv2D or Dense (a ReLU right after one is fused into its
 // stage: StageReader::activation): max(x, 0) on floats, max(code, zero point) on u8 codes
-// (quant/stage_kind.h). Its training side is layers/simple_layers.cpp.
+// (quant/runtime/stage_kind.h). Its training side is layers/simple_layers.cpp.
 #include <algorithm>
 
 #include "io/record_keys.h"
-#include "quant/byte_kernels.h"
-#include "quant/stage_kind.h"
+#include "quant/runtime/byte_kernels.h"
+#include "quant/runtime/stage_kind.h"
 
 namespace qnet {
 
@@ -46,12 +46,13 @@ class ReluStage final : public StageOp {
   }
 };
 
-bool read(StageReader& rd, const qbin::LayerRecord& r, const qbin::LayerRecord*) {
+size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
+  const qbin::LayerRecord& r = records[0];
   // A quantized ReLU (output_bits) belongs to the Conv2D or Dense before it, which consumed it.
   if (rd.int8() && r.get_int(qbin::key::kOutputBits, 0) != 0) StageReader::fail(r, "a quantized activation that follows no Conv2D or Dense");
   const int32_t z = rd.f32 ? 0 : rd.zero;
   rd.push_same_grid(r, std::make_shared<ReluStage>(z), rd.H, rd.W, rd.C);
-  return false;
+  return 1;
 }
 
 }  // namespace
