@@ -176,4 +176,10 @@ std::string Json::dump(int indent) const {
   return out;
 }
 
+std::string spec_option_text(const std::string& value) {
+  if (std::error_code ec; value.empty() || !std::filesystem::is_regular_file(value, ec)) return value;
+  const std::vector<uint8_t> text = read_file(value, 1 << 20);
+  return std::string(text.begin(), text.end());
+}
+
 }  // namespace qnet

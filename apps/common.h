@@ -59,6 +59,10 @@ void prepare_output_folder(const std::string& dir, const std::string& what);
 
 bool stdout_is_terminal();
 
+// The text of a --model option: the file it names if there is one (at most 1 MiB), else the
+// option itself, a spec (layers/model_spec.h).
+std::string spec_option_text(const std::string& value);
+
 // A test hook: throws std::runtime_error("failpoint NAME") when the environment variable
 // QNET_FAILPOINT equals NAME, so tests can prove that a failure at that point loses nothing
 // (docs/hardening.md lists the points).

@@ -1,7 +1,9 @@
 // reproduce: the article's experiment end to end — float vs QAT vs int8 (and PTQ) on MNIST:
-// accuracy, model size, inference time per test-set part, training time per epoch.
+// accuracy, model size, inference time per test-set part, training time per epoch; and the same
+// four tables for any model and data set.
 //
 //   build/bin/reproduce --epochs 10 --seed 1 --seeds 1 --out reproduction
+//   build/bin/reproduce --model models/resnet8.spec --data-dir /usr/share/datasets/fashion-mnist --out resnet8
 //
 // Writes DIR/report.md (the article's four tables with an "article" and a "qnet" column),
 // DIR/inference_time.svg and DIR/model_size.svg, DIR/results.json (every figure), and the models
@@ -21,7 +23,9 @@
 #include "core/file_io.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "data/image_data.h"
 #include "data/mnist.h"
+#include "layers/model_spec.h"
 #include "optim/trainer.h"
 #include "quant/export.h"
 #include "quant/qat.h"
@@ -41,10 +45,14 @@ std::string stage(int i, int n, const std::string& what) {
   return fmt::format("\n== [{}/{}] {}\n", i, n, what);
 }
 
-double train(Sequential& model, const Split& data, int epochs, Rng& rng) {
+double train(Sequential& model, const Split& data, int epochs, int64_t freeze_bn_after, Rng& rng) {
   Adam adam(model.parameters());
   FitOptions fo;
   fo.epochs = epochs;
+  if (freeze_bn_after > 0)
+    fo.on_epoch_begin = [&](int epoch) {
+      if (epoch == freeze_bn_after + 1) freeze_bn_statistics(model);
+    };
   fo.progress = stdout_is_terminal() ? Progress::kBar : Progress::kPlain;
   std::vector<double> seconds;
   for (const EpochStats& e : fit(model, adam, data.train, data.validation, fo, rng)) seconds.push_back(e.seconds);
@@ -54,11 +62,11 @@ double train(Sequential& model, const Split& data, int epochs, Rng& rng) {
 // What can be checked before the long work, beyond the options, the output folder and the data:
 // that oneDNN on this machine builds and runs the f32 and the int8 reference model (untrained,
 // observers fed one batch; a few milliseconds). A failure here costs seconds, not a training run.
-void preflight(const Split& data) {
+void preflight(const Split& data, const std::function<Sequential(Rng&)>& make_model) {
   try {
     failpoint("reproduce-preflight");
     Rng rng(0);
-    Sequential model = mnist_reference_model(rng);
+    Sequential model = make_model(rng);
     const Batch batch = data.train.batch(0, 32);
     Runtime(inference_model(to_qbin(model))).predict(data.validation.image(0), 1);
     prepare_qat(model, {.bits = 8, .observer = tfmot_observer()});
@@ -83,7 +91,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 Timing time_inference(const Runtime& f32, const Runtime& int8, const ImageSet& test, int repeats) {
   Timing t;
   const Runtime* rt[2] = {&f32, &int8};
-  float logits[10];
+  std::vector<float> output(static_cast<size_t>(f32.model().classes()));
+  float* logits = output.data();
   const int64_t part = test.size() / kParts;
   for (const Runtime* r : rt) r->predict(test.image(0), 1), r->predict(test.image(0), 256);  // plans and JIT
   std::vector<double> samples[2][kParts], ips[2];
@@ -128,8 +137,13 @@ Machine this_machine(const Runtime& int8) {
 }
 
 int reproduce_main(int argc, char** argv) {
-  cxxopts::Options options("reproduce", "Reproduce the article: float vs QAT vs int8 (and PTQ) on MNIST, with its tables and chart.");
+  cxxopts::Options options("reproduce", "Reproduce the article: float vs QAT vs int8 (and PTQ) on MNIST, with its tables and chart; "
+                           "or the same tables for any model (--model) and IDX data set (--data-dir).");
   options.add_options()
+      ("model", "The layers, as a spec or a file holding one (docs/tutorial.md; default: the article's model)",
+       cxxopts::value<std::string>()->default_value(""))
+      ("freeze-bn-after", "QAT: freeze the statistics of folded BatchNormalization layers after this epoch (0 = never)",
+       number_value("0"))
       ("epochs", "Training epochs per model (the article: 10), 1..100000", number_value("10"))
       ("seed", "First seed, 0..2^62", number_value("1"))
       ("seeds", "Train with this many seeds (seed, seed+1, ...) and report mean and standard deviation, 1..1000",
@@ -143,19 +157,50 @@ int reproduce_main(int argc, char** argv) {
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
-  const ReproduceCommand command{.epochs = int_option(args, "epochs", 1, 100000),
-                                 .seed = int_option(args, "seed", 0, int64_t{1} << 62),
-                                 .seeds = int_option(args, "seeds", 1, 1000),
-                                 .calibration_images = int_option(args, "calibration-images", 1, 54000)};
+  ReproduceCommand command{.epochs = int_option(args, "epochs", 1, 100000),
+                           .seed = int_option(args, "seed", 0, int64_t{1} << 62),
+                           .seeds = int_option(args, "seeds", 1, 1000),
+                           .calibration_images = int_option(args, "calibration-images", 1, 54000),
+                           .freeze_bn_after = int_option(args, "freeze-bn-after", 0, 100000)};
+  command.model = args["model"].as<std::string>();
+  if (args.count("model") && command.model.empty()) throw UsageError("--model '' (expected a model spec or a file holding one)");
+  command.spec = spec_option_text(command.model);
+  if (args.count("data-dir")) command.data = args["data-dir"].as<std::string>();
   const int timing_repeats = static_cast<int>(int_option(args, "timing-repeats", 1, 1000));
   const int epochs = static_cast<int>(command.epochs);
   const int64_t first_seed = command.seed, seeds = command.seeds;
   const fs::path out = args["out"].as<std::string>();
   use_threads_option(args);
   prepare_output_folder(out.string(), "--out");
-  const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
+  const ImageData mnist = load_image_data(mnist_dir(args["data-dir"].as<std::string>()));
   const Split data = split_validation(mnist.train, 0.1);
-  preflight(data);
+  if (command.calibration_images > data.train.size())
+    throw UsageError(fmt::format("--calibration-images {} (the training split has {} images)", command.calibration_images, data.train.size()));
+  const Shape shape = mnist.train.image_shape();
+  const auto make_model = [&](Rng& rng) {
+    if (command.spec.empty()) return reference_model(shape, mnist.classes, rng);
+    try {
+      return model_from_spec(command.spec, shape, rng);
+    } catch (const SpecError& e) {
+      throw UsageError(fmt::format("--model: {}", e.what()));
+    }
+  };
+  {
+    Rng rng(0);
+    Sequential model = make_model(rng);  // spec errors and a wrong class count now, before any training
+    if (model.output_shape(shape) != Shape{mnist.classes})
+      throw UsageError(fmt::format("--model gives {} (expected the data's {} classes)", shape_str(model.output_shape(shape)), mnist.classes));
+    Sequential qat = make_model(rng);
+    try {
+      prepare_qat(qat, {.bits = 8, .observer = tfmot_observer()});  // what int8 cannot hold is refused here
+    } catch (const std::invalid_argument& e) {
+      const std::string why = e.what(), prefix = "prepare_qat: ";
+      throw UsageError(fmt::format("--model: {}", why.rfind(prefix, 0) == 0 ? why.substr(prefix.size()) : why));
+    }
+    command.summary = model.summary();
+    command.classes = mnist.classes, command.test_images = mnist.test.size();
+  }
+  preflight(data, make_model);
 
   const int stages = static_cast<int>(3 * seeds + 2);
   int done = 0;
@@ -171,8 +216,8 @@ int reproduce_main(int argc, char** argv) {
       const bool keep = seed == first_seed;  // the first seed's models are saved and timed
       begin_stage(fmt::format("seed {}: float training, {} epochs", seed, epochs));
       Rng rng(static_cast<uint64_t>(seed));
-      Sequential float_model = mnist_reference_model(rng);
-      r.float_epoch_s = train(float_model, data, epochs, rng);
+      Sequential float_model = make_model(rng);
+      r.float_epoch_s = train(float_model, data, epochs, 0, rng);
       r.float_acc = evaluate(float_model, mnist.test).accuracy;
       if (keep) save_model(float_model, (out / "model_float.qbin").string());
       r.float_runtime_acc = evaluate(Runtime(inference_model(to_qbin(float_model))), mnist.test, 256).accuracy;
@@ -185,9 +230,9 @@ int reproduce_main(int argc, char** argv) {
 
       begin_stage(fmt::format("seed {}: quantization-aware training, {} epochs", seed, epochs));
       Rng qrng(static_cast<uint64_t>(seed));
-      Sequential qat_model = mnist_reference_model(qrng);
+      Sequential qat_model = make_model(qrng);
       prepare_qat(qat_model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
-      r.qat_epoch_s = train(qat_model, data, epochs, qrng);
+      r.qat_epoch_s = train(qat_model, data, epochs, command.freeze_bn_after, qrng);
       freeze_observers(qat_model);
       r.qat_acc = evaluate(qat_model, mnist.test).accuracy;
       const qbin::Model int8 = export_int8(qat_model);
@@ -207,8 +252,8 @@ int reproduce_main(int argc, char** argv) {
     const Machine machine = this_machine(int8);
     const std::string report = report_md(results, sizes, timing, machine, command);
     write_file_atomic((out / "report.md").string(), report);
-    write_file_atomic((out / "inference_time.svg").string(), inference_chart(timing));
-    write_file_atomic((out / "model_size.svg").string(), size_chart(sizes));
+    write_file_atomic((out / "inference_time.svg").string(), inference_chart(timing, command.data));
+    write_file_atomic((out / "model_size.svg").string(), size_chart(sizes, command.article()));
     write_file_atomic((out / "results.json").string(), results_json(results, sizes, timing, machine, command).dump() + "\n");
     fmt::print("\n{}\nWrote {}/report.md, inference_time.svg, model_size.svg, results.json and the models\n", report, out.string());
     return 0;

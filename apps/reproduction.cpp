@@ -1,6 +1,7 @@
 #include "apps/reproduction.h"
 
 #include <cmath>
+#include <filesystem>
 
 #include <fmt/format.h>
 
@@ -36,28 +37,40 @@ Json stats_json(const std::vector<double>& v) {
 std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const Timing& t, const Machine& m,
                       const ReproduceCommand& command) {
   const int64_t seeds = static_cast<int64_t>(r.size());
+  const bool article = command.article();
+  std::string data = std::filesystem::path(command.data).lexically_normal().filename().string();  // "fashion-mnist"
+  if (data.empty()) data = std::filesystem::path(command.data).lexically_normal().parent_path().filename().string();
+  if (data.empty()) data = command.data;
+  // An article figure, or "-" where the article has none for this model and data set.
+  const auto art = [&](const std::string& figure) { return article ? figure : std::string("-"); };
+  std::string options = fmt::format("--epochs {} --seed {} --seeds {}", command.epochs, command.seed, seeds);
+  if (!command.model.empty()) options += fmt::format(" --model {}", command.model);
+  if (command.data != "MNIST") options += fmt::format(" --data-dir {}", command.data);
+  if (command.freeze_bn_after > 0) options += fmt::format(" --freeze-bn-after {}", command.freeze_bn_after);
   std::string md = fmt::format(
-      "# Reproduction: float vs QAT vs int8 on MNIST\n\n"
-      "Command: `build/bin/reproduce --epochs {} --seed {} --seeds {}`. The reference model (Conv2D 12 3x3 + ReLU, MaxPool 2x2, "
-      "Flatten, Dense 10), Adam 1e-3, batch 32, the last 6,000 training images for validation. {}\n\n",
-      command.epochs, command.seed, seeds,
+      "# Reproduction: float vs QAT vs int8 on {}\n\n"
+      "Command: `build/bin/reproduce {}`. {}, Adam 1e-3, batch 32, the last 10% of the training images for validation. {}\n\n",
+      data, options,
+      command.model.empty() ? "The reference model (Conv2D 12 3x3 + ReLU, MaxPool 2x2, Flatten, Dense)" : fmt::format("The model of `{}`", command.model),
       seeds > 1 ? fmt::format("qnet's figures are mean ± standard deviation over {} seeds.", seeds)
                 : "qnet's figures are one draw (one seed); `--seeds K` reports their spread.");
+  if (!article) md += "The article measured its own model on MNIST only: its columns are left empty here.\n\n";
+  if (!command.spec.empty()) md += fmt::format("```\n{}\n```\n\n```\n{}```\n\n", command.spec, command.summary);
 
-  md += "## 1. Accuracy (MNIST test set, 10,000 images)\n\n| model | article | qnet |\n|---|---|---|\n";
-  md += fmt::format("| baseline (float) | {:.4f} | {} |\n", kArticleFloat, mean_sd(column(r, &SeedResult::float_acc), 4));
-  md += fmt::format("| QAT (fake-quantized, as trained) | {:.4f} | {} |\n", kArticleQat, mean_sd(column(r, &SeedResult::qat_acc), 4));
-  md += fmt::format("| int8 from QAT (article: TFLite; qnet: oneDNN) | {:.4f} | {} |\n", kArticleInt8,
+  md += fmt::format("## 1. Accuracy ({} test set, {} images)\n\n| model | article | qnet |\n|---|---|---|\n", data, command.test_images);
+  md += fmt::format("| baseline (float) | {} | {} |\n", art(fmt::format("{:.4f}", kArticleFloat)), mean_sd(column(r, &SeedResult::float_acc), 4));
+  md += fmt::format("| QAT (fake-quantized, as trained) | {} | {} |\n", art(fmt::format("{:.4f}", kArticleQat)), mean_sd(column(r, &SeedResult::qat_acc), 4));
+  md += fmt::format("| int8 from QAT (article: TFLite; qnet: oneDNN) | {} | {} |\n", art(fmt::format("{:.4f}", kArticleInt8)),
                     mean_sd(column(r, &SeedResult::int8_acc), 4));
-  md += fmt::format("| int8 by post-training quantization (PTQ, {} calibration images, min/max) | not measured | {} |\n",
-                    command.calibration_images, mean_sd(column(r, &SeedResult::ptq_acc), 4));
+  md += fmt::format("| int8 by post-training quantization (PTQ, {} calibration images, min/max) | {} | {} |\n",
+                    command.calibration_images, art("not measured"), mean_sd(column(r, &SeedResult::ptq_acc), 4));
   md += fmt::format("| float model on the oneDNN f32 runtime | - | {} |\n\n", mean_sd(column(r, &SeedResult::float_runtime_acc), 4));
 
   md += "## 2. Model size\n\n| model | article | qnet |\n|---|---|---|\n";
-  md += fmt::format("| float | {:.4f} MB | {:.4f} MB ({} bytes) |\n", kArticleFloatMB, mb(sz.float_bytes), sz.float_bytes);
-  md += fmt::format("| int8 (QAT) | {:.4f} MB | {:.4f} MB ({} bytes) |\n", kArticleInt8MB, mb(sz.int8_bytes), sz.int8_bytes);
+  md += fmt::format("| float | {} | {:.4f} MB ({} bytes) |\n", art(fmt::format("{:.4f} MB", kArticleFloatMB)), mb(sz.float_bytes), sz.float_bytes);
+  md += fmt::format("| int8 (QAT) | {} | {:.4f} MB ({} bytes) |\n", art(fmt::format("{:.4f} MB", kArticleInt8MB)), mb(sz.int8_bytes), sz.int8_bytes);
   md += fmt::format("| int8 (PTQ) | - | {:.4f} MB ({} bytes) |\n", mb(sz.ptq_bytes), sz.ptq_bytes);
-  md += fmt::format("| float / int8 | {:.2f}x (\"divided by four\") | {:.2f}x |\n\n", kArticleFloatMB / kArticleInt8MB,
+  md += fmt::format("| float / int8 | {} | {:.2f}x |\n\n", art(fmt::format("{:.2f}x (\"divided by four\")", kArticleFloatMB / kArticleInt8MB)),
                     static_cast<double>(sz.float_bytes) / static_cast<double>(sz.int8_bytes));
   md += "![model sizes](model_size.svg)\n\n";
 
@@ -66,7 +79,7 @@ std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const T
   int int8_faster = 0;
   for (int k = 0; k < kParts; ++k) {
     int8_faster += t.part_s[1][k] < t.part_s[0][k];
-    md += fmt::format("| {} | int8 faster (chart, no figures) | {:.4f} | {:.4f} | {:.2f}x |\n", k + 1, t.part_s[0][k], t.part_s[1][k],
+    md += fmt::format("| {} | {} | {:.4f} | {:.4f} | {:.2f}x |\n", k + 1, art("int8 faster (chart, no figures)"), t.part_s[0][k], t.part_s[1][k],
                       t.part_s[0][k] / t.part_s[1][k]);
   }
   md += fmt::format("| whole test set at batch 256 (images/s) | - | {:.0f} | {:.0f} | {:.2f}x |\n\n", t.batch256_ips[0], t.batch256_ips[1],
@@ -77,9 +90,10 @@ std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const T
 
   md += "## 4. Training time per epoch\n\n| | article (its machine) | qnet (this machine), seconds |\n|---|---|---|\n";
   const std::vector<double> fe = column(r, &SeedResult::float_epoch_s), qe = column(r, &SeedResult::qat_epoch_s);
-  md += fmt::format("| float | {:.0f} s | {} |\n", kArticleFloatEpoch, median_range(fe, 3));
-  md += fmt::format("| QAT | {:.0f} s | {} |\n", kArticleQatEpoch, median_range(qe, 3));
-  md += fmt::format("| QAT / float | {:.2f} | {:.2f} |\n\n", kArticleQatEpoch / kArticleFloatEpoch, stats(qe).median / stats(fe).median);
+  md += fmt::format("| float | {} | {} |\n", art(fmt::format("{:.0f} s", kArticleFloatEpoch)), median_range(fe, 3));
+  md += fmt::format("| QAT | {} | {} |\n", art(fmt::format("{:.0f} s", kArticleQatEpoch)), median_range(qe, 3));
+  md += fmt::format("| QAT / float | {} | {:.2f} |\n\n", art(fmt::format("{:.2f}", kArticleQatEpoch / kArticleFloatEpoch)),
+                    stats(qe).median / stats(fe).median);
   md += "Each run's figure is the median of its epochs; across runs the median is given, because the shared machine "
         "has slow spells that skew a mean. `build/bin/bench_train` measures this more carefully (docs/performance.md).\n\n";
 
@@ -95,8 +109,8 @@ std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const T
   return md;
 }
 
-std::string inference_chart(const Timing& t) {
-  BarChart c{.title = "Inference time per part of the MNIST test set (batch 1)",
+std::string inference_chart(const Timing& t, const std::string& data) {
+  BarChart c{.title = fmt::format("Inference time per part of the {} test set (batch 1)", data),
              .y_label = fmt::format("seconds per {} images", t.part_images),
              .groups = {},
              .series = {{"float (f32)", "#4c78a8", {}}, {"int8", "#f58518", {}}},
@@ -108,7 +122,7 @@ std::string inference_chart(const Timing& t) {
   return bar_chart_svg(c);
 }
 
-std::string size_chart(const Sizes& sz) {
+std::string size_chart(const Sizes& sz, bool article) {
   BarChart c{.title = "Model file size",
              .y_label = "kilobytes (1 KB = 1,000 bytes)",
              .groups = {"float", "int8 (QAT)", "int8 (PTQ)"},
@@ -117,6 +131,7 @@ std::string size_chart(const Sizes& sz) {
                          {static_cast<double>(sz.float_bytes) / 1000, static_cast<double>(sz.int8_bytes) / 1000,
                           static_cast<double>(sz.ptq_bytes) / 1000}}},
              .value_format = "{:.1f}"};
+  if (!article) c.series.erase(c.series.begin());
   return bar_chart_svg(c);
 }
 
@@ -135,6 +150,9 @@ Json results_json(const std::vector<SeedResult>& r, const Sizes& sz, const Timin
                           .set("epochs", Json::integer(command.epochs))
                           .set("seed", Json::integer(command.seed))
                           .set("seeds", Json::integer(static_cast<int64_t>(r.size())))
+                          .set("model", Json::string(command.model))
+                          .set("data", Json::string(command.data))
+                          .set("freeze_bn_after", Json::integer(command.freeze_bn_after))
                           .set("calibration_images", Json::integer(command.calibration_images)))
       .set("seeds", std::move(seeds))
       .set("accuracy", Json::object()

@@ -82,6 +82,8 @@ int train_main(int argc, char** argv) {
        "the article's tool) or 'ema' (PyTorch's: 0.01, from the first batch)", cxxopts::value<std::string>()->default_value("tfmot"))
       ("freeze-ranges-after", "QAT: stop updating activation ranges after this epoch (0 = never)",
        number_value("0"))
+      ("freeze-bn-after", "QAT: from the epoch after this one, folded BatchNormalization layers use their moving statistics "
+       "(PyTorch's freeze_bn_stats; 0 = never)", number_value("0"))
       ("metrics", "Write the metrics as JSON to this path", cxxopts::value<std::string>()->default_value(""))
       ("classes", "Number of classes (0 = the largest label + 1)", number_value("0"))
       ("model", "The layers, as a spec or a file holding one, e.g. 'conv2d(32, 3, relu) maxpool2d(2) flatten dropout(0.5) dense(10)' "
@@ -100,11 +102,12 @@ int train_main(int argc, char** argv) {
   const double split = real_option(args, "validation-split", {.min = 0, .max = 1, .open_max = true});
   const bool qat = args.count("qat") > 0;
   const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
-  if (!qat && (args.count("bits") || args.count("observer") || args.count("freeze-ranges-after")))
-    throw UsageError("--bits, --observer and --freeze-ranges-after need --qat");
+  if (!qat && (args.count("bits") || args.count("observer") || args.count("freeze-ranges-after") || args.count("freeze-bn-after")))
+    throw UsageError("--bits, --observer, --freeze-ranges-after and --freeze-bn-after need --qat");
   const std::string observer = args["observer"].as<std::string>();
   if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
   const int64_t freeze_after = int_option(args, "freeze-ranges-after", 0, 100000);
+  const int64_t freeze_bn_after = int_option(args, "freeze-bn-after", 0, 100000);
   const int classes_option = static_cast<int>(int_option(args, "classes", 0, kMaxClasses));
   std::string output = args["output"].as<std::string>();
   if (output.empty()) output = qat ? "model.qbin" : "model_float.qbin";
@@ -126,10 +129,7 @@ int train_main(int argc, char** argv) {
   std::string spec = args["model"].as<std::string>();
   if (args.count("model") && !init.empty()) throw UsageError("--model and --init both give the layers (expected one of them)");
   if (args.count("model") && spec.empty()) throw UsageError("--model '' (expected a model spec or a file holding one)");
-  if (std::error_code ec; !spec.empty() && std::filesystem::is_regular_file(spec, ec)) {
-    const std::vector<uint8_t> text = read_file(spec, 1 << 20);
-    spec.assign(text.begin(), text.end());
-  }
+  spec = spec_option_text(spec);
 
   use_threads_option(args);
   Rng rng(seed);
@@ -153,7 +153,12 @@ int train_main(int argc, char** argv) {
                                          shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape())),
                                          shape_str(image_shape), data_set.classes));
   if (qat && !is_qat(model)) {
-    prepare_qat(model, {.bits = bits, .observer = observer_options});
+    try {
+      prepare_qat(model, {.bits = bits, .observer = observer_options});
+    } catch (const std::invalid_argument& e) {  // a model no int8 graph holds: refused before training
+      const std::string why = e.what(), prefix = "prepare_qat: ";
+      throw UsageError(fmt::format("--qat: {}", why.rfind(prefix, 0) == 0 ? why.substr(prefix.size()) : why));
+    }
   } else if (qat && args.count("bits") && qat_bits(model) != bits) {
     throw UsageError(fmt::format("--bits {}, but {} was trained with {} bits (leave --bits out to continue it)", bits, init,
                                  qat_bits(model)));
@@ -171,9 +176,10 @@ int train_main(int argc, char** argv) {
   fo.batch_size = batch_size;
   fo.progress = stdout_is_terminal() ? Progress::kBar : Progress::kPlain;
   fo.on_epoch_end = [&](const EpochStats&) { save_model(model, checkpoint); };  // the last good model is always on disk
-  if (qat && freeze_after > 0)
+  if (qat && (freeze_after > 0 || freeze_bn_after > 0))
     fo.on_epoch_begin = [&](int epoch) {
-      if (epoch == freeze_after + 1) freeze_observers(model), fmt::print("Activation ranges frozen\n");
+      if (freeze_after > 0 && epoch == freeze_after + 1) freeze_observers(model), fmt::print("Activation ranges frozen\n");
+      if (freeze_bn_after > 0 && epoch == freeze_bn_after + 1) freeze_bn_statistics(model), fmt::print("BatchNormalization statistics frozen\n");
     };
   const std::vector<EpochStats> history = fit(model, adam, data.train, data.validation, fo, rng);
 

@@ -1,10 +1,13 @@
 // bench_train: seconds per epoch of the reference recipe, float and QAT, median of repeats.
 //
 //   build/bin/bench_train --epochs 2 --repeats 5 [--threads 2] [--isa avx512,avx2] [--data-dir DIR]
+//                         [--model SPEC|FILE] [--batch-size 32] [--train-images N] [--mode both|float|qat]
 //
 // Each repeat trains a float model and then a QAT model (8 bits) on each kernel path of --isa
 // in turn (default: the active one, core/cpu.h), so all see the same machine conditions; the
-// ratios are computed from the medians of one run.
+// ratios are computed from the medians of one run. --model times any spec (default: the
+// article's model), --data-dir any IDX data set; --train-images N trains on the first N images
+// of the training split only (a quicker measure of a slow model: epoch times scale with N).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -17,7 +20,9 @@
 #include "apps/common.h"
 #include "core/cpu.h"
 #include "core/parallel.h"
+#include "data/image_data.h"
 #include "data/mnist.h"
+#include "layers/model_spec.h"
 #include "layers/sequential.h"
 #include "optim/trainer.h"
 #include "quant/qat.h"
@@ -32,14 +37,24 @@ int main(int argc, char** argv) {
         ("repeats", "Independent runs", number_value("1"))
         ("isa", "Kernel paths to time, comma-separated: avx512, avx2, baseline (default: the active one)",
          cxxopts::value<std::string>()->default_value(""))
-        ("data-dir", "MNIST folder", cxxopts::value<std::string>()->default_value(""));
+        ("data-dir", "IDX data set folder (default: MNIST)", cxxopts::value<std::string>()->default_value(""))
+        ("model", "A model spec or a file holding one (default: the article's model)", cxxopts::value<std::string>()->default_value(""))
+        ("batch-size", "Images per step", number_value("32"))
+        ("train-images", "Train on the first N images of the training split (0 = all)", number_value("0"))
+        ("mode", "float, qat or both", cxxopts::value<std::string>()->default_value("both"));
     add_threads_option(options);
     const auto args = options.parse(argc, argv);
     const int epochs = static_cast<int>(int_option(args, "epochs", 1, 1000));
     const int64_t repeats = int_option(args, "repeats", 1, 1000);
+    const int64_t batch_size = int_option(args, "batch-size", 1, 65536), train_images = int_option(args, "train-images", 0, INT64_MAX);
+    const std::string mode_option = args["mode"].as<std::string>();
+    if (mode_option != "both" && mode_option != "float" && mode_option != "qat")
+      throw UsageError(fmt::format("--mode '{}' (expected both, float or qat)", mode_option));
+    const std::string spec = spec_option_text(args["model"].as<std::string>());
     use_threads_option(args);
-    const Mnist mnist = load_mnist(mnist_dir(args["data-dir"].as<std::string>()));
-    const Split data = split_validation(mnist.train, 0.1);
+    const ImageData data_set = load_image_data(mnist_dir(args["data-dir"].as<std::string>()));
+    Split data = split_validation(data_set.train, 0.1);
+    if (train_images > 0) data.train = data.train.slice(0, std::min(train_images, data.train.size()));
     std::vector<Isa> paths;
     std::string list = args["isa"].as<std::string>();
     for (size_t at = 0; !list.empty() && at <= list.size();) {
@@ -56,13 +71,16 @@ int main(int argc, char** argv) {
     for (int64_t r = 0; r < repeats; ++r)
       for (size_t path = 0; path < paths.size(); ++path)
         for (int mode = 0; mode < 2; ++mode) {
+          if ((mode == 0 && mode_option == "qat") || (mode == 1 && mode_option == "float")) continue;
           set_isa(paths[path]);
           Rng rng(static_cast<uint64_t>(r + 1));
-          Sequential model = mnist_reference_model(rng);
+          Sequential model = spec.empty() ? reference_model(data_set.train.image_shape(), data_set.classes, rng)
+                                          : model_from_spec(spec, data_set.train.image_shape(), rng);
           if (mode == 1) prepare_qat(model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
           Adam adam(model.parameters());
           FitOptions fo;
           fo.epochs = epochs;
+          fo.batch_size = batch_size;
           for (const EpochStats& e : fit(model, adam, data.train, data.validation, fo, rng)) {
             fmt::print("repeat {} {} {} epoch {}: {:.3f} s (loss {:.4f}, val_accuracy {:.4f})\n", r + 1, isa_name(paths[path]),
                        mode ? "qat" : "float", e.epoch, e.seconds, e.loss, e.val_accuracy);
@@ -73,14 +91,17 @@ int main(int argc, char** argv) {
     for (size_t path = 0; path < paths.size(); ++path) {
       for (int mode = 0; mode < 2; ++mode) {
         std::vector<double>& s = seconds[2 * path + mode];
+        if (s.empty()) continue;
         std::sort(s.begin(), s.end());
         median[2 * path + mode] = s[s.size() / 2];
         fmt::print("{} {} epoch: median {:.3f} s, min {:.3f} s, max {:.3f} s over {} epochs\n", isa_name(paths[path]),
                    mode ? "qat  " : "float", median[2 * path + mode], s.front(), s.back(), s.size());
       }
-      fmt::print("{} qat/float ratio {:.2f}", isa_name(paths[path]), median[2 * path + 1] / median[2 * path]);
-      if (path > 0) fmt::print("; float epoch {:.2f}x the {} path's", median[2 * path] / median[0], isa_name(paths[0]));
-      fmt::print("\n");
+      if (mode_option == "both") fmt::print("{} qat/float ratio {:.2f}", isa_name(paths[path]), median[2 * path + 1] / median[2 * path]);
+      const int m = mode_option == "qat" ? 1 : 0;
+      if (path > 0) fmt::print("{}{} epoch {:.2f}x the {} path's", mode_option == "both" ? "; " : "", m ? "qat" : "float",
+                               median[2 * path + m] / median[m], isa_name(paths[0]));
+      if (mode_option == "both" || path > 0) fmt::print("\n");
     }
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);

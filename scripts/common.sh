@@ -6,9 +6,10 @@ QNET_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QNET_BUILD="${QNET_BUILD:-$QNET_ROOT/build}"
 # ocl-icd-opencl-dev: oneDNN's dnnl-config.cmake calls find_package(OpenCL), and libdnnl-dev only
 # recommends it (a fresh machine with --no-install-recommends lacks it). qemu-user: the tests run
-# a build on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell).
+# a build on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell). dataset-fashion-mnist: the
+# models of models/ are tested (and reproduced) on Fashion-MNIST (/usr/share/datasets/fashion-mnist).
 QNET_PACKAGES=(g++ cmake make pkg-config libdnnl-dev ocl-icd-opencl-dev catch2 libfmt-dev libcxxopts-dev
-  libpng-dev zlib1g-dev qemu-user)
+  libpng-dev zlib1g-dev qemu-user dataset-fashion-mnist)
 
 qnet_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

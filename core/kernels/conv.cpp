@@ -291,6 +291,70 @@ void conv_backward_weights(const ConvShape& s, const float* x, const float* dy, 
   conv_dispatch(s, [&]<typename T>() { conv_backward_weights_t<T>(s, x, dy, dw, db); });
 }
 
+namespace {
+
+// The taps of one axis that reach input positions a + S i (phase a of stride S): kh with
+// (a + P - kh) divisible by S, in descending order, so that the dy row each reads,
+// (a + P - kh) / S + i, ascends one by one. Returns how many (at most 64).
+int phase_taps(int64_t a, int64_t P, int64_t K, int64_t S, int64_t* taps) {
+  int count = 0;
+  for (int64_t k = K - 1; k >= 0; --k)
+    if (((a + P - k) % S + S) % S == 0) taps[count++] = k;
+  return count;
+}
+
+// A strided conv's input gradient, one phase (a, b) of the stride at a time: the inputs at rows
+// a + SH i and columns b + SW j receive dy only through the taps phase_taps gives, and on them
+// the gradient is a stride-1 conv of dy (the tiled kernel above) by the sub-kernel of those taps
+// with its channel axes swapped. Every input belongs to one phase: no zeros multiplied, no
+// horizontal sums (the plain loop below needs one per tap, and took a quarter of ResNet-8's
+// training step for its stride-2 convs).
+void strided_backward_input(const ConvShape& s, const float* w, const float* dy, float* dx) {
+  int64_t th[64], tw[64];
+  for (int64_t a = 0; a < s.SH; ++a)
+    for (int64_t b = 0; b < s.SW; ++b) {
+      const int64_t HP = a < s.H ? (s.H - a + s.SH - 1) / s.SH : 0, WP = b < s.W ? (s.W - b + s.SW - 1) / s.SW : 0;
+      if (HP == 0 || WP == 0) continue;
+      const int KH = phase_taps(a, s.PT, s.KH, s.SH, th), KW = phase_taps(b, s.PL, s.KW, s.SW, tw);
+      std::vector<float> out(static_cast<size_t>(s.N * HP * WP * s.IC), 0.f);
+      if (KH > 0 && KW > 0) {
+        // dy framed so that output (i, j) reads rows i .. i + KH - 1 and columns j .. j + KW - 1.
+        const int64_t top = (a + s.PT - th[0]) / s.SH, left = (b + s.PL - tw[0]) / s.SW, FH = HP + KH - 1, FW = WP + KW - 1;
+        std::vector<float> frame(static_cast<size_t>(s.N * FH * FW * s.OC), 0.f);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < s.N * FH; ++r) {
+          const int64_t n = r / FH, oh = top + r % FH;
+          if (oh < 0 || oh >= s.OH) continue;
+          for (int64_t j = 0; j < FW; ++j) {
+            const int64_t ow = left + j;
+            if (ow < 0 || ow >= s.OW) continue;
+            const float* src = dy + ((n * s.OH + oh) * s.OW + ow) * s.OC;
+            float* dst = frame.data() + (r * FW + j) * s.OC;
+            for (int64_t c = 0; c < s.OC; ++c) dst[c] = src[c];
+          }
+        }
+        std::vector<float> wt(static_cast<size_t>(KH * KW * s.OC * s.IC));
+        for (int t = 0; t < KH; ++t)
+          for (int u = 0; u < KW; ++u)
+            for (int64_t ic = 0; ic < s.IC; ++ic)
+              for (int64_t oc = 0; oc < s.OC; ++oc) wt[((t * KW + u) * s.OC + oc) * s.IC + ic] = w[((th[t] * s.KW + tw[u]) * s.IC + ic) * s.OC + oc];
+        const ConvShape t{s.N, FH, FW, s.OC, KH, KW, s.IC, HP, WP, 1, 1, 0, 0};
+        conv_forward_t<Taps<0, 0, 0>>(t, frame.data(), wt.data(), nullptr, out.data());
+      }
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < s.N * HP; ++r) {
+        const int64_t n = r / HP, ih = a + s.SH * (r % HP);
+        for (int64_t j = 0; j < WP; ++j) {
+          const float* src = out.data() + (r * WP + j) * s.IC;
+          float* dst = dx + ((n * s.H + ih) * s.W + b + s.SW * j) * s.IC;
+          for (int64_t c = 0; c < s.IC; ++c) dst[c] = src[c];
+        }
+      }
+    }
+}
+
+}  // namespace
+
 // dx[n, ih, iw, ic] = sum over taps of dy[n, oh, ow, :] . w[kh, kw, ic, :]
 //
 // With stride 1 and several input channels this is a forward conv (the tiled kernel above) of
@@ -310,6 +374,7 @@ void conv_backward_input(const ConvShape& s, const float* w, const float* dy, fl
     conv_forward_t<Taps<0, 0, 0>>(t, dy, wt.data(), nullptr, dx);
     return;
   }
+  if (s.IC >= 4) return strided_backward_input(s, w, dy, dx);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < s.N; ++n) {
     float* dxn = dx + n * s.H * s.W * s.IC;

@@ -85,6 +85,19 @@ expect "threads at the limit are accepted (the model is what fails)" 1 "not a qb
 # --model: a bad spec points at its token (needs MNIST: the spec is built for the data's shape).
 expect "train --model with an unknown layer names it and where" 2 "--model: at character 14 ('conv2x'): unknown layer" -- "$bin/train" --model 'conv2d(8, 3) conv2x'
 expect "train --model and --init together" 2 "--model and --init both give the layers" -- "$bin/train" --model 'flatten dense(10)' --init "$tmp/bad.qbin"
+expect "train --qat refuses a BatchNormalization that follows no layer with weights, before training" 2 \
+  "^train: error: --qat: BatchNormalization 'batch_normalization' follows a ReLU (int8 folds" -- \
+  "$bin/train" --qat --model 'conv2d(8, 3) relu batchnorm flatten dense(10)' --metrics "$tmp/never.json"
+[[ ! -e "$tmp/never.json" ]] || { echo "FAIL ... and trained nothing"; failures=$((failures + 1)); }
+expect "train --qat refuses a model whose logits come from inside a residual block" 2 "last layer with weights is inside 'residual'" -- \
+  "$bin/train" --qat --model 'conv2d(10, 28) residual(conv2d(10, 1)) flatten'
+expect "train --freeze-bn-after needs --qat" 2 "need --qat" -- "$bin/train" --freeze-bn-after 2
+expect "train --model: a residual block whose branches disagree" 2 "the body gives \[14, 14, 8\] and the identity shortcut gives \[28, 28, 1\]" -- \
+  "$bin/train" --model 'residual(conv2d(8, 3, stride=2, padding=same)) flatten dense(10)'
+expect "reproduce --model: a bad spec, before any training" 2 "^reproduce: error: --model: at character 1 ('conv2x')" -- \
+  "$bin/reproduce" --model 'conv2x' --out "$tmp/rep"
+expect "reproduce --model: int8 refusals, before any training" 2 "^reproduce: error: --model: BatchNormalization 'batch_normalization' follows a ReLU" -- \
+  "$bin/reproduce" --model 'conv2d(8, 3) relu batchnorm flatten dense(10)' --out "$tmp/rep"
 expect "train --model whose last layer does not give the classes" 1 "^train: error: --model: the model takes \[28, 28, 1\] and gives \[12\]" -- "$bin/train" --model 'flatten dense(12)'
 
 if "$bin/train" --help | grep -q -- "--validation-split"; then echo "ok   help"; else echo "FAIL help"; failures=$((failures + 1)); fi

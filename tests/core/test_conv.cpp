@@ -69,6 +69,13 @@ TEST_CASE("conv2d backward matches finite differences", "[core][grad]") {
       {{2, 7, 6, 5}, {3, 3, 5, 37}, {1, 1, Padding::kSame}},
       {{2, 6, 6, 8}, {3, 3, 8, 64}, {1, 1, Padding::kValid}},
       {{1, 5, 6, 6}, {2, 2, 6, 7}, {1, 1, Padding::kSame}},    // padding only below and right
+      // Several input channels, strides: dx phase by phase of the stride, each a stride-1 conv of
+      // dy by the taps that reach it (ResNet's downsampling convs and 1x1 shortcuts; a 1x1
+      // stride-2 kernel leaves three phases without taps: their dx is 0).
+      {{2, 7, 8, 5}, {3, 3, 5, 9}, {2, 2, Padding::kSame}},
+      {{1, 8, 7, 4}, {1, 1, 4, 6}, {2, 2, Padding::kValid}},
+      {{1, 9, 8, 4}, {5, 4, 4, 3}, {3, 2, Padding::kSame}},
+      {{1, 7, 7, 4}, {3, 2, 4, 5}, {2, 3, Padding::kValid}},
   };
   for (const Case& c : cases) {
     INFO("input " << shape_str(c.x) << " kernel " << shape_str(c.w) << " stride " << c.o.stride_h << "x" << c.o.stride_w);

@@ -156,7 +156,7 @@ TEST_CASE("a QAT checkpoint of a residual model comes back with its ranges and f
   CHECK(qbin::serialize(export_int8(back)) == qbin::serialize(export_int8(m)));
 }
 
-TEST_CASE("residual blocks, depthwise convs, folded BatchNormalization and average pooling run bit-exactly in int8", "[quant][onednn]") {
+TEST_CASE("residual blocks, depthwise convs, folded BatchNormalization and average pooling run bit-exactly in int8", "[quant][onednn][architectures]") {
   Rng rng(45);
   for (int bits : {8, 4}) {
     Rng model_rng(46);
@@ -192,7 +192,7 @@ TEST_CASE("residual blocks, depthwise convs, folded BatchNormalization and avera
   }
 }
 
-TEST_CASE("ResNet-8 and the MobileNet of models/ run bit-exactly in int8", "[quant][onednn]") {
+TEST_CASE("ResNet-8 and the MobileNet of models/ run bit-exactly in int8", "[quant][onednn][architectures]") {
   Rng rng(47);
   for (const char* file : {"/models/resnet8.spec", "/models/mobilenet.spec"}) {
     INFO(file);
