@@ -10,6 +10,8 @@
 #include "core/random.h"
 #include "layers/model_spec.h"
 #include "layers/residual.h"
+#include "quant/qat.h"
+#include "quant/runtime/inference_model.h"
 #include "tests/grad_check.h"
 
 using namespace qnet;
@@ -146,4 +148,24 @@ TEST_CASE("specs of the new kinds: mistakes are refused at their token", "[layer
   deep += "relu";
   for (int i = 0; i < 40; ++i) deep += ")";
   CHECK_THAT(spec_error(deep), Catch::Contains("nested more than 32 deep"));
+}
+
+TEST_CASE("files written before residual blocks and BatchNormalization existed load and write back byte for byte", "[layers][quant]") {
+  const std::string dir = QNET_SOURCE_DIR "/tests/fuzz/corpus/qbin/";  // written by qnet in November 2026 (commit 32e541a)
+  {
+    const qbin::Model file = qbin::load(dir + "tiny_float");
+    CHECK(qbin::serialize(to_qbin(from_qbin(file))) == qbin::serialize(file));
+  }
+  {
+    const std::string path = "/tmp/qnet_test_old_qat.qbin";
+    Sequential qat = load_any_model(dir + "tiny_qat_checkpoint");
+    CHECK(is_qat(qat));
+    save_model(qat, path);
+    CHECK(qbin::serialize(qbin::load(path)) == qbin::serialize(qbin::load(dir + "tiny_qat_checkpoint")));
+    std::remove(path.c_str());
+  }
+  for (const char* name : {"reference_int8", "tiny_int8_4bit"}) {
+    INFO(name);
+    CHECK(inference_model(qbin::load(dir + name)).precision == Precision::kInt8);
+  }
 }
