@@ -45,6 +45,11 @@ Geometry StageReader::window(const LayerRecord& r, int KH, int KW, int SH, int S
   return g;
 }
 
+Geometry StageReader::window(const LayerRecord& r, const char* height_key, const char* width_key, int& OH, int& OW) const {
+  return window(r, attr(r, height_key, 1, 64), attr(r, width_key, 1, 64), attr(r, key::kStrideH, 1, 64), attr(r, key::kStrideW, 1, 64),
+                r.get_int(key::kPaddingSame) != 0, OH, OW);
+}
+
 std::vector<float> StageReader::weight_scales(const LayerRecord& r, const TensorRecord& t, int axis, int channels) const {
   const qbin::QuantParams& q = t.quant;
   if (q.bits != m.bits || q.axis != axis || q.scales.size() != static_cast<size_t>(channels))

@@ -63,6 +63,9 @@ struct StageReader {
   // Window geometry and output size of a KHxKW window over the current HxW (TensorFlow's
   // padding rules); fails if the window does not fit.
   Geometry window(const qbin::LayerRecord& r, int KH, int KW, int SH, int SW, bool same, int& OH, int& OW) const;
+  // The same for the record's window: sizes from the ints `height_key` and `width_key` (1..64),
+  // stride_h, stride_w (1..64) and padding_same.
+  Geometry window(const qbin::LayerRecord& r, const char* height_key, const char* width_key, int& OH, int& OW) const;
 
   // A tensor's values, checked for dtype, shape and (floats) finiteness.
   template <typename T>
@@ -184,6 +187,12 @@ class WeightedStage : public StageOp {
   // The bias the primitive adds: f32, or the int8 bias with the input zero point folded in,
   // kept in `folded` (which must outlive its use).
   const void* bias_for(const PlanBuilder& b, std::vector<int32_t>& folded) const;
+  // A convolution step (Conv2D, DepthwiseConv2D) reading buffer `cur` with window g (its padding
+  // done by oneDNN): weights of dims `wdims` (4-D, or 5-D grouped) at `weights` in layout
+  // `weights_tag`, this stage's bias and output attributes; `src_any` lets oneDNN choose the
+  // source layout (a reorder then brings `cur` to it). Returns the output buffer.
+  int lower_convolution(PlanBuilder& b, int cur, const Stage& st, const Geometry& g, const dnnl::memory::dims& wdims,
+                        dnnl::memory::format_tag weights_tag, const void* weights, const char* what, bool src_any) const;
 };
 
 struct StageKind {

@@ -13,30 +13,12 @@
 #include "quant/qat.h"
 #include "quant/runtime/inference_model.h"
 #include "tests/grad_check.h"
+#include "tests/spec_testing.h"
 
 using namespace qnet;
+using namespace qnet::testing;
 
 namespace {
-
-std::string spec_error(const std::string& spec, const Shape& input = {28, 28, 1}) {
-  Rng rng(1);
-  try {
-    model_from_spec(spec, input, rng);
-  } catch (const SpecError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-std::string read_text(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  REQUIRE(f != nullptr);
-  std::string text;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-  std::fclose(f);
-  return text;
-}
 
 std::vector<float> eval_forward(Sequential& m, const Tensor& x) {
   NoGradGuard no_grad;
@@ -48,7 +30,7 @@ std::vector<float> eval_forward(Sequential& m, const Tensor& x) {
 
 TEST_CASE("models/resnet8.spec builds PyTorch's ResNet-8 of 77,754 parameters", "[layers][spec]") {
   Rng rng(1);
-  Sequential m = model_from_spec(read_text(QNET_SOURCE_DIR "/models/resnet8.spec"), {28, 28, 1}, rng);
+  Sequential m = model_from_spec(documented_spec("resnet8"), {28, 28, 1}, rng);
   CHECK(m.parameter_count() == 77754);
   CHECK(m.non_trainable_count() == 672);  // the moving statistics of 336 channels
   CHECK(m.output_shape({28, 28, 1}) == Shape{10});
@@ -73,7 +55,7 @@ TEST_CASE("models/resnet8.spec builds PyTorch's ResNet-8 of 77,754 parameters", 
 
 TEST_CASE("models/mobilenet.spec builds the small MobileNet of 18,826 parameters", "[layers][spec]") {
   Rng rng(1);
-  Sequential m = model_from_spec(read_text(QNET_SOURCE_DIR "/models/mobilenet.spec"), {28, 28, 1}, rng);
+  Sequential m = model_from_spec(documented_spec("mobilenet"), {28, 28, 1}, rng);
   CHECK(m.parameter_count() == 18826);
   CHECK(m.output_shape({28, 28, 1}) == Shape{10});
 }

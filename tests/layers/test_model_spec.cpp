@@ -8,21 +8,14 @@
 #include "quant/runtime/inference_model.h"
 #include "quant/qat.h"
 #include "tests/grad_check.h"
+#include "tests/spec_testing.h"
 
 using namespace qnet;
+using namespace qnet::testing;
 
 namespace {
 const char* const kKeras = "conv2d(32, 3, relu) maxpool2d(2) conv2d(64, 3, relu) maxpool2d(2) flatten dropout(0.5) dense(10)";
 
-std::string spec_error(const std::string& spec, const Shape& input = {28, 28, 1}) {
-  Rng rng(1);
-  try {
-    model_from_spec(spec, input, rng);
-  } catch (const SpecError& e) {
-    return e.what();
-  }
-  return "";
-}
 }  // namespace
 
 TEST_CASE("Keras' classic MNIST convnet builds from its spec", "[layers][spec]") {

@@ -2,6 +2,8 @@
 // the float graph's logits, random pixels, and bitwise comparisons.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "core/autograd.h"
 #include "core/random.h"
 #include "quant/qat.h"
+#include "quant/runtime/reference.h"
 #include "quant/runtime/runtime.h"
 #include "tests/grad_check.h"
 
@@ -63,6 +66,39 @@ inline int64_t mismatches(const std::vector<float>& a, const std::vector<float>&
   int64_t bad = 0;
   for (size_t i = 0; i < a.size(); ++i) bad += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
   return bad;
+}
+
+// The runtime's logits equal the integer reference's bit for bit on n images given as pixels: in
+// the runtime's batches, and one by one for the first 10. Returns the reference's logits.
+inline std::vector<float> check_bit_exact(const Runtime& rt, const std::vector<uint8_t>& px, int64_t n) {
+  const InferenceModel& m = rt.model();
+  const int64_t size = static_cast<int64_t>(m.input_size());
+  const std::vector<float> ref = reference_forward(m, px.data(), n);
+  CHECK(mismatches(rt.predict(px.data(), n), ref) == 0);
+  std::vector<float> one(m.classes());
+  for (int i = 0; i < 10 && i < n; ++i) {
+    rt.predict(px.data() + i * size, 1, one.data());
+    CHECK(std::memcmp(one.data(), ref.data() + i * m.classes(), one.size() * sizeof(float)) == 0);
+  }
+  return ref;
+}
+
+// The QAT graph computes the same layers in float: its logits are close to the int8 ones `ref`,
+// not equal. A rounding tie decided the other way moves a code by one and the layers after
+// carry it; the median difference stays within `median_share` of the largest logit, and (if
+// worst_share > 0) every difference within worst_share.
+inline void check_close_to_qat(Sequential& qat, const std::vector<uint8_t>& px, int64_t n, const std::vector<float>& ref, float median_share,
+                               float worst_share) {
+  const std::vector<float> fq = float_forward(qat, px, n);
+  float top = 0.f;
+  std::vector<float> differences;
+  for (size_t i = 0; i < fq.size(); ++i) top = std::max(top, std::abs(fq[i])), differences.push_back(std::abs(fq[i] - ref[i]));
+  std::sort(differences.begin(), differences.end());
+  const float median = differences[differences.size() / 2], worst = differences.back();
+  INFO("largest |logit| " << top << ", median difference " << median << ", largest " << worst);
+  CHECK(top > 0.f);
+  CHECK(median <= median_share * top);
+  if (worst_share > 0.f) CHECK(worst <= worst_share * top);
 }
 
 }  // namespace qnet::testing

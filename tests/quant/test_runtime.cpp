@@ -215,28 +215,11 @@ TEST_CASE("any model the spec allows runs bit-exactly in int8 and close to its Q
       } else {
         CHECK(uses(rt, 64, "im2col qnet:u8_4x4_blocks"));
       }
-      const int64_t n = 150, size = static_cast<int64_t>(m.input_size());
-      const std::vector<uint8_t> px = random_pixels(n * size, rng);
-      const std::vector<float> ref = reference_forward(m, px.data(), n);
-      CHECK(mismatches(rt.predict(px.data(), n), ref) == 0);  // batches of 64 and a remainder
-      std::vector<float> one(m.classes());
-      for (int i = 0; i < 10; ++i) {
-        rt.predict(px.data() + i * size, 1, one.data());
-        CHECK(std::memcmp(one.data(), ref.data() + i * m.classes(), one.size() * sizeof(float)) == 0);
-      }
-      // The QAT graph computes the same layers in float: its logits are close, not equal.
-      const std::vector<float> fq = float_forward(qat, px, n);
-      float top = 0.f;
-      std::vector<float> differences;
-      for (size_t i = 0; i < fq.size(); ++i) top = std::max(top, std::abs(fq[i])), differences.push_back(std::abs(fq[i] - ref[i]));
-      std::sort(differences.begin(), differences.end());
-      const float median = differences[differences.size() / 2], worst = differences.back();
-      INFO("largest |logit| " << top << ", median difference " << median << ", largest " << worst);
-      CHECK(top > 0.f);
-      // A rounding tie decided the other way moves a code by one, and the layers after carry it:
-      // at 4 bits (15 codes) that is visible, so there only the median is held close.
-      CHECK(median <= 0.01f * top);
-      if (bits == 8) CHECK(worst <= 0.02f * top);
+      const int64_t n = 150;
+      const std::vector<uint8_t> px = random_pixels(n * static_cast<int64_t>(m.input_size()), rng);
+      const std::vector<float> ref = check_bit_exact(rt, px, n);  // batches of 64 and a remainder
+      // At 4 bits (15 codes) a tie decided the other way is visible: there only the median is held close.
+      check_close_to_qat(qat, px, n, ref, 0.01f, bits == 8 ? 0.02f : 0.f);
     }
 }
 

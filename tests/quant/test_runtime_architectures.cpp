@@ -11,21 +11,12 @@
 #include "quant/export.h"
 #include "quant/runtime/reference.h"
 #include "tests/quant/runtime_testing.h"
+#include "tests/spec_testing.h"
 
 using namespace qnet;
 using namespace qnet::testing;
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  REQUIRE(f != nullptr);
-  std::string text;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, n);
-  std::fclose(f);
-  return text;
-}
 
 // Every BatchNormalization gets moving statistics and a gamma that are not the initial ones (one
 // channel's gamma 0, one negative), so that folding them changes the weights.
@@ -171,33 +162,19 @@ TEST_CASE("residual blocks, depthwise convs, folded BatchNormalization and avera
       INFO(step);
       CHECK(uses(rt, 64, step));
     }
-    const int64_t n = 150, size = static_cast<int64_t>(m.input_size());
-    const std::vector<uint8_t> px = random_pixels(n * size, rng);
-    const std::vector<float> ref = reference_forward(m, px.data(), n);
-    CHECK(mismatches(rt.predict(px.data(), n), ref) == 0);  // batches of 64 and a remainder
-    std::vector<float> one(m.classes());
-    for (int i = 0; i < 10; ++i) {
-      rt.predict(px.data() + i * size, 1, one.data());
-      CHECK(std::memcmp(one.data(), ref.data() + i * m.classes(), one.size() * sizeof(float)) == 0);
-    }
-    // The QAT graph computes the same layers in float: its logits are close, not equal.
-    const std::vector<float> fq = float_forward(qat, px, n);
-    float top = 0.f;
-    std::vector<float> differences;
-    for (size_t i = 0; i < fq.size(); ++i) top = std::max(top, std::abs(fq[i])), differences.push_back(std::abs(fq[i] - ref[i]));
-    std::sort(differences.begin(), differences.end());
-    INFO("largest |logit| " << top << ", median difference " << differences[differences.size() / 2]);
-    CHECK(top > 0.f);
-    CHECK(differences[differences.size() / 2] <= 0.02f * top);
+    const int64_t n = 150;
+    const std::vector<uint8_t> px = random_pixels(n * static_cast<int64_t>(m.input_size()), rng);
+    const std::vector<float> ref = check_bit_exact(rt, px, n);  // batches of 64 and a remainder
+    check_close_to_qat(qat, px, n, ref, 0.02f, 0.f);
   }
 }
 
 TEST_CASE("ResNet-8 and the MobileNet of models/ run bit-exactly in int8", "[quant][onednn][architectures]") {
   Rng rng(47);
-  for (const char* file : {"/models/resnet8.spec", "/models/mobilenet.spec"}) {
+  for (const char* file : {"resnet8", "mobilenet"}) {
     INFO(file);
     Rng model_rng(48);
-    Sequential model = model_from_spec(read_text(std::string(QNET_SOURCE_DIR) + file), {28, 28, 1}, model_rng);
+    Sequential model = model_from_spec(documented_spec(file), {28, 28, 1}, model_rng);
     random_statistics(model, model_rng);
     const InferenceModel m = inference_model(export_int8(with_qat_ranges(std::move(model), 8, model_rng)));
     const Runtime rt(m);

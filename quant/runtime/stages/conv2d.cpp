@@ -68,21 +68,7 @@ class ConvStage final : public WeightedStage {
       stacked = PlanBuilder::stacked_halves(qkernel, static_cast<size_t>(pg.KH) * pg.KW);
       w = stacked.data(), in_channels *= 2;
     }
-    const dt out_type = st.f32_output ? dt::f32 : dt::u8;
-    const memory::dims wdims{OC, in_channels, pg.KH, pg.KW};
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, b.desc(cur),
-                                      memory::desc(wdims, b.wei, tag::any), memory::desc({OC}, b.bias, tag::x),
-                                      memory::desc({N, st.C, st.H, st.W}, out_type, tag::any), {pg.SH, pg.SW}, {pg.pad_top, pg.pad_left},
-                                      {pg.pad_bottom, pg.pad_right});
-    dnnl::convolution_forward::primitive_desc pd(d, output_attributes(b, st), b.eng);
-    cur = b.as(cur, pd.src_desc());
-    std::vector<int32_t> folded;
-    const void* bias_data = bias_for(b, folded);
-    const int out = b.add(pd.dst_desc());
-    b.step(pd, split_weights ? "conv split-weights" : "conv", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
-           {{DNNL_ARG_WEIGHTS, b.constant(memory::desc(wdims, b.wei, tag::hwio), w, pd.weights_desc())},
-            {DNNL_ARG_BIAS, b.constant(memory::desc({OC}, b.bias, tag::x), bias_data, pd.bias_desc())}});
-    return out;
+    return lower_convolution(b, cur, st, pg, {OC, in_channels, pg.KH, pg.KW}, tag::hwio, w, split_weights ? "conv split-weights" : "conv", false);
   }
 
   // int8 conv on one input channel, stride 1, no padding, followed by a pool whose a x b windows
@@ -173,9 +159,7 @@ size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
   s->OC = StageReader::attr(r, key::kFilters, 1, 1 << 16);
   if (s->IC != rd.C) StageReader::fail(r, fmt::format("in_channels {} but its input has {} channels", s->IC, rd.C));
   int OH = 0, OW = 0;
-  s->g = rd.window(r, StageReader::attr(r, key::kKernelH, 1, 64), StageReader::attr(r, key::kKernelW, 1, 64),
-                   StageReader::attr(r, key::kStrideH, 1, 64), StageReader::attr(r, key::kStrideW, 1, 64),
-                   r.get_int(key::kPaddingSame) != 0, OH, OW);
+  s->g = rd.window(r, key::kKernelH, key::kKernelW, OH, OW);
   s->read_weights(rd, r, {s->g.KH, s->g.KW, s->IC, s->OC}, a, f.batch_norm);
   const int OC = s->OC;
   rd.push(r, std::move(s), OH, OW, OC, a);

@@ -65,22 +65,7 @@ class DepthwiseStage final : public WeightedStage {
       cur = to, groups = outputs, per_group = 1;
     }
     const void* w = b.int8 ? static_cast<const void*>(qkernel.data()) : kernel.data();
-    const dt out_type = st.f32_output ? dt::f32 : dt::u8;
-    const memory::dims wdims{groups, per_group, 1, pg.KH, pg.KW};
-    const memory::desc src(b.desc(cur).dims(), b.desc(cur).data_type(), tag::any);
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
-                                      memory::desc(wdims, b.wei, tag::any), memory::desc({outputs}, b.bias, tag::x),
-                                      memory::desc({N, outputs, st.H, st.W}, out_type, tag::any), {pg.SH, pg.SW}, {pg.pad_top, pg.pad_left},
-                                      {pg.pad_bottom, pg.pad_right});
-    dnnl::convolution_forward::primitive_desc pd(d, output_attributes(b, st), b.eng);
-    cur = b.as(cur, pd.src_desc());
-    std::vector<int32_t> folded;
-    const void* bias_data = bias_for(b, folded);
-    const int out = b.add(pd.dst_desc());
-    b.step(pd, "depthwise conv", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
-           {{DNNL_ARG_WEIGHTS, b.constant(memory::desc(wdims, b.wei, tag::hwigo), w, pd.weights_desc())},
-            {DNNL_ARG_BIAS, b.constant(memory::desc({outputs}, b.bias, tag::x), bias_data, pd.bias_desc())}});
-    return out;
+    return lower_convolution(b, cur, st, pg, {groups, per_group, 1, pg.KH, pg.KW}, tag::hwigo, w, "depthwise conv", true);
   }
 };
 
@@ -93,9 +78,7 @@ size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
   if (s->C != rd.C) StageReader::fail(r, fmt::format("channels {} but its input has {} channels", s->C, rd.C));
   if (int64_t{s->C} * s->M > (1 << 16)) StageReader::fail(r, fmt::format("{} channels x depth multiplier {} (expected at most 65536)", s->C, s->M));
   int OH = 0, OW = 0;
-  s->g = rd.window(r, StageReader::attr(r, key::kKernelH, 1, 64), StageReader::attr(r, key::kKernelW, 1, 64),
-                   StageReader::attr(r, key::kStrideH, 1, 64), StageReader::attr(r, key::kStrideW, 1, 64),
-                   r.get_int(key::kPaddingSame) != 0, OH, OW);
+  s->g = rd.window(r, key::kKernelH, key::kKernelW, OH, OW);
   s->read_weights(rd, r, {s->g.KH, s->g.KW, 1, s->C * s->M}, f.activation, f.batch_norm);
   const int outputs = s->C * s->M;
   rd.push(r, std::move(s), OH, OW, outputs, f.activation);

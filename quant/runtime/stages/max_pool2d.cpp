@@ -76,9 +76,7 @@ size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
   const qbin::LayerRecord& r = records[0];
   auto s = std::make_shared<PoolStage>();
   int OH = 0, OW = 0;
-  s->g = rd.window(r, StageReader::attr(r, key::kWindowH, 1, 64), StageReader::attr(r, key::kWindowW, 1, 64),
-                   StageReader::attr(r, key::kStrideH, 1, 64), StageReader::attr(r, key::kStrideW, 1, 64),
-                   r.get_int(key::kPaddingSame) != 0, OH, OW);
+  s->g = rd.window(r, key::kWindowH, key::kWindowW, OH, OW);
   rd.push_same_grid(r, std::move(s), OH, OW, rd.C);
   return 1;
 }

@@ -76,4 +76,25 @@ const void* WeightedStage::bias_for(const PlanBuilder& b, std::vector<int32_t>& 
   return folded.data();
 }
 
+int WeightedStage::lower_convolution(PlanBuilder& b, int cur, const Stage& st, const Geometry& g, const dnnl::memory::dims& wdims,
+                                     dnnl::memory::format_tag weights_tag, const void* weights, const char* what, bool src_any) const {
+  using dnnl::memory;
+  const int64_t N = b.batch(), outputs = static_cast<int64_t>(output_scale.empty() ? bias.size() : output_scale.size());
+  const memory::data_type out_type = st.f32_output ? memory::data_type::f32 : memory::data_type::u8;
+  const memory::desc src = src_any ? memory::desc(b.desc(cur).dims(), b.desc(cur).data_type(), memory::format_tag::any) : b.desc(cur);
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
+                                    memory::desc(wdims, b.wei, memory::format_tag::any), memory::desc({outputs}, b.bias, memory::format_tag::x),
+                                    memory::desc({N, outputs, st.H, st.W}, out_type, memory::format_tag::any), {g.SH, g.SW},
+                                    {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right});
+  dnnl::convolution_forward::primitive_desc pd(d, output_attributes(b, st), b.eng);
+  cur = b.as(cur, pd.src_desc());
+  std::vector<int32_t> folded;
+  const void* bias_data = bias_for(b, folded);
+  const int out = b.add(pd.dst_desc());
+  b.step(pd, what, {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}},
+         {{DNNL_ARG_WEIGHTS, b.constant(memory::desc(wdims, b.wei, weights_tag), weights, pd.weights_desc())},
+          {DNNL_ARG_BIAS, b.constant(memory::desc({outputs}, b.bias, memory::format_tag::x), bias_data, pd.bias_desc())}});
+  return out;
+}
+
 }  // namespace qnet
