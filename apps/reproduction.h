@@ -43,10 +43,10 @@ struct Machine {
 // What the report repeats of the command line.
 struct ReproduceCommand {
   int64_t epochs = 10, seed = 1, seeds = 1, calibration_images = 1000, freeze_bn_after = 0;
-  std::string model;         // --model as given ("" for the article's model)
-  std::string spec;          // the spec it holds
+  std::string model = "";    // --model as given ("" for the article's model)
+  std::string spec = "";     // the spec it holds
   std::string data = "MNIST";  // --data-dir as given, or MNIST
-  std::string summary;       // the model's summary
+  std::string summary = "";  // the model's summary
   int64_t classes = 10, test_images = 10000;
   // The article's columns: its model on MNIST. Other models or data sets get qnet's figures only.
   bool article() const { return model.empty() && data == "MNIST"; }

@@ -60,17 +60,17 @@ void for_each_layer(const Sequential& chain, const std::function<void(const Modu
 
 // Every layer in `layer` (itself, and inside a container) without a name, or whose name is taken
 // in this model, gets the first free one of "conv2d", "conv2d_1", "conv2d_2", ... in order.
-void Sequential::name_new(Module& layer) const {
+void Sequential::name_new(Module& layer) {
   if (!names_layers_) return;
-  std::set<std::string> taken;
-  for_each_layer(*this, [&](const Module& m) { taken.insert(m.name()); });
   auto name = [&](Module& m) {
-    if (!m.name().empty() && taken.insert(m.name()).second) return;
+    if (!m.name().empty() && names_.insert(m.name()).second) return;
     const std::string base = snake_case(m.type_name());
-    std::string candidate = base;
-    for (int k = 1; taken.count(candidate); ++k) candidate = fmt::format("{}_{}", base, k);
+    int& k = next_suffix_[base];
+    std::string candidate = k == 0 ? base : fmt::format("{}_{}", base, k);
+    while (names_.count(candidate)) candidate = fmt::format("{}_{}", base, ++k);
+    ++k;
     m.set_name(candidate);
-    taken.insert(candidate);
+    names_.insert(candidate);
   };
   name(layer);
   if (auto* c = dynamic_cast<Container*>(&layer))
@@ -78,19 +78,21 @@ void Sequential::name_new(Module& layer) const {
 }
 
 Module& Sequential::add(std::unique_ptr<Module> layer) {
-  name_new(*layer);
-  layer->output_shape(output_shape(input_shape_));  // throws if the shapes do not chain
+  name_new(*layer);  // first, so that a shape error names the layer
+  const Shape out = layer->output_shape(output_);  // throws if the shapes do not chain
   layers_.push_back(std::move(layer));
+  shapes_.push_back(out);
+  output_ = out;
   return *layers_.back();
 }
 
 Module& Sequential::insert(size_t i, std::unique_ptr<Module> layer) {
   if (i > layers_.size()) throw std::out_of_range(fmt::format("Sequential::insert at {} of {} layers", i, layers_.size()));
-  Shape before = input_shape_;
-  for (size_t k = 0; k < i; ++k) before = layers_[k]->output_shape(before);
+  const Shape before = i == 0 ? input_shape_ : shapes_[i - 1];
   if (layer->output_shape(before) != before)
     throw std::invalid_argument(fmt::format("Sequential::insert: a {} changes the shape {}", layer->type_name(), shape_str(before)));
   name_new(*layer);
+  shapes_.insert(shapes_.begin() + static_cast<std::ptrdiff_t>(i), before);
   return **layers_.insert(layers_.begin() + static_cast<std::ptrdiff_t>(i), std::move(layer));
 }
 
@@ -121,6 +123,7 @@ Variable Sequential::forward(const Variable& x) {
 }
 
 Shape Sequential::output_shape(const Shape& input) const {
+  if (input == input_shape_) return output_;
   Shape s = input;
   for (const auto& l : layers_) s = l->output_shape(s);
   return s;

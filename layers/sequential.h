@@ -10,6 +10,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "layers/layers.h"
@@ -20,7 +22,8 @@ class Sequential : public Module {
  public:
   // names_layers = false: a branch of a container (layers/residual.h) whose layers are named when
   // the container joins a model, so that names are unique model-wide.
-  explicit Sequential(Shape input_shape, bool names_layers = true) : input_shape_(std::move(input_shape)), names_layers_(names_layers) {}
+  explicit Sequential(Shape input_shape, bool names_layers = true)
+      : input_shape_(std::move(input_shape)), output_(input_shape_), names_layers_(names_layers) {}
   Sequential(Sequential&&) noexcept = default;
   Sequential& operator=(Sequential&&) noexcept = default;
   Sequential(const Sequential&) = delete;
@@ -57,11 +60,17 @@ class Sequential : public Module {
   int64_t non_trainable_count() const override;
 
  private:
-  void name_new(Module& layer) const;  // Keras' names for the unnamed layers in `layer`
+  void name_new(Module& layer);  // Keras' names for the unnamed layers in `layer`
 
   Shape input_shape_;
+  Shape output_;               // the chain's output for input_shape_: add() checks a layer against it in O(1)
+  std::vector<Shape> shapes_;  // each layer's output for input_shape_ (insert() checks against them)
   std::vector<std::unique_ptr<Module>> layers_;
   bool names_layers_ = true;
+  // Every name in the model (containers' layers included) and, per base name, the next suffix to
+  // try: naming a layer costs O(1), so building a model is linear in its layers.
+  std::unordered_set<std::string> names_;
+  std::unordered_map<std::string, int> next_suffix_;
   bool fusion_ = true;
 };
 

@@ -24,7 +24,6 @@ const LayerKind* weights_kind(const Module& m) {
 }
 Variable& kernel_of(Module& m) { return weights_kind(m)->kernel(m); }
 Variable& bias_of(Module& m) { return weights_kind(m)->bias(m); }
-const Variable& bias_of(const Module& m) { return bias_of(const_cast<Module&>(m)); }
 
 BatchNormalization& batch_norm(Module& m) { return dynamic_cast<BatchNormalization&>(m); }
 }  // namespace
