@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "io/record_keys.h"
+#include "io/record_schema.h"
 #include "layers/container.h"
 #include "layers/layer_kind.h"
 #include "layers/sequential.h"
@@ -46,6 +47,7 @@ Sequential read_chain(const std::vector<qbin::LayerRecord>& records, size_t begi
   Sequential chain(input, names_layers);
   for (size_t i = begin; i < end; ++i) {
     const qbin::LayerRecord& r = records[i];
+    qbin::check_record(r);  // what every loader checks (io/record_schema.h)
     if (skip && skip(r)) continue;
     const LayerKind* kind = find_layer_kind(r.kind);
     if (!kind) throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", qbin::shown(r.name), qbin::shown(r.kind)));
@@ -98,9 +100,8 @@ Sequential from_qbin(const qbin::Model& file, const std::function<bool(const qbi
   if (file.layers.empty() || file.layers[0].kind != "Input")
     throw qbin::FormatError("the first layer record is not 'Input'");
   const qbin::LayerRecord& in = file.layers[0];
+  qbin::check_record(in);
   const Shape input{in.get_int(key::kHeight), in.get_int(key::kWidth), in.get_int(key::kChannels)};
-  for (int64_t d : input)
-    if (d < 1 || d > 65536) throw qbin::FormatError(fmt::format("input shape {} out of range", shape_str(input)));
   return read_chain(file.layers, 1, file.layers.size(), input, true, skip, 0);
 }
 

@@ -293,6 +293,46 @@ struct Preparer {
   }
 };
 
+// The int8 accumulators of the prepared model, checked before any training: for each layer with
+// weights, K terms of input codes up to code_max (255 for the pixels, 2^bits - 1 after a grid of
+// the model's own) times weight codes up to 2^(bits-1) - 1, twice that where the input has a zero
+// point (the runtime folds it into the bias), plus a bias of up to 2^30 accumulator units
+// (export's cap), must fit int32 whatever the weights become. The runtime checks the trained
+// weights' own sums again at load (quant/runtime/stage_kind.h).
+struct Accumulators {
+  int bits;
+  // pixels: the input codes are the 8-bit pixels (before any grid of the model's own).
+  void chain(const Sequential& c, bool pixels, bool zero_point) const {
+    for (size_t i = 0; i < c.size(); ++i) {
+      const Module& layer = c.layer(i);
+      if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) check(*q, pixels, zero_point);
+      if (dynamic_cast<const QatReLU*>(&layer)) pixels = false, zero_point = false;
+      if (dynamic_cast<const QatQuantize*>(&layer)) pixels = false, zero_point = true;
+      if (const auto* container = dynamic_cast<const Container*>(&layer))
+        for (const Sequential* branch : container->branches()) chain(*branch, pixels, zero_point);
+    }
+  }
+  static int64_t bound(int64_t K, int64_t code_max, int w_bits, bool zero_point) {
+    return K * code_max * ((1 << (w_bits - 1)) - 1) * (zero_point ? 2 : 1) + (int64_t{1} << 30);
+  }
+  void check(const QatWeights& q, bool pixels, bool zero_point) const {
+    const Tensor& kernel = kernel_of(const_cast<Module&>(q.inner())).value();
+    const int64_t K = kernel.numel() / kernel.dim(-1), code_max = pixels ? 255 : (1 << bits) - 1;
+    constexpr int64_t kInt32 = 2147483647;
+    if (bound(K, code_max, bits, zero_point) <= kInt32) return;
+    int fits = 0;  // the most bits that would fit (the pixels stay 8-bit codes)
+    for (int b = bits - 1; b >= 2 && fits == 0; --b)
+      if (bound(K, pixels ? 255 : (1 << b) - 1, b, zero_point) <= kInt32) fits = b;
+    throw std::invalid_argument(fmt::format(
+        "prepare_qat: layer '{}' ({}): its {}-term dot products of {}-bit weight codes on input codes up to {}{} can reach {}, plus a bias, "
+        "beyond the int32 accumulator's 2147483647 ({})",
+        q.name(), q.inner().type_name(), K, bits, code_max, zero_point ? " with a zero point" : "",
+        bound(K, code_max, bits, zero_point) - (int64_t{1} << 30),
+        fits ? fmt::format("train with --bits {} or fewer, or give it fewer inputs, e.g. a pooling before it", fits)
+             : "give it fewer inputs, e.g. a pooling before it"));
+  }
+};
+
 }  // namespace
 
 void prepare_qat(Sequential& model, const QatOptions& o) {
@@ -314,6 +354,7 @@ void prepare_qat(Sequential& model, const QatOptions& o) {
                                               "globalaveragepooling2d dense(CLASSES))", model.layer(i).name(), model.layer(i).type_name()));
   }
   Preparer{o}.chain(model, logits == kNone ? nullptr : &model.layer(logits));
+  Accumulators{o.bits}.chain(model, true, false);
 }
 
 void freeze_observers(Sequential& model) {

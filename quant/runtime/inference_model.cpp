@@ -10,6 +10,7 @@
 
 #include "core/ops.h"
 #include "io/record_keys.h"
+#include "io/record_schema.h"
 #include "quant/runtime/stage_kind.h"
 
 namespace qnet {
@@ -68,14 +69,21 @@ void StageReader::check_kernel_codes(const LayerRecord& r, const std::vector<int
     if (v < -qmax || v > qmax) fail(r, fmt::format("kernel code {} outside [-{}, {}] for {} bits", v, qmax, qmax, m.bits));
 }
 
-// |acc| <= K * 255 * 127 + |b_q| must fit int32: the accumulator cannot overflow. With an input
-// zero point the runtime folds -z_in * sum w into the bias (PlanBuilder::folded_bias), which can
-// add as much again.
-void StageReader::check_accumulator(const LayerRecord& r, int64_t K, const std::vector<int32_t>& bias) const {
-  int64_t max_bias = 0;
-  for (int32_t b : bias) max_bias = std::max<int64_t>(max_bias, std::abs(static_cast<int64_t>(b)));
-  if (K * 255 * 127 * (zero ? 2 : 1) + max_bias > std::numeric_limits<int32_t>::max())
-    fail(r, fmt::format("a {}-term int8 dot product with bias up to {} can overflow the int32 accumulator", K, max_bias));
+// Per output channel (the codes' last axis, bias.size() of them): the worst input codes give
+// |sum x w| <= code_max S_c; the runtime folds -zero S_c into the bias (PlanBuilder::folded_bias),
+// and oneDNN adds the bias in int32. The true bound of this file's weights, not K times the
+// widest code: a model deploys unless its own accumulators can overflow.
+void StageReader::check_accumulator(const LayerRecord& r, const std::vector<int8_t>& codes, const std::vector<int32_t>& bias) const {
+  const size_t outputs = bias.size();
+  std::vector<int64_t> sum(outputs, 0);
+  for (size_t i = 0; i < codes.size(); ++i) sum[i % outputs] += std::abs(int64_t{codes[i]});
+  for (size_t c = 0; c < outputs; ++c) {
+    const int64_t bound = sum[c] * code_max + sum[c] * zero + std::abs(int64_t{bias[c]});
+    if (bound > std::numeric_limits<int32_t>::max())
+      fail(r, fmt::format("output channel {}: its {} weight codes (sum of magnitudes {}) on input codes up to {}{} and a bias of {} can "
+                          "reach {}, beyond the int32 accumulator's 2147483647",
+                          c, codes.size() / outputs, sum[c], code_max, zero ? fmt::format(" with zero point {}", zero) : "", bias[c], bound));
+  }
 }
 
 FusedActivation StageReader::activation(const LayerRecord& r, const LayerRecord* next) const {
@@ -113,7 +121,7 @@ void StageReader::push(const LayerRecord& r, std::shared_ptr<const StageOp> op, 
   if (int8()) {
     st.f32_output = a.f32, st.zero_point = a.zero_point;
     f32 = a.f32, zero = a.zero_point;
-    if (!a.f32) scale = a.scale;
+    if (!a.f32) scale = a.scale, code_max = (1 << m.bits) - 1;
   }
   H = oh, W = ow, C = oc;
   m.stages.push_back(std::move(st));
@@ -129,7 +137,7 @@ std::vector<Stage> StageReader::read_chain(std::span<const LayerRecord> records)
   m.stages.clear();
   for (size_t i = 0; i < records.size();) {
     const LayerRecord& r = records[i];
-    if (r.get_int(key::kTrainingOnly, 0) == 1) {  // the identity at inference (layers/layer_kind.h)
+    if (qbin::training_only_kind(r.kind)) {  // the identity at inference
       ++i;
       continue;
     }
@@ -168,6 +176,7 @@ Precision precision_of(const qbin::Model& file) {
 
 InferenceModel inference_model(const qbin::Model& file) {
   if (file.layers.empty() || file.layers[0].kind != "Input") throw FormatError("the first layer record is not 'Input'");
+  for (const LayerRecord& r : file.layers) qbin::check_record(r);  // what every loader checks (io/record_schema.h)
   StageReader b;
   const LayerRecord& in = file.layers[0];
   b.m.precision = precision_of(file);

@@ -14,7 +14,6 @@ const StageKind& zero_padding2d_stage_kind();
 const StageKind& batch_norm_stage_kind();
 const StageKind& relu_stage_kind();
 const StageKind& flatten_stage_kind();
-const StageKind& dropout_stage_kind();
 const StageKind& dense_stage_kind();
 const StageKind& residual_stage_kind();
 const StageKind& quantize_stage_kind();
@@ -23,7 +22,7 @@ const std::vector<const StageKind*>& stage_kinds() {
   static const std::vector<const StageKind*> kinds{
       &conv2d_stage_kind(),     &depthwise_conv2d_stage_kind(), &maxpool2d_stage_kind(), &average_pooling2d_stage_kind(),
       &global_average_pooling2d_stage_kind(), &zero_padding2d_stage_kind(), &batch_norm_stage_kind(), &relu_stage_kind(),
-      &flatten_stage_kind(),    &dropout_stage_kind(),          &dense_stage_kind(),     &residual_stage_kind(),
+      &flatten_stage_kind(),    &dense_stage_kind(),     &residual_stage_kind(),
       &quantize_stage_kind()};
   return kinds;
 }

@@ -52,6 +52,8 @@ struct StageReader {
   InferenceModel m;
   float scale = 1.f / 255.f;  // the current activation scale (int8 models)
   int32_t zero = 0;           // the current activation zero point (int8 models, u8 codes)
+  int32_t code_max = 255;     // the current activation's largest code: 255 for the pixels, 2^bits - 1 after
+                              // a layer's own grid
   bool f32 = true;            // the current activation is floats (f32 models; int8 after the logits layer)
   int H = 0, W = 0, C = 0;    // the current activation's shape per image
 
@@ -72,10 +74,12 @@ struct StageReader {
   static std::vector<T> values(const qbin::LayerRecord& r, const qbin::TensorRecord& t, qbin::DType dtype, const Shape& shape);
 
   // int8 weights: per-output-channel scales along `axis` (eq. 6: b bits, zero points 0), codes
-  // within the narrow range, and a K-term accumulator that cannot overflow int32.
+  // within the narrow range, and accumulators that cannot overflow int32: for each output c,
+  // with S_c = sum |w_c| over its codes, code_max S_c + zero S_c + |b_c| (the products over the
+  // input codes, the input zero point folded into the bias, the bias) is at most 2^31 - 1.
   std::vector<float> weight_scales(const qbin::LayerRecord& r, const qbin::TensorRecord& t, int axis, int channels) const;
   void check_kernel_codes(const qbin::LayerRecord& r, const std::vector<int8_t>& codes) const;
-  void check_accumulator(const qbin::LayerRecord& r, int64_t K, const std::vector<int32_t>& bias) const;
+  void check_accumulator(const qbin::LayerRecord& r, const std::vector<int8_t>& codes, const std::vector<int32_t>& bias) const;
 
   // The activation of the weighted layer r from the record after it (or none). int8: a ReLU
   // with output_bits or a Quantize record gives u8 codes; anything else makes r the layer that

@@ -7,6 +7,7 @@
 
 #include "core/autograd.h"
 #include "core/random.h"
+#include "io/record_schema.h"
 #include "layers/layer_kind.h"
 #include "layers/model_spec.h"
 #include "layers/residual.h"
@@ -97,10 +98,11 @@ TEST_CASE("every kind that computes at inference has its runtime stage kind, and
   }
   for (const LayerKind* k : layer_kinds()) {
     INFO(k->type);
-    // Training-only kinds are skipped by their records' training_only flag; Dropout also has a
-    // stage kind, the identity, for files written before that flag.
+    // Training-only kinds are the identity at inference: the runtime skips them by kind.
     const bool runs = k->role != Int8Role::kTrainingOnly;
-    CHECK((find_stage_kind(k->type) != nullptr) == (runs || k->type == "Dropout"));
+    CHECK((find_stage_kind(k->type) != nullptr) == runs);
+    CHECK(qbin::training_only_kind(k->type) == !runs);
+    CHECK(qbin::known_record_kind(k->type));  // every kind has its record schema (io/record_schema.h)
   }
   CHECK(find_stage_kind("conv2d") == nullptr);
 }

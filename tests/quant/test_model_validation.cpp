@@ -11,6 +11,7 @@
 
 #include "core/file_io.h"
 #include "io/qbin.h"
+#include "layers/model_spec.h"
 #include "layers/sequential.h"
 #include "quant/export.h"
 #include "quant/runtime/inference_model.h"
@@ -136,13 +137,13 @@ TEST_CASE("int8 scales outside [2^-40, 2^40] and bit widths outside 2..8 are ref
   qbin::Model big = good;
   for (auto& [key, v] : big.layers[2].floats)
     if (key == "output_scale") v = 3e38f;  // before: accepted, and infer printed p = -nan
-  CHECK_THROWS_WITH(inference_model(big), Catch::Contains("output scale 3e+38") && Catch::Contains("[2^-40, 2^40]"));
+  CHECK_THROWS_WITH(inference_model(big), Catch::Contains("output_scale = 3e+38") && Catch::Contains("[2^-40, 2^40]"));
   qbin::Model tiny = good;
   tiny.layers[1].tensors[0].quant.scales[0] = 1e-30f;
   CHECK_THROWS_WITH(inference_model(tiny), Catch::Contains("kernel channel 0: scale 1e-30"));
   qbin::Model input = good;
   input.layers[0].floats = {{"input_scale", 1e20f}};
-  CHECK_THROWS_WITH(inference_model(input), Catch::Contains("input_scale 1e+20"));
+  CHECK_THROWS_WITH(inference_model(input), Catch::Contains("input_scale = 1e+20 (expected a scale in [2^-40, 2^40])"));
 
   // The QAT checkpoint: weight_bits and the ReLU's range.
   const std::string path = temp_path("qat.qbin");
@@ -162,12 +163,84 @@ TEST_CASE("int8 scales outside [2^-40, 2^40] and bit widths outside 2..8 are ref
       if (k == key) x = v;
   };
   CHECK_NOTHROW(load_any_model((qbin::save(checkpoint, path), path)));
-  refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 9); }, "weight_bits 9 (expected 2..8");
-  refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 1); }, "weight_bits 1 (expected 2..8");
+  refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 9); }, "weight_bits = 9 (expected 2..8)");
+  refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 1); }, "weight_bits = 1 (expected 2..8)");
   refuses([&](qbin::Model& m) { set_int(m.layers[5], "weight_bits", 4); }, "weight_bits 4 (expected 2..8, the same in every layer: 8 before)");
   // Before: loaded, and training failed at its first step with "relu_fake_quant: zero point 28", no file named.
   refuses([&](qbin::Model& m) { set_float(m.layers[2], "output_min", -1.f), set_float(m.layers[2], "output_max", 3.47f); },
           "activation range [-1, 3.47]");
-  refuses([&](qbin::Model& m) { set_float(m.layers[2], "output_max", std::numeric_limits<float>::infinity()); }, "activation range");
+  refuses([&](qbin::Model& m) { set_float(m.layers[2], "output_max", std::numeric_limits<float>::infinity()); }, "output_max = inf (expected a finite number within 2^40)");
   std::remove(path.c_str());
+}
+
+TEST_CASE("every loader reads a record the same way: what one refuses, all refuse (issue 22, items 1 and 12)", "[quant][validation]") {
+  Rng rng(5);
+  Sequential m = model_from_spec("gaussiannoise(0.1) conv2d(4, 3, relu) flatten dropout(0.5) dense(10)", {28, 28, 1}, rng);
+  const qbin::Model good = to_qbin(m);  // records: Input, GaussianNoise, Conv2D, ReLU, Flatten, Dropout, Dense
+  REQUIRE(good.layers[2].kind == "Conv2D");
+  REQUIRE(good.layers[5].kind == "Dropout");
+  const std::string path = temp_path("loaders.qbin");
+  // The same message from the runtime (evaluate, infer), training (train --init) and QAT files (quantize).
+  auto refused_by_all = [&](const std::function<void(qbin::Model&)>& damage, const std::string& expected) {
+    qbin::Model bad = good;
+    damage(bad);
+    INFO(expected);
+    CHECK_THROWS_WITH(inference_model(bad), Catch::Contains(expected));
+    CHECK_THROWS_WITH(from_qbin(bad), Catch::Contains(expected));
+    qbin::save(bad, path);
+    CHECK_THROWS_WITH(load_any_model(path), Catch::StartsWith(path) && Catch::Contains(expected));
+  };
+  // Before: the runtime skipped any record flagged training_only, so a Conv2D or a ReLU vanished
+  // at inference (accuracy 0.63 -> 0.065, exit 0) while training kept it.
+  refused_by_all([](qbin::Model& f) { f.layers[2].ints.emplace_back("training_only", 1); },
+                 "layer 'conv2d' (Conv2D): training_only (only Dropout and GaussianNoise, the identity at inference, take it)");
+  refused_by_all([](qbin::Model& f) { f.layers[3].ints.emplace_back("training_only", 1); }, "(ReLU): training_only");
+  refused_by_all([](qbin::Model& f) { f.layers[5].ints = {{"training_only", 2}}; }, "(Dropout): training_only = 2 (expected 1..1)");
+  for (float rate : {std::nanf(""), std::numeric_limits<float>::infinity(), 5.f})
+    refused_by_all([&](qbin::Model& f) { f.layers[5].floats = {{"rate", rate}}; }, "(Dropout): rate = ");
+  for (float stddev : {std::nanf(""), -1.f})
+    refused_by_all([&](qbin::Model& f) { f.layers[1].floats = {{"stddev", stddev}}; }, "(GaussianNoise): stddev = ");
+  refused_by_all([&](qbin::Model& f) { f.layers[5].tensors.push_back(f.layers[2].tensors[0]); },
+                 "(Dropout): tensor 'kernel' (a Dropout holds none)");
+  refused_by_all([](qbin::Model& f) { f.layers[2].ints.emplace_back("dilation", 2); }, "(Conv2D): int attribute 'dilation' (a Conv2D takes filters");
+  refused_by_all([](qbin::Model& f) { f.layers[2].ints.emplace_back("filters", 4); }, "(Conv2D): attribute 'filters' given twice");
+  refused_by_all([](qbin::Model& f) { f.layers[2].kind = "Conv3D"; }, "unknown layer kind 'Conv3D'");
+  // A training-only record without its flag (files written before it) is the identity for all.
+  qbin::Model old = good;
+  old.layers[1].ints.clear(), old.layers[5].ints.clear();
+  CHECK(inference_model(old).stages.size() == inference_model(good).stages.size());
+  CHECK(from_qbin(old).size() == m.size());
+  std::remove(path.c_str());
+}
+
+TEST_CASE("int8 accumulators: prepare_qat refuses what could overflow before training, with the real bit widths (issue 22, item 3)", "[quant][validation]") {
+  Rng rng(6);
+  // A Dense of 26 x 26 x 100 = 67,600 inputs: 8-bit codes can overflow int32; 7-bit ones cannot.
+  Sequential eight = model_from_spec("conv2d(100, 3, relu) flatten dense(10)", {28, 28, 1}, rng);
+  CHECK_THROWS_WITH(prepare_qat(eight, {.bits = 8, .observer = {}}),
+                    Catch::Contains("layer 'dense' (Dense): its 67600-term dot products of 8-bit weight codes on input codes up to 255") &&
+                        Catch::Contains("train with --bits 7 or fewer"));
+  Sequential four = model_from_spec("conv2d(100, 3, relu) flatten dense(10)", {28, 28, 1}, rng);
+  CHECK_NOTHROW(prepare_qat(four, {.bits = 4, .observer = {}}));
+  {
+    NoGradGuard no_grad;
+    four.forward(Variable(testing::random_tensor({2, 28, 28, 1}, rng, 0.f, 1.f), false));
+  }
+  const qbin::Model file = export_int8(four);
+  CHECK_NOTHROW(inference_model(file));  // before: refused, the bound used 255 x 127 whatever the width
+  // The runtime bounds the file's own weights: a channel whose codes sum past the limit is refused.
+  qbin::Model bad = file;
+  for (auto& t : bad.layers.back().tensors)
+    if (t.name == "kernel") {
+      t.quant.bits = 8;
+      std::fill(t.bytes.begin(), t.bytes.end(), static_cast<uint8_t>(127));
+    }
+  for (auto& r : bad.layers) {
+    for (auto& t : r.tensors)
+      if (t.name == "kernel") t.quant.bits = 8;
+    for (auto& [k, v] : r.ints)
+      if (k == "weight_bits" || k == "output_bits") v = 8;
+  }
+  CHECK_THROWS_WITH(inference_model(bad), Catch::Contains("(Dense): output channel 0: its 67600 weight codes (sum of magnitudes 8585200)") &&
+                                              Catch::Contains("beyond the int32 accumulator's 2147483647"));
 }

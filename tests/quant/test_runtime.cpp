@@ -301,7 +301,7 @@ TEST_CASE("malformed int8 models are refused with a message naming the problem",
   refuses([&](qbin::Model& m) { m.layers[2].floats.clear(); }, "output_scale");
   refuses([&](qbin::Model& m) { m.layers.erase(m.layers.begin() + 2); }, "only the last Conv2D or Dense gives floats");
   refuses([&](qbin::Model& m) { m.layers[2].kind = "Quantize", m.layers[2].ints = {{"output_bits", 8}, {"output_zero_point", 256}}; },
-          "zero point 256");
+          "output_zero_point = 256 (expected 0..255)");
   refuses([&](qbin::Model& m) { m.layers.insert(m.layers.begin() + 4, m.layers[2]); }, "follows no Conv2D or Dense");
   refuses([&](qbin::Model& m) { m.layers.insert(m.layers.begin() + 3, {"Quantize", "q", {{"output_bits", 8}}, {}, {}}); },
           "follows no Conv2D or Dense");
@@ -311,7 +311,7 @@ TEST_CASE("malformed int8 models are refused with a message naming the problem",
   refuses([&](qbin::Model& m) { m.layers.pop_back(); }, "ends with u8 codes");
   refuses([&](qbin::Model& m) { m.layers.resize(2); }, "expected 1x1xclasses");  // the conv's floats are the output
   refuses([&](qbin::Model& m) { tensor(m, 5, "bias").dtype = qbin::DType::kF32; }, "mixes f32 and integer");
-  refuses([&](qbin::Model& m) { tensor(m, 5, "bias").bytes.assign(40, 0x7f); }, "overflow the int32 accumulator");
+  refuses([&](qbin::Model& m) { tensor(m, 5, "bias").bytes.assign(40, 0x7f); }, "beyond the int32 accumulator");
   refuses([&](qbin::Model& m) { tensor(m, 1, "kernel").shape = {3, 3, 12, 1}; }, "has shape");
   refuses([&](qbin::Model& m) { m.layers[0].floats = {{"input_scale", 0.f}}; }, "input_scale");
 }

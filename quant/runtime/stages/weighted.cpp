@@ -60,7 +60,7 @@ void WeightedStage::read_weights(const StageReader& rd, const qbin::LayerRecord&
   const std::vector<float> weight_scales = rd.weight_scales(r, k, axis, n);
   qbias = b ? StageReader::values<int32_t>(r, *b, qbin::DType::kS32, {n}) : std::vector<int32_t>(n, 0);
   input_zero_point = rd.zero;
-  rd.check_accumulator(r, shape_numel(kernel_shape) / n, qbias);
+  rd.check_accumulator(r, qkernel, qbias);
   qmax = (1 << rd.m.bits) - 1;
   output_scale = rd.output_scales(weight_scales, a);
   output_zero_point = a.zero_point;
