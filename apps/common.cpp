@@ -11,7 +11,11 @@
 
 #include <fmt/format.h>
 
+#include <sys/resource.h>
+
 #include "core/file_io.h"
+#include "layers/module.h"
+#include "optim/trainer.h"
 #include "core/parallel.h"
 
 namespace qnet {
@@ -174,6 +178,46 @@ std::string Json::dump(int indent) const {
   std::string out;
   dump_to(out, indent, 0);
   return out;
+}
+
+std::optional<int64_t> available_memory() {
+  std::optional<int64_t> best;
+  auto take = [&](int64_t v) { best = best ? std::min(*best, v) : v; };
+  if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    long long kb = 0;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) take(kb * 1024);
+    std::fclose(f);
+  }
+  auto read_number = [](const char* path) -> std::optional<int64_t> {
+    std::FILE* f = std::fopen(path, "r");
+    if (!f) return std::nullopt;
+    long long v = 0;
+    const bool ok = std::fscanf(f, "%lld", &v) == 1;  // "max" reads as no number
+    std::fclose(f);
+    return ok ? std::optional<int64_t>(v) : std::nullopt;
+  };
+  const auto limit = read_number("/sys/fs/cgroup/memory.max"), used = read_number("/sys/fs/cgroup/memory.current");
+  if (limit && used) take(*limit - *used);
+  struct rlimit rl {};
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    take(static_cast<int64_t>(rl.rlim_cur) - int64_t{ru.ru_maxrss} * 1024);
+  }
+  return best;
+}
+
+void check_training_memory(Module& model, const std::vector<int64_t>& input, int64_t batch) {
+  const MemoryEstimate e = estimate_training_memory(model, input, batch);
+  const std::optional<int64_t> free = available_memory();
+  if (!free || e.total() <= *free) return;
+  const auto gb = [](int64_t bytes) { return static_cast<double>(bytes) / 1e9; };
+  throw UsageError(fmt::format(
+      "training this model at batch {} needs about {:.1f} GB (parameters with their gradients and Adam's state {:.1f} GB, each step's "
+      "activations {:.1f} GB, evaluation {:.1f} GB), more than the {:.1f} GB available: use fewer or smaller layers{}",
+      batch, gb(e.total()), gb(e.parameters), gb(e.step), gb(e.evaluation), gb(*free), e.step > e.evaluation ? ", or a smaller --batch-size" : ""));
 }
 
 std::string spec_option_text(const std::string& value) {

@@ -59,6 +59,14 @@ void prepare_output_folder(const std::string& dir, const std::string& what);
 
 bool stdout_is_terminal();
 
+// The memory this process can still take: the machine's available memory (/proc/meminfo), or less
+// under a cgroup limit (memory.max) or an address-space limit (ulimit -v); nullopt if unknown.
+std::optional<int64_t> available_memory();
+// Before any training: refuses (a UsageError with the figures and a way out) a model whose
+// training at `batch` would need more memory than is available (optim/trainer.h's estimate).
+class Module;
+void check_training_memory(Module& model, const std::vector<int64_t>& input, int64_t batch);
+
 // The text of a --model option: the file it names if there is one (at most 1 MiB), else the
 // option itself, a spec (layers/model_spec.h).
 std::string spec_option_text(const std::string& value);

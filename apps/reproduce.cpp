@@ -197,6 +197,7 @@ int reproduce_main(int argc, char** argv) {
       const std::string why = e.what(), prefix = "prepare_qat: ";
       throw UsageError(fmt::format("--model: {}", why.rfind(prefix, 0) == 0 ? why.substr(prefix.size()) : why));
     }
+    check_training_memory(qat, shape, 32);
     command.summary = model.summary();
     command.classes = mnist.classes, command.test_images = mnist.test.size();
   }

@@ -166,6 +166,7 @@ int train_main(int argc, char** argv) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
   }
   const Split data = split_validation(data_set.train, split);
+  check_training_memory(model, image_shape, batch_size);  // before any work, with the figures
   fmt::print("{}", model.summary());
   fmt::print("Training on {} images of {} in {} classes, validating on {}; seed {}, {} threads, {} kernels\n", data.train.size(),
              shape_str(image_shape), data_set.classes, data.validation.size(), seed, num_threads(), isa_name(active_isa()));

@@ -16,6 +16,7 @@ Conv2D::Conv2D(const Conv2DOptions& o, Rng& rng) : options_(o) {
     throw std::invalid_argument(fmt::format("Conv2D: {} input channels, {} filters, kernel {}x{} (expected all >= 1)",
                                             o.in_channels, o.filters, o.kernel_h, o.kernel_w));
   const int64_t taps = int64_t{o.kernel_h} * o.kernel_w;
+  check_parameters("Conv2D", taps * o.in_channels * o.filters + o.filters);
   kernel_ = Variable(glorot_uniform({o.kernel_h, o.kernel_w, o.in_channels, o.filters}, taps * o.in_channels,
                                     taps * o.filters, rng),
                      true);

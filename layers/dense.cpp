@@ -14,6 +14,7 @@ namespace key = qbin::key;
 Dense::Dense(const DenseOptions& o, Rng& rng) : options_(o) {
   if (o.in_features < 1 || o.units < 1)
     throw std::invalid_argument(fmt::format("Dense: {} inputs, {} units (expected both >= 1)", o.in_features, o.units));
+  check_parameters("Dense", o.in_features * o.units + o.units);
   kernel_ = Variable(glorot_uniform({o.in_features, o.units}, o.in_features, o.units, rng), true);
   if (o.use_bias) bias_ = Variable(Tensor::zeros({o.units}), true);
 }

@@ -30,6 +30,7 @@ DepthwiseConv2D::DepthwiseConv2D(const DepthwiseConv2DOptions& o, Rng& rng) : op
                                             "channels x multiplier in 1..65536, kernel and stride 1..64)", o.channels, o.depth_multiplier,
                                             o.kernel_h, o.kernel_w, o.conv.stride_h, o.conv.stride_w));
   const int64_t taps = int64_t{o.kernel_h} * o.kernel_w, out = o.channels * o.depth_multiplier;
+  check_parameters("DepthwiseConv2D", (taps + 1) * out);
   kernel_ = Variable(glorot_uniform({o.kernel_h, o.kernel_w, 1, out}, taps, taps * o.depth_multiplier, rng), true);
   if (o.use_bias) bias_ = Variable(Tensor::zeros({out}), true);
 }

@@ -123,6 +123,7 @@ Sequential model_from_spec(const std::string& spec, const Shape& input, Rng& rng
 Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Shape& input, Rng& rng, bool names_layers) {
   Sequential model(input, names_layers);
   Shape shape = input;
+  int64_t parameters = 0;
   for (const LayerSpec& l : layers) {
     const LayerKind* kind = find_layer_kind_in_specs(l.name.text);
     if (!kind) {
@@ -132,17 +133,27 @@ Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Sh
       names.pop_back();
       fail(l.name, fmt::format("unknown layer (expected {} or {})", fmt::join(names, ", "), last));
     }
-    std::vector<std::unique_ptr<Module>> made = kind->from_spec(SpecArgs(l, kind->positional, kind->keys), shape, rng);
+    std::vector<std::unique_ptr<Module>> made;
+    try {  // a layer refuses what it cannot hold (too many parameters) before allocating it
+      made = kind->from_spec(SpecArgs(l, kind->positional, kind->keys), shape, rng);
+    } catch (const std::invalid_argument& e) {
+      if (dynamic_cast<const SpecError*>(&e)) throw;
+      fail(l.name, e.what());
+    }
     for (auto& m : made) {
       try {
         shape = m->output_shape(shape);
         if (std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 1; }))
           throw std::invalid_argument(fmt::format("its output would be {}", shape_str(shape)));
+        parameters += m->parameter_count();
         model.add(std::move(m));
       } catch (const std::invalid_argument& e) {
         if (dynamic_cast<const SpecError*>(&e)) throw;
         fail(l.name, fmt::format("does not fit its input: {}", e.what()));
       }
+      if (parameters > kMaxParameters)
+        fail(l.name, fmt::format("the model holds {} parameters up to here ({:.1f} GB), more than a model file holds ({} parameters, "
+                                 "1 GiB): use fewer units or filters", parameters, static_cast<double>(parameters) * 4e-9, kMaxParameters));
     }
   }
   return model;

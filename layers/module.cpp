@@ -3,6 +3,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include <fmt/format.h>
+
 #include "core/random.h"
 
 namespace qnet {
@@ -11,6 +13,12 @@ int64_t Module::parameter_count() {
   int64_t n = 0;
   for (Variable* p : parameters()) n += p->value().numel();
   return n;
+}
+
+void check_parameters(const char* layer, int64_t count) {
+  if (count > kMaxParameters)
+    throw std::invalid_argument(fmt::format("{}: {} parameters ({:.1f} GB), more than a model file holds ({} parameters, 1 GiB)", layer,
+                                            count, static_cast<double>(count) * 4e-9, kMaxParameters));
 }
 
 Tensor glorot_uniform(Shape shape, int64_t fan_in, int64_t fan_out, Rng& rng) {

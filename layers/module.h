@@ -46,6 +46,12 @@ class Module {
   std::string name_;
 };
 
+// The most float parameters a model may hold: what a .qbin file holds (1 GiB), less 1 MiB for its
+// records. Layers refuse more before allocating them (check_parameters), specs before building.
+inline constexpr int64_t kMaxParameters = ((int64_t{1} << 30) - (int64_t{1} << 20)) / 4;
+// Throws std::invalid_argument naming the layer if `count` parameters are more than kMaxParameters.
+void check_parameters(const char* layer, int64_t count);
+
 // Glorot (Xavier) uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), Keras' default.
 class Rng;
 Tensor glorot_uniform(Shape shape, int64_t fan_in, int64_t fan_out, Rng& rng);

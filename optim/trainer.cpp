@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include "core/ops.h"
+#include "layers/container.h"
+#include "layers/sequential.h"
 
 namespace qnet {
 
@@ -25,6 +27,29 @@ std::string progress_line(int64_t step, int64_t steps, double elapsed, double lo
                      per_step_ms, loss, acc);
 }
 }  // namespace
+
+namespace {
+// The sum and the largest of the layers' output sizes per image, branches included.
+void output_sizes(const Sequential& chain, int64_t& sum, int64_t& largest) {
+  Shape s = chain.input_shape();
+  for (size_t i = 0; i < chain.size(); ++i) {
+    s = chain.layer(i).output_shape(s);
+    sum += shape_numel(s), largest = std::max(largest, shape_numel(s));
+    if (const auto* c = dynamic_cast<const Container*>(&chain.layer(i)))
+      for (const Sequential* branch : c->branches()) output_sizes(*branch, sum, largest);
+  }
+}
+}  // namespace
+
+MemoryEstimate estimate_training_memory(Module& model, const Shape& input, int64_t batch) {
+  MemoryEstimate e;
+  e.parameters = 16 * model.parameter_count();
+  int64_t sum = shape_numel(input), largest = shape_numel(input);
+  if (const auto* chain = dynamic_cast<const Sequential*>(&model)) output_sizes(*chain, sum, largest);
+  e.step = 8 * sum * batch;
+  e.evaluation = 2 * 4 * largest * 256;
+  return e;
+}
 
 int64_t count_correct(const Tensor& logits, const std::vector<int32_t>& labels) {
   const int64_t N = logits.dim(0), K = logits.dim(1);

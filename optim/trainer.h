@@ -6,6 +6,7 @@
 //   Evaluation test = evaluate(model, mnist.test);
 #pragma once
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <stdexcept>
@@ -52,6 +53,16 @@ Evaluation evaluate(Module& model, const ImageSet& data, int64_t batch_size = 25
 
 std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet& train, const ImageSet& validation,
                             const FitOptions& options, Rng& rng);
+
+// About the memory training a model takes, from its layers' shapes alone (before any work):
+// its parameters with their gradients and Adam's two moments (16 bytes each); per training step,
+// every layer's output and its gradient for `batch` images (8 bytes a value); and the evaluation
+// (batch 256, no graph), about the two largest outputs at once.
+struct MemoryEstimate {
+  int64_t parameters = 0, step = 0, evaluation = 0;  // bytes
+  int64_t total() const { return parameters + std::max(step, evaluation); }
+};
+MemoryEstimate estimate_training_memory(Module& model, const Shape& input, int64_t batch);
 
 // Fraction of rows whose arg-max equals the label (first maximum wins).
 int64_t count_correct(const Tensor& logits, const std::vector<int32_t>& labels);

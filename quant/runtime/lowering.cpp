@@ -180,8 +180,60 @@ void PlanBuilder::build() {
     throw std::logic_error("runtime: the logits are not a dense [N, classes] f32 buffer");
 }
 
+namespace {
+
+// Assigns the plan's buffers to memory blocks (Runtime::Plan::block_of): each buffer is live from
+// the step that first uses it (the input: before the first step) to the last step that uses it
+// or a view of it; in order of first use, a buffer takes the first block whose buffers are all
+// dead by then, else a new block. Views (alias_of) and the handles predict() sets have no block.
+void assign_blocks(Runtime::Plan& p) {
+  const int n = static_cast<int>(p.buffers.size()), last = n - 1;
+  auto base = [&](int i) {
+    while (p.buffers[i].alias_of >= 0) i = p.buffers[i].alias_of;
+    return i;
+  };
+  std::vector<int> first(n, -1), end(n, -1);  // first and last step using each base buffer; -1: before the steps
+  std::vector<bool> used(n, false);
+  used[0] = true;
+  for (int s = 0; s < static_cast<int>(p.steps.size()); ++s)
+    for (const auto& [arg, i] : p.steps[s].buffers) {
+      const int b = base(i);
+      if (!used[b]) first[b] = s, used[b] = true;
+      end[b] = s;
+    }
+  p.block_of.assign(n, -1);
+  p.block_bytes.clear();
+  std::vector<int> free_after;  // per block: the last step of its latest buffer
+  for (int i = 0; i < n; ++i) {
+    const bool user = (i == 0 && p.int8) || i == last || p.buffers[i].alias_of >= 0;
+    if (user || !used[i]) continue;
+    const size_t bytes = p.buffers[i].md.get_size();
+    int block = -1;
+    for (int k = 0; k < static_cast<int>(free_after.size()) && block < 0; ++k)
+      if (free_after[k] < first[i]) block = k;
+    if (block < 0) block = static_cast<int>(free_after.size()), free_after.push_back(-2), p.block_bytes.push_back(0);
+    p.block_of[i] = block;
+    free_after[block] = end[i];
+    p.block_bytes[block] = std::max(p.block_bytes[block], bytes);
+  }
+  // Buffers are assigned in index order, which is the order the lowering creates them: a buffer's
+  // first use is never before an earlier-created buffer's, so first-fit by index is by first use.
+  p.scratchpad_bytes = 0;
+  for (const plan::Step& s : p.steps)
+    if (!s.kernel) p.scratchpad_bytes = std::max(p.scratchpad_bytes, s.scratchpad.get_size());
+}
+
+}  // namespace
+
 void build_plan(const InferenceModel& model, Runtime::Plan& p, const dnnl::engine& engine, bool split) {
   PlanBuilder(model, p, engine, split).build();
+  assign_blocks(p);
+}
+
+size_t Runtime::Plan::workspace_bytes() const {
+  size_t total = scratchpad_bytes;
+  for (size_t b : block_bytes) total += b;
+  return total;
 }
 
 }  // namespace qnet

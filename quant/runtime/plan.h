@@ -3,6 +3,7 @@
 // byte kernels (quant/runtime/byte_kernels.h).
 #pragma once
 
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -39,9 +40,15 @@ struct Step {
   memory::desc scratchpad;
 };
 
-// Buffers and a stream owned by one predict() call at a time.
+// Buffers and a stream owned by one predict() call at a time: the plan's memory blocks (each
+// buffer lives in one, with the buffers whose steps do not overlap), one scratchpad for every step.
 struct Workspace {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
   dnnl::stream stream;
+  std::vector<std::unique_ptr<void, Free>> blocks;
+  std::unique_ptr<void, Free> scratchpad;
   std::vector<memory> mem;
   std::vector<std::unordered_map<int, memory>> args;  // per step, built once
 };
@@ -54,6 +61,13 @@ struct Runtime::Plan {
   bool int8 = false;
   std::vector<plan::Buffer> buffers;  // 0: input images, last: logits
   std::vector<plan::Step> steps;
+  // Memory: buffer i lives in block block_of[i] (-1: a handle predict() sets: the int8 input, the
+  // logits, views of other buffers); buffers share a block when no step uses both of them while
+  // the other is live, so a workspace holds about the two largest activations, not every layer's.
+  std::vector<int> block_of;
+  std::vector<size_t> block_bytes;
+  size_t scratchpad_bytes = 0;  // the largest step's; steps run one at a time
+  size_t workspace_bytes() const;
   std::mutex mutex;
   std::vector<std::unique_ptr<plan::Workspace>> idle;
 };

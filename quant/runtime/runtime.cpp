@@ -46,17 +46,22 @@ namespace {
 std::unique_ptr<Workspace> make_workspace(const Runtime::Plan& p, const dnnl::engine& eng) {
   auto ws = std::make_unique<Workspace>();
   ws->stream = dnnl::stream(eng);
-  const int last = static_cast<int>(p.buffers.size()) - 1;
-  for (int i = 0; i <= last; ++i) {
-    const Buffer& b = p.buffers[i];
-    const bool user = (i == 0 && p.int8) || i == last || b.alias_of >= 0;  // handles set per call
-    ws->mem.push_back(user ? memory(b.md, eng, DNNL_MEMORY_NONE) : memory(b.md, eng));
+  auto allocate = [](size_t bytes) {
+    void* block = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
+    if (!block) throw std::bad_alloc();
+    return std::unique_ptr<void, Workspace::Free>(block);
+  };
+  for (size_t bytes : p.block_bytes) ws->blocks.push_back(allocate(bytes));
+  ws->scratchpad = allocate(p.scratchpad_bytes);
+  for (size_t i = 0; i < p.buffers.size(); ++i) {
+    const int block = p.block_of[i];  // -1: a handle set per call
+    ws->mem.push_back(memory(p.buffers[i].md, eng, block >= 0 ? ws->blocks[block].get() : DNNL_MEMORY_NONE));
   }
   for (const Step& s : p.steps) {
     std::unordered_map<int, memory> args;
     for (const auto& [arg, i] : s.buffers) args.emplace(arg, ws->mem[i]);
     for (const auto& [arg, mem] : s.constants) args.emplace(arg, mem);
-    if (!s.kernel) args.emplace(DNNL_ARG_SCRATCHPAD, memory(s.scratchpad, eng));
+    if (!s.kernel) args.emplace(DNNL_ARG_SCRATCHPAD, memory(s.scratchpad, eng, ws->scratchpad.get()));
     ws->args.push_back(std::move(args));
   }
   return ws;
@@ -106,7 +111,12 @@ Runtime::Plan& Runtime::plan(int64_t batch) const {
   p->int8 = model_.precision == Precision::kInt8;
   p->threads = batch < options_.single_thread_below ? 1 : (options_.threads > 0 ? options_.threads : omp_get_max_threads());
   ThreadCount threads(p->threads);  // primitives are created for the team size they will run with
-  build_plan(model_, *p, engine_->engine, std::string_view(int8_path_) == "split-weights");
+  try {
+    build_plan(model_, *p, engine_->engine, std::string_view(int8_path_) == "split-weights");
+  } catch (const dnnl::error& e) {  // oneDNN's own words ("could not create a memory object") need their context
+    throw std::runtime_error(fmt::format("the runtime could not set up a batch of {} images on oneDNN ({}): {}{}", batch, onednn_isa(),
+                                         e.what(), e.status == dnnl_out_of_memory ? " (out of memory: run fewer images at a time)" : ""));
+  }
   return *plans_.emplace(batch, std::move(p)).first->second;
 }
 
@@ -121,7 +131,18 @@ void Runtime::predict(const uint8_t* images, int64_t n, float* logits) const {
       std::lock_guard<std::mutex> lock(p.mutex);
       if (!p.idle.empty()) ws = std::move(p.idle.back()), p.idle.pop_back();
     }
-    if (!ws) ws = make_workspace(p, engine_->engine);
+    if (!ws) {
+      try {
+        ws = make_workspace(p, engine_->engine);
+      } catch (const std::bad_alloc&) {
+        throw std::runtime_error(fmt::format("the runtime could not get the {:.1f} MB a batch of {} images needs for its activations "
+                                             "(out of memory: run fewer images at a time, e.g. evaluate --batch-size {})",
+                                             static_cast<double>(p.workspace_bytes()) / 1e6, count, std::max<int64_t>(1, count / 4)));
+      } catch (const dnnl::error& e) {
+        throw std::runtime_error(fmt::format("the runtime could not get the {:.1f} MB a batch of {} images needs for its activations: {}",
+                                             static_cast<double>(p.workspace_bytes()) / 1e6, count, e.what()));
+      }
+    }
     const uint8_t* x = images + begin * in;
     if (p.int8) {
       ws->mem[0].set_data_handle(const_cast<uint8_t*>(x));  // the pixels are the input codes (s = 1/255)
@@ -155,6 +176,8 @@ std::vector<float> Runtime::predict(const uint8_t* images, int64_t n) const {
   predict(images, n, logits.data());
   return logits;
 }
+
+size_t Runtime::workspace_bytes(int64_t batch) const { return plan(batch).workspace_bytes(); }
 
 std::vector<std::string> Runtime::implementations(int64_t batch) const {
   std::vector<std::string> out;

@@ -56,6 +56,10 @@ class Runtime {
   // last entry, "predict", is the whole call as predict() makes it.
   std::vector<std::pair<std::string, double>> step_times(const uint8_t* images, int64_t batch, int repeats) const;
 
+  // The bytes one predict() call of `batch` images takes beyond the model's weights: its
+  // activations' memory blocks (reused from layer to layer) and the primitives' scratchpad.
+  size_t workspace_bytes(int64_t batch) const;
+
   // How the int8 products run on this CPU: "one-pass" (oneDNN's ISA has VNNI, or every weight
   // code is within +-64) or "split-weights"; "f32" for an f32 model.
   const char* int8_path() const { return int8_path_; }

@@ -98,6 +98,15 @@ expect "reproduce --model: a bad spec, before any training" 2 "^reproduce: error
   "$bin/reproduce" --model 'conv2x' --out "$tmp/rep"
 expect "reproduce --model: int8 refusals, before any training" 2 "^reproduce: error: --model: BatchNormalization 'batch_normalization' follows a ReLU" -- \
   "$bin/reproduce" --model 'conv2d(8, 3) relu batchnorm flatten dense(10)' --out "$tmp/rep"
+# Resource limits, checked before any work (issue 22, items 4 and 5).
+expect "train --model: a layer a model file cannot hold, refused before allocating it" 2 \
+  "('dense'): Dense: 2835415040 parameters (11.3 GB), more than a model file holds (268173312 parameters, 1 GiB)" -- \
+  timeout 20 "$bin/train" --model 'conv2d(64, 3) flatten dense(65536) dense(10)'
+expect "train --model: a model whose layers together exceed a file, refused at the layer that does it" 2 \
+  "the model holds 280825260 parameters up to here" -- timeout 60 "$bin/train" --model 'flatten dense(65536) dense(3500) dense(10)'
+pads="zeropadding2d(64) zeropadding2d(64) zeropadding2d(64) zeropadding2d(64) zeropadding2d(64) zeropadding2d(64) zeropadding2d(64) zeropadding2d(64)"
+expect "train: a model whose training needs more memory than there is, refused with the figures" 2 \
+  "training this model at batch 32 needs about 2.4 GB" -- bash -c "ulimit -v 1500000; exec timeout 60 $bin/train --model '$pads flatten dense(10)'"
 expect "train --model whose last layer does not give the classes" 1 "^train: error: --model: the model takes \[28, 28, 1\] and gives \[12\]" -- "$bin/train" --model 'flatten dense(12)'
 
 if "$bin/train" --help | grep -q -- "--validation-split"; then echo "ok   help"; else echo "FAIL help"; failures=$((failures + 1)); fi

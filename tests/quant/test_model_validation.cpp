@@ -15,6 +15,7 @@
 #include "layers/sequential.h"
 #include "quant/export.h"
 #include "quant/runtime/inference_model.h"
+#include "quant/runtime/runtime.h"
 #include "quant/qat.h"
 #include "tests/grad_check.h"
 
@@ -243,4 +244,25 @@ TEST_CASE("int8 accumulators: prepare_qat refuses what could overflow before tra
   }
   CHECK_THROWS_WITH(inference_model(bad), Catch::Contains("(Dense): output channel 0: its 67600 weight codes (sum of magnitudes 8585200)") &&
                                               Catch::Contains("beyond the int32 accumulator's 2147483647"));
+}
+
+TEST_CASE("the runtime's memory is bounded by its largest activations, not by its number of layers (issue 22, item 2)", "[quant][onednn][validation]") {
+  for (const Precision precision : {Precision::kF32, Precision::kInt8}) {
+    INFO(precision_name(precision));
+    auto runtime = [&](int relus) {
+      std::string spec;
+      for (int i = 0; i < relus; ++i) spec += "relu ";
+      Rng rng(7);
+      Sequential m = model_from_spec(spec + "conv2d(4, 3) relu flatten dense(10)", {28, 28, 1}, rng);
+      if (precision == Precision::kF32) return Runtime(inference_model(to_qbin(m)));
+      prepare_qat(m, {.bits = 8, .observer = {}});
+      NoGradGuard no_grad;
+      m.forward(Variable(testing::random_tensor({4, 28, 28, 1}, rng, 0.f, 1.f), false));
+      return Runtime(inference_model(export_int8(m)));
+    };
+    const size_t few = runtime(2).workspace_bytes(256), many = runtime(500).workspace_bytes(256);
+    // Before: one buffer per stage, 500 ReLUs of 256 x 784 floats = 400 MB (2,000 ReLUs took 17 GB).
+    CHECK(many <= few + 256 * 784 * 4);
+    CHECK(many < size_t{16} << 20);
+  }
 }
