@@ -41,25 +41,65 @@ std::vector<uint8_t> gunzip_if_compressed(std::vector<uint8_t> bytes, uint64_t m
   std::vector<uint8_t> out;
   z.next_in = bytes.data();
   z.avail_in = static_cast<uInt>(bytes.size());
-  int rc = Z_OK;
-  while (rc == Z_OK) {
-    if (out.size() >= max_bytes) {
-      inflateEnd(&z);
-      throw DataError(fmt::format("{}: gzip data expands past {} bytes (expected an IDX file)", name, max_bytes));
+  const auto fail = [&](const std::string& what) {
+    inflateEnd(&z);
+    throw DataError(fmt::format("{}: {}", name, what));
+  };
+  for (int members = 1;; ++members) {
+    int rc = Z_OK;
+    while (rc == Z_OK) {
+      if (out.size() >= max_bytes) fail(fmt::format("gzip data expands past {} bytes (expected an IDX file)", max_bytes));
+      const size_t done = out.size();
+      out.resize(std::min<uint64_t>(max_bytes, std::max<size_t>(2 * done, size_t{1} << 20)));
+      z.next_out = out.data() + done;
+      z.avail_out = static_cast<uInt>(out.size() - done);
+      rc = inflate(&z, Z_NO_FLUSH);
+      out.resize(out.size() - z.avail_out);
+      if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // the input ended before the stream did
     }
-    const size_t done = out.size();
-    out.resize(std::min<uint64_t>(max_bytes, std::max<size_t>(2 * done, size_t{1} << 20)));
-    z.next_out = out.data() + done;
-    z.avail_out = static_cast<uInt>(out.size() - done);
-    rc = inflate(&z, Z_NO_FLUSH);
-    out.resize(out.size() - z.avail_out);
-    if (rc == Z_BUF_ERROR && z.avail_in == 0) break;  // the input ended before the stream did
+    if (rc != Z_STREAM_END)
+      fail(fmt::format("damaged gzip data in member {} ({})", members, z.msg ? z.msg : rc == Z_BUF_ERROR ? "truncated" : fmt::format("zlib error {}", rc)));
+    if (z.avail_in == 0) break;
+    if (z.avail_in < 2 || z.next_in[0] != 0x1f || z.next_in[1] != 0x8b)
+      fail(fmt::format("{} bytes after the gzip data (expected nothing, or another gzip member)", z.avail_in));
+    inflateReset(&z);  // the next member
   }
-  const std::string reason = z.msg ? z.msg : rc == Z_BUF_ERROR ? "truncated" : fmt::format("zlib error {}", rc);
   inflateEnd(&z);
-  if (rc != Z_STREAM_END) throw DataError(fmt::format("{}: damaged gzip data ({})", name, reason));
   return out;
 }
+
+uint64_t idx_size_from_header(const uint8_t* b, size_t size, const std::string& name) {
+  if (size < 4) return 0;
+  if (b[0] != 0 || b[1] != 0 || b[2] != 0x08 || b[3] < 1 || b[3] > 4) return parse_idx(b, size, b[3], name), 0;  // its error
+  const size_t header = 4 + 4 * size_t{b[3]};
+  if (size < header) return 0;
+  uint64_t count = 1;
+  for (int i = 0; i < b[3]; ++i) {
+    const uint8_t* p = b + 4 + 4 * i;
+    count *= (uint64_t{p[0]} << 24) | (uint64_t{p[1]} << 16) | (uint64_t{p[2]} << 8) | p[3];
+    if (count > kMaxIdxBytes) throw DataError(fmt::format("{}: its header says more than {} bytes of data (dimensions too large)", name, kMaxIdxBytes));
+  }
+  return header + count;
+}
+
+namespace {
+// The first (at most) n bytes of gzip data, or fewer if it is damaged or shorter: the full
+// decompression says what is wrong with it.
+std::vector<uint8_t> gunzip_head(const std::vector<uint8_t>& bytes, size_t n) {
+  std::vector<uint8_t> out(n);
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) return {};
+  z.next_in = const_cast<uint8_t*>(bytes.data());
+  z.avail_in = static_cast<uInt>(bytes.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(n);
+  int rc = Z_OK;
+  while (rc == Z_OK && z.avail_out > 0) rc = inflate(&z, Z_NO_FLUSH);
+  out.resize(n - z.avail_out);
+  inflateEnd(&z);
+  return out;
+}
+}  // namespace
 
 IdxArray read_idx(const std::string& path, int expected_rank) {
   std::vector<uint8_t> bytes;
@@ -68,7 +108,20 @@ IdxArray read_idx(const std::string& path, int expected_rank) {
   } catch (const IoError& e) {
     throw DataError(e.what());
   }
-  bytes = gunzip_if_compressed(std::move(bytes), uint64_t{1} << 32, path);
+  if (bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
+    // The decompressed file's size is its header's: decompress the header alone first, then
+    // allow exactly that size (one byte more shows any excess), so a bomb stops at its claim.
+    const std::vector<uint8_t> head = gunzip_head(bytes, 4 + 4 * 4);
+    const uint64_t expected = idx_size_from_header(head.data(), head.size(), path);
+    try {
+      bytes = gunzip_if_compressed(std::move(bytes), expected ? expected + 1 : kMaxIdxBytes, path);
+    } catch (const DataError& e) {
+      if (expected && std::string(e.what()).find("expands past") != std::string::npos)
+        throw DataError(fmt::format("{}: its gzip data holds more than the {} bytes its IDX header says (corrupt, or more than one file)",
+                                    path, expected));
+      throw;
+    }
+  }
   return parse_idx(bytes.data(), bytes.size(), expected_rank, path);
 }
 

@@ -27,8 +27,17 @@ struct IdxArray {
 IdxArray parse_idx(const uint8_t* bytes, size_t size, int expected_rank, const std::string& name);
 IdxArray read_idx(const std::string& path, int expected_rank);
 
-// `bytes` itself, or its gzip decompression when it starts with the gzip magic 1f8b. Refuses
-// damaged or truncated gzip data and results over `max_bytes` (a zip bomb), naming `name`.
+// `bytes` itself, or its gzip decompression when it starts with the gzip magic 1f8b: every member
+// of a multi-member file (as gzip -c a >> f, bgzip and pigz write), in order. Refuses damaged or
+// truncated gzip data, bytes after the last member that are not another member, and results over
+// `max_bytes` (a zip bomb), naming `name`.
 std::vector<uint8_t> gunzip_if_compressed(std::vector<uint8_t> bytes, uint64_t max_bytes, const std::string& name);
+
+// The size an IDX file's header says it has (header plus data), from its first bytes; 0 while
+// fewer than the header's bytes are given. Throws DataError for a header that is not IDX.
+uint64_t idx_size_from_header(const uint8_t* bytes, size_t size, const std::string& name);
+
+// The most bytes an IDX file (decompressed) may have: 2 GiB (EMNIST's largest is 0.55 GB).
+inline constexpr uint64_t kMaxIdxBytes = uint64_t{1} << 31;
 
 }  // namespace qnet

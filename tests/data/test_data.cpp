@@ -94,6 +94,29 @@ TEST_CASE("gzip-compressed IDX bytes are read as the canonical downloads come", 
   CHECK(gunzip_if_compressed(bomb, 3 << 20, "b.gz").size() == (3u << 20));  // exactly at the bound is fine
 }
 
+TEST_CASE("gzip: every member of a multi-member file, nothing after the last, no more than the IDX header says (issue 22, item 10)", "[data]") {
+  const auto plain = idx_bytes({3, 2, 2}, 12);
+  // gzip -c head > f; gzip -c data >> f (as bgzip and pigz write): before, refused as truncated.
+  auto multi = gzip(std::vector<uint8_t>(plain.begin(), plain.begin() + 10));
+  const auto second = gzip(std::vector<uint8_t>(plain.begin() + 10, plain.end()));
+  multi.insert(multi.end(), second.begin(), second.end());
+  CHECK(gunzip_if_compressed(multi, 1 << 20, "m.gz") == plain);
+  // Bytes after the last member: before, silently ignored.
+  auto trailing = gzip(plain);
+  trailing.push_back('x');
+  CHECK_THROWS_WITH(gunzip_if_compressed(trailing, 1 << 20, "t.gz"), Catch::Contains("t.gz: 1 bytes after the gzip data"));
+  // A file whose header claims 12 images of 28x28 but whose gzip data expands to 2 GB of zeros is
+  // stopped at the header's size: before, refused only past 2 GiB (22 s, a 3.1 GB peak).
+  auto claim = idx_bytes({12, 28, 28}, 12 * 784);
+  claim.resize(claim.size() + (64 << 20), 0);  // 64 MB more zeros than the header says
+  const std::string path = "/tmp/qnet_test_bomb_idx.gz";
+  write_file_atomic(path, gzip(claim));
+  CHECK_THROWS_WITH(read_idx(path, 3), Catch::Contains("its gzip data holds more than the 9424 bytes its IDX header says"));
+  write_file_atomic(path, multi);
+  CHECK(read_idx(path, 3).dims == std::vector<uint32_t>{3, 2, 2});
+  std::remove(path.c_str());
+}
+
 TEST_CASE("shuffling is determined by the seed", "[data]") {
   std::vector<int64_t> a(1000), b(1000), c(1000);
   for (int i = 0; i < 1000; ++i) a[i] = b[i] = c[i] = i;
