@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "core/file_io.h"
+#include "io/qbin.h"
 #include "layers/module.h"
 #include "optim/trainer.h"
 #include "core/parallel.h"
@@ -220,8 +221,26 @@ void check_training_memory(Module& model, const std::vector<int64_t>& input, int
       batch, gb(e.total()), gb(e.parameters), gb(e.step), gb(e.evaluation), gb(*free), e.step > e.evaluation ? ", or a smaller --batch-size" : ""));
 }
 
+std::string without_function_name(const std::string& what) {
+  for (const char* name : {"prepare_qat: ", "calibrate_ptq: ", "export: "})
+    if (what.rfind(name, 0) == 0) return what.substr(std::char_traits<char>::length(name));
+  return what;
+}
+
 std::string spec_option_text(const std::string& value) {
-  if (std::error_code ec; value.empty() || !std::filesystem::is_regular_file(value, ec)) return value;
+  std::error_code ec;
+  if (value.empty()) return value;
+  if (std::filesystem::is_directory(value, ec))
+    throw UsageError(fmt::format("--model {} is a folder (expected a model spec or a file holding one)", qbin::shown(value)));
+  if (!std::filesystem::is_regular_file(value, ec)) {
+    // A spec has no '/' and does not end in ".spec": such a value names a file, which is missing.
+    const bool path_like = value.find('/') != std::string::npos ||
+                           (value.size() > 5 && value.compare(value.size() - 5, 5, ".spec") == 0 && value.find('(') == std::string::npos);
+    if (path_like)
+      throw UsageError(fmt::format("--model {}: no such file (expected a model spec, or a file holding one: docs/tutorial.md)",
+                                   qbin::shown(value)));
+    return value;
+  }
   const std::vector<uint8_t> text = read_file(value, 1 << 20);
   return std::string(text.begin(), text.end());
 }

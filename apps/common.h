@@ -67,6 +67,10 @@ std::optional<int64_t> available_memory();
 class Module;
 void check_training_memory(Module& model, const std::vector<int64_t>& input, int64_t batch);
 
+// The message of a library error without the name of the function that threw it
+// ("prepare_qat: ...", "calibrate_ptq: ..."): what a program's user reads.
+std::string without_function_name(const std::string& what);
+
 // The text of a --model option: the file it names if there is one (at most 1 MiB), else the
 // option itself, a spec (layers/model_spec.h).
 std::string spec_option_text(const std::string& value);

@@ -5,9 +5,9 @@
 //
 // For an MNIST model (28x28x1, 10 classes) each image is prepared the way MNIST digits were
 // (data/digit.h) unless --raw says it already is a 28x28 MNIST-style image. A model of other
-// one-channel images gets a plain resize (resize_gray; --raw: the image must have the model's
-// size). Models of several channels are refused (infer reads grayscale; evaluate runs them on an
-// IDX test set). A bad image gets an error line and the others are still processed; the exit
+// images gets the PNG in its channels (1 gray, 2 gray + alpha, 3 RGB, 4 RGBA: data/png.h) and a
+// plain resize (resize_image; --raw: the image must have the model's size); evaluate runs models on
+// an IDX test set. A bad image gets an error line and the others are still processed; the exit
 // code is then 1.
 #include <fmt/format.h>
 
@@ -55,22 +55,20 @@ int infer_main(int argc, char** argv) {
   const Runtime rt(load_inference_model(args["model"].as<std::string>()));
   const InferenceModel& m = rt.model();
   const bool mnist = m.H == 28 && m.W == 28 && m.C == 1 && m.classes() == 10;
-  if (m.C != 1)
-    throw std::runtime_error(fmt::format("{}: the model takes {}x{}x{} images; infer reads grayscale PNGs for one-channel models "
-                                         "(evaluate runs it on an IDX test set)", args["model"].as<std::string>(), m.H, m.W, m.C));
   const char* key = mnist ? "digit" : "class";
   const bool json = args.count("json") > 0, raw = args.count("raw") > 0;
   int failures = 0;
   for (const std::string& path : args["images"].as<std::vector<std::string>>()) {
     Prediction p;
     try {
-      const GrayImage img = read_png_gray(path);
       if (mnist) {
+        const GrayImage img = read_png_gray(path);
         p = predict(rt, (raw ? raw_digit(img) : prepare_digit(img)).data());
-      } else {
+      } else {  // the model's channels: gray, gray + alpha, RGB or RGBA (data/png.h), plainly resized
+        const Image img = read_png(path, m.C);
         if (raw && (img.width != m.W || img.height != m.H))
           throw ImageError(fmt::format("--raw needs a {}x{} image, this one is {}x{}", m.W, m.H, img.width, img.height));
-        p = predict(rt, (raw ? img.pixels : resize_gray(img, m.W, m.H)).data());
+        p = predict(rt, (raw ? img.pixels : resize_image(img, m.W, m.H)).data());
       }
     } catch (const ImageError& e) {
       const std::string what = e.what();

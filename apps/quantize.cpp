@@ -61,8 +61,12 @@ int quantize_main(int argc, char** argv) {
                                    "--calibration-images, --method and --bits apply to float models", input, qat_bits(model)));
     fmt::print("{} is a QAT model: exporting it with its trained activation ranges\n", input);
   } else {
-    calibrate_ptq(model, data.train.slice(0, images),
-                  {.bits = bits, .method = method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
+    try {
+      calibrate_ptq(model, data.train.slice(0, images),
+                    {.bits = bits, .method = method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
+    } catch (const std::invalid_argument& e) {  // a model int8 cannot hold, or calibration images that cannot calibrate
+      throw std::runtime_error(fmt::format("{}: {}", input, without_function_name(e.what())));
+    }
     fmt::print("Calibrated {} activation ranges ({}) on the first {} training images\n", bits == 8 ? "uint8" : fmt::format("{}-bit", bits),
                method, images);
   }

@@ -194,8 +194,7 @@ int reproduce_main(int argc, char** argv) {
     try {
       prepare_qat(qat, {.bits = 8, .observer = tfmot_observer()});  // what int8 cannot hold is refused here
     } catch (const std::invalid_argument& e) {
-      const std::string why = e.what(), prefix = "prepare_qat: ";
-      throw UsageError(fmt::format("--model: {}", why.rfind(prefix, 0) == 0 ? why.substr(prefix.size()) : why));
+      throw UsageError(fmt::format("--model: {}", without_function_name(e.what())));
     }
     check_training_memory(qat, shape, 32);
     command.summary = model.summary();

@@ -140,7 +140,12 @@ int train_main(int argc, char** argv) {
   const Shape image_shape = data_set.train.image_shape();
   Sequential model = [&] {
     if (loaded) return std::move(*loaded);
-    if (spec.empty()) return reference_model(image_shape, data_set.classes, rng);
+    if (spec.empty()) {
+      if (image_shape[0] < 4 || image_shape[1] < 4)  // its 3x3 conv and 2x2 pool need room
+        throw UsageError(fmt::format("the article's model takes images of at least 4x4; the data set's are {}x{}: give a --model "
+                                     "(docs/tutorial.md)", image_shape[0], image_shape[1]));
+      return reference_model(image_shape, data_set.classes, rng);
+    }
     try {
       return model_from_spec(spec, image_shape, rng);
     } catch (const SpecError& e) {
@@ -156,8 +161,7 @@ int train_main(int argc, char** argv) {
     try {
       prepare_qat(model, {.bits = bits, .observer = observer_options});
     } catch (const std::invalid_argument& e) {  // a model no int8 graph holds: refused before training
-      const std::string why = e.what(), prefix = "prepare_qat: ";
-      throw UsageError(fmt::format("--qat: {}", why.rfind(prefix, 0) == 0 ? why.substr(prefix.size()) : why));
+      throw UsageError(fmt::format("--qat: {}", without_function_name(e.what())));
     }
   } else if (qat && args.count("bits") && qat_bits(model) != bits) {
     throw UsageError(fmt::format("--bits {}, but {} was trained with {} bits (leave --bits out to continue it)", bits, init,
@@ -166,6 +170,9 @@ int train_main(int argc, char** argv) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
   }
   const Split data = split_validation(data_set.train, split);
+  if (data.train.size() == 0)
+    throw UsageError(fmt::format("--validation-split {} leaves none of the {} training images to train on (expected a smaller fraction)",
+                                 split, data_set.train.size()));
   check_training_memory(model, image_shape, batch_size);  // before any work, with the figures
   fmt::print("{}", model.summary());
   fmt::print("Training on {} images of {} in {} classes, validating on {}; seed {}, {} threads, {} kernels\n", data.train.size(),

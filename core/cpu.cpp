@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/kernels.h"
+#include "io/qbin.h"
 
 namespace qnet {
 
@@ -34,9 +35,9 @@ Isa chosen_isa() {
   const char* env = std::getenv("QNET_ISA");
   if (env == nullptr || *env == '\0') return cpu_isa();
   const std::optional<Isa> isa = parse_isa(env);
-  if (!isa) throw std::runtime_error(fmt::format("QNET_ISA={} (expected avx512, avx2 or baseline)", env));
+  if (!isa) throw std::runtime_error(fmt::format("QNET_ISA={} (expected avx512, avx2 or baseline)", qbin::shown(env)));
   if (*isa > cpu_isa())
-    throw std::runtime_error(fmt::format("QNET_ISA={}: this CPU can run at most {}", env, isa_name(cpu_isa())));
+    throw std::runtime_error(fmt::format("QNET_ISA={}: this CPU can run at most {}", qbin::shown(env), isa_name(cpu_isa())));
   return *isa;
 }
 

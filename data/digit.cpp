@@ -113,6 +113,19 @@ std::vector<uint8_t> resize_gray(const GrayImage& img, int width, int height) {
   return out;
 }
 
+std::vector<uint8_t> resize_image(const Image& img, int width, int height) {
+  const size_t pixels = static_cast<size_t>(img.width) * img.height;
+  if (img.channels < 1 || img.pixels.size() != pixels * img.channels) throw ImageError("resize_image: empty image or size");
+  std::vector<uint8_t> out(static_cast<size_t>(width) * height * img.channels);
+  for (int c = 0; c < img.channels; ++c) {
+    GrayImage plane{img.width, img.height, std::vector<uint8_t>(pixels)};
+    for (size_t i = 0; i < pixels; ++i) plane.pixels[i] = img.pixels[i * img.channels + c];
+    const std::vector<uint8_t> r = resize_gray(plane, width, height);
+    for (size_t i = 0; i < r.size(); ++i) out[i * img.channels + c] = r[i];
+  }
+  return out;
+}
+
 Digit raw_digit(const GrayImage& img) {
   if (img.width != kSide || img.height != kSide)
     throw ImageError(fmt::format("--raw needs a 28x28 image in MNIST form, this one is {}x{}", img.width, img.height));

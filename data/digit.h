@@ -26,6 +26,8 @@ Digit raw_digit(const GrayImage& image);      // a 28x28 image as it is (throws 
 // by area averaging (each output pixel the mean of the input area it covers), no inversion,
 // cropping or centring. Row-major, one byte per pixel.
 std::vector<uint8_t> resize_gray(const GrayImage& image, int width, int height);
+// The same for an image of several interleaved channels, each resized on its own.
+std::vector<uint8_t> resize_image(const Image& image, int width, int height);
 
 // An MNIST digit (white on black, 28x28) as black ink on a white RGB canvas, enlarged 3x and
 // placed off centre: what a user's photo or drawing looks like. width, height >= 84.

@@ -101,27 +101,30 @@ std::vector<uint8_t> gunzip_head(const std::vector<uint8_t>& bytes, size_t n) {
 }
 }  // namespace
 
-IdxArray read_idx(const std::string& path, int expected_rank) {
+std::vector<uint8_t> read_idx_bytes(const std::string& path) {
   std::vector<uint8_t> bytes;
   try {
-    bytes = read_file(path, uint64_t{1} << 31);
+    bytes = read_file(path, kMaxIdxBytes);
   } catch (const IoError& e) {
     throw DataError(e.what());
   }
-  if (bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b) {
-    // The decompressed file's size is its header's: decompress the header alone first, then
-    // allow exactly that size (one byte more shows any excess), so a bomb stops at its claim.
-    const std::vector<uint8_t> head = gunzip_head(bytes, 4 + 4 * 4);
-    const uint64_t expected = idx_size_from_header(head.data(), head.size(), path);
-    try {
-      bytes = gunzip_if_compressed(std::move(bytes), expected ? expected + 1 : kMaxIdxBytes, path);
-    } catch (const DataError& e) {
-      if (expected && std::string(e.what()).find("expands past") != std::string::npos)
-        throw DataError(fmt::format("{}: its gzip data holds more than the {} bytes its IDX header says (corrupt, or more than one file)",
-                                    path, expected));
-      throw;
-    }
+  if (bytes.size() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b) return bytes;
+  // The decompressed file's size is its header's: decompress the header alone first, then allow
+  // exactly that size (one byte more shows any excess), so a bomb stops at its claim.
+  const std::vector<uint8_t> head = gunzip_head(bytes, 4 + 4 * 4);
+  const uint64_t expected = idx_size_from_header(head.data(), head.size(), path);
+  try {
+    return gunzip_if_compressed(std::move(bytes), expected ? expected + 1 : kMaxIdxBytes, path);
+  } catch (const DataError& e) {
+    if (expected && std::string(e.what()).find("expands past") != std::string::npos)
+      throw DataError(fmt::format("{}: its gzip data holds more than the {} bytes its IDX header says (corrupt, or more than one file)",
+                                  path, expected));
+    throw;
   }
+}
+
+IdxArray read_idx(const std::string& path, int expected_rank) {
+  const std::vector<uint8_t> bytes = read_idx_bytes(path);
   return parse_idx(bytes.data(), bytes.size(), expected_rank, path);
 }
 

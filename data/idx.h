@@ -26,6 +26,9 @@ struct IdxArray {
 
 IdxArray parse_idx(const uint8_t* bytes, size_t size, int expected_rank, const std::string& name);
 IdxArray read_idx(const std::string& path, int expected_rank);
+// The bytes of an IDX file, read whole (at most kMaxIdxBytes) and, if gzip-compressed, decompressed
+// to no more than the size its header claims.
+std::vector<uint8_t> read_idx_bytes(const std::string& path);
 
 // `bytes` itself, or its gzip decompression when it starts with the gzip magic 1f8b: every member
 // of a multi-member file (as gzip -c a >> f, bgzip and pigz write), in order. Refuses damaged or

@@ -1,5 +1,7 @@
 #include "data/image_data.h"
 
+#include "io/qbin.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <vector>
@@ -23,9 +25,14 @@ const Role kTrainLabels{"training labels", {"train-labels"}};
 const Role kTestImages{"test images", {"t10k-images", "test-images"}};
 const Role kTestLabels{"test labels", {"t10k-labels", "test-labels"}};
 
+// What to do about a missing or damaged data set: fetch MNIST where MNIST is expected (a folder
+// named mnist, as the default ~/.cache/qnet/mnist), else what an IDX data set's folder holds.
 std::string hint(const std::string& dir) {
-  return fmt::format("for MNIST run scripts/fetch_mnist {}; any data set in the IDX format works (pass --data-dir or set "
-                     "QNET_DATA_DIR to its folder)", dir);
+  if (fs::path(dir).lexically_normal().filename() == "mnist" || fs::path(dir).lexically_normal().parent_path().filename() == "mnist")
+    return fmt::format("for MNIST run scripts/fetch_mnist {}; any data set in the IDX format works (pass --data-dir or set "
+                       "QNET_DATA_DIR to its folder)", qbin::shown(dir));
+  return "a data set's folder holds four IDX files, plain or .gz: train-images, train-labels, t10k-images (or test-images) and "
+         "t10k-labels (docs/tutorial.md)";
 }
 
 bool ends_with(const std::string& s, const std::string& end) {
@@ -58,13 +65,7 @@ std::string find_file(const std::string& dir, const Role& role) {
 }
 
 IdxArray read(const std::string& dir, const std::string& path, bool images) {
-  constexpr uint64_t kMaxBytes = uint64_t{1} << 31;
-  std::vector<uint8_t> bytes;
-  try {
-    bytes = gunzip_if_compressed(read_file(path, kMaxBytes), kMaxBytes, path);
-  } catch (const IoError& e) {
-    throw DataError(e.what());
-  }
+  const std::vector<uint8_t> bytes = read_idx_bytes(path);
   const int rank = images && bytes.size() >= 4 && bytes[3] == 4 ? 4 : images ? 3 : 1;
   IdxArray a;
   try {
@@ -82,6 +83,7 @@ IdxArray read(const std::string& dir, const std::string& path, bool images) {
 struct Loaded {
   ImageSet set;
   int max_label = -1;
+  std::vector<bool> seen = std::vector<bool>(256, false);  // which labels occur
 };
 
 Loaded load_set(const std::string& dir, const Role& images_role, const Role& labels_role) {
@@ -94,15 +96,22 @@ Loaded load_set(const std::string& dir, const Role& images_role, const Role& lab
   const int64_t channels = im.dims.size() == 4 ? im.dims[3] : 1;
   Loaded out;
   out.max_label = *std::max_element(lb.data.begin(), lb.data.end());
+  for (uint8_t l : lb.data) out.seen[l] = true;
   auto pixels = std::make_shared<const std::vector<uint8_t>>(std::move(im.data));
   auto labels = std::make_shared<const std::vector<int32_t>>(lb.data.begin(), lb.data.end());
   out.set = ImageSet(pixels, labels, im.dims[1], im.dims[2], channels);
   return out;
 }
 
-int check_classes(int classes, int max_label, const std::string& dir) {
+int check_classes(int classes, int max_label, const std::vector<bool>& seen, const std::string& dir) {
   if (classes == 0) {
     if (max_label < 1) throw DataError(fmt::format("{}: every label is {} (expected at least two classes)", dir, max_label));
+    // Classes from the labels: most of 0..max must occur, or one stray label (255, say) would
+    // silently make a model of 256 classes.
+    const int64_t present = std::count(seen.begin(), seen.begin() + max_label + 1, true);
+    if (2 * present < max_label + 1)
+      throw DataError(fmt::format("{}: the labels go up to {} but only {} of 0..{} occur (expected labels 0..classes-1; pass --classes {} "
+                                  "if that many classes are meant)", dir, max_label, present, max_label, max_label + 1));
     return max_label + 1;
   }
   if (max_label >= classes)
@@ -117,12 +126,14 @@ ImageData load_image_data(const std::string& dir, int classes) {
   if (train.set.image_shape() != test.set.image_shape())
     throw DataError(fmt::format("{}: training images are {}, test images {} (expected the same shape)", dir,
                                 shape_str(train.set.image_shape()), shape_str(test.set.image_shape())));
-  return {train.set, test.set, check_classes(classes, std::max(train.max_label, test.max_label), dir)};
+  std::vector<bool> seen(256);
+  for (int l = 0; l < 256; ++l) seen[l] = train.seen[l] || test.seen[l];
+  return {train.set, test.set, check_classes(classes, std::max(train.max_label, test.max_label), seen, dir)};
 }
 
 ImageSet load_test_images(const std::string& dir, int classes) {
   Loaded test = load_set(dir, kTestImages, kTestLabels);
-  check_classes(classes, test.max_label, dir);
+  check_classes(classes, test.max_label, test.seen, dir);
   return test.set;
 }
 

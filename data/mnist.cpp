@@ -1,5 +1,7 @@
 #include "data/mnist.h"
 
+#include "data/idx.h"
+
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -10,7 +12,9 @@ std::string mnist_dir(const std::string& option) {
   if (!option.empty()) return option;
   if (const char* env = std::getenv("QNET_DATA_DIR"); env && *env) return env;
   const char* home = std::getenv("HOME");
-  return fmt::format("{}/.cache/qnet/mnist", home && *home ? home : ".");
+  if (!home || !*home)  // before: quietly ./.cache/qnet/mnist
+    throw DataError("HOME is not set, so there is no ~/.cache/qnet/mnist: pass --data-dir DIR or set QNET_DATA_DIR");
+  return fmt::format("{}/.cache/qnet/mnist", home);
 }
 
 Mnist load_mnist(const std::string& dir) {

@@ -112,7 +112,8 @@ bool encode(PngContext* ctx) {
     return false;
   }
   png_set_write_fn(png, ctx, write_bytes, flush_nothing);
-  png_set_IHDR(png, info, ctx->width, ctx->height, 8, ctx->channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
+  const int types[] = {PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
+  png_set_IHDR(png, info, ctx->width, ctx->height, 8, types[ctx->channels - 1],
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
   png_write_image(png, ctx->rows.data());
@@ -152,6 +153,49 @@ GrayImage decode_png_gray(const uint8_t* data, size_t size) {
   return img;
 }
 
+Image decode_png(const uint8_t* data, size_t size, int channels) {
+  if (channels < 1 || channels > 4) throw ImageError(fmt::format("decode_png: {} channels (expected 1 to 4)", channels));
+  if (channels == 1) {
+    GrayImage g = decode_png_gray(data, size);
+    return {g.width, g.height, 1, std::move(g.pixels)};
+  }
+  if (size < 8 || png_sig_cmp(data, 0, 8) != 0) throw ImageError("not a PNG file (bad signature)");
+  PngContext ctx;
+  ctx.data = data, ctx.size = size;
+  if (!decode(&ctx)) throw ImageError(fmt::format("cannot decode the PNG: {}", ctx.message));
+  const int ch = ctx.channels;  // what the file holds: 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
+  const bool has_alpha = ch == 2 || ch == 4, colour = ch >= 3;
+  Image img{static_cast<int>(ctx.width), static_cast<int>(ctx.height), channels, std::vector<uint8_t>(size_t{ctx.width} * ctx.height * channels)};
+  for (size_t i = 0; i < size_t{ctx.width} * ctx.height; ++i) {
+    const uint8_t* p = &ctx.pixels[i * ch];
+    uint8_t* o = &img.pixels[i * channels];
+    const uint8_t alpha = has_alpha ? p[ch - 1] : 255;
+    if (channels == 2) {
+      o[0] = colour ? luma(p) : p[0], o[1] = alpha;
+    } else {
+      for (int c = 0; c < 3; ++c) o[c] = colour ? p[c] : p[0];
+      if (channels == 4) o[3] = alpha;
+      else if (has_alpha)
+        for (int c = 0; c < 3; ++c) o[c] = static_cast<uint8_t>((o[c] * alpha + 127) / 255);  // over black
+    }
+  }
+  return img;
+}
+
+Image read_png(const std::string& path, int channels) {
+  std::vector<uint8_t> bytes;
+  try {
+    bytes = read_file(path, kMaxPngFileBytes);
+  } catch (const IoError& e) {
+    throw ImageError(e.what());
+  }
+  try {
+    return decode_png(bytes.data(), bytes.size(), channels);
+  } catch (const ImageError& e) {
+    throw ImageError(fmt::format("{}: {}", path, e.what()));
+  }
+}
+
 GrayImage read_png_gray(const std::string& path) {
   std::vector<uint8_t> bytes;
   try {
@@ -168,8 +212,8 @@ GrayImage read_png_gray(const std::string& path) {
 
 std::vector<uint8_t> encode_png(const PngFormat& f, const uint8_t* pixels) {
   if (f.width < 1 || f.height < 1 || static_cast<uint32_t>(f.width) > kMaxImageSide || static_cast<uint32_t>(f.height) > kMaxImageSide ||
-      (f.channels != 1 && f.channels != 3))
-    throw ImageError(fmt::format("encode_png: {}x{}x{} (expected 1..{} pixels a side, 1 or 3 channels)", f.width, f.height, f.channels,
+      f.channels < 1 || f.channels > 4)
+    throw ImageError(fmt::format("encode_png: {}x{}x{} (expected 1..{} pixels a side, 1 to 4 channels)", f.width, f.height, f.channels,
                                  kMaxImageSide));
   PngContext ctx;
   ctx.width = f.width, ctx.height = f.height, ctx.channels = f.channels;

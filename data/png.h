@@ -33,9 +33,20 @@ struct GrayImage {
 GrayImage decode_png_gray(const uint8_t* data, size_t size);  // messages do not name a file
 GrayImage read_png_gray(const std::string& path);              // messages start with the path
 
+// Any PNG as `channels` interleaved 8-bit channels per pixel, for models of that many: 1 gray (as
+// decode_png_gray), 2 gray + alpha, 3 RGB, 4 RGBA. Gray becomes R = G = B, colour becomes luma for
+// 1 and 2 channels, a missing alpha is opaque (255), an alpha the model does not take is dropped
+// (for 3 channels the colour is composited over black, where transparent pixels carry none).
+struct Image {
+  int width = 0, height = 0, channels = 1;
+  std::vector<uint8_t> pixels;  // row-major, channels interleaved
+};
+Image decode_png(const uint8_t* data, size_t size, int channels);
+Image read_png(const std::string& path, int channels);
+
 struct PngFormat {
   int width = 0, height = 0;
-  int channels = 1;  // 1 gray, 3 RGB
+  int channels = 1;  // 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
 };
 std::vector<uint8_t> encode_png(const PngFormat& format, const uint8_t* pixels);
 void write_png(const std::string& path, const PngFormat& format, const uint8_t* pixels);  // temp file + rename

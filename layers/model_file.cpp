@@ -51,9 +51,10 @@ Sequential read_chain(const std::vector<qbin::LayerRecord>& records, size_t begi
     if (skip && skip(r)) continue;
     const LayerKind* kind = find_layer_kind(r.kind);
     if (!kind) throw qbin::FormatError(fmt::format("layer '{}': unknown kind '{}'", qbin::shown(r.name), qbin::shown(r.kind)));
-    for (const auto& t : r.tensors)
+    for (const auto& t : r.tensors)  // before a kind reads its tensors as floats
       if (t.dtype != qbin::DType::kF32)
-        throw qbin::FormatError(fmt::format("layer '{}' holds {} tensors: this is an int8 model, not a float one", qbin::shown(r.name),
+        throw qbin::FormatError(fmt::format("layer '{}' holds {} tensors: this is an int8 model (for evaluate and infer), not a float "
+                                            "model or a QAT checkpoint (model_qat.qbin) that training can continue", qbin::shown(r.name),
                                             qbin::dtype_name(t.dtype)));
     std::unique_ptr<Module> layer;
     if (kind->from_branches) {

@@ -52,7 +52,13 @@ class Parser {
     }
   }
   bool at(char c) const { return i_ < s_.size() && s_[i_] == c; }
-  Token here() const { return {i_ < s_.size() ? std::string(1, s_[i_]) : "end", i_ + 1}; }
+  // The character at i_ (a whole UTF-8 sequence, not one of its bytes), or "end".
+  Token here() const {
+    if (i_ >= s_.size()) return {"end", i_ + 1};
+    size_t n = 1;
+    while (i_ + n < s_.size() && n < 4 && (static_cast<unsigned char>(s_[i_ + n]) & 0xC0) == 0x80) ++n;
+    return {s_.substr(i_, n), i_ + 1};
+  }
   Token word(const char* what) {
     Token t{"", i_ + 1};
     while (i_ < s_.size() && word_char(s_[i_])) t.text += s_[i_++];
@@ -117,7 +123,9 @@ class Parser {
 }  // namespace
 
 Sequential model_from_spec(const std::string& spec, const Shape& input, Rng& rng) {
-  return model_from_layer_specs(Parser(spec).spec(), input, rng, true);
+  const std::string bom = "\xEF\xBB\xBF";  // a UTF-8 byte order mark, as some editors start a file
+  const std::string text = spec.rfind(bom, 0) == 0 ? spec.substr(bom.size()) : spec;
+  return model_from_layer_specs(Parser(text).spec(), input, rng, true);
 }
 
 Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Shape& input, Rng& rng, bool names_layers) {

@@ -132,6 +132,8 @@ const LayerKind& dropout_kind() {
       .from_spec =
           [](const SpecArgs& a, const Shape&, Rng& rng) {
             const double rate = a.real(a.need("rate"), 0.0, 1.0, "dropout rate (expected 0 <= rate < 1)");
+            if (!(static_cast<float>(rate) < 1.f))  // 0.99999999 is 1 as a float: every value dropped
+              spec_fail(a.need("rate"), "dropout rate (expected 0 <= rate < 1; this one is 1 as a 32-bit float)");
             return one(std::make_unique<Dropout>(static_cast<float>(rate), rng.next_u64()));
           },
       .from_record = [](const qbin::LayerRecord& r) -> std::unique_ptr<Module> { return Dropout::from_record(r); },

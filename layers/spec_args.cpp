@@ -6,9 +6,15 @@
 
 #include <fmt/format.h>
 
+#include "io/qbin.h"
+
 namespace qnet {
 
-void spec_fail(const SpecToken& t, const std::string& why) { throw SpecError(fmt::format("at character {} ('{}'): {}", t.at, t.text, why)); }
+// Tokens are quoted as file names are (qbin::shown): a NUL, an escape or a byte that is not
+// printable ASCII reaches the message as \xNN, never raw.
+void spec_fail(const SpecToken& t, const std::string& why) {
+  throw SpecError(fmt::format("at character {} ('{}'): {}", t.at, qbin::shown(t.text), why));
+}
 
 std::string lower_case(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

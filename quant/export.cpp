@@ -142,6 +142,15 @@ void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOpti
   if (calibration.size() < 1) throw std::invalid_argument("calibrate_ptq: no calibration images");
   if (!(o.percentile > 0 && o.percentile <= 100))
     throw std::invalid_argument(fmt::format("calibrate_ptq: percentile {} (expected 0 < p <= 100)", o.percentile));
+  // Calibration on one image repeated (all zeros, say) gives ranges no other input fits: before,
+  // quantize then gave 0.085 where the float model gave 0.415, and said nothing.
+  bool all_same = calibration.size() > 1;
+  for (int64_t i = 1; i < calibration.size() && all_same; ++i)
+    all_same = std::memcmp(calibration.image(i), calibration.image(0), static_cast<size_t>(calibration.image_bytes())) == 0;
+  if (all_same)
+    throw std::invalid_argument(fmt::format("calibrate_ptq: the {} calibration images are all the same image: activation ranges calibrated on "
+                                            "them would fit no other input (expected images like those the model will see)",
+                                            calibration.size()));
   prepare_qat(model, {.bits = o.bits, .observer = {}});  // checks the graph; calibration runs it in float
   std::map<const QatObservedActivation*, Seen> seen;
   set_calibration(model, [&](QatObservedActivation& where, const Tensor& v) {

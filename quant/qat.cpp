@@ -438,10 +438,13 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
       if (r.get_int(key::kOutputBits, 0) != a.bits())
         throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int(key::kOutputBits, 0), bits));
       const float lo = r.get_float(key::kOutputMin), hi = r.get_float(key::kOutputMax);
-      const bool ok = std::isfinite(lo) && std::isfinite(hi) && lo <= hi && hi <= 0x1p40f && lo >= -0x1p40f && (!relu || lo >= 0.f);
+      // A Quantize range of one value ([0, 0]) has no grid: before, it loaded and the model scored 0.14.
+      const bool ok = std::isfinite(lo) && std::isfinite(hi) && (relu ? lo <= hi : lo < hi) && hi <= 0x1p40f && lo >= -0x1p40f &&
+                      (!relu || lo >= 0.f);
       if (!ok)
-        throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite {}min <= max, within 2^40{})",
-                                            qbin::shown(r.name), lo, hi, relu ? "0 <= " : "", relu ? ": a ReLU's output starts at 0" : ""));
+        throw qbin::FormatError(fmt::format("layer '{}': activation range [{}, {}] (expected finite {}min {} max, within 2^40{})",
+                                            qbin::shown(r.name), lo, hi, relu ? "0 <= " : "", relu ? "<=" : "<",
+                                            relu ? ": a ReLU's output starts at 0" : ""));
       a.observer().set_range(lo, hi);
     }
     if (next != observed.size())

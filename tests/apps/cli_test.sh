@@ -37,11 +37,13 @@ expect "unknown observer" 2 "expected ema or tfmot" -- "$bin/train" --qat --obse
 expect "missing init model" 1 "cannot open" -- "$bin/train" --qat --init "$tmp/none.qbin" --data-dir "$tmp/corrupt"
 echo "this text file is not a model, whatever its name says" >"$tmp/bad.qbin"
 expect "corrupt init model" 1 "not a qbin model" -- "$bin/train" --qat --init "$tmp/bad.qbin"
-expect "missing data" 1 "scripts/fetch_mnist" -- "$bin/train" --data-dir "$tmp/empty"
+expect "missing data" 1 "no training images file in .*empty (expected a name containing .train-images." -- "$bin/train" --data-dir "$tmp/empty"
+mkdir -p "$tmp/mnist"
+expect "missing data where MNIST is expected: the hint fetches it" 1 "for MNIST run scripts/fetch_mnist" -- "$bin/train" --data-dir "$tmp/mnist"
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
   head -c 2000 /dev/zero >"$tmp/corrupt/$f"
 done
-expect "corrupt data" 1 "scripts/fetch_mnist" -- "$bin/train" --data-dir "$tmp/corrupt"
+expect "corrupt data: the hint says what a data set's folder holds (not to fetch MNIST)" 1 "a data set's folder holds four IDX files" -- "$bin/train" --data-dir "$tmp/corrupt"
 
 # The int8 tools (bad images with a real model are tested in tests/apps/infer_test.sh).
 expect "infer: no arguments" 2 "missing MODEL" -- "$bin/infer"
@@ -108,6 +110,25 @@ pads="zeropadding2d(64) zeropadding2d(64) zeropadding2d(64) zeropadding2d(64) ze
 expect "train: a model whose training needs more memory than there is, refused with the figures" 2 \
   "training this model at batch 32 needs about 2.4 GB" -- bash -c "ulimit -v 1500000; exec timeout 60 $bin/train --model '$pads flatten dense(10)'"
 expect "train --model whose last layer does not give the classes" 1 "^train: error: --model: the model takes \[28, 28, 1\] and gives \[12\]" -- "$bin/train" --model 'flatten dense(12)'
+
+# Messages quote what the user gave as file names are quoted, and name their option (issue 22, items 7, 8, 13).
+printf 'conv2d(8, 3)\0 flatten dense(10)' >"$tmp/nul.spec"
+expect "a NUL byte in a spec file is shown escaped, not cut" 2 "at character 13 ('\\\\x00'): expected a layer name" -- "$bin/train" --model "$tmp/nul.spec"
+expect "a non-ASCII character in a spec is shown whole and escaped" 2 "at character 2 ('\\\\xc3\\\\xb6')" -- "$bin/train" --model 'cönv2d(8, 3)'
+printf 'conv2d(8, 3) \033[31m flatten' >"$tmp/esc.spec"
+expect "an escape byte in a spec is shown escaped" 2 "('\\\\x1b')" -- "$bin/train" --model "$tmp/esc.spec"
+printf '\xEF\xBB\xBFflatten dense(12)' >"$tmp/bom.spec"
+expect "a UTF-8 byte order mark starting a spec file is read past" 1 "the model takes \[28, 28, 1\] and gives \[12\]" -- "$bin/train" --model "$tmp/bom.spec"
+expect "a dropout rate that is 1 as a float is refused at its token" 2 "('0.99999999'): dropout rate (expected 0 <= rate < 1; this one is 1 as a 32-bit float)" -- \
+  "$bin/train" --model 'flatten dropout(0.99999999) dense(10)'
+expect "a validation split that leaves nothing to train on names the option" 2 "--validation-split 0.99999 leaves none of the 60000 training images" -- \
+  "$bin/train" --validation-split 0.99999
+expect "a missing spec file is named as such, not parsed as a spec" 2 "--model my_model.spec: no such file" -- "$bin/train" --model my_model.spec
+expect "... also in a missing folder" 2 "--model ./missing/model.spec: no such file" -- "$bin/train" --model ./missing/model.spec
+expect "... and a folder is a folder" 2 "is a folder (expected a model spec or a file holding one)" -- "$bin/train" --model "$tmp/empty"
+expect "QNET_ISA's value is shown escaped" 1 "QNET_ISA=avx2\\\\x0a (expected avx512, avx2 or baseline)" -- env QNET_ISA=$'avx2\n' "$bin/train" --epochs 1
+expect "HOME unset: no quiet ./.cache, the way out named" 1 "HOME is not set, so there is no ~/.cache/qnet/mnist: pass --data-dir DIR or set QNET_DATA_DIR" -- \
+  env -u HOME -u QNET_DATA_DIR "$bin/train" --epochs 1
 
 if "$bin/train" --help | grep -q -- "--validation-split"; then echo "ok   help"; else echo "FAIL help"; failures=$((failures + 1)); fi
 echo "$failures failed"

@@ -64,8 +64,12 @@ check "... and its QAT checkpoint (with Quantize records) resumes" test $? -eq 0
 check "quantize (PTQ) calibrates on that data set" grep -q "int8 test accuracy on the oneDNN runtime: 0\.9" ptq.log
 "$bin/train" --data-dir multi --classes 5 >few.log 2>&1
 check "--classes below a label is refused" grep -q "a label is 9, not below --classes 5" few.log
-"$bin/infer" multi.qbin x.png >infer_multi.txt 2>&1
-check "infer refuses a 2-channel model with a reason" grep -q "takes 14x28x2 images; infer reads grayscale" infer_multi.txt
+# Several channels (issue 22, item 11): samples writes them as gray + alpha PNGs (before: it
+# failed, encode_png: 28x28x2, and left an empty folder), and infer reads them back as such.
+"$bin/samples" --count 3 --data-dir multi --out multi_png >samples_multi.txt 2>&1
+check "samples writes 2-channel test images as gray + alpha PNGs" test "$(ls multi_png/*.png 2>/dev/null | wc -l)" -eq 3
+"$bin/infer" multi.qbin --raw multi_png/0000_7.png --json >infer_multi.json 2>&1
+check "infer runs a 2-channel model on them (before: refused), naming the class" grep -q '"class": 7' infer_multi.json
 
 "$bin/samples" --count 3 --data-dir tall --out tall_png >/dev/null
 check "samples writes the test images at their size" test "$(ls tall_png/*.png | wc -l)" -eq 3
@@ -79,6 +83,18 @@ printf '# two convs for tall images\nconv2d(8, 3, relu)\nmaxpool2d(2)\nconv2d(16
 "$bin/train" --qat --epochs 1 --data-dir tall --model tall.spec -o spec.qbin --checkpoint spec_qat.qbin --metrics spec.json >spec.log 2>&1
 check "train --model FILE builds the spec's layers" grep -q "dropout (Dropout)" spec.log
 check "... and its int8 model (Dropout left out) is accurate (> 0.9)" bash -c 'grep -q "\"int8_test_accuracy\": 0\.9" spec.json'
+
+# 1x1 images: the article's model cannot take them, and says so (before: "reference_model: input [1, 1, 1]").
+mkdir -p dot
+{ printf '\x00\x00\x08\x03'; be32 100; be32 1; be32 1; tail -c +17 "$mnist/train-images-idx3-ubyte" | head -c 100; } >dot/train-images-idx3-ubyte
+{ printf '\x00\x00\x08\x01'; be32 100; tail -c +9 "$mnist/train-labels-idx1-ubyte" | head -c 100; } >dot/train-labels-idx1-ubyte
+cp dot/train-images-idx3-ubyte dot/t10k-images-idx3-ubyte
+cp dot/train-labels-idx1-ubyte dot/t10k-labels-idx1-ubyte
+"$bin/train" --data-dir dot >dot.log 2>&1
+check "1x1 images: the article's model refuses them, naming the size and the way out" \
+  grep -q "the article's model takes images of at least 4x4; the data set's are 1x1: give a --model" dot.log
+"$bin/train" --data-dir dot --model 'flatten dense(10)' --epochs 1 >dot2.log 2>&1
+check "... and a model that takes them trains" test $? -eq 0
 
 mkdir -p two
 cp tall/*train-images* two/

@@ -200,3 +200,23 @@ TEST_CASE("any IDX data set loads with its own shape and class count, and incons
   CHECK_THROWS_WITH(load_image_data(ok), Catch::Contains("no training images file"));
   for (const std::string& dir : {ok, counts, shapes, channels, rank2}) std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("classes come from the labels only when most of them occur: one stray 255 is refused (issue 22, item 12)", "[data]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "qnet_test_stray_label";
+  fs::create_directories(dir);
+  std::vector<uint8_t> labels(40);
+  for (size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<uint8_t>(i % 10);
+  labels.back() = 255;  // one label far outside 0..9
+  const auto images = idx_bytes({40, 2, 2}, 160);
+  std::vector<uint8_t> label_file = {0, 0, 8, 1, 0, 0, 0, 40};
+  label_file.insert(label_file.end(), labels.begin(), labels.end());
+  for (const char* role : {"train", "t10k"}) {
+    write_file_atomic((dir / fmt::format("{}-images-idx3-ubyte", role)).string(), images);
+    write_file_atomic((dir / fmt::format("{}-labels-idx1-ubyte", role)).string(), label_file);
+  }
+  CHECK_THROWS_WITH(load_image_data(dir.string()), Catch::Contains("the labels go up to 255 but only 11 of 0..255 occur") &&
+                                                       Catch::Contains("pass --classes 256 if that many classes are meant"));
+  CHECK(load_image_data(dir.string(), 256).classes == 256);  // asked for: taken
+  fs::remove_all(dir);
+}

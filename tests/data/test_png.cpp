@@ -176,3 +176,30 @@ TEST_CASE("prepared PNGs (28x28 gray and ink on a white canvas) give the raw ima
   CHECK(agree_canvas >= 0.98 * n);
   CHECK(correct_canvas >= correct_raw - 0.01 * n);
 }
+
+TEST_CASE("PNGs of 1 to 4 channels round-trip, and any PNG reads in the channels a model takes (issue 22, item 11)", "[data]") {
+  const int w = 3, h = 2;
+  for (int channels = 1; channels <= 4; ++channels) {
+    std::vector<uint8_t> px(static_cast<size_t>(w) * h * channels);
+    for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(37 * i + 11);
+    const std::vector<uint8_t> png = encode_png({.width = w, .height = h, .channels = channels}, px.data());
+    const Image back = decode_png(png.data(), png.size(), channels);
+    CHECK(back.width == w);
+    CHECK(back.channels == channels);
+    CHECK(back.pixels == px);
+  }
+  // An RGBA file read for models of 1, 2, 3 and 4 channels.
+  const std::vector<uint8_t> rgba{200, 100, 50, 255, 10, 20, 30, 0};  // opaque orange, transparent dark
+  const std::vector<uint8_t> png = encode_png({.width = 2, .height = 1, .channels = 4}, rgba.data());
+  CHECK(decode_png(png.data(), png.size(), 4).pixels == rgba);
+  CHECK(decode_png(png.data(), png.size(), 3).pixels == std::vector<uint8_t>{200, 100, 50, 0, 0, 0});  // over black
+  const uint8_t luma = static_cast<uint8_t>((299 * 200 + 587 * 100 + 114 * 50 + 500) / 1000);
+  CHECK(decode_png(png.data(), png.size(), 2).pixels[0] == luma);
+  CHECK(decode_png(png.data(), png.size(), 2).pixels[3] == 0);  // its alpha kept
+  CHECK(decode_png(png.data(), png.size(), 1).pixels.size() == 2);
+  // A gray file read for an RGB model: R = G = B.
+  const std::vector<uint8_t> gray{7, 250};
+  const std::vector<uint8_t> g = encode_png({.width = 2, .height = 1, .channels = 1}, gray.data());
+  CHECK(decode_png(g.data(), g.size(), 3).pixels == std::vector<uint8_t>{7, 7, 7, 250, 250, 250});
+  CHECK_THROWS_WITH(decode_png(g.data(), g.size(), 5), Catch::Contains("5 channels (expected 1 to 4)"));
+}

@@ -266,3 +266,33 @@ TEST_CASE("the runtime's memory is bounded by its largest activations, not by it
     CHECK(many < size_t{16} << 20);
   }
 }
+
+TEST_CASE("what loaded or ran silently and wrongly is refused with the reason (issue 22, items 7, 9, 12)", "[quant][validation]") {
+  Rng rng(8);
+  Sequential q = mnist_reference_model(rng);
+  prepare_qat(q, {.bits = 8, .observer = {}});
+  {
+    NoGradGuard no_grad;
+    q.forward(Variable(testing::random_tensor({8, 28, 28, 1}, rng, 0.f, 1.f), false));
+  }
+  // An int8 model given to training: before, "tensor 'kernel' is s8 (expected f32)".
+  CHECK_THROWS_WITH(from_qbin(export_int8(q)), Catch::Contains("this is an int8 model (for evaluate and infer), not a float model or a QAT checkpoint"));
+  // A Quantize range of one value: before, train --init --qat took it (accuracy 0.14).
+  Sequential m = model_from_spec("conv2d(4, 3) flatten dense(10)", {28, 28, 1}, rng);
+  prepare_qat(m, {.bits = 8, .observer = {}});
+  {
+    NoGradGuard no_grad;
+    m.forward(Variable(testing::random_tensor({4, 28, 28, 1}, rng, 0.f, 1.f), false));
+  }
+  qbin::Model checkpoint = to_qbin(m);
+  for (auto& r : checkpoint.layers)
+    if (r.kind == "Quantize") r.floats = {{"output_min", 0.f}, {"output_max", 0.f}};
+  const std::string path = temp_path("empty_range.qbin");
+  qbin::save(checkpoint, path);
+  CHECK_THROWS_WITH(load_any_model(path), Catch::Contains("activation range [0, 0] (expected finite min < max"));
+  std::remove(path.c_str());
+  // Calibration on one image repeated (all zeros): before, quantize gave 0.085 for a 0.415 model, exit 0.
+  Sequential f = mnist_reference_model(rng);
+  const ImageSet zeros(std::make_shared<const std::vector<uint8_t>>(100 * 784, 0), std::make_shared<const std::vector<int32_t>>(100, 1), 28, 28);
+  CHECK_THROWS_WITH(calibrate_ptq(f, zeros, {}), Catch::Contains("the 100 calibration images are all the same image"));
+}
