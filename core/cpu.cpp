@@ -58,11 +58,20 @@ std::optional<Isa> parse_isa(std::string_view name) {
 }
 
 // GCC 12's __builtin_cpu_supports knows the x86-64 levels and checks that the OS saves the
-// AVX and AVX-512 registers (XCR0), not only the CPUID bits.
+// AVX and AVX-512 registers (XCR0), not only the CPUID bits. Clang 14 (the fuzz build) knows only
+// single features: there, the levels' vector and bit-manipulation features.
 Isa cpu_isa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v4")) return Isa::kAvx512;
-  if (__builtin_cpu_supports("x86-64-v3")) return Isa::kAvx2;
+#if defined(__clang__)
+  const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi") &&
+                  __builtin_cpu_supports("bmi2");
+  const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd");
+#else
+  const bool v3 = __builtin_cpu_supports("x86-64-v3"), v4 = __builtin_cpu_supports("x86-64-v4");
+#endif
+  if (v4) return Isa::kAvx512;
+  if (v3) return Isa::kAvx2;
   return Isa::kBaseline;
 }
 
