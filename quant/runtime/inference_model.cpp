@@ -122,6 +122,7 @@ void StageReader::push(const LayerRecord& r, std::shared_ptr<const StageOp> op, 
     st.f32_output = a.f32, st.zero_point = a.zero_point;
     f32 = a.f32, zero = a.zero_point;
     if (!a.f32) scale = a.scale, code_max = (1 << m.bits) - 1;
+    st.scale = scale;
   }
   H = oh, W = ow, C = oc;
   m.stages.push_back(std::move(st));
@@ -129,7 +130,7 @@ void StageReader::push(const LayerRecord& r, std::shared_ptr<const StageOp> op, 
 
 void StageReader::push_same_grid(const LayerRecord& r, std::shared_ptr<const StageOp> op, int oh, int ow, int oc) {
   H = oh, W = ow, C = oc;
-  m.stages.push_back({r.name, r.kind, std::move(op), H, W, C, f32, zero});
+  m.stages.push_back({r.name, r.kind, std::move(op), H, W, C, f32, zero, scale});
 }
 
 std::vector<Stage> StageReader::read_chain(std::span<const LayerRecord> records) {

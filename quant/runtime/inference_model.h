@@ -42,6 +42,7 @@ struct Stage {
   int H = 1, W = 1, C = 1;  // output shape per image (Flatten and Dense: H = W = 1)
   bool f32_output = true;   // int8 models: false while the stage gives u8 codes
   int32_t zero_point = 0;   // u8 output: the code of real 0
+  float scale = 1.f;        // u8 output: code q stands for scale * (q - zero_point) (eq. 1)
 };
 
 struct InferenceModel {

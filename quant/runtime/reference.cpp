@@ -39,4 +39,21 @@ std::vector<float> reference_forward(const InferenceModel& m, const uint8_t* ima
   return logits;
 }
 
+std::vector<std::vector<float>> reference_trace(const InferenceModel& m, const uint8_t* image) {
+  if (m.precision != Precision::kInt8) throw std::invalid_argument("reference_trace: the model is not int8");
+  std::vector<std::vector<float>> outputs;
+  RefActivation x{m.H, m.W, m.C, false, std::vector<uint8_t>(image, image + m.input_size()), {}};
+  for (const Stage& st : m.stages) {
+    st.op->reference(x, st);
+    if (x.real) {
+      outputs.push_back(x.f);
+    } else {
+      std::vector<float> real(x.q.size());
+      for (size_t i = 0; i < real.size(); ++i) real[i] = static_cast<float>(x.q[i] - st.zero_point) * st.scale;
+      outputs.push_back(std::move(real));
+    }
+  }
+  return outputs;
+}
+
 }  // namespace qnet

@@ -18,4 +18,9 @@ namespace qnet {
 // images: n x (H*W*C) uint8 pixels, NHWC. Int8 models only (throws std::invalid_argument).
 std::vector<float> reference_forward(const InferenceModel& model, const uint8_t* images, int64_t n);
 
+// The output of every stage of model.stages (a residual block is one stage) for one image, in
+// real numbers: u8 codes as scale * (q - zero_point) (eq. 1), floats as they are; the last entry
+// is the logits. What the quantization debugger (quant/debugger.h) compares layer by layer.
+std::vector<std::vector<float>> reference_trace(const InferenceModel& model, const uint8_t* image);
+
 }  // namespace qnet
