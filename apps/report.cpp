@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -82,6 +83,50 @@ std::string bar_chart_svg(const BarChart& c) {
     svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{}\"/>\n", lx, ly, c.series[s].color);
     svg += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"13\">{}</text>\n", lx + 20, ly + 12, escape(c.series[s].name));
   }
+  return svg + "</svg>\n";
+}
+
+std::string histogram_svg(const HistogramChart& c) {
+  if (c.counts.empty() || !(c.width > 0)) throw std::invalid_argument("histogram_svg: no bins");
+  const double W = 720, H = 360, left = 70, right = 20, plot_top = 50, bottom = 60, gap = 24;
+  const double pw = W - left - right - 2 * gap, ph = H - plot_top - bottom;
+  int64_t top = std::max(c.below, c.above);
+  for (int64_t n : c.counts) top = std::max(top, n);
+  const double y_max = std::max(1.0, std::ceil(std::log10(static_cast<double>(top) + 1)));
+  auto y = [&](int64_t n) { return plot_top + ph * (1 - std::log10(static_cast<double>(n) + 1) / y_max); };
+  const double hi = c.lo + c.width * static_cast<double>(c.counts.size());
+  auto x = [&](double v) { return left + gap + pw * (v - c.lo) / (hi - c.lo); };
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" font-family=\"sans-serif\">\n"
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{}\" y=\"26\" font-size=\"16\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\n",
+      W, H, W, H, W / 2, escape(c.title));
+  for (int d = 0; d <= static_cast<int>(y_max); ++d) {  // 1, 10, 100, ... values
+    const double yy = plot_top + ph * (1 - d / y_max);
+    svg += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#eee\"/>\n", left, yy, W - right, yy);
+    svg += fmt::format("<text x=\"{}\" y=\"{:.1f}\" font-size=\"11\" text-anchor=\"end\">{:g}</text>\n", left - 6, yy + 4, std::pow(10.0, d) - (d == 0));
+  }
+  if ((hi - c.lo) <= 64)
+    for (double g = std::ceil(c.lo); g < hi; g += 1)
+      svg += fmt::format("<line x1=\"{:.1f}\" y1=\"{}\" x2=\"{:.1f}\" y2=\"{}\" stroke=\"#9ecae1\"/>\n", x(g), plot_top, x(g), plot_top + ph);
+  const double bw = pw / static_cast<double>(c.counts.size());
+  for (size_t i = 0; i < c.counts.size(); ++i)
+    if (c.counts[i] > 0)
+      svg += fmt::format("<rect x=\"{:.2f}\" y=\"{:.1f}\" width=\"{:.2f}\" height=\"{:.1f}\" fill=\"#4c78a8\"/>\n", left + gap + i * bw,
+                         y(c.counts[i]), std::max(bw * 0.9, 0.5), plot_top + ph - y(c.counts[i]));
+  for (auto [n, at, label] : {std::tuple{c.below, left + 2.0, "below"}, std::tuple{c.above, W - right - gap + 2.0, "above"}}) {
+    if (n > 0)
+      svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{}\" height=\"{:.1f}\" fill=\"#e45756\"/>\n", at, y(n), gap - 4, plot_top + ph - y(n));
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#e45756\">{}</text>\n", at + (gap - 4) / 2,
+                       plot_top + ph + 28, label);
+  }
+  const double first = std::ceil(c.lo), last = std::floor(hi);  // the first, middle and last integer (code) on the axis
+  for (double t : {first, std::round((first + last) / 2), last})
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{:g}</text>\n", x(t), plot_top + ph + 14, t);
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"13\" text-anchor=\"middle\">{}</text>\n", left + pw / 2 + gap, H - 12, escape(c.x_label));
+  svg += fmt::format("<text transform=\"translate(18,{}) rotate(-90)\" font-size=\"13\" text-anchor=\"middle\">values (log scale)</text>\n",
+                     plot_top + ph / 2);
+  svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", left, plot_top + ph, W - right, plot_top + ph);
   return svg + "</svg>\n";
 }
 

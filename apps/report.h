@@ -26,6 +26,18 @@ struct BarChart {
 
 std::string bar_chart_svg(const BarChart& chart);  // throws std::invalid_argument on ragged data
 
+// A histogram on a quantization grid: bin i covers [lo + i * width, lo + (i + 1) * width) on the
+// code axis; values below and above the bins (clipped) drawn apart in red; counts on a log scale;
+// a line at each integer code (the grid) when there are at most 64 codes.
+struct HistogramChart {
+  std::string title;
+  std::string x_label;  // "code (output / scale + zero point)"
+  double lo = 0, width = 1;
+  std::vector<int64_t> counts;
+  int64_t below = 0, above = 0;
+};
+std::string histogram_svg(const HistogramChart& chart);  // throws std::invalid_argument with no bins
+
 struct Stats {
   double mean = 0, sd = 0;  // sd: sample standard deviation (0 for one value)
   double median = 0;        // the middle value; the mean of the two middle ones for an even count

@@ -28,6 +28,23 @@ TEST_CASE("a ragged or empty chart is refused", "[apps]") {
   CHECK_THROWS_AS(bar_chart_svg({.title = "t", .y_label = "y", .groups = {}, .series = {}}), std::invalid_argument);
 }
 
+TEST_CASE("a histogram draws one bar per non-empty bin, the clipped counts in red, grid lines for few codes", "[apps]") {
+  const HistogramChart c{.title = "conv2d <grid>", .x_label = "code", .lo = -0.5, .width = 1.0, .counts = {5, 0, 100, 7}, .below = 0, .above = 3};
+  const std::string svg = histogram_svg(c);
+  CHECK(svg.find("conv2d &lt;grid&gt;") != std::string::npos);
+  size_t bars = 0, red = 0, grid = 0;
+  for (size_t at = svg.find("fill=\"#4c78a8\""); at != std::string::npos; at = svg.find("fill=\"#4c78a8\"", at + 1)) ++bars;
+  for (size_t at = svg.find("fill=\"#e45756\"/>"); at != std::string::npos; at = svg.find("fill=\"#e45756\"/>", at + 1)) ++red;  // bars, not labels
+  for (size_t at = svg.find("stroke=\"#9ecae1\""); at != std::string::npos; at = svg.find("stroke=\"#9ecae1\"", at + 1)) ++grid;
+  CHECK(bars == 3);  // the empty bin draws nothing
+  CHECK(red == 1);   // "above" has 3 values, "below" none
+  CHECK(grid == 4);  // codes 0..3
+  HistogramChart wide = c;
+  wide.counts.assign(256, 1);
+  CHECK(histogram_svg(wide).find("#9ecae1") == std::string::npos);  // 256 codes: no grid lines
+  CHECK_THROWS_AS(histogram_svg({.title = "t", .x_label = "x"}), std::invalid_argument);
+}
+
 TEST_CASE("mean and sample standard deviation", "[apps]") {
   const Stats s = stats({0.9799, 0.9806, 0.9809, 0.9834, 0.9814, 0.9812});
   CHECK(s.mean == Approx(0.98123).epsilon(1e-4));

@@ -1,0 +1,269 @@
+// inspect: where quantization loses accuracy, layer by layer. Runs the float model, the
+// fake-quantized model and the int8 model side by side on test images and writes report.md
+// (tables), SVG charts and inspection.json (quant/debugger.h; docs/quantization.md says how to
+// read them).
+//
+//   build/bin/inspect model_qat.qbin [--float model_float.qbin] [--images 1000] [--out inspect-output] [--json]
+//   build/bin/inspect model_float.qbin --bits 4          # PTQ: calibrated as `quantize` does, then compared
+#include <cmath>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "apps/common.h"
+#include "apps/report.h"
+#include "core/file_io.h"
+#include "data/mnist.h"
+#include "io/qbin.h"
+#include "quant/debugger.h"
+#include "quant/export.h"
+#include "quant/qat.h"
+
+using namespace qnet;
+
+namespace {
+
+std::string db(double v) {
+  if (std::isnan(v)) return "-";
+  return std::isinf(v) ? "inf (equal)" : fmt::format("{:.1f}", v);
+}
+std::string num(double v, const char* f = "{:.4g}") { return std::isnan(v) ? "-" : fmt::format(fmt::runtime(f), v); }
+Json jnum(double v) { return std::isfinite(v) ? Json::number(v) : Json::string(std::isnan(v) ? "n/a" : "inf"); }
+
+// Layer names are Keras' ("conv2d_1"): safe in file names, but a file may hold any name.
+std::string file_safe(const std::string& name) {
+  std::string out;
+  for (char c : name) out += std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' ? c : '_';
+  return out.substr(0, 64);
+}
+
+Json to_json(const Inspection& r, const std::string& model, const std::string& reference) {
+  Json layers = Json::array();
+  for (const LayerInspection& l : r.layers) {
+    Json sq = Json::array();
+    for (double v : l.weight_sqnr) sq.push(jnum(v));
+    layers.push(Json::object()
+                    .set("name", Json::string(l.name))
+                    .set("kind", Json::string(l.kind))
+                    .set("shape", Json::string(shape_str(l.shape)))
+                    .set("output", Json::string(l.codes ? "codes" : "float"))
+                    .set("scale", Json::number(l.scale))
+                    .set("zero_point", Json::integer(l.zero_point))
+                    .set("sqnr_fake_quant_db", jnum(l.sqnr_fake_quant))
+                    .set("sqnr_int8_db", jnum(l.sqnr_int8))
+                    .set("max_abs_error", jnum(l.max_abs_error))
+                    .set("mean_abs_error", jnum(l.mean_abs_error))
+                    .set("int8_vs_fake_quant_max_steps", jnum(l.max_step_difference))
+                    .set("int8_vs_fake_quant_values_differing", Json::integer(l.values_differing))
+                    .set("values", Json::integer(l.values))
+                    .set("float_min", jnum(l.float_min))
+                    .set("float_max", jnum(l.float_max))
+                    .set("range_used", jnum(l.range_used))
+                    .set("clipped", jnum(l.clipped))
+                    .set("weight_bits", Json::integer(l.weight_bits))
+                    .set("weight_sqnr_db_per_channel", std::move(sq))
+                    .set("int8_path", Json::string(l.int8_path))
+                    .set("accuracy_with_this_layer_float", jnum(l.accuracy_with_float)));
+  }
+  return Json::object()
+      .set("model", Json::string(model))
+      .set("float_model", Json::string(reference))
+      .set("images", Json::integer(r.images))
+      .set("bits", Json::integer(r.bits))
+      .set("accuracy_float", Json::number(r.accuracy_float))
+      .set("accuracy_fake_quant", Json::number(r.accuracy_fake_quant))
+      .set("accuracy_int8_reference", Json::number(r.accuracy_int8))
+      .set("accuracy_int8_runtime", Json::number(r.accuracy_runtime))
+      .set("runtime_matches_reference", Json::string(r.runtime_matches_reference ? "yes" : "no"))
+      .set("onednn_isa", Json::string(r.onednn_isa))
+      .set("layers", std::move(layers));
+}
+
+double median_of(std::vector<double> v) {
+  std::erase_if(v, [](double x) { return std::isnan(x); });
+  if (v.empty()) return kNoFigure;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string report_md(const Inspection& r, const std::string& model, const std::string& reference, const std::string& what) {
+  std::string md = fmt::format("# Quantization report: {}\n\n{} against {}, {}-bit, on the first {} test images; oneDNN ISA: {}.\n\n", model,
+                               what, reference, r.bits, r.images, r.onednn_isa);
+  md += "| model | accuracy |\n|---|---|\n";
+  md += fmt::format("| float | {:.4f} |\n| fake-quantized | {:.4f} |\n| int8, integer reference | {:.4f} |\n| int8, oneDNN runtime | {:.4f} |\n\n",
+                    r.accuracy_float, r.accuracy_fake_quant, r.accuracy_int8, r.accuracy_runtime);
+  md += fmt::format("The oneDNN runtime's logits are {} the integer reference's on these images.\n\n",
+                    r.runtime_matches_reference ? "bit-identical to" : "NOT identical to");
+  md += "## Output error per layer\n\nEach row is a stage of the int8 model (a layer with what is fused into it). SQNR: "
+        "10 log10(sum f^2 / sum (x - f)^2) of the layer's output x against the float model's f, in dB; each 6 dB is one bit. "
+        "int8 vs fake-quant: the largest difference in output steps and how many values differ by half a step or more "
+        "(0 and 0: the int8 model computes what QAT trained).\n\n![SQNR per layer](sqnr.svg)\n\n";
+  md += "| layer | kind | output | SQNR fake-quant (dB) | SQNR int8 (dB) | max abs err | mean abs err | int8 vs fake-quant: max steps, values differing |\n"
+        "|---|---|---|---|---|---|---|---|\n";
+  for (const LayerInspection& l : r.layers)
+    md += fmt::format("| {} | {} | {} {} | {} | {} | {} | {} | {:.2g}, {} of {} |\n", l.name, l.kind, shape_str(l.shape), l.codes ? "codes" : "float",
+                      db(l.sqnr_fake_quant), db(l.sqnr_int8), num(l.max_abs_error), num(l.mean_abs_error), l.max_step_difference,
+                      l.values_differing, l.values);
+  md += "\n## Activation grids\n\nThe grid of each layer that gives codes: its real range, how much of it the float output spans, and "
+        "the share of float values outside it (clipped to the first or last code). Histograms: the float output on the code axis.\n\n";
+  md += "| layer | scale | zero point | grid range | float range | range used | clipped | histogram |\n|---|---|---|---|---|---|---|---|\n";
+  for (const LayerInspection& l : r.layers)
+    if (l.codes)
+      md += fmt::format("| {} | {:.4g} | {} | [{:.4g}, {:.4g}] | [{}, {}] | {} | {} | [svg](histograms/{}_activation.svg) |\n", l.name, l.scale,
+                        l.zero_point, -l.zero_point * l.scale, (l.qmax - l.zero_point) * l.scale, num(l.float_min), num(l.float_max),
+                        std::isnan(l.range_used) ? "-" : fmt::format("{:.1f}%", 100 * l.range_used),
+                        std::isnan(l.clipped) ? "-" : fmt::format("{:.3f}%", 100 * l.clipped), file_safe(l.name));
+  md += "\n## Weights\n\nThe kernel as deployed (BatchNormalization folded in), quantized per output channel: the SQNR of each "
+        "channel's codes against its float weights. Histograms: w / scale of its channel (the integers are the codes).\n\n";
+  md += "| layer | bits | channels | SQNR worst channel (dB) | median (dB) | int8 path on this CPU | histogram |\n|---|---|---|---|---|---|---|\n";
+  for (const LayerInspection& l : r.layers) {
+    if (l.weight_bits == 0) continue;
+    double worst = kNoFigure;
+    for (double v : l.weight_sqnr)
+      if (!std::isnan(v) && (std::isnan(worst) || v < worst)) worst = v;
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | [svg](histograms/{}_weights.svg) |\n", l.name, l.weight_bits, l.weight_sqnr.size(), db(worst),
+                      db(median_of(l.weight_sqnr)), l.int8_path.empty() ? "-" : l.int8_path, file_safe(l.name));
+  }
+  md += fmt::format("\n## Sensitivity\n\nThe fake-quantized model's accuracy with one layer at a time kept in float (its weights and output "
+                    "not quantized), against {:.4f} with every layer quantized: the layers whose float form gains most are the ones "
+                    "to give more bits or keep in float.\n\n![Sensitivity](sensitivity.svg)\n\n",
+                    r.accuracy_fake_quant);
+  std::vector<const LayerInspection*> ranked;
+  for (const LayerInspection& l : r.layers)
+    if (!std::isnan(l.accuracy_with_float)) ranked.push_back(&l);
+  std::stable_sort(ranked.begin(), ranked.end(), [](auto* a, auto* b) { return a->accuracy_with_float > b->accuracy_with_float; });
+  md += "| rank | layer | accuracy with it in float | gain |\n|---|---|---|---|\n";
+  for (size_t i = 0; i < ranked.size(); ++i)
+    md += fmt::format("| {} | {} | {:.4f} | {:+.4f} |\n", i + 1, ranked[i]->name, ranked[i]->accuracy_with_float,
+                      ranked[i]->accuracy_with_float - r.accuracy_fake_quant);
+  return md;
+}
+
+void write_charts(const Inspection& r, const std::string& out) {
+  std::vector<std::string> names;
+  std::vector<double> fq, q8, sens;
+  for (const LayerInspection& l : r.layers) {
+    names.push_back(l.name);
+    // An exact match has no finite SQNR: drawn as "n/a" in the chart, "inf (equal)" in the tables.
+    fq.push_back(std::isfinite(l.sqnr_fake_quant) ? l.sqnr_fake_quant : kNoFigure);
+    q8.push_back(std::isfinite(l.sqnr_int8) ? l.sqnr_int8 : kNoFigure);
+    sens.push_back(l.accuracy_with_float);
+  }
+  write_file_atomic(out + "/sqnr.svg", bar_chart_svg({.title = "Output SQNR per layer against the float model",
+                                                      .y_label = "dB (higher: less quantization noise)",
+                                                      .groups = names,
+                                                      .series = {{"fake-quantized", "#4c78a8", fq}, {"int8", "#f58518", q8}},
+                                                      .value_format = "{:.1f}"}));
+  std::vector<double> all(names.size(), r.accuracy_fake_quant);
+  write_file_atomic(out + "/sensitivity.svg",
+                    bar_chart_svg({.title = "Accuracy with one layer kept in float",
+                                   .y_label = fmt::format("accuracy on {} test images", r.images),
+                                   .groups = names,
+                                   .series = {{"all quantized", "#bab0ac", all}, {"this layer float", "#54a24b", sens}},
+                                   .value_format = "{:.3f}"}));
+  std::filesystem::create_directories(out + "/histograms");
+  for (const LayerInspection& l : r.layers) {
+    if (l.codes && !l.activation.counts.empty())
+      write_file_atomic(out + "/histograms/" + file_safe(l.name) + "_activation.svg",
+                        histogram_svg({.title = fmt::format("{}: float output on its {}-bit grid", l.name, r.bits),
+                                       .x_label = fmt::format("code = output / {:.4g} + {}", l.scale, l.zero_point),
+                                       .lo = l.activation.lo, .width = l.activation.width, .counts = l.activation.counts,
+                                       .below = l.activation.below, .above = l.activation.above}));
+    if (l.weight_bits > 0)
+      write_file_atomic(out + "/histograms/" + file_safe(l.name) + "_weights.svg",
+                        histogram_svg({.title = fmt::format("{}: weights on their {}-bit grid", l.name, l.weight_bits),
+                                       .x_label = "w / scale of its channel (codes are the integers)",
+                                       .lo = l.weights.lo, .width = l.weights.width, .counts = l.weights.counts,
+                                       .below = l.weights.below, .above = l.weights.above}));
+  }
+}
+
+int inspect_main(int argc, char** argv) {
+  cxxopts::Options options("inspect", "Compare a quantized model with its float model layer by layer on test images: output SQNR, "
+                           "activation grids, weight error, and the accuracy gained by keeping each layer in float.");
+  options.add_options()
+      ("float", "The float model to compare with (default: MODEL's own weights without quantization)", cxxopts::value<std::string>())
+      ("images", "Test images to run, 1..100000 (the first ones)", number_value("1000"))
+      ("out", "Folder for report.md, the charts and inspection.json", cxxopts::value<std::string>()->default_value("inspect-output"))
+      ("json", "Print inspection.json on stdout instead of the summary")
+      ("calibration-images", "A float MODEL: training images to calibrate on (PTQ), 1..60000", number_value("1000"))
+      ("method", "A float MODEL: 'minmax' or 'percentile' calibration", cxxopts::value<std::string>()->default_value("minmax"))
+      ("bits", "A float MODEL: bit width of weights and activations, 2..8", number_value("8"))
+      ("model", "The QAT checkpoint (model_qat.qbin), or a float model to quantize after training (PTQ)", cxxopts::value<std::string>())
+      ("h,help", "Show this help");
+  options.parse_positional({"model"});
+  options.positional_help("MODEL");
+  add_data_dir_option(options);
+  add_threads_option(options);
+  const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
+  if (!parsed) return 0;
+  const cxxopts::ParseResult& args = *parsed;
+  if (!args.count("model")) throw UsageError("missing MODEL (expected: inspect MODEL, a QAT checkpoint or a float model)");
+  const int64_t images = int_option(args, "images", 1, 100000);
+  const int64_t calibration = int_option(args, "calibration-images", 1, 60000);
+  const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
+  const std::string method = args["method"].as<std::string>();
+  if (method != "minmax" && method != "percentile") throw UsageError(fmt::format("--method '{}' (expected minmax or percentile)", method));
+  const std::string path = args["model"].as<std::string>(), out = args["out"].as<std::string>();
+  prepare_output_folder(out, "--out");
+  use_threads_option(args);
+
+  for (const qbin::LayerRecord& r : qbin::load(path).layers)
+    for (const qbin::TensorRecord& t : r.tensors)
+      if (t.dtype != qbin::DType::kF32)
+        throw std::runtime_error(fmt::format("{} is an int8 model (layer '{}' holds {} tensors); inspect takes the QAT checkpoint it was exported "
+                                     "from (model_qat.qbin) or the float model to quantize (PTQ)", path, qbin::shown(r.name),
+                                     qbin::dtype_name(t.dtype)));
+  Sequential model = load_any_model(path);
+  const std::string reference = args.count("float") ? args["float"].as<std::string>() : path;
+  Sequential float_model = float_twin(reference);
+  const ImageData data = load_image_data(mnist_dir(args["data-dir"].as<std::string>()));
+  for (const auto* m : {&model, &float_model})
+    if (m->input_shape() != data.test.image_shape())
+      throw std::runtime_error(fmt::format("{} takes {} images, the data set has {}", m == &model ? path : reference,
+                                           shape_str(m->input_shape()), shape_str(data.test.image_shape())));
+  std::string what;
+  if (is_qat(model)) {
+    if (args.count("calibration-images") || args.count("method") || args.count("bits"))
+      throw UsageError(fmt::format("{} is a QAT model with its trained ranges and {} bits; --calibration-images, --method and --bits "
+                                   "apply to float models", path, qat_bits(model)));
+    what = "the QAT model (fake-quantized) and its int8 export";
+  } else {
+    try {
+      calibrate_ptq(model, data.train.slice(0, std::min(calibration, data.train.size())),
+                    {.bits = bits, .method = method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(fmt::format("{}: {}", path, without_function_name(e.what())));
+    }
+    what = fmt::format("PTQ ({} calibration on {} training images) and its int8 model", method, std::min(calibration, data.train.size()));
+  }
+  Inspection r;
+  try {
+    r = inspect(float_model, model, data.test.slice(0, std::min(images, data.test.size())));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(fmt::format("{}: {}", path, without_function_name(e.what())));
+  }
+  const std::string reference_name = args.count("float") ? reference : "its own weights in float";
+  const Json json = to_json(r, path, reference_name);
+  write_charts(r, out);
+  write_file_atomic(out + "/report.md", report_md(r, path, reference_name, what));
+  write_file_atomic(out + "/inspection.json", json.dump() + "\n");
+  if (args.count("json")) {
+    fmt::print("{}\n", json.dump());
+    return 0;
+  }
+  fmt::print("{}: float {:.4f}, fake-quantized {:.4f}, int8 {:.4f} (runtime {:.4f}, {} the reference) on {} images\n", path,
+             r.accuracy_float, r.accuracy_fake_quant, r.accuracy_int8, r.accuracy_runtime,
+             r.runtime_matches_reference ? "bit-identical to" : "NOT identical to", r.images);
+  fmt::print("{:<24} {:>10} {:>10} {:>12}\n", "layer", "SQNR fq", "SQNR int8", "acc. float");
+  for (const LayerInspection& l : r.layers)
+    fmt::print("{:<24} {:>10} {:>10} {:>12}\n", l.name, db(l.sqnr_fake_quant), db(l.sqnr_int8), num(l.accuracy_with_float, "{:.4f}"));
+  fmt::print("Wrote {}/report.md, its charts and inspection.json\n", out);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return run_app("inspect", [&] { return inspect_main(argc, argv); });
+}

@@ -1,0 +1,284 @@
+// The quantization debugger (quant/debugger.h): three models on the same images, compared at the
+// outputs of the int8 model's stages.
+#include "quant/debugger.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "core/autograd.h"
+#include "layers/container.h"
+#include "optim/trainer.h"
+#include "quant/export.h"
+#include "quant/qat.h"
+#include "quant/quantization.h"
+#include "quant/runtime/reference.h"
+#include "quant/runtime/runtime.h"
+#include "quant/runtime/stage_kind.h"  // a stage's widest weight code (internal to the runtime, read here only)
+
+namespace qnet {
+
+void Histogram::add(double v) {
+  const double at = std::floor((v - lo) / width);
+  if (at < 0) ++below;
+  else if (at >= static_cast<double>(counts.size())) ++above;
+  else ++counts[static_cast<size_t>(at)];
+}
+
+namespace {
+
+double sqnr_db(double signal, double noise) {
+  if (noise == 0) return std::numeric_limits<double>::infinity();
+  return 10 * std::log10(signal / noise);
+}
+
+// For each stage, the index of the top-level layer of `model` whose output is the stage's output:
+// the layer before the first layer named by a later stage (the last layer for the last stage), or
+// -1 if the stage's own layer comes after that point. Layers that are the identity at inference
+// (Dropout) fall inside the stage before them.
+std::vector<int> stage_ends(const Sequential& model, const InferenceModel& m) {
+  std::unordered_map<std::string, int> index;
+  for (size_t i = 0; i < model.size(); ++i) index[model.layer(i).name()] = static_cast<int>(i);
+  std::vector<int> ends(m.stages.size(), static_cast<int>(model.size()) - 1);
+  for (size_t s = 0; s < m.stages.size(); ++s) {
+    for (size_t later = s + 1; later < m.stages.size(); ++later)
+      if (auto it = index.find(m.stages[later].name); it != index.end()) {
+        ends[s] = it->second - 1;
+        break;
+      }
+    if (auto own = index.find(m.stages[s].name); own != index.end() && own->second > ends[s]) ends[s] = -1;
+  }
+  return ends;
+}
+
+// Runs the model layer by layer on x and keeps the outputs of the layers in `keep` (by index).
+std::unordered_map<int, Tensor> layer_outputs(Sequential& model, const Tensor& x, const std::vector<int>& keep) {
+  std::unordered_map<int, Tensor> kept;
+  Variable y(x);
+  for (size_t i = 0; i < model.size(); ++i) {
+    y = model.layer(i).forward(y);
+    if (std::find(keep.begin(), keep.end(), static_cast<int>(i)) != keep.end()) kept[static_cast<int>(i)] = y.value();
+  }
+  return kept;
+}
+
+void each_quantizer(Module& m, const std::function<void(Module&)>& f) {
+  f(m);
+  if (auto* c = dynamic_cast<Container*>(&m))
+    for (Sequential* branch : c->branches()) for_each_layer(*branch, f);
+}
+
+// Turns the quantizers of layers [first, last] off (float weights, unquantized outputs) or back on;
+// returns whether there was any.
+bool set_float(Sequential& model, int first, int last, bool on) {
+  static const QatObservedActivation::Sink kIgnore = [](QatObservedActivation&, const Tensor&) {};
+  bool any = false;
+  for (int i = std::max(first, 0); i <= last; ++i)
+    each_quantizer(model.layer(static_cast<size_t>(i)), [&](Module& l) {
+      if (auto* w = dynamic_cast<QatWeights*>(&l)) w->set_float(on), any = true;
+      if (auto* a = dynamic_cast<QatObservedActivation*>(&l)) a->set_sink(on ? kIgnore : nullptr), any = true;
+    });
+  return any;
+}
+
+// The weight quantization of a stage's QatWeights: SQNR per output channel (the last axis) and the
+// kernel in units of each channel's step.
+void inspect_weights(const QatWeights& layer, LayerInspection& out) {
+  const Tensor kernel = layer.deployed_kernel();
+  const std::vector<QParams> q = choose_weight_qparams(kernel, layer.bits());
+  const size_t channels = q.size();
+  std::vector<double> signal(channels), noise(channels);
+  out.weight_bits = layer.bits();
+  const int32_t qmax = q.empty() ? 1 : q[0].qmax;
+  out.weights = {-qmax - 0.5, qmax >= 32 ? 1.0 : 0.25, std::vector<int64_t>(static_cast<size_t>((2 * qmax + 1) * (qmax >= 32 ? 1 : 4))), 0, 0};
+  for (int64_t i = 0; i < kernel.numel(); ++i) {
+    const QParams& p = q[static_cast<size_t>(i) % channels];
+    const float w = kernel[i];
+    const double e = static_cast<double>(w) - dequantize(quantize(w, p), p);
+    signal[static_cast<size_t>(i) % channels] += static_cast<double>(w) * w;
+    noise[static_cast<size_t>(i) % channels] += e * e;
+    out.weights.add(static_cast<double>(w) / p.scale);
+  }
+  for (size_t c = 0; c < channels; ++c) out.weight_sqnr.push_back(signal[c] == 0 ? kNoFigure : sqnr_db(signal[c], noise[c]));
+}
+
+// What is summed over the images for one stage.
+struct Sums {
+  double signal = 0, noise_fq = 0, noise_int8 = 0, abs_error = 0, max_abs_error = 0;
+  int64_t compared = 0, clipped = 0;
+  double min = std::numeric_limits<double>::infinity(), max = -std::numeric_limits<double>::infinity();
+};
+
+std::string int8_path(const StageOp& op) {
+  const int widest = op.widest_weight_code();
+  if (widest == 0) return "";
+  if (onednn_has_vnni()) return "one pass (VNNI)";
+  return widest > 64 ? "split weights" : "one pass (codes within +-64)";
+}
+
+}  // namespace
+
+Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSet& images, const InspectOptions& options) {
+  if (!is_qat(qat_model)) throw std::invalid_argument("inspect: the model to inspect is not in QAT form (prepare_qat or calibrate_ptq)");
+  if (float_model.input_shape() != qat_model.input_shape())
+    throw std::invalid_argument(fmt::format("inspect: the float model takes {} images, the quantized one {}",
+                                            shape_str(float_model.input_shape()), shape_str(qat_model.input_shape())));
+  if (images.image_shape() != qat_model.input_shape())
+    throw std::invalid_argument(fmt::format("inspect: the images are {}, the models take {}", shape_str(images.image_shape()),
+                                            shape_str(qat_model.input_shape())));
+  if (images.size() < 1) throw std::invalid_argument("inspect: no images");
+  NoGradGuard no_grad;
+  float_model.set_training(false);
+  qat_model.set_training(false);
+
+  const InferenceModel m = inference_model(export_int8(qat_model));
+  Inspection r;
+  r.images = images.size();
+  r.bits = m.bits;
+  r.onednn_isa = onednn_isa();
+  const std::vector<int> float_ends = stage_ends(float_model, m), qat_ends = stage_ends(qat_model, m);
+  const size_t stages = m.stages.size();
+  const int classes = m.classes();
+
+  for (size_t s = 0; s < stages; ++s) {
+    const Stage& st = m.stages[s];
+    LayerInspection l;
+    l.name = st.name, l.kind = st.kind, l.shape = {st.H, st.W, st.C};
+    l.codes = !st.f32_output, l.scale = st.scale, l.zero_point = st.zero_point, l.qmax = (1 << m.bits) - 1;
+    if (l.codes) l.activation = {-0.5, 1.0, std::vector<int64_t>(static_cast<size_t>(l.qmax) + 1), 0, 0};
+    l.int8_path = int8_path(*st.op);
+    const int first = s == 0 ? 0 : qat_ends[s - 1] + 1;
+    for (int i = std::max(first, 0); i <= qat_ends[s]; ++i)
+      if (auto* w = dynamic_cast<const QatWeights*>(&qat_model.layer(static_cast<size_t>(i)))) {
+        inspect_weights(*w, l);
+        break;
+      }
+    r.layers.push_back(std::move(l));
+  }
+
+  // Shape of each model's output at the stage's point, to check it is the same point.
+  auto shape_at = [&](Sequential& model, int end) {
+    Shape sh = model.input_shape();
+    for (int i = 0; i <= end; ++i) sh = model.layer(static_cast<size_t>(i)).output_shape(sh);
+    return sh;
+  };
+  // A stage's shape is H x W x C (1 x 1 x C after Flatten and Dense); the models' is Keras' ([C]).
+  for (size_t s = 0; s < stages; ++s) {
+    LayerInspection& l = r.layers[s];
+    const int64_t numel = shape_numel(l.shape);
+    if (qat_ends[s] < 0) continue;
+    if (const Shape q = shape_at(qat_model, qat_ends[s]); shape_numel(q) == numel) l.shape = q;
+    l.compared = float_ends[s] >= 0 && shape_at(float_model, float_ends[s]) == l.shape;
+  }
+
+  std::vector<Sums> sums(stages);
+  std::vector<float> reference_logits(static_cast<size_t>(images.size()) * classes);
+  int64_t correct_float = 0, correct_fq = 0, correct_int8 = 0;
+  for (int64_t begin = 0; begin < images.size(); begin += options.batch_size) {
+    const int64_t n = std::min(options.batch_size, images.size() - begin);
+    const Batch batch = images.batch(begin, n);
+    const auto f = layer_outputs(float_model, batch.x, float_ends);
+    const auto fq = layer_outputs(qat_model, batch.x, qat_ends);
+    correct_float += count_correct(f.at(float_ends.back()), batch.labels);
+    correct_fq += count_correct(fq.at(qat_ends.back()), batch.labels);
+    std::vector<std::vector<std::vector<float>>> traces(static_cast<size_t>(n));
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < n; ++i) traces[static_cast<size_t>(i)] = reference_trace(m, images.image(begin + i));
+    for (int64_t i = 0; i < n; ++i) {
+      const std::vector<float>& logits = traces[static_cast<size_t>(i)].back();
+      std::copy(logits.begin(), logits.end(), reference_logits.begin() + (begin + i) * classes);
+      correct_int8 += argmax(logits.data(), classes) == batch.labels[static_cast<size_t>(i)];
+    }
+    for (size_t s = 0; s < stages; ++s) {
+      LayerInspection& l = r.layers[s];
+      Sums& z = sums[s];
+      const int64_t per_image = shape_numel(l.shape);
+      const Tensor* fo = l.compared ? &f.at(float_ends[s]) : nullptr;
+      const Tensor* qo = qat_ends[s] >= 0 ? &fq.at(qat_ends[s]) : nullptr;
+      if (qo && qo->numel() != per_image * n) qo = nullptr;
+      const double step = l.codes ? l.scale : 1.0;
+      const double lo = l.codes ? -l.zero_point * static_cast<double>(l.scale) : 0, hi = l.codes ? (l.qmax - l.zero_point) * static_cast<double>(l.scale) : 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const std::vector<float>& q = traces[static_cast<size_t>(i)][s];
+        for (int64_t k = 0; k < per_image; ++k) {
+          const double x8 = q[static_cast<size_t>(k)];
+          if (qo) {
+            const double d = std::abs(x8 - (*qo)[i * per_image + k]) / step;
+            l.max_step_difference = std::max(l.max_step_difference, d);
+            l.values_differing += d >= 0.5;
+            ++l.values;
+          }
+          if (!fo) continue;
+          const double x = (*fo)[i * per_image + k];
+          z.signal += x * x;
+          if (qo) z.noise_fq += (qo->data()[i * per_image + k] - x) * (qo->data()[i * per_image + k] - x);
+          z.noise_int8 += (x8 - x) * (x8 - x);
+          z.abs_error += std::abs(x8 - x), z.max_abs_error = std::max(z.max_abs_error, std::abs(x8 - x));
+          z.min = std::min(z.min, x), z.max = std::max(z.max, x);
+          ++z.compared;
+          if (l.codes) {
+            l.activation.add(x / l.scale + l.zero_point);
+            z.clipped += x < lo - 0.5 * l.scale || x > hi + 0.5 * l.scale;
+          }
+        }
+      }
+    }
+  }
+  for (size_t s = 0; s < stages; ++s) {
+    LayerInspection& l = r.layers[s];
+    const Sums& z = sums[s];
+    if (!l.compared || z.compared == 0) continue;
+    l.sqnr_fake_quant = sqnr_db(z.signal, z.noise_fq);
+    l.sqnr_int8 = sqnr_db(z.signal, z.noise_int8);
+    l.max_abs_error = z.max_abs_error, l.mean_abs_error = z.abs_error / static_cast<double>(z.compared);
+    l.float_min = z.min, l.float_max = z.max;
+    if (l.codes) {
+      const double span = l.qmax * static_cast<double>(l.scale);
+      l.range_used = (std::min(z.max, (l.qmax - l.zero_point) * static_cast<double>(l.scale)) -
+                      std::max(z.min, -l.zero_point * static_cast<double>(l.scale))) / span;
+      l.clipped = static_cast<double>(z.clipped) / static_cast<double>(z.compared);
+    }
+  }
+  const auto count = static_cast<double>(images.size());
+  r.accuracy_float = static_cast<double>(correct_float) / count;
+  r.accuracy_fake_quant = static_cast<double>(correct_fq) / count;
+  r.accuracy_int8 = static_cast<double>(correct_int8) / count;
+
+  // The oneDNN runtime on the same images: the same logits, bit for bit.
+  std::vector<uint8_t> pixels(images.image(0), images.image(0) + images.size() * images.image_bytes());
+  const Runtime runtime(m);
+  const std::vector<float> logits = runtime.predict(pixels.data(), images.size());
+  r.runtime_matches_reference = logits.size() == reference_logits.size() &&
+                                std::equal(logits.begin(), logits.end(), reference_logits.begin(),
+                                           [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; });
+  int64_t correct_runtime = 0;
+  for (int64_t i = 0; i < images.size(); ++i) correct_runtime += argmax(logits.data() + i * classes, classes) == images.label(i);
+  r.accuracy_runtime = static_cast<double>(correct_runtime) / count;
+
+  if (options.sensitivity)
+    for (size_t s = 0; s < stages; ++s) {
+      const int first = s == 0 ? 0 : qat_ends[s - 1] + 1, last = qat_ends[s];
+      if (last < 0 || !set_float(qat_model, first, last, true)) continue;
+      try {
+        r.layers[s].accuracy_with_float = evaluate(qat_model, images, options.batch_size).accuracy;
+      } catch (...) {
+        set_float(qat_model, first, last, false);
+        throw;
+      }
+      set_float(qat_model, first, last, false);
+    }
+  return r;
+}
+
+Sequential float_twin(const std::string& path) {
+  Sequential model = load_any_model(path);
+  if (is_qat(model)) set_calibration(model, [](QatObservedActivation&, const Tensor&) {});
+  return model;
+}
+
+}  // namespace qnet
