@@ -42,7 +42,14 @@ std::string bar_chart_svg(const BarChart& c) {
       if (std::isfinite(v)) top = std::max(top, v);
   }
   const auto [y_max, step] = nice_axis(top * 1.1);
-  const double W = std::max(720.0, 11.0 * static_cast<double>(c.title.size()) + 40), H = 420, left = 80, right = 20, plot_top = 60, bottom = 60;
+  // Many groups (a layer per group) widen the chart to ~28 px a bar; labels longer than their
+  // group is wide are drawn slanted, with room below for them.
+  size_t longest = 0;
+  for (const std::string& g : c.groups) longest = std::max(longest, g.size());
+  const double bars = static_cast<double>(c.groups.size() * c.series.size());
+  const double W = std::max({720.0, 11.0 * static_cast<double>(c.title.size()) + 40, 100 + 28 * bars}), left = 80, right = 20, plot_top = 60;
+  const bool slanted = 7.5 * static_cast<double>(longest) > (W - left - right) / static_cast<double>(c.groups.size());
+  const double bottom = slanted ? 40 + 5.5 * static_cast<double>(longest) : 60, H = 360 + bottom;
   const double pw = W - left - right, ph = H - plot_top - bottom;
   auto y = [&](double v) { return plot_top + ph * (1 - v / y_max); };
   std::string svg = fmt::format(
@@ -73,8 +80,12 @@ std::string bar_chart_svg(const BarChart& c) {
       svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\" text-anchor=\"middle\">{}</text>\n", x + bar_w * 0.46,
                          y(v) - 4, fmt::format(fmt::runtime(c.value_format), v));
     }
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-size=\"13\" text-anchor=\"middle\">{}</text>\n", left + (g + 0.5) * group_w,
-                       plot_top + ph + 20, escape(c.groups[g]));
+    if (slanted)
+      svg += fmt::format("<text transform=\"translate({:.1f},{}) rotate(-35)\" font-size=\"12\" text-anchor=\"end\">{}</text>\n",
+                         left + (g + 0.5) * group_w, plot_top + ph + 14, escape(c.groups[g]));
+    else
+      svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-size=\"13\" text-anchor=\"middle\">{}</text>\n", left + (g + 0.5) * group_w,
+                         plot_top + ph + 20, escape(c.groups[g]));
   }
   svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", left, plot_top + ph, W - right, plot_top + ph);
   svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n", left, plot_top, left, plot_top + ph);
