@@ -24,6 +24,7 @@
 namespace qnet {
 
 void Histogram::add(double v) {
+  if (std::isnan(v)) return;  // no bin holds it (a float model's NaN output); the SQNR shows it
   const double at = std::floor((v - lo) / width);
   if (at < 0) ++below;
   else if (at >= static_cast<double>(counts.size())) ++above;
@@ -128,6 +129,9 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
   if (float_model.input_shape() != qat_model.input_shape())
     throw std::invalid_argument(fmt::format("inspect: the float model takes {} images, the quantized one {}",
                                             shape_str(float_model.input_shape()), shape_str(qat_model.input_shape())));
+  if (const Shape f = float_model.output_shape(float_model.input_shape()), q = qat_model.output_shape(qat_model.input_shape()); f != q)
+    throw std::invalid_argument(fmt::format("inspect: the float model gives {}, the quantized one {} (expected the same classes)",
+                                            shape_str(f), shape_str(q)));
   if (images.image_shape() != qat_model.input_shape())
     throw std::invalid_argument(fmt::format("inspect: the images are {}, the models take {}", shape_str(images.image_shape()),
                                             shape_str(qat_model.input_shape())));

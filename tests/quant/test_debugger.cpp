@@ -129,7 +129,7 @@ TEST_CASE("inspect: weight SQNR per channel is the hand-computed one; a float la
   CHECK(evaluate(qat, images).accuracy == r.accuracy_fake_quant);
 }
 
-TEST_CASE("inspect refuses a float model as the quantized one and images of another shape", "[quant]") {
+TEST_CASE("inspect refuses a float model as the quantized one, another input or output, images of another shape", "[quant]") {
   Rng rng(1);
   Sequential f = model_from_spec("flatten dense(3)", {4, 4, 1}, rng);
   Sequential g = model_from_spec("flatten dense(3)", {4, 4, 1}, rng);
@@ -138,6 +138,8 @@ TEST_CASE("inspect refuses a float model as the quantized one and images of anot
   prepare_qat(g, {.bits = 8, .observer = {}});
   Sequential other = model_from_spec("flatten dense(3)", {5, 4, 1}, rng);
   CHECK_THROWS_WITH(inspect(other, g, images), Catch::Contains("the float model takes [5, 4, 1] images"));
+  Sequential classes = model_from_spec("flatten dense(4)", {4, 4, 1}, rng);
+  CHECK_THROWS_WITH(inspect(classes, g, images), Catch::Contains("the float model gives [4], the quantized one [3]"));
   const ImageSet wrong = labelled_images(other, {5, 4, 1}, 5, rng);
   CHECK_THROWS_WITH(inspect(f, g, wrong), Catch::Contains("the images are [5, 4, 1]"));
 }
