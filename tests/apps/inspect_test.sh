@@ -7,15 +7,15 @@ bin="$1"
 source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 cd "$tmp" || exit 1
 
-"$bin/train" --qat --epochs 1 -o q.qbin --checkpoint q_qat.qbin >train.log 2>&1
-"$bin/train" --epochs 1 -o f.qbin >float.log 2>&1
-"$bin/inspect" q_qat.qbin --images 500 --out qat >qat.log 2>&1
+"$bin/train" --qat --epochs 1 --validation-split 0.8 -o q.qbin --checkpoint q_qat.qbin >train.log 2>&1
+"$bin/train" --epochs 1 --validation-split 0.8 -o f.qbin >float.log 2>&1
+"$bin/inspect" q_qat.qbin --images 300 --out qat >qat.log 2>&1
 check "inspect of a QAT checkpoint exits 0" test $? -eq 0
 for f in report.md inspection.json sqnr.svg sensitivity.svg histograms/conv2d_activation.svg histograms/conv2d_weights.svg \
          histograms/dense_weights.svg; do
   check "... writes $f" test -s "qat/$f"
 done
-check "... on 500 images" grep -q '"images": 500' qat/inspection.json
+check "... on 300 images" grep -q '"images": 300' qat/inspection.json
 check "... the oneDNN runtime's logits are the reference's" grep -q '"runtime_matches_reference": "yes"' qat/inspection.json
 check "... the fake-quantized and int8 accuracies agree within 0.002" \
   awk -v q="$(json_number qat/inspection.json accuracy_fake_quant)" -v i="$(json_number qat/inspection.json accuracy_int8_reference)" \
@@ -28,13 +28,13 @@ check "... and each one's int8 SQNR is its fake-quantized SQNR" \
   awk '{ d = $1 - $2; if (d > 0.1 || d < -0.1 || $1 < 20) bad = 1 } END { exit bad }' <<<"$sqnr_pairs"
 check "... the report ranks the layers by sensitivity" grep -q '^| 1 | ' qat/report.md
 
-"$bin/inspect" f.qbin --bits 3 --images 500 --out ptq --json >ptq.json 2>ptq.err
+"$bin/inspect" f.qbin --bits 3 --images 300 --out ptq --json >ptq.json 2>ptq.err
 check "inspect of a float model (3-bit PTQ) prints its JSON" bash -c 'head -c 1 ptq.json | grep -q "{"'
 check "... PTQ at 3 bits loses accuracy the report shows" \
   awk -v f="$(json_number ptq.json accuracy_float)" -v q="$(json_number ptq.json accuracy_fake_quant)" 'BEGIN { exit !(f - q > 0.01) }'
 check "... and every layer in float recovers some of it" \
   bash -c "grep -o '\"accuracy_with_this_layer_float\": [0-9.]*' ptq.json | awk -v q=$(json_number ptq.json accuracy_fake_quant) '{ if (\$2 + 0 > q + 0) n++ } END { exit !(n == 2) }'"
-"$bin/inspect" f.qbin --bits 3 --images 500 --out ptq_again --float f.qbin >/dev/null 2>&1
+"$bin/inspect" f.qbin --bits 3 --images 300 --out ptq_again --float f.qbin >/dev/null 2>&1
 check "... the same figures again with --float naming the file (deterministic)" \
   bash -c "test -s ptq_again/inspection.json && diff <(grep -v float_model ptq.json) <(grep -v float_model ptq_again/inspection.json)"
 
@@ -50,7 +50,7 @@ check "a missing MODEL is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'm
 cp f.qbin f.keep
 "$bin/inspect" q_qat.qbin --out f.qbin >out.log 2>&1
 check "--out naming a file is refused, the file kept" bash -c "test $? -ne 0 && test \$(wc -l <out.log) -eq 1 && cmp -s f.qbin f.keep"
-"$bin/train" --epochs 1 --model 'conv2d(4, 3) flatten dense(10)' --data-dir "${QNET_DATA_DIR:-$HOME/.cache/qnet/mnist}" -o other.qbin >/dev/null 2>&1
+"$bin/train" --epochs 1 --validation-split 0.95 --model 'conv2d(4, 3) flatten dense(10)' --data-dir "${QNET_DATA_DIR:-$HOME/.cache/qnet/mnist}" -o other.qbin >/dev/null 2>&1
 "$bin/inspect" q_qat.qbin --float other.qbin --out other >other.log 2>&1
 check "a --float model of other layers still runs, comparing where the names meet" test $? -eq 0
 finish
