@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "apps/common.h"
+#include "apps/quant_options.h"
 #include "apps/report.h"
 #include "core/file_io.h"
 #include "data/mnist.h"
@@ -49,6 +50,7 @@ Json to_json(const Inspection& r, const std::string& model, const std::string& r
                     .set("output", Json::string(l.codes ? "codes" : "float"))
                     .set("scale", Json::number(l.scale))
                     .set("zero_point", Json::integer(l.zero_point))
+                    .set("output_bits", l.codes ? Json::integer(l.bits) : Json::number(kNoFigure))
                     .set("sqnr_fake_quant_db", jnum(l.sqnr_fake_quant))
                     .set("sqnr_int8_db", jnum(l.sqnr_int8))
                     .set("max_abs_error", jnum(l.max_abs_error))
@@ -69,7 +71,7 @@ Json to_json(const Inspection& r, const std::string& model, const std::string& r
       .set("model", Json::string(model))
       .set("float_model", Json::string(reference))
       .set("images", Json::integer(r.images))
-      .set("bits", Json::integer(r.bits))
+      .set("bits", Json::string(r.bits))
       .set("accuracy_float", Json::number(r.accuracy_float))
       .set("accuracy_fake_quant", Json::number(r.accuracy_fake_quant))
       .set("accuracy_int8_reference", Json::number(r.accuracy_int8))
@@ -87,8 +89,8 @@ double median_of(std::vector<double> v) {
 }
 
 std::string report_md(const Inspection& r, const std::string& model, const std::string& reference, const std::string& what) {
-  std::string md = fmt::format("# Quantization report: {}\n\n{} against {}, {}-bit, on the first {} test images; oneDNN ISA: {}.\n\n", model,
-                               what, reference, r.bits, r.images, r.onednn_isa);
+  std::string md = fmt::format("# Quantization report: {}\n\n{} against {}, on the first {} test images; oneDNN ISA: {}.\n\n", model,
+                               what, reference, r.images, r.onednn_isa);
   md += "| model | accuracy |\n|---|---|\n";
   md += fmt::format("| float | {:.4f} |\n| fake-quantized | {:.4f} |\n| int8, integer reference | {:.4f} |\n| int8, oneDNN runtime | {:.4f} |\n\n",
                     r.accuracy_float, r.accuracy_fake_quant, r.accuracy_int8, r.accuracy_runtime);
@@ -106,11 +108,11 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
                       l.values_differing, l.values);
   md += "\n## Activation grids\n\nThe grid of each layer that gives codes: its real range, how much of it the float output spans, and "
         "the share of float values outside it (clipped to the first or last code). Histograms: the float output on the code axis.\n\n";
-  md += "| layer | scale | zero point | grid range | float range | range used | clipped | histogram |\n|---|---|---|---|---|---|---|---|\n";
+  md += "| layer | bits | scale | zero point | grid range | float range | range used | clipped | histogram |\n|---|---|---|---|---|---|---|---|---|\n";
   for (const LayerInspection& l : r.layers)
     if (l.codes)
-      md += fmt::format("| {} | {:.4g} | {} | [{:.4g}, {:.4g}] | [{}, {}] | {} | {} | [svg](histograms/{}_activation.svg) |\n", l.name, l.scale,
-                        l.zero_point, -l.zero_point * l.scale, (l.qmax - l.zero_point) * l.scale, num(l.float_min), num(l.float_max),
+      md += fmt::format("| {} | {} | {:.4g} | {} | [{:.4g}, {:.4g}] | [{}, {}] | {} | {} | [svg](histograms/{}_activation.svg) |\n", l.name, l.bits,
+                        l.scale, l.zero_point, -l.zero_point * l.scale, (l.qmax - l.zero_point) * l.scale, num(l.float_min), num(l.float_max),
                         std::isnan(l.range_used) ? "-" : fmt::format("{:.1f}%", 100 * l.range_used),
                         std::isnan(l.clipped) ? "-" : fmt::format("{:.3f}%", 100 * l.clipped), file_safe(l.name));
   md += "\n## Weights\n\nThe kernel as deployed (BatchNormalization folded in), quantized per output channel: the SQNR of each "
@@ -165,7 +167,7 @@ void write_charts(const Inspection& r, const std::string& out) {
   for (const LayerInspection& l : r.layers) {
     if (l.codes && !l.activation.counts.empty())
       write_file_atomic(out + "/histograms/" + file_safe(l.name) + "_activation.svg",
-                        histogram_svg({.title = fmt::format("{}: float output on its {}-bit grid", l.name, r.bits),
+                        histogram_svg({.title = fmt::format("{}: float output on its {}-bit grid", l.name, l.bits),
                                        .x_label = fmt::format("code = output / {:.4g} + {}", l.scale, l.zero_point),
                                        .lo = l.activation.lo, .width = l.activation.width, .counts = l.activation.counts,
                                        .below = l.activation.below, .above = l.activation.above}));
@@ -186,13 +188,12 @@ int inspect_main(int argc, char** argv) {
       ("images", "Test images to run, 1..100000 (the first ones)", number_value("1000"))
       ("out", "Folder for report.md, the charts and inspection.json", cxxopts::value<std::string>()->default_value("inspect-output"))
       ("json", "Print inspection.json on stdout instead of the summary")
-      ("calibration-images", "A float MODEL: training images to calibrate on (PTQ), 1..60000", number_value("1000"))
-      ("method", "A float MODEL: 'minmax' or 'percentile' calibration", cxxopts::value<std::string>()->default_value("minmax"))
-      ("bits", "A float MODEL: bit width of weights and activations, 2..8", number_value("8"))
       ("model", "The QAT checkpoint (model_qat.qbin), or a float model to quantize after training (PTQ)", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
   options.positional_help("MODEL");
+  add_ptq_options(options, "A float MODEL: ");
+  add_bits_options(options, "A float MODEL: ");
   add_data_dir_option(options);
   add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
@@ -200,10 +201,7 @@ int inspect_main(int argc, char** argv) {
   const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: inspect MODEL, a QAT checkpoint or a float model)");
   const int64_t images = int_option(args, "images", 1, 100000);
-  const int64_t calibration = int_option(args, "calibration-images", 1, 60000);
-  const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
-  const std::string method = args["method"].as<std::string>();
-  if (method != "minmax" && method != "percentile") throw UsageError(fmt::format("--method '{}' (expected minmax or percentile)", method));
+  const PtqRequest ptq_request = read_ptq_options(args);
   const std::string path = args["model"].as<std::string>(), out = args["out"].as<std::string>();
   prepare_output_folder(out, "--out");
   use_threads_option(args);
@@ -222,21 +220,8 @@ int inspect_main(int argc, char** argv) {
     if (m->input_shape() != data.test.image_shape())
       throw std::runtime_error(fmt::format("{} takes {} images, the data set has {}", m == &model ? path : reference,
                                            shape_str(m->input_shape()), shape_str(data.test.image_shape())));
-  std::string what;
-  if (is_qat(model)) {
-    if (args.count("calibration-images") || args.count("method") || args.count("bits"))
-      throw UsageError(fmt::format("{} is a QAT model with its trained ranges and {} bits; --calibration-images, --method and --bits "
-                                   "apply to float models", path, qat_bits(model)));
-    what = "the QAT model (fake-quantized) and its int8 export";
-  } else {
-    try {
-      calibrate_ptq(model, data.train.slice(0, std::min(calibration, data.train.size())),
-                    {.bits = bits, .method = method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
-    } catch (const std::invalid_argument& e) {
-      throw std::runtime_error(fmt::format("{}: {}", path, without_function_name(e.what())));
-    }
-    what = fmt::format("PTQ ({} calibration on {} training images) and its int8 model", method, std::min(calibration, data.train.size()));
-  }
+  const std::string ptq = quantize_after_training(model, path, data.train, args, ptq_request);
+  const std::string what = ptq.empty() ? fmt::format("the QAT model ({}, fake-quantized) and its int8 export", qat_bits_text(model)) : fmt::format("{} and its int8 model", ptq);
   Inspection r;
   try {
     r = inspect(float_model, model, data.test.slice(0, std::min(images, data.test.size())));

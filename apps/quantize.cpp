@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "apps/common.h"
+#include "apps/quant_options.h"
 #include "core/file_io.h"
 #include "core/parallel.h"
 #include "io/qbin.h"
@@ -25,25 +26,19 @@ int quantize_main(int argc, char** argv) {
                            "any IDX data set).");
   options.add_options()
       ("o,output", "Where to write the int8 model", cxxopts::value<std::string>()->default_value("model_ptq.qbin"))
-      ("calibration-images", "Training images used to calibrate the activation ranges, 1..60000",
-       number_value("1000"))
-      ("method", "Activation range: 'minmax' (the largest value seen) or 'percentile' (its 99.99th percentile)",
-       cxxopts::value<std::string>()->default_value("minmax"))
-      ("bits", "Bit width of weights and activations, 2..8", number_value("8"))
       ("model", "The float .qbin model", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
   options.positional_help("MODEL");
+  add_ptq_options(options, "");
+  add_bits_options(options, "");
   add_data_dir_option(options);
   add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
   if (!parsed) return 0;
   const cxxopts::ParseResult& args = *parsed;
   if (!args.count("model")) throw UsageError("missing MODEL (expected: quantize MODEL -o OUTPUT)");
-  const int64_t calibration = int_option(args, "calibration-images", 1, 60000);
-  const std::string method = args["method"].as<std::string>();
-  if (method != "minmax" && method != "percentile") throw UsageError(fmt::format("--method '{}' (expected minmax or percentile)", method));
-  const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
+  const PtqRequest ptq = read_ptq_options(args);
   const std::string input = args["model"].as<std::string>(), output = args["output"].as<std::string>();
   check_output_path(output, "-o");
   if (same_file(input, output)) throw UsageError(fmt::format("-o {} would overwrite the input model", output));
@@ -54,22 +49,9 @@ int quantize_main(int argc, char** argv) {
   if (model.input_shape() != data.train.image_shape())
     throw std::runtime_error(fmt::format("{} takes {} images, the data set has {}", input, shape_str(model.input_shape()),
                                          shape_str(data.train.image_shape())));
-  const int64_t images = std::min(calibration, data.train.size());
-  if (is_qat(model)) {
-    if (args.count("calibration-images") || args.count("method") || args.count("bits"))
-      throw UsageError(fmt::format("{} is a QAT model: it is exported with its trained ranges and {} bits; "
-                                   "--calibration-images, --method and --bits apply to float models", input, qat_bits(model)));
-    fmt::print("{} is a QAT model: exporting it with its trained activation ranges\n", input);
-  } else {
-    try {
-      calibrate_ptq(model, data.train.slice(0, images),
-                    {.bits = bits, .method = method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
-    } catch (const std::invalid_argument& e) {  // a model int8 cannot hold, or calibration images that cannot calibrate
-      throw std::runtime_error(fmt::format("{}: {}", input, without_function_name(e.what())));
-    }
-    fmt::print("Calibrated {} activation ranges ({}) on the first {} training images\n", bits == 8 ? "uint8" : fmt::format("{}-bit", bits),
-               method, images);
-  }
+  const std::string done = quantize_after_training(model, input, data.train, args, ptq);
+  if (done.empty()) fmt::print("{} is a QAT model: exporting it with its trained activation ranges ({})\n", input, qat_bits_text(model));
+  else fmt::print("Calibrated the activation ranges: {}\n", done);
   // Validate completely, then write: the bytes about to be saved are loaded back and run on the
   // runtime first, so a model that cannot load or run never replaces what is at OUTPUT.
   std::vector<uint8_t> bytes;

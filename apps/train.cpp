@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "apps/common.h"
+#include "apps/quant_options.h"
 #include "core/cpu.h"
 #include "core/file_io.h"
 #include "core/parallel.h"
@@ -35,7 +36,8 @@ struct Int8Result {
   int64_t model_bytes = 0;
 };
 
-Json metrics_json(uint64_t seed, int bits, const std::vector<EpochStats>& history, const Evaluation& test,
+// bits: the widest bit width of a QAT model (0: float); widths: all of them ("mixed 4/8-bit").
+Json metrics_json(uint64_t seed, int bits, const std::string& widths, const std::vector<EpochStats>& history, const Evaluation& test,
                   const Int8Result& deployed) {
   Json epochs = Json::array();
   for (const EpochStats& e : history)
@@ -47,7 +49,7 @@ Json metrics_json(uint64_t seed, int bits, const std::vector<EpochStats>& histor
                     .set("val_loss", Json::number(e.val_loss))
                     .set("val_accuracy", Json::number(e.val_accuracy)));
   Json j = Json::object().set("mode", Json::string(bits ? "qat" : "float"));
-  if (bits) j.set("bits", Json::integer(bits));
+  if (bits) j.set("bits", Json::integer(bits)).set("bit_widths", Json::string(widths));
   return j.set("seed", Json::integer(static_cast<int64_t>(seed)))
       .set("threads", Json::integer(num_threads()))
       .set("kernels", Json::string(isa_name(active_isa())))
@@ -75,7 +77,6 @@ int train_main(int argc, char** argv) {
       ("checkpoint", "With --qat: where the QAT model (float weights + ranges, for --init) is saved every epoch",
        cxxopts::value<std::string>()->default_value("model_qat.qbin"))
       ("qat", "Quantization-aware training (fake-quantized weights and activations)")
-      ("bits", "QAT bit width of weights and activations, 2..8", number_value("8"))
       ("init", "Start from this model file instead of a fresh model (with --qat: fine-tune a float model)",
        cxxopts::value<std::string>()->default_value(""))
       ("observer", "QAT activation ranges, moving averages of batch min/max: 'tfmot' (decay 0.999 from [0, 6], "
@@ -90,6 +91,7 @@ int train_main(int argc, char** argv) {
        "(docs/tutorial.md; default: the article's conv2d(12, 3, relu) maxpool2d(2) flatten dense(CLASSES))",
        cxxopts::value<std::string>()->default_value(""))
       ("h,help", "Show this help");
+  add_bits_options(options, "QAT: ");
   add_data_dir_option(options);
   add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
@@ -102,8 +104,9 @@ int train_main(int argc, char** argv) {
   const double split = real_option(args, "validation-split", {.min = 0, .max = 1, .open_max = true});
   const bool qat = args.count("qat") > 0;
   const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
-  if (!qat && (args.count("bits") || args.count("observer") || args.count("freeze-ranges-after") || args.count("freeze-bn-after")))
-    throw UsageError("--bits, --observer, --freeze-ranges-after and --freeze-bn-after need --qat");
+  if (!qat && (args.count("bits") || args.count("layer-bits") || args.count("observer") || args.count("freeze-ranges-after") ||
+               args.count("freeze-bn-after")))
+    throw UsageError("--bits, --layer-bits, --observer, --freeze-ranges-after and --freeze-bn-after need --qat");
   const std::string observer = args["observer"].as<std::string>();
   if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
   const int64_t freeze_after = int_option(args, "freeze-ranges-after", 0, 100000);
@@ -158,14 +161,17 @@ int train_main(int argc, char** argv) {
                                          shape_str(model.input_shape()), shape_str(model.output_shape(model.input_shape())),
                                          shape_str(image_shape), data_set.classes));
   if (qat && !is_qat(model)) {
+    apply_layer_bits(model, args);
     try {
       prepare_qat(model, {.bits = bits, .observer = observer_options});
     } catch (const std::invalid_argument& e) {  // a model no int8 graph holds: refused before training
       throw UsageError(fmt::format("--qat: {}", without_function_name(e.what())));
     }
-  } else if (qat && args.count("bits") && qat_bits(model) != bits) {
-    throw UsageError(fmt::format("--bits {}, but {} was trained with {} bits (leave --bits out to continue it)", bits, init,
-                                 qat_bits(model)));
+  } else if (qat && args.count("bits") && qat_bits_text(model) != fmt::format("{}-bit", bits)) {
+    throw UsageError(fmt::format("--bits {}, but {} was trained {} (leave --bits out to continue it)", bits, init, qat_bits_text(model)));
+  } else if (qat && args.count("layer-bits")) {
+    throw UsageError(fmt::format("--layer-bits, but {} is a QAT model trained {} (leave --layer-bits out to continue it)", init,
+                                 qat_bits_text(model)));
   } else if (!qat && is_qat(model)) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
   }
@@ -208,13 +214,13 @@ int train_main(int argc, char** argv) {
     const Runtime runtime(load_inference_model(output));
     deployed.accuracy = evaluate(runtime, data_set.test, 256).accuracy;
     fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime ({} path): {:.4f}\n",
-               qat ? fmt::format("int8 ({}-bit)", qat_bits(model)) : "float", output, deployed.model_bytes, runtime.int8_path(),
+               qat ? fmt::format("int8 ({})", qat_bits_text(model)) : "float", output, deployed.model_bytes, runtime.int8_path(),
                *deployed.accuracy);
   } catch (const std::exception& e) {
     deployed.error = e.what();
   }
   if (!metrics.empty()) {
-    write_file_atomic(metrics, metrics_json(seed, qat ? qat_bits(model) : 0, history, test, deployed).dump() + "\n");
+    write_file_atomic(metrics, metrics_json(seed, qat ? qat_bits(model) : 0, qat_bits_text(model), history, test, deployed).dump() + "\n");
     fmt::print("Wrote metrics to {}\n", metrics);
   }
   if (!deployed.error.empty()) {

@@ -48,6 +48,9 @@ inline constexpr char kTrainingOnly[] = "training_only";  // 1: the identity at 
 // QAT and int8 files: the weights' bit width on Conv2D and Dense; the activation's codes on the
 // ReLU or Quantize record after them (QAT: the observed range; int8: scale and zero point).
 inline constexpr char kWeightBits[] = "weight_bits";
+// Float and QAT files: a layer's own bit width for QAT and PTQ (spec `bits=N`; Module::quant_bits)
+// on the kinds that have weights or give a grid of their own.
+inline constexpr char kBits[] = "bits";
 inline constexpr char kOutputBits[] = "output_bits";
 inline constexpr char kOutputMin[] = "output_min";
 inline constexpr char kOutputMax[] = "output_max";

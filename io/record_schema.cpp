@@ -41,7 +41,7 @@ constexpr float kMinScale = 0x1p-40f, kMaxScale = 0x1p40f, kMaxRange = 0x1p40f;
 
 // Ints of the weighted kinds' windows and the output records' codes, shared by several kinds.
 const IntSpec kStrideH{k::kStrideH, 1, 64, true}, kStrideW{k::kStrideW, 1, 64, true}, kSame{k::kPaddingSame, 0, 1, true};
-const IntSpec kWeightBits{k::kWeightBits, 2, 8, false}, kTrainingOnly{k::kTrainingOnly, 1, 1, false};
+const IntSpec kWeightBits{k::kWeightBits, 2, 8, false}, kBits{k::kBits, 2, 8, false}, kTrainingOnly{k::kTrainingOnly, 1, 1, false};
 const std::vector<TensorSpec> kWeights{{"kernel", true}, {"bias", false}};
 // A record of an activation's codes: int8 files give its scale and zero point, QAT files its range.
 const Schema activation(const char* kind, bool bits_required) {
@@ -61,22 +61,22 @@ const std::vector<Schema>& schemas() {
        {}},
       {"Conv2D",
        {{k::kFilters, 1, 1 << 16, true}, {k::kInChannels, 1, 1 << 16, true}, {k::kKernelH, 1, 64, true}, {k::kKernelW, 1, 64, true},
-        kStrideH, kStrideW, kSame, kWeightBits},
+        kStrideH, kStrideW, kSame, kWeightBits, kBits},
        {},
        kWeights},
       {"DepthwiseConv2D",
        {{k::kChannels, 1, 1 << 16, true}, {k::kDepthMultiplier, 1, 1 << 16, true}, {k::kKernelH, 1, 64, true}, {k::kKernelW, 1, 64, true},
-        kStrideH, kStrideW, kSame, kWeightBits},
+        kStrideH, kStrideW, kSame, kWeightBits, kBits},
        {},
        kWeights},
-      {"Dense", {{k::kUnits, 1, 1 << 16, true}, {k::kInFeatures, 1, 1 << 24, true}, kWeightBits}, {}, kWeights},
+      {"Dense", {{k::kUnits, 1, 1 << 16, true}, {k::kInFeatures, 1, 1 << 24, true}, kWeightBits, kBits}, {}, kWeights},
       {"BatchNormalization",
        {},
        {{k::kMomentum, 0.f, 1.f, true, true, "0 <= momentum < 1"}, {k::kEpsilon, 1e-12f, 1.f, false, true, "1e-12 <= epsilon <= 1"}},
        {{"gamma", true}, {"beta", true}, {"moving_mean", true}, {"moving_var", true}}},
       {"MaxPool2D", {{k::kWindowH, 1, 64, true}, {k::kWindowW, 1, 64, true}, kStrideH, kStrideW, kSame}, {}, {}},
-      {"AveragePooling2D", {{k::kWindowH, 1, 64, true}, {k::kWindowW, 1, 64, true}, kStrideH, kStrideW, kSame}, {}, {}},
-      {"GlobalAveragePooling2D", {}, {}, {}},
+      {"AveragePooling2D", {{k::kWindowH, 1, 64, true}, {k::kWindowW, 1, 64, true}, kStrideH, kStrideW, kSame, kBits}, {}, {}},
+      {"GlobalAveragePooling2D", {kBits}, {}, {}},
       {"ZeroPadding2D",
        {{k::kPadTop, 0, 64, true}, {k::kPadBottom, 0, 64, true}, {k::kPadLeft, 0, 64, true}, {k::kPadRight, 0, 64, true}},
        {},
@@ -86,7 +86,7 @@ const std::vector<Schema>& schemas() {
       activation("Quantize", true),
       {"Dropout", {kTrainingOnly}, {{k::kRate, 0.f, 1.f, true, true, "0 <= rate < 1"}}, {}},
       {"GaussianNoise", {kTrainingOnly}, {{k::kStddev, 0.f, 1e6f, false, true, "0 <= stddev <= 1e6"}}, {}},
-      {"Residual", {{k::kBodyRecords, 0, kMaxInt, true}, {k::kShortcutRecords, 0, kMaxInt, true}}, {}, {}},
+      {"Residual", {{k::kBodyRecords, 0, kMaxInt, true}, {k::kShortcutRecords, 0, kMaxInt, true}, kBits}, {}, {}},
   };
   return all;
 }

@@ -143,7 +143,13 @@ Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Sh
     }
     std::vector<std::unique_ptr<Module>> made;
     try {  // a layer refuses what it cannot hold (too many parameters) before allocating it
-      made = kind->from_spec(SpecArgs(l, kind->positional, kind->keys), shape, rng);
+      const bool quantized = kind->role == Int8Role::kWeights || kind->role == Int8Role::kRequantize;
+      std::vector<std::string> keys = kind->keys;
+      if (quantized) keys.push_back("bits");  // its own bit width in QAT and PTQ (Module::quant_bits)
+      const SpecArgs args(l, kind->positional, keys);
+      made = kind->from_spec(args, shape, rng);
+      if (const SpecToken* bits = quantized ? args.get("bits") : nullptr)
+        made.front()->set_quant_bits(static_cast<int>(args.integer(*bits, 2, 8, "bits (the layer's weight and activation bit width)")));
     } catch (const std::invalid_argument& e) {
       if (dynamic_cast<const SpecError*>(&e)) throw;
       fail(l.name, e.what());

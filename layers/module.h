@@ -40,10 +40,16 @@ class Module {
   // State that is saved but not trained (BatchNormalization's moving statistics), counted apart
   // in the summary as Keras does.
   virtual int64_t non_trainable_count() const { return 0; }
+  // The bit width QAT and PTQ give this layer's kernel and output codes, for a kind that has them
+  // (layers/layer_kind.h: kWeights, kRequantize); 0: the model's default (--bits). Specs set it
+  // with `bits=N`, model files keep it (attribute "bits").
+  int quant_bits() const { return quant_bits_; }
+  void set_quant_bits(int bits) { quant_bits_ = bits; }
 
  protected:
   bool training_ = true;
   std::string name_;
+  int quant_bits_ = 0;
 };
 
 // The most float parameters a model may hold: what a .qbin file holds (1 GiB), less 1 MiB for its

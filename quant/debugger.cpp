@@ -143,7 +143,7 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
   const InferenceModel m = inference_model(export_int8(qat_model));
   Inspection r;
   r.images = images.size();
-  r.bits = m.bits;
+  r.bits = qat_bits_text(qat_model);
   r.onednn_isa = onednn_isa();
   const std::vector<int> float_ends = stage_ends(float_model, m), qat_ends = stage_ends(qat_model, m);
   const size_t stages = m.stages.size();
@@ -153,7 +153,7 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
     const Stage& st = m.stages[s];
     LayerInspection l;
     l.name = st.name, l.kind = st.kind, l.shape = {st.H, st.W, st.C};
-    l.codes = !st.f32_output, l.scale = st.scale, l.zero_point = st.zero_point, l.qmax = (1 << m.bits) - 1;
+    l.codes = !st.f32_output, l.scale = st.scale, l.zero_point = st.zero_point, l.bits = st.bits, l.qmax = (1 << st.bits) - 1;
     if (l.codes) l.activation = {-0.5, 1.0, std::vector<int64_t>(static_cast<size_t>(l.qmax) + 1), 0, 0};
     l.int8_path = int8_path(*st.op);
     const int first = s == 0 ? 0 : qat_ends[s - 1] + 1;

@@ -38,6 +38,7 @@ struct LayerInspection {
   bool codes = false;      // u8 codes; false for the float logits and what follows them
   float scale = 1.f;       // codes: q stands for scale * (q - zero_point)
   int32_t zero_point = 0, qmax = 255;
+  int bits = 8;            // codes: their bit width (qmax = 2^bits - 1)
   bool compared = false;   // the float model has this point (same name, same shape); else no float figures
 
   // Against the float model's output: signal-to-quantization-noise ratio 10 log10(sum f^2 / sum (x - f)^2)
@@ -73,7 +74,7 @@ struct LayerInspection {
 
 struct Inspection {
   int64_t images = 0;
-  int bits = 8;
+  std::string bits;  // the widths of weights and grids: "8-bit", "mixed 4/8-bit"
   double accuracy_float = 0, accuracy_fake_quant = 0, accuracy_int8 = 0, accuracy_runtime = 0;
   bool runtime_matches_reference = false;  // oneDNN's logits bit-identical to the integer reference's
   std::string onednn_isa;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <set>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -233,13 +234,16 @@ struct Preparer {
   const QatOptions& o;
   int quantizers = 0;  // QatQuantize layers inserted so far: "quantize", "quantize_1", ...
 
-  // The output of layer i gets its own grid: a ReLU after it becomes a QatReLU, or a QatQuantize
-  // is inserted. Returns the index of that quantizer.
-  size_t quantize_output(Sequential& chain, size_t i) {
+  // A layer's own bit width (spec `bits=N`), else the model's.
+  int bits_of(const Module& layer) const { return layer.quant_bits() != 0 ? layer.quant_bits() : o.bits; }
+
+  // The output of layer i gets its own grid of `bits`: a ReLU after it becomes a QatReLU, or a
+  // QatQuantize is inserted. Returns the index of that quantizer.
+  size_t quantize_output(Sequential& chain, size_t i, int bits) {
     if (i + 1 < chain.size() && kind_of(chain.layer(i + 1)).role == Int8Role::kActivation) {
-      chain.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(o.bits, o.observer); });
+      chain.transform(i + 1, [&](std::unique_ptr<Module>) { return std::make_unique<QatReLU>(bits, o.observer); });
     } else {
-      auto quantize = std::make_unique<QatQuantize>(o.bits, o.observer);
+      auto quantize = std::make_unique<QatQuantize>(bits, o.observer);
       quantize->set_name(quantizers == 0 ? "quantize" : fmt::format("quantize_{}", quantizers));
       ++quantizers;
       chain.insert(i + 1, std::move(quantize));
@@ -250,7 +254,10 @@ struct Preparer {
   // Wraps the kWeights layer i, folding a BatchNormalization right after it; returns the index of
   // the layer's last part (the BatchNormalization if folded).
   size_t weights(Sequential& chain, size_t i) {
-    chain.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), o.bits); });
+    chain.transform(i, [&](std::unique_ptr<Module> m) {
+      const int bits = bits_of(*m);
+      return std::make_unique<QatWeights>(std::move(m), bits);
+    });
     if (i + 1 >= chain.size() || kind_of(chain.layer(i + 1)).role != Int8Role::kNormalize) return i;
     chain.transform(i + 1, [&](std::unique_ptr<Module> m) { return std::make_unique<QatBatchNorm>(std::move(m)); });
     dynamic_cast<QatWeights&>(chain.layer(i)).fold(dynamic_cast<QatBatchNorm&>(chain.layer(i + 1)));
@@ -272,15 +279,17 @@ struct Preparer {
       switch (kind.role) {
         case Int8Role::kWeights: {
           const bool gives_logits = &layer == logits;
+          const int bits = bits_of(layer);
           const size_t end = weights(c, i);
           if (gives_logits) logits_at = i;
-          i = gives_logits ? end : quantize_output(c, end);
+          i = gives_logits ? end : quantize_output(c, end, bits);
           break;
         }
         case Int8Role::kRequantize:
           if (auto* container = dynamic_cast<Container*>(&layer))
             for (Sequential* branch : container->branches()) chain(*branch, nullptr);
-          i = quantize_output(c, i);
+          layer.set_quant_bits(bits_of(layer));  // its QAT file records the width its grid has (Quantize's output_bits)
+          i = quantize_output(c, i, layer.quant_bits());
           break;
         case Int8Role::kNormalize:
           throw std::invalid_argument(fmt::format("prepare_qat: BatchNormalization '{}' follows {} (int8 folds a BatchNormalization into "
@@ -294,42 +303,47 @@ struct Preparer {
 };
 
 // The int8 accumulators of the prepared model, checked before any training: for each layer with
-// weights, K terms of input codes up to code_max (255 for the pixels, 2^bits - 1 after a grid of
-// the model's own) times weight codes up to 2^(bits-1) - 1, twice that where the input has a zero
-// point (the runtime folds it into the bias), plus a bias of up to 2^30 accumulator units
+// weights, K terms of input codes up to code_max (255 for the pixels, 2^b - 1 after a b-bit grid
+// of the model's own) times its weight codes up to 2^(bits-1) - 1, twice that where the input has
+// a zero point (the runtime folds it into the bias), plus a bias of up to 2^30 accumulator units
 // (export's cap), must fit int32 whatever the weights become. The runtime checks the trained
 // weights' own sums again at load (quant/runtime/stage_kind.h).
 struct Accumulators {
-  int bits;
-  // pixels: the input codes are the 8-bit pixels (before any grid of the model's own).
-  void chain(const Sequential& c, bool pixels, bool zero_point) const {
+  // code_max: the largest input code; pixels: the input is the 8-bit pixels (no grid of the
+  // model's own yet).
+  void chain(const Sequential& c, int64_t code_max, bool pixels, bool zero_point) const {
     for (size_t i = 0; i < c.size(); ++i) {
       const Module& layer = c.layer(i);
-      if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) check(*q, pixels, zero_point);
-      if (dynamic_cast<const QatReLU*>(&layer)) pixels = false, zero_point = false;
-      if (dynamic_cast<const QatQuantize*>(&layer)) pixels = false, zero_point = true;
+      if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) check(*q, code_max, pixels, zero_point);
+      if (const auto* a = dynamic_cast<const QatObservedActivation*>(&layer))
+        code_max = (int64_t{1} << a->bits()) - 1, pixels = false, zero_point = dynamic_cast<const QatQuantize*>(a) != nullptr;
       if (const auto* container = dynamic_cast<const Container*>(&layer))
-        for (const Sequential* branch : container->branches()) chain(*branch, pixels, zero_point);
+        for (const Sequential* branch : container->branches()) chain(*branch, code_max, pixels, zero_point);
     }
   }
   static int64_t bound(int64_t K, int64_t code_max, int w_bits, bool zero_point) {
     return K * code_max * ((1 << (w_bits - 1)) - 1) * (zero_point ? 2 : 1) + (int64_t{1} << 30);
   }
-  void check(const QatWeights& q, bool pixels, bool zero_point) const {
+  static void check(const QatWeights& q, int64_t code_max, bool pixels, bool zero_point) {
     const Tensor& kernel = kernel_of(const_cast<Module&>(q.inner())).value();
-    const int64_t K = kernel.numel() / kernel.dim(-1), code_max = pixels ? 255 : (1 << bits) - 1;
+    const int64_t K = kernel.numel() / kernel.dim(-1);
+    const int bits = q.bits();
     constexpr int64_t kInt32 = 2147483647;
     if (bound(K, code_max, bits, zero_point) <= kInt32) return;
-    int fits = 0;  // the most bits that would fit (the pixels stay 8-bit codes)
-    for (int b = bits - 1; b >= 2 && fits == 0; --b)
-      if (bound(K, pixels ? 255 : (1 << b) - 1, b, zero_point) <= kInt32) fits = b;
+    int own = 0, all = 0;  // the most bits that fit: of its weights alone; of every layer (the pixels stay 8-bit codes)
+    for (int b = bits - 1; b >= 2; --b) {
+      if (own == 0 && bound(K, code_max, b, zero_point) <= kInt32) own = b;
+      if (all == 0 && bound(K, pixels ? 255 : (1 << b) - 1, b, zero_point) <= kInt32) all = b;
+    }
+    std::vector<std::string> fixes;
+    if (own) fixes.push_back(fmt::format("give it bits={} or fewer", own));
+    if (all) fixes.push_back(fmt::format("train with --bits {} or fewer", all));
+    fixes.push_back("give it fewer inputs, e.g. a pooling before it");
     throw std::invalid_argument(fmt::format(
         "prepare_qat: layer '{}' ({}): its {}-term dot products of {}-bit weight codes on input codes up to {}{} can reach {}, plus a bias, "
         "beyond the int32 accumulator's 2147483647 ({})",
         q.name(), q.inner().type_name(), K, bits, code_max, zero_point ? " with a zero point" : "",
-        bound(K, code_max, bits, zero_point) - (int64_t{1} << 30),
-        fits ? fmt::format("train with --bits {} or fewer, or give it fewer inputs, e.g. a pooling before it", fits)
-             : "give it fewer inputs, e.g. a pooling before it"));
+        bound(K, code_max, bits, zero_point) - (int64_t{1} << 30), fmt::join(fixes, ", or ")));
   }
 };
 
@@ -353,8 +367,11 @@ void prepare_qat(Sequential& model, const QatOptions& o) {
                                               "a Conv2D, DepthwiseConv2D or Dense outside any block (end with e.g. "
                                               "globalaveragepooling2d dense(CLASSES))", model.layer(i).name(), model.layer(i).type_name()));
   }
+  for_each_layer(model, [](const Module& m) {
+    if (m.quant_bits() != 0) check_bits(m.quant_bits());
+  });
   Preparer{o}.chain(model, logits == kNone ? nullptr : &model.layer(logits));
-  Accumulators{o.bits}.chain(model, true, false);
+  Accumulators{}.chain(model, 255, true, false);
 }
 
 void freeze_observers(Sequential& model) {
@@ -374,9 +391,21 @@ bool is_qat(const Sequential& model) { return qat_bits(model) != 0; }
 int qat_bits(const Sequential& model) {
   int bits = 0;
   for_each_layer(model, [&](const Module& m) {
-    if (auto* q = dynamic_cast<const QatWeights*>(&m); q && bits == 0) bits = q->bits();
+    if (auto* q = dynamic_cast<const QatWeights*>(&m)) bits = std::max(bits, q->bits());
+    if (auto* a = dynamic_cast<const QatObservedActivation*>(&m)) bits = std::max(bits, a->bits());
   });
   return bits;
+}
+
+std::string qat_bits_text(const Sequential& model) {
+  std::set<int> widths;
+  for_each_layer(model, [&](const Module& m) {
+    if (auto* q = dynamic_cast<const QatWeights*>(&m)) widths.insert(q->bits());
+    if (auto* a = dynamic_cast<const QatObservedActivation*>(&m)) widths.insert(a->bits());
+  });
+  if (widths.empty()) return "float";
+  if (widths.size() == 1) return fmt::format("{}-bit", *widths.begin());
+  return fmt::format("mixed {}-bit", fmt::join(widths, "/"));
 }
 
 void set_calibration(Sequential& model, const QatObservedActivation::Sink& sink) {
@@ -396,14 +425,13 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
   try {
     // The float layers; prepare_qat puts the Quantize records back.
     Sequential model = from_qbin(file, [](const qbin::LayerRecord& r) { return r.kind == "Quantize"; });
+    // Each layer with weights has its weight_bits (from_qbin made them its quant_bits); a grid of a
+    // layer without weights (average pooling, a residual add) has its "bits" since per-layer bit
+    // widths exist, and before, every width was the one of the weights.
     int bits = 0;
     bool quantize_records = false;
     for (const auto& r : file.layers) {
-      const int b = r.get_int(key::kWeightBits, 0);
-      if (b != 0 && (b < 2 || b > 8 || (bits != 0 && b != bits)))
-        throw qbin::FormatError(fmt::format("layer '{}': weight_bits {} (expected 2..8, the same in every layer{})", qbin::shown(r.name),
-                                            b, bits ? fmt::format(": {} before", bits) : ""));
-      bits = std::max(bits, b);
+      bits = std::max(bits, r.get_int(key::kWeightBits, 0));  // 2..8 (io/record_schema.cpp)
       quantize_records = quantize_records || r.kind == "Quantize";
     }
     if (bits == 0) {
@@ -436,7 +464,8 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
         throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(r.name), qbin::shown(r.kind), relu ? "ReLU" : "Quantize"));
       a.set_name(r.name);
       if (r.get_int(key::kOutputBits, 0) != a.bits())
-        throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {})", qbin::shown(r.name), r.get_int(key::kOutputBits, 0), bits));
+        throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {}, the bits of the layer it quantizes)", qbin::shown(r.name),
+                                            r.get_int(key::kOutputBits, 0), a.bits()));
       const float lo = r.get_float(key::kOutputMin), hi = r.get_float(key::kOutputMax);
       // A Quantize range of one value ([0, 0]) has no grid: before, it loaded and the model scored 0.14.
       const bool ok = std::isfinite(lo) && std::isfinite(hi) && (relu ? lo <= hi : lo < hi) && hi <= 0x1p40f && lo >= -0x1p40f &&

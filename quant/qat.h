@@ -21,7 +21,7 @@
 namespace qnet {
 
 struct QatOptions {
-  int bits = 8;  // weights and activations, 2..8
+  int bits = 8;  // weights and activations, 2..8, of every layer whose Module::quant_bits is 0
   ObserverOptions observer;
 };
 
@@ -157,7 +157,8 @@ void freeze_observers(Sequential& model);
 // Freezes every folded BatchNormalization's statistics (train --freeze-bn-after).
 void freeze_bn_statistics(Sequential& model);
 bool is_qat(const Sequential& model);
-int qat_bits(const Sequential& model);  // 0 for a float model
+int qat_bits(const Sequential& model);  // the widest bit width of its weights and grids; 0 for a float model
+std::string qat_bits_text(const Sequential& model);  // "8-bit", "mixed 4/8-bit", "float"
 
 // PTQ calibration (quant/export.h): with a sink, every QatWeights computes in float and every
 // observed activation hands its values to the sink; an empty sink restores QAT.

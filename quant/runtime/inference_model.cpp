@@ -53,9 +53,10 @@ Geometry StageReader::window(const LayerRecord& r, const char* height_key, const
 
 std::vector<float> StageReader::weight_scales(const LayerRecord& r, const TensorRecord& t, int axis, int channels) const {
   const qbin::QuantParams& q = t.quant;
-  if (q.bits != m.bits || q.axis != axis || q.scales.size() != static_cast<size_t>(channels))
-    fail(r, fmt::format("kernel quantization: {} bits, axis {}, {} scales (expected {} bits, axis {}, {} scales)", q.bits, q.axis,
-                        q.scales.size(), m.bits, axis, channels));
+  const int weight_bits = r.get_int(key::kWeightBits, q.bits);
+  if (q.bits < 2 || q.bits > 8 || q.bits != weight_bits || q.axis != axis || q.scales.size() != static_cast<size_t>(channels))
+    fail(r, fmt::format("kernel quantization: {} bits, axis {}, {} scales (expected 2..8 bits, the layer's weight_bits {}, axis {}, {} scales)",
+                        q.bits, q.axis, q.scales.size(), weight_bits, axis, channels));
   for (size_t c = 0; c < q.scales.size(); ++c)
     if (!sane_scale(q.scales[c]) || q.zero_points[c] != 0)
       fail(r, fmt::format("kernel channel {}: scale {} zero point {} (expected {} and zero point 0)", c, q.scales[c],
@@ -63,10 +64,10 @@ std::vector<float> StageReader::weight_scales(const LayerRecord& r, const Tensor
   return q.scales;
 }
 
-void StageReader::check_kernel_codes(const LayerRecord& r, const std::vector<int8_t>& k) const {
-  const int qmax = (1 << (m.bits - 1)) - 1;  // narrow range (eq. 6)
+void StageReader::check_kernel_codes(const LayerRecord& r, const TensorRecord& t, const std::vector<int8_t>& k) const {
+  const int bits = t.quant.bits, qmax = (1 << (bits - 1)) - 1;  // narrow range (eq. 6); bits checked by weight_scales
   for (int8_t v : k)
-    if (v < -qmax || v > qmax) fail(r, fmt::format("kernel code {} outside [-{}, {}] for {} bits", v, qmax, qmax, m.bits));
+    if (v < -qmax || v > qmax) fail(r, fmt::format("kernel code {} outside [-{}, {}] for {} bits", v, qmax, qmax, bits));
 }
 
 // Per output channel (the codes' last axis, bias.size() of them): the worst input codes give
@@ -99,11 +100,12 @@ FusedActivation StageReader::activation(const LayerRecord& r, const LayerRecord*
     a.f32 = false, a.took_next = true;
     a.scale = next->get_float(key::kOutputScale);
     a.zero_point = next->get_int(key::kOutputZeroPoint);
-    const int32_t qmax = (1 << m.bits) - 1;
+    a.bits = next->get_int(key::kOutputBits);  // 2..8 (io/record_schema.cpp)
+    const int32_t qmax = (1 << a.bits) - 1;
     const int32_t zero_max = a.relu ? 0 : qmax;
-    if (!sane_scale(a.scale) || a.zero_point < 0 || a.zero_point > zero_max || next->get_int(key::kOutputBits) != m.bits)
-      fail(*next, fmt::format("output scale {}, zero point {}, {} bits (expected {}, zero point {}, {} bits)", a.scale, a.zero_point,
-                              next->get_int(key::kOutputBits), kScaleRange, a.relu ? "0" : fmt::format("0..{}", qmax), m.bits));
+    if (!sane_scale(a.scale) || a.zero_point < 0 || a.zero_point > zero_max)
+      fail(*next, fmt::format("output scale {}, zero point {} for {} bits (expected {}, zero point {})", a.scale, a.zero_point, a.bits,
+                              kScaleRange, a.relu ? "0" : fmt::format("0..{}", qmax)));
     return a;
   }
   a.relu = a.took_next = next && next->kind == "ReLU" && !quantized;  // a float ReLU on the logits
@@ -121,8 +123,8 @@ void StageReader::push(const LayerRecord& r, std::shared_ptr<const StageOp> op, 
   if (int8()) {
     st.f32_output = a.f32, st.zero_point = a.zero_point;
     f32 = a.f32, zero = a.zero_point;
-    if (!a.f32) scale = a.scale, code_max = (1 << m.bits) - 1;
-    st.scale = scale;
+    if (!a.f32) scale = a.scale, bits = a.bits, code_max = (1 << a.bits) - 1;
+    st.scale = scale, st.bits = bits;
   }
   H = oh, W = ow, C = oc;
   m.stages.push_back(std::move(st));
@@ -130,7 +132,7 @@ void StageReader::push(const LayerRecord& r, std::shared_ptr<const StageOp> op, 
 
 void StageReader::push_same_grid(const LayerRecord& r, std::shared_ptr<const StageOp> op, int oh, int ow, int oc) {
   H = oh, W = ow, C = oc;
-  m.stages.push_back({r.name, r.kind, std::move(op), H, W, C, f32, zero, scale});
+  m.stages.push_back({r.name, r.kind, std::move(op), H, W, C, f32, zero, scale, bits});
 }
 
 std::vector<Stage> StageReader::read_chain(std::span<const LayerRecord> records) {
@@ -186,9 +188,6 @@ InferenceModel inference_model(const qbin::Model& file) {
   b.C = b.m.C = StageReader::attr(in, key::kChannels, 1, 4);
   if (b.int8()) {
     StageReader::attr(in, key::kInputBits, 8, 8);  // the input codes are the uint8 pixels
-    for (size_t i = file.layers.size(); i-- > 1;)  // the first kernel's width; every layer is checked against it
-      if (const TensorRecord* k = file.layers[i].find_tensor("kernel")) b.m.bits = k->quant.bits;
-    if (b.m.bits < 2 || b.m.bits > 8) throw FormatError(fmt::format("kernels of {} bits (expected 2..8)", b.m.bits));
     b.scale = b.m.input_scale = in.get_float(key::kInputScale);
     if (!sane_scale(b.scale)) StageReader::fail(in, fmt::format("input_scale {} (expected {})", b.scale, kScaleRange));
   }

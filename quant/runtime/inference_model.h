@@ -43,11 +43,11 @@ struct Stage {
   bool f32_output = true;   // int8 models: false while the stage gives u8 codes
   int32_t zero_point = 0;   // u8 output: the code of real 0
   float scale = 1.f;        // u8 output: code q stands for scale * (q - zero_point) (eq. 1)
+  int bits = 8;             // u8 output: codes 0..2^bits - 1 (each layer has its own width)
 };
 
 struct InferenceModel {
   Precision precision = Precision::kF32;
-  int bits = 8;              // int8 models: the weight and activation bit width
   int H = 0, W = 0, C = 0;   // input per image, uint8 pixels
   float input_scale = 1.f / 255.f;  // pixel p stands for p * input_scale (f32 models divide by 255)
   std::vector<Stage> stages;

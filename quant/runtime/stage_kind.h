@@ -44,6 +44,7 @@ struct FusedActivation {
   bool f32 = true;             // int8 models: the float logits rather than u8 codes
   float scale = 1.f;           // u8 output
   int32_t zero_point = 0;      // u8 output
+  int bits = 8;                // u8 output: codes 0..2^bits - 1 (output_bits)
   bool took_next = false;      // the record after the layer was consumed with it
 };
 
@@ -53,7 +54,8 @@ struct StageReader {
   float scale = 1.f / 255.f;  // the current activation scale (int8 models)
   int32_t zero = 0;           // the current activation zero point (int8 models, u8 codes)
   int32_t code_max = 255;     // the current activation's largest code: 255 for the pixels, 2^bits - 1 after
-                              // a layer's own grid
+                              // a layer's own grid of `bits`
+  int bits = 8;               // the current activation's bit width (the pixels: 8)
   bool f32 = true;            // the current activation is floats (f32 models; int8 after the logits layer)
   int H = 0, W = 0, C = 0;    // the current activation's shape per image
 
@@ -73,12 +75,13 @@ struct StageReader {
   template <typename T>
   static std::vector<T> values(const qbin::LayerRecord& r, const qbin::TensorRecord& t, qbin::DType dtype, const Shape& shape);
 
-  // int8 weights: per-output-channel scales along `axis` (eq. 6: b bits, zero points 0), codes
-  // within the narrow range, and accumulators that cannot overflow int32: for each output c,
-  // with S_c = sum |w_c| over its codes, code_max S_c + zero S_c + |b_c| (the products over the
-  // input codes, the input zero point folded into the bias, the bias) is at most 2^31 - 1.
+  // int8 weights: per-output-channel scales along `axis` (eq. 6: b bits, 2..8, zero points 0),
+  // codes within the narrow range of the tensor's b bits, and accumulators that cannot overflow
+  // int32: for each output c, with S_c = sum |w_c| over its codes, code_max S_c + zero S_c + |b_c|
+  // (the products over the input codes, the input zero point folded into the bias, the bias) is at
+  // most 2^31 - 1.
   std::vector<float> weight_scales(const qbin::LayerRecord& r, const qbin::TensorRecord& t, int axis, int channels) const;
-  void check_kernel_codes(const qbin::LayerRecord& r, const std::vector<int8_t>& codes) const;
+  void check_kernel_codes(const qbin::LayerRecord& r, const qbin::TensorRecord& t, const std::vector<int8_t>& codes) const;
   void check_accumulator(const qbin::LayerRecord& r, const std::vector<int8_t>& codes, const std::vector<int32_t>& bias) const;
 
   // The activation of the weighted layer r from the record after it (or none). int8: a ReLU
@@ -174,7 +177,7 @@ class WeightedStage : public StageOp {
   std::vector<int8_t> qkernel;     // int8: [..., outputs]
   std::vector<int32_t> qbias;      // int8: [outputs] in accumulator units
   std::vector<float> output_scale; // int8: [outputs] = s_in * s_w[o] / s_out (u8 output, eq. 11), or s_in * s_w[o] (floats, eq. 12)
-  int32_t qmax = 255;              // int8: 2^bits - 1, the largest output code
+  int32_t qmax = 255;              // int8: 2^output_bits - 1, the largest output code
   int32_t input_zero_point = 0;    // int8: the input code of real 0
   int32_t output_zero_point = 0;   // int8, u8 output: the output code of real 0
 

@@ -42,7 +42,7 @@ check "... the same figures again with --float naming the file (deterministic)" 
 check "an int8 model is refused with what to give instead (exit 1)" \
   bash -c "test $? -eq 1 && grep -q 'is an int8 model.*QAT checkpoint it was exported from' int8.log && test \$(wc -l <int8.log) -eq 1"
 "$bin/inspect" q_qat.qbin --bits 4 --out bad >bits.log 2>&1
-check "--bits with a QAT checkpoint is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'apply to float models' bits.log"
+check "--bits with a QAT checkpoint is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'applies to float models' bits.log"
 "$bin/inspect" q_qat.qbin --images 0 --out bad >images.log 2>&1
 check "--images 0 is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'images' images.log"
 "$bin/inspect" --out bad >missing.log 2>&1

@@ -25,8 +25,8 @@ QNET_ISA=avx512 haswell "$bin/qnet_tests" "[isa]" >skip.log
 check "Haswell: the AVX-512 path is not offered (the suite skips itself, 77)" test $? -eq 77
 haswell "$bin/qnet_tests" "$kernel_tests" >kernels.log
 check "Haswell: the kernel tests pass on the path the dispatcher chose (avx2)" test $? -eq 0
-haswell "$bin/qnet_tests" "[architectures]" >architectures.log
-check "Haswell: residual blocks, depthwise convs, folded BatchNormalization and average pooling are bit-exact in int8" test $? -eq 0
+haswell "$bin/qnet_tests" "[architectures],[mixed]" >architectures.log
+check "Haswell: residual blocks, depthwise convs, folded BatchNormalization, average pooling and mixed bit widths are bit-exact in int8" test $? -eq 0
 haswell "$bin/train" --qat --epochs 1 --validation-split 0.9 --metrics m.json >train.log 2>train.err
 check "Haswell: train --qat (188 steps) exits 0" test $? -eq 0
 check "... on the avx2 kernels" grep -q "threads, avx2 kernels" train.log
@@ -48,8 +48,8 @@ QNET_ISA=avx2 nehalem "$bin/qnet_tests" "[isa]" >skip2.log
 check "Nehalem: the AVX2 path is not offered" test $? -eq 77
 nehalem "$bin/qnet_tests" "[isa],[core][grad]" >base.log
 check "Nehalem: the dispatch and gradient tests pass on the baseline path" test $? -eq 0
-nehalem "$bin/qnet_tests" "[architectures]" >architectures2.log
-check "Nehalem: the same architectures are bit-exact on oneDNN's SSE4.1 code" test $? -eq 0
+nehalem "$bin/qnet_tests" "[architectures],[mixed]" >architectures2.log
+check "Nehalem: the same architectures and mixed widths are bit-exact on oneDNN's SSE4.1 code" test $? -eq 0
 nehalem "$bin/evaluate" model.qbin --json >nehalem.json
 check "Nehalem: the int8 model runs (split-weights, SSE4.1) with the same accuracy" \
   bash -c 'grep -q "\"int8_path\": \"split-weights\"" nehalem.json && grep -q "\"onednn_isa\": \"SSE4.1\"" nehalem.json &&

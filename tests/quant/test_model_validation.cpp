@@ -166,7 +166,14 @@ TEST_CASE("int8 scales outside [2^-40, 2^40] and bit widths outside 2..8 are ref
   CHECK_NOTHROW(load_any_model((qbin::save(checkpoint, path), path)));
   refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 9); }, "weight_bits = 9 (expected 2..8)");
   refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 1); }, "weight_bits = 1 (expected 2..8)");
-  refuses([&](qbin::Model& m) { set_int(m.layers[5], "weight_bits", 4); }, "weight_bits 4 (expected 2..8, the same in every layer: 8 before)");
+  // Each layer has its own width (issue 23), but a layer's output codes have the width of its weights.
+  refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 4); }, "output_bits 8 (expected 4, the bits of the layer it quantizes)");
+  {
+    qbin::Model mixed = checkpoint;
+    set_int(mixed.layers[5], "weight_bits", 4);  // the logits layer: no grid of its own
+    qbin::save(mixed, path);
+    CHECK(qat_bits_text(load_any_model(path)) == "mixed 4/8-bit");
+  }
   // Before: loaded, and training failed at its first step with "relu_fake_quant: zero point 28", no file named.
   refuses([&](qbin::Model& m) { set_float(m.layers[2], "output_min", -1.f), set_float(m.layers[2], "output_max", 3.47f); },
           "activation range [-1, 3.47]");
@@ -220,7 +227,7 @@ TEST_CASE("int8 accumulators: prepare_qat refuses what could overflow before tra
   Sequential eight = model_from_spec("conv2d(100, 3, relu) flatten dense(10)", {28, 28, 1}, rng);
   CHECK_THROWS_WITH(prepare_qat(eight, {.bits = 8, .observer = {}}),
                     Catch::Contains("layer 'dense' (Dense): its 67600-term dot products of 8-bit weight codes on input codes up to 255") &&
-                        Catch::Contains("train with --bits 7 or fewer"));
+                        Catch::Contains("give it bits=6 or fewer, or train with --bits 7 or fewer"));
   Sequential four = model_from_spec("conv2d(100, 3, relu) flatten dense(10)", {28, 28, 1}, rng);
   CHECK_NOTHROW(prepare_qat(four, {.bits = 4, .observer = {}}));
   {

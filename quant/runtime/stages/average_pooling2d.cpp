@@ -106,7 +106,7 @@ size_t read_pool(StageReader& rd, std::span<const qbin::LayerRecord> records, st
   const StageReader::Fused f = rd.fused(records, 1, false);
   if (f.activation.f32)
     StageReader::fail(r, "average pooling of u8 codes with no Quantize or ReLU record of its output's grid after it");
-  s->q = {rd.zero, rd.scale / f.activation.scale, f.activation.zero_point, (1 << rd.m.bits) - 1};
+  s->q = {rd.zero, rd.scale / f.activation.scale, f.activation.zero_point, (1 << f.activation.bits) - 1};
   if (!std::isfinite(s->q.multiplier) || !sane_scale(s->q.multiplier))
     StageReader::fail(r, fmt::format("requantization multiplier {} (expected {})", s->q.multiplier, kScaleRange));
   rd.push(r, std::move(s), OH, OW, rd.C, f.activation);

@@ -110,7 +110,7 @@ size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
     const float out_scale = f.activation.scale;
     s->m_a = a.scale / out_scale, s->m_b = b.scale / out_scale;
     s->c = static_cast<float>(f.activation.zero_point) - s->m_a * static_cast<float>(a.zero) - s->m_b * static_cast<float>(b.zero);
-    s->qmax = (1 << rd.m.bits) - 1;
+    s->qmax = (1 << f.activation.bits) - 1;
     if (!sane_scale(s->m_a) || !sane_scale(s->m_b))
       StageReader::fail(r, fmt::format("requantization multipliers {} and {} (expected {})", s->m_a, s->m_b, kScaleRange));
   }

@@ -56,12 +56,12 @@ void WeightedStage::read_weights(const StageReader& rd, const qbin::LayerRecord&
     return;
   }
   qkernel = StageReader::values<int8_t>(r, k, qbin::DType::kS8, kernel_shape);
-  rd.check_kernel_codes(r, qkernel);
   const std::vector<float> weight_scales = rd.weight_scales(r, k, axis, n);
+  rd.check_kernel_codes(r, k, qkernel);
   qbias = b ? StageReader::values<int32_t>(r, *b, qbin::DType::kS32, {n}) : std::vector<int32_t>(n, 0);
   input_zero_point = rd.zero;
   rd.check_accumulator(r, qkernel, qbias);
-  qmax = (1 << rd.m.bits) - 1;
+  qmax = (1 << a.bits) - 1;
   output_scale = rd.output_scales(weight_scales, a);
   output_zero_point = a.zero_point;
 }

@@ -1,0 +1,98 @@
+#include "apps/quant_options.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "apps/common.h"
+#include "layers/container.h"
+#include "layers/layer_kind.h"
+#include "quant/export.h"
+#include "quant/qat.h"
+
+namespace qnet {
+
+void add_bits_options(cxxopts::Options& options, const std::string& when) {
+  options.add_options()
+      ("bits", when + "bit width of weights and activations, 2..8", number_value("8"))
+      ("layer-bits", when + "layers' own bit widths, NAME=N[,NAME=N...] (a spec's bits=N; names as in the summary)",
+       cxxopts::value<std::string>());
+}
+
+void add_ptq_options(cxxopts::Options& options, const std::string& when) {
+  options.add_options()
+      ("calibration-images", when + "training images to calibrate on (PTQ), 1..60000", number_value("1000"))
+      ("method", when + "'minmax' (the largest value seen) or 'percentile' (its 99.99th percentile) calibration",
+       cxxopts::value<std::string>()->default_value("minmax"));
+}
+
+namespace {
+
+bool takes_bits(const Module& m) {
+  const LayerKind* kind = find_layer_kind(m.type_name());
+  return kind && (kind->role == Int8Role::kWeights || kind->role == Int8Role::kRequantize);
+}
+
+}  // namespace
+
+void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args) {
+  if (!args.count("layer-bits")) return;
+  const std::string list = args["layer-bits"].as<std::string>();
+  std::vector<std::string> names;  // the layers that take bits, for the messages
+  for_each_layer(model, [&](const Module& m) {
+    if (takes_bits(m)) names.push_back(m.name());
+  });
+  const std::string expected = fmt::format("expected NAME=N with N in 2..8 and NAME one of {}", fmt::join(names, ", "));
+  size_t at = 0;
+  do {
+    const size_t end = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, end - at);
+    const size_t eq = item.find('=');
+    const std::string name = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (eq == std::string::npos || value.size() != 1 || value[0] < '2' || value[0] > '8')
+      throw UsageError(fmt::format("--layer-bits '{}': '{}' ({})", list, item, expected));
+    Module* found = nullptr;
+    for_each_layer(model, [&](Module& m) {
+      if (m.name() == name) found = &m;
+    });
+    if (!found) throw UsageError(fmt::format("--layer-bits '{}': the model has no layer '{}' ({})", list, name, expected));
+    if (!takes_bits(*found))
+      throw UsageError(fmt::format("--layer-bits '{}': layer '{}' ({}) keeps its input's grid and has no bits of its own ({})", list, name,
+                                   found->type_name(), expected));
+    found->set_quant_bits(value[0] - '0');
+    at = end + 1;
+  } while (at <= list.size());
+}
+
+PtqRequest read_ptq_options(const cxxopts::ParseResult& args) {
+  PtqRequest r;
+  r.calibration_images = int_option(args, "calibration-images", 1, 60000);
+  r.bits = static_cast<int>(int_option(args, "bits", 2, 8));
+  r.method = args["method"].as<std::string>();
+  if (r.method != "minmax" && r.method != "percentile") throw UsageError(fmt::format("--method '{}' (expected minmax or percentile)", r.method));
+  return r;
+}
+
+std::string quantize_after_training(Sequential& model, const std::string& path, const ImageSet& train, const cxxopts::ParseResult& args,
+                                    const PtqRequest& ptq) {
+  if (is_qat(model)) {
+    for (const char* option : {"calibration-images", "method", "bits", "layer-bits"})
+      if (args.count(option))
+        throw UsageError(fmt::format("{} is a QAT model with its trained ranges and bit widths ({}); --{} applies to float models (PTQ)",
+                                     path, qat_bits_text(model), option));
+    return "";
+  }
+  apply_layer_bits(model, args);
+  const int64_t images = std::min(ptq.calibration_images, train.size());
+  try {
+    calibrate_ptq(model, train.slice(0, images),
+                  {.bits = ptq.bits, .method = ptq.method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
+  } catch (const std::invalid_argument& e) {  // a model int8 cannot hold, or calibration images that cannot calibrate
+    throw std::runtime_error(fmt::format("{}: {}", path, without_function_name(e.what())));
+  }
+  return fmt::format("PTQ, {}, {} calibration on the first {} training images", qat_bits_text(model), ptq.method, images);
+}
+
+}  // namespace qnet

@@ -1,0 +1,44 @@
+// The quantization options the programs share: the bit widths (quantize, inspect, train --qat)
+// and post-training quantization of a float model (quantize, inspect).
+//
+//   --bits N                          the model's width, 2..8, for every layer without its own
+//   --layer-bits NAME=N[,NAME=N...]   layers' own widths: what `bits=N` in a spec gives a layer
+//   --method minmax|percentile, --calibration-images N   PTQ's calibration
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <cxxopts.hpp>
+
+#include "data/image_data.h"
+#include "layers/sequential.h"
+
+namespace qnet {
+
+// Declares --bits and --layer-bits; `when` starts their help ("A float MODEL: ", or "").
+void add_bits_options(cxxopts::Options& options, const std::string& when);
+// Declares --method and --calibration-images (PTQ).
+void add_ptq_options(cxxopts::Options& options, const std::string& when);
+
+// Gives the layers named in --layer-bits their widths (Module::quant_bits). A UsageError names
+// what is wrong: no such layer (the names that take bits are listed), a layer without weights or
+// a grid of its own, a width outside 2..8, a malformed list.
+void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args);
+
+// The PTQ and bit options, checked (a UsageError) before any work.
+struct PtqRequest {
+  int bits = 8;
+  int64_t calibration_images = 1000;
+  std::string method = "minmax";
+};
+PtqRequest read_ptq_options(const cxxopts::ParseResult& args);
+
+// quantize and inspect: a float model is calibrated on the first calibration_images of `train`
+// and turned into its QAT form (PTQ, at `bits` with --layer-bits); a QAT model, which has its
+// trained ranges and widths, refuses the PTQ and bit options (UsageError). Returns what was done,
+// in words ("" for a QAT model); errors name `path`.
+std::string quantize_after_training(Sequential& model, const std::string& path, const ImageSet& train, const cxxopts::ParseResult& args,
+                                    const PtqRequest& ptq);
+
+}  // namespace qnet
