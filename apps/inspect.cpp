@@ -38,7 +38,17 @@ std::string file_safe(const std::string& name) {
   return out.substr(0, 64);
 }
 
-Json to_json(const Inspection& r, const std::string& model, const std::string& reference) {
+// The --layer-bits list of the suggestion (after the user's own, which it overrides where both
+// name a layer).
+std::string suggested_layer_bits(const Inspection& r, const std::string& given) {
+  std::vector<std::string> items;
+  if (!given.empty()) items.push_back(given);
+  for (const WidthStep& step : r.suggestion)
+    for (const std::string& name : step.layers) items.push_back(fmt::format("{}={}", name, r.suggested_bits));
+  return fmt::format("{}", fmt::join(items, ","));
+}
+
+Json to_json(const Inspection& r, const std::string& model, const std::string& reference, const std::string& layer_bits) {
   Json layers = Json::array();
   for (const LayerInspection& l : r.layers) {
     Json sq = Json::array();
@@ -67,6 +77,12 @@ Json to_json(const Inspection& r, const std::string& model, const std::string& r
                     .set("int8_path", Json::string(l.int8_path))
                     .set("accuracy_with_this_layer_float", jnum(l.accuracy_with_float)));
   }
+  Json steps = Json::array();
+  for (const WidthStep& s : r.suggestion) {
+    Json names = Json::array();
+    for (const std::string& n : s.layers) names.push(Json::string(n));
+    steps.push(Json::object().set("stage", Json::string(s.stage)).set("layers", std::move(names)).set("accuracy", Json::number(s.accuracy)));
+  }
   return Json::object()
       .set("model", Json::string(model))
       .set("float_model", Json::string(reference))
@@ -78,7 +94,12 @@ Json to_json(const Inspection& r, const std::string& model, const std::string& r
       .set("accuracy_int8_runtime", Json::number(r.accuracy_runtime))
       .set("runtime_matches_reference", Json::string(r.runtime_matches_reference ? "yes" : "no"))
       .set("onednn_isa", Json::string(r.onednn_isa))
-      .set("layers", std::move(layers));
+      .set("layers", std::move(layers))
+      .set("target_accuracy", jnum(r.target_accuracy))
+      .set("target_met", Json::string(r.target_met ? "yes" : "no"))
+      .set("suggested_bits", Json::integer(r.suggested_bits))
+      .set("suggestion", std::move(steps))
+      .set("suggested_layer_bits", Json::string(r.suggestion.empty() ? "" : layer_bits));
 }
 
 double median_of(std::vector<double> v) {
@@ -88,7 +109,9 @@ double median_of(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-std::string report_md(const Inspection& r, const std::string& model, const std::string& reference, const std::string& what) {
+// fix: how to apply the suggestion's --layer-bits to this model ("quantize MODEL --bits 3").
+std::string report_md(const Inspection& r, const std::string& model, const std::string& reference, const std::string& what,
+                      const std::string& fix, const std::string& layer_bits) {
   std::string md = fmt::format("# Quantization report: {}\n\n{} against {}, on the first {} test images; oneDNN ISA: {}.\n\n", model,
                                what, reference, r.images, r.onednn_isa);
   md += "| model | accuracy |\n|---|---|\n";
@@ -138,6 +161,24 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
   for (size_t i = 0; i < ranked.size(); ++i)
     md += fmt::format("| {} | {} | {:.4f} | {:+.4f} |\n", i + 1, ranked[i]->name, ranked[i]->accuracy_with_float,
                       ranked[i]->accuracy_with_float - r.accuracy_fake_quant);
+
+  md += fmt::format("\n## Suggested bit widths\n\nTarget accuracy: {:.4f}. ", r.target_accuracy);
+  if (r.suggestion.empty()) {
+    md += r.target_met ? fmt::format("The fake-quantized model already reaches it ({:.4f}).\n", r.accuracy_fake_quant)
+                       : "No layer can be widened further (or the sensitivity was not measured).\n";
+    return md;
+  }
+  md += fmt::format("The layers above, most sensitive first, each given {} bits on top of the ones before (the fake-quantized "
+                    "model's accuracy after each step):\n\n| step | layer | --layer-bits | accuracy |\n|---|---|---|---|\n| 0 | all "
+                    "as they are | | {:.4f} |\n", r.suggested_bits, r.accuracy_fake_quant);
+  for (size_t i = 0; i < r.suggestion.size(); ++i) {
+    std::vector<std::string> items;
+    for (const std::string& name : r.suggestion[i].layers) items.push_back(fmt::format("{}={}", name, r.suggested_bits));
+    md += fmt::format("| {} | {} | {} | {:.4f} |\n", i + 1, r.suggestion[i].stage, fmt::join(items, ","), r.suggestion[i].accuracy);
+  }
+  md += r.target_met ? fmt::format("\nThe target is reached with: `{} --layer-bits {}`.\n", fix, layer_bits)
+                     : fmt::format("\nEven with every step the model stays below the target; the closest: `{} --layer-bits {}`.\n", fix,
+                                   layer_bits);
   return md;
 }
 
@@ -188,6 +229,9 @@ int inspect_main(int argc, char** argv) {
       ("images", "Test images to run, 1..100000 (the first ones)", number_value("1000"))
       ("out", "Folder for report.md, the charts and inspection.json", cxxopts::value<std::string>()->default_value("inspect-output"))
       ("json", "Print inspection.json on stdout instead of the summary")
+      ("target-accuracy", "The accuracy the suggested bit widths should reach, in [0, 1] (default: the float accuracy less 0.01)",
+       cxxopts::value<std::string>())
+      ("suggest-bits", "The width the suggestion gives the sensitive layers, 2..8", number_value("8"))
       ("model", "The QAT checkpoint (model_qat.qbin), or a float model to quantize after training (PTQ)", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
@@ -202,6 +246,9 @@ int inspect_main(int argc, char** argv) {
   if (!args.count("model")) throw UsageError("missing MODEL (expected: inspect MODEL, a QAT checkpoint or a float model)");
   const int64_t images = int_option(args, "images", 1, 100000);
   const PtqRequest ptq_request = read_ptq_options(args);
+  InspectOptions inspect_options;
+  if (args.count("target-accuracy")) inspect_options.target_accuracy = real_option(args, "target-accuracy", {.min = 0, .max = 1});
+  inspect_options.suggested_bits = static_cast<int>(int_option(args, "suggest-bits", 2, 8));
   const std::string path = args["model"].as<std::string>(), out = args["out"].as<std::string>();
   prepare_output_folder(out, "--out");
   use_threads_option(args);
@@ -224,14 +271,17 @@ int inspect_main(int argc, char** argv) {
   const std::string what = ptq.empty() ? fmt::format("the QAT model ({}, fake-quantized) and its int8 export", qat_bits_text(model)) : fmt::format("{} and its int8 model", ptq);
   Inspection r;
   try {
-    r = inspect(float_model, model, data.test.slice(0, std::min(images, data.test.size())));
+    r = inspect(float_model, model, data.test.slice(0, std::min(images, data.test.size())), inspect_options);
   } catch (const std::invalid_argument& e) {
     throw std::runtime_error(fmt::format("{}: {}", path, without_function_name(e.what())));
   }
   const std::string reference_name = args.count("float") ? reference : "its own weights in float";
-  const Json json = to_json(r, path, reference_name);
+  const std::string layer_bits = suggested_layer_bits(r, args.count("layer-bits") ? args["layer-bits"].as<std::string>() : "");
+  const std::string fix = ptq.empty() ? std::string("train --qat --init FLOAT_MODEL")
+                                      : fmt::format("quantize {} --bits {} --method {}", path, ptq_request.bits, ptq_request.method);
+  const Json json = to_json(r, path, reference_name, layer_bits);
   write_charts(r, out);
-  write_file_atomic(out + "/report.md", report_md(r, path, reference_name, what));
+  write_file_atomic(out + "/report.md", report_md(r, path, reference_name, what, fix, layer_bits));
   write_file_atomic(out + "/inspection.json", json.dump() + "\n");
   if (args.count("json")) {
     fmt::print("{}\n", json.dump());
@@ -243,6 +293,11 @@ int inspect_main(int argc, char** argv) {
   fmt::print("{:<24} {:>10} {:>10} {:>12}\n", "layer", "SQNR fq", "SQNR int8", "acc. float");
   for (const LayerInspection& l : r.layers)
     fmt::print("{:<24} {:>10} {:>10} {:>12}\n", l.name, db(l.sqnr_fake_quant), db(l.sqnr_int8), num(l.accuracy_with_float, "{:.4f}"));
+  if (!r.suggestion.empty())
+    fmt::print("{} {:.4f} ({} of {:.4f}): {} --layer-bits {}\n", r.target_met ? "Reaches" : "Comes closest to the target with",
+               r.suggestion.back().accuracy, r.target_met ? "target" : "short", r.target_accuracy, fix, layer_bits);
+  else if (r.target_met)
+    fmt::print("Meets the target accuracy {:.4f} as it is\n", r.target_accuracy);
   fmt::print("Wrote {}/report.md, its charts and inspection.json\n", out);
   return 0;
 }

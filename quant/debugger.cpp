@@ -13,6 +13,7 @@
 
 #include "core/autograd.h"
 #include "layers/container.h"
+#include "layers/layer_kind.h"
 #include "optim/trainer.h"
 #include "quant/export.h"
 #include "quant/qat.h"
@@ -85,6 +86,28 @@ bool set_float(Sequential& model, int first, int last, bool on) {
       if (auto* a = dynamic_cast<QatObservedActivation*>(&l)) a->set_sink(on ? kIgnore : nullptr), any = true;
     });
   return any;
+}
+
+// Gives the quantizers of layers [first, last] at least `bits` bits; returns the names to give
+// --layer-bits for it (the layers with weights and the layers that set a grid of their own), empty
+// if every quantizer there already had as many. `saved` keeps each quantizer's width before.
+std::vector<std::string> widen(Sequential& model, int first, int last, int bits, std::vector<std::pair<Module*, int>>& saved) {
+  std::vector<std::string> names;
+  for (int i = std::max(first, 0); i <= last; ++i)
+    each_quantizer(model.layer(static_cast<size_t>(i)), [&](Module& l) {
+      if (auto* w = dynamic_cast<QatWeights*>(&l); w && w->bits() < bits)
+        saved.emplace_back(w, w->bits()), w->set_bits(bits), names.push_back(w->name());
+      if (auto* a = dynamic_cast<QatObservedActivation*>(&l); a && a->bits() < bits) saved.emplace_back(a, a->bits()), a->set_bits(bits);
+      if (const LayerKind* k = find_layer_kind(l.type_name()); k && k->role == Int8Role::kRequantize) names.push_back(l.name());
+    });
+  return names;
+}
+
+void restore_widths(const std::vector<std::pair<Module*, int>>& saved) {
+  for (const auto& [m, bits] : saved) {
+    if (auto* w = dynamic_cast<QatWeights*>(m)) w->set_bits(bits);
+    if (auto* a = dynamic_cast<QatObservedActivation*>(m)) a->set_bits(bits);
+  }
 }
 
 // The weight quantization of a stage's QatWeights: SQNR per output channel (the last axis) and the
@@ -276,6 +299,35 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
       }
       set_float(qat_model, first, last, false);
     }
+
+  // The suggestion: widen the stages in the order of what keeping them in float gains.
+  r.target_accuracy = std::isnan(options.target_accuracy) ? r.accuracy_float - 0.01 : options.target_accuracy;
+  r.suggested_bits = options.suggested_bits;
+  r.target_met = r.accuracy_fake_quant >= r.target_accuracy;
+  if (options.sensitivity && !r.target_met) {
+    std::vector<size_t> order;
+    for (size_t s = 0; s < stages; ++s)
+      if (!std::isnan(r.layers[s].accuracy_with_float)) order.push_back(s);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return r.layers[a].accuracy_with_float > r.layers[b].accuracy_with_float; });
+    std::vector<std::pair<Module*, int>> saved;
+    try {
+      for (size_t s : order) {
+        std::vector<std::string> names = widen(qat_model, s == 0 ? 0 : qat_ends[s - 1] + 1, qat_ends[s], options.suggested_bits, saved);
+        if (names.empty()) continue;
+        const double accuracy = evaluate(qat_model, images, options.batch_size).accuracy;
+        r.suggestion.push_back({r.layers[s].name, std::move(names), accuracy});
+        if (accuracy >= r.target_accuracy) {
+          r.target_met = true;
+          break;
+        }
+      }
+    } catch (...) {
+      restore_widths(saved);
+      throw;
+    }
+    restore_widths(saved);
+  }
   return r;
 }
 

@@ -72,6 +72,15 @@ struct LayerInspection {
   double accuracy_with_float = kNoFigure;
 };
 
+// One step of the suggestion: the stage whose layers were given wider codes, the layers to name
+// (`--layer-bits NAME=bits`; a residual block names each layer inside it), and the fake-quantized
+// accuracy with this and every earlier step applied.
+struct WidthStep {
+  std::string stage;
+  std::vector<std::string> layers;
+  double accuracy = 0;
+};
+
 struct Inspection {
   int64_t images = 0;
   std::string bits;  // the widths of weights and grids: "8-bit", "mixed 4/8-bit"
@@ -79,11 +88,21 @@ struct Inspection {
   bool runtime_matches_reference = false;  // oneDNN's logits bit-identical to the integer reference's
   std::string onednn_isa;
   std::vector<LayerInspection> layers;
+  // The suggestion (with sensitivity): the most sensitive stages, in the order of their gain, given
+  // `suggested_bits` one after another until the fake-quantized accuracy reaches the target.
+  double target_accuracy = kNoFigure;
+  int suggested_bits = 8;
+  std::vector<WidthStep> suggestion;  // empty if the model already meets the target
+  bool target_met = false;
 };
 
 struct InspectOptions {
   int64_t batch_size = 100;
   bool sensitivity = true;  // one evaluation of the fake-quantized model per quantized stage
+  // The suggestion: the accuracy to reach (NaN: the float model's less 0.01) and the width to give
+  // the sensitive layers; one more evaluation per step.
+  double target_accuracy = kNoFigure;
+  int suggested_bits = 8;
 };
 
 // qat_model: a QAT-form model (prepare_qat or calibrate_ptq, ranges observed); float_model: the

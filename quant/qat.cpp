@@ -38,6 +38,11 @@ QatWeights::QatWeights(std::unique_ptr<Module> layer, int bits) : layer_(std::mo
                                             layer_->type_name()));
 }
 
+void QatWeights::set_bits(int bits) {
+  check_bits(bits);
+  bits_ = bits;
+}
+
 void QatWeights::fold(QatBatchNorm& bn) {
   folded_ = &bn;
   bn.layer_ = this;
@@ -162,6 +167,11 @@ ObserverOptions relu_range(ObserverOptions o) {
 
 QatObservedActivation::QatObservedActivation(int bits, const ObserverOptions& observer) : bits_(bits), observer_(observer) {
   check_bits(bits);
+}
+
+void QatObservedActivation::set_bits(int bits) {
+  check_bits(bits);
+  bits_ = bits;
 }
 
 QatReLU::QatReLU(int bits, const ObserverOptions& observer) : QatObservedActivation(bits, relu_range(observer)) {}

@@ -42,6 +42,7 @@ class QatWeights : public Module, public PooledForward, public Recorded {
   std::vector<Variable*> parameters() override { return layer_->parameters(); }
   qbin::LayerRecord to_record() const override;
   int bits() const { return bits_; }
+  void set_bits(int bits);  // 2..8: the next forward quantizes the kernel on the new grid
   Module& inner() { return *layer_; }
   const Module& inner() const { return *layer_; }
 
@@ -108,6 +109,7 @@ class QatObservedActivation : public Module, public PoolCommutingActivation {
   MovingAverageObserver& observer() { return observer_; }
   const MovingAverageObserver& observer() const { return observer_; }
   int bits() const { return bits_; }
+  void set_bits(int bits);  // 2..8: the same range, cut into 2^bits - 1 steps from the next forward
   // PTQ calibration: with a sink, the activation is not quantized and its values (after the
   // ReLU, for a QatReLU) go to the sink instead of the observer.
   using Sink = std::function<void(QatObservedActivation& where, const Tensor& values)>;

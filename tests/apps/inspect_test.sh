@@ -37,6 +37,16 @@ check "... and every layer in float recovers some of it" \
 "$bin/inspect" f.qbin --bits 3 --images 300 --out ptq_again --float f.qbin >/dev/null 2>&1
 check "... the same figures again with --float naming the file (deterministic)" \
   bash -c "test -s ptq_again/inspection.json && diff <(grep -v float_model ptq.json) <(grep -v float_model ptq_again/inspection.json)"
+# The suggestion: widths that reach the target (by default the float accuracy less 0.01), and what
+# PTQ with those --layer-bits scores on the same images.
+lb=$(sed -n 's/.*"suggested_layer_bits": "\([^"]*\)".*/\1/p' ptq.json)
+check "... suggests --layer-bits for the sensitive layers ($lb)" bash -c "[[ '$lb' == *=8* ]] && grep -q '\"target_met\": \"yes\"' ptq.json"
+"$bin/inspect" f.qbin --bits 3 --layer-bits "$lb" --images 300 --out mixed --json >mixed.json 2>mixed.err
+last=$(grep -o '"accuracy": [0-9.]*' ptq.json | tail -1 | cut -d ' ' -f 2)
+check "... which score what it said ($last) when applied" test "$(json_number mixed.json accuracy_fake_quant)" = "$last"
+check "... as a mixed-width model, bit-identical on the runtime" \
+  bash -c "grep -q '\"bits\": \"mixed 3/8-bit\"' mixed.json && grep -q '\"runtime_matches_reference\": \"yes\"' mixed.json"
+check "... already at the target: nothing to suggest" bash -c "grep -q '\"suggestion\": \[\],' mixed.json && grep -q '\"target_met\": \"yes\"' mixed.json"
 
 "$bin/inspect" q.qbin --out bad >int8.log 2>&1
 check "an int8 model is refused with what to give instead (exit 1)" \

@@ -8,6 +8,7 @@
 #include "layers/container.h"
 #include "layers/model_spec.h"
 #include "quant/debugger.h"
+#include "quant/export.h"
 #include "optim/trainer.h"
 #include "tests/quant/runtime_testing.h"
 
@@ -142,4 +143,37 @@ TEST_CASE("inspect refuses a float model as the quantized one, another input or 
   CHECK_THROWS_WITH(inspect(classes, g, images), Catch::Contains("the float model gives [4], the quantized one [3]"));
   const ImageSet wrong = labelled_images(other, {5, 4, 1}, 5, rng);
   CHECK_THROWS_WITH(inspect(f, g, wrong), Catch::Contains("the images are [5, 4, 1]"));
+}
+
+TEST_CASE("inspect suggests the widths that reach a target: what PTQ with those --layer-bits gives", "[quant][onednn]") {
+  const Shape shape{12, 11, 2};
+  Rng rng(9), data_rng(10);
+  Sequential float_model = model_from_spec(kMixed, shape, rng);
+  const ImageSet images = labelled_images(float_model, shape, 60, data_rng);
+  Sequential ptq = from_qbin(to_qbin(float_model));
+  calibrate_ptq(ptq, images, {.bits = 2});
+  const std::string before = qat_bits_text(ptq);
+  const std::vector<uint8_t> file_before = qbin::serialize(to_qbin(ptq));
+  const Inspection r = inspect(float_model, ptq, images, {.batch_size = 30, .target_accuracy = 0.95});
+  REQUIRE(r.accuracy_float == 1.0);
+  REQUIRE(r.accuracy_fake_quant < 0.95);  // 2 bits everywhere loses it
+  REQUIRE(!r.suggestion.empty());
+  CHECK(r.target_met == (r.suggestion.back().accuracy >= 0.95));
+  for (size_t i = 1; i < r.suggestion.size(); ++i) CHECK(r.suggestion[i - 1].accuracy < 0.95);  // it stops at the first step that reaches it
+  // The model is left as it was: same widths, same file.
+  CHECK(qat_bits_text(ptq) == before);
+  CHECK(qbin::serialize(to_qbin(ptq)) == file_before);
+  // PTQ of the float model with the suggested widths scores what the suggestion says (calibration
+  // ranges do not depend on the widths), and its int8 file is bit-exact as any other.
+  Sequential fixed = from_qbin(to_qbin(float_model));
+  for (const WidthStep& step : r.suggestion)
+    for (const std::string& name : step.layers)
+      for_each_layer(fixed, [&](Module& m) {
+        if (m.name() == name) m.set_quant_bits(8);
+      });
+  calibrate_ptq(fixed, images, {.bits = 2});
+  CHECK(evaluate(fixed, images, 30).accuracy == r.suggestion.back().accuracy);
+  const InferenceModel m = inference_model(export_int8(fixed));
+  const std::vector<uint8_t> px(images.image(0), images.image(0) + images.size() * images.image_bytes());
+  CHECK(mismatches(Runtime(m).predict(px.data(), images.size()), reference_forward(m, px.data(), images.size())) == 0);
 }
