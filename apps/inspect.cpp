@@ -55,6 +55,8 @@ Json to_json(const Inspection& r, const std::string& model, const std::string& r
     for (double v : l.weight_sqnr) sq.push(jnum(v));
     layers.push(Json::object()
                     .set("name", Json::string(l.name))
+                    .set("in", Json::string(l.in))
+                    .set("depth", Json::integer(l.depth))
                     .set("kind", Json::string(l.kind))
                     .set("shape", Json::string(shape_str(l.shape)))
                     .set("output", Json::string(l.codes ? "codes" : "float"))
@@ -102,6 +104,9 @@ Json to_json(const Inspection& r, const std::string& model, const std::string& r
       .set("suggested_layer_bits", Json::string(r.suggestion.empty() ? "" : layer_bits));
 }
 
+// A row's name: a stage inside a residual block says where ("residual_1 body / conv2d_3").
+std::string label(const LayerInspection& l) { return l.in.empty() ? l.name : fmt::format("{} / {}", l.in, l.name); }
+
 double median_of(std::vector<double> v) {
   std::erase_if(v, [](double x) { return std::isnan(x); });
   if (v.empty()) return kNoFigure;
@@ -119,14 +124,15 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
                     r.accuracy_float, r.accuracy_fake_quant, r.accuracy_int8, r.accuracy_runtime);
   md += fmt::format("The oneDNN runtime's logits are {} the integer reference's on these images.\n\n",
                     r.runtime_matches_reference ? "bit-identical to" : "NOT identical to");
-  md += "## Output error per layer\n\nEach row is a stage of the int8 model (a layer with what is fused into it). SQNR: "
+  md += "## Output error per layer\n\nEach row is a stage of the int8 model (a layer with what is fused into it; inside a residual block "
+        "each stage of its body and shortcut, named after the block and branch, then the block's output). SQNR: "
         "10 log10(sum f^2 / sum (x - f)^2) of the layer's output x against the float model's f, in dB; each 6 dB is one bit. "
         "int8 vs fake-quant: the largest difference in output steps and how many values differ by half a step or more "
         "(0 and 0: the int8 model computes what QAT trained).\n\n![SQNR per layer](sqnr.svg)\n\n";
   md += "| layer | kind | output | SQNR fake-quant (dB) | SQNR int8 (dB) | max abs err | mean abs err | int8 vs fake-quant: max steps, values differing |\n"
         "|---|---|---|---|---|---|---|---|\n";
   for (const LayerInspection& l : r.layers)
-    md += fmt::format("| {} | {} | {} {} | {} | {} | {} | {} | {:.2g}, {} of {} |\n", l.name, l.kind, shape_str(l.shape), l.codes ? "codes" : "float",
+    md += fmt::format("| {} | {} | {} {} | {} | {} | {} | {} | {:.2g}, {} of {} |\n", label(l), l.kind, shape_str(l.shape), l.codes ? "codes" : "float",
                       db(l.sqnr_fake_quant), db(l.sqnr_int8), num(l.max_abs_error), num(l.mean_abs_error), l.max_step_difference,
                       l.values_differing, l.values);
   md += "\n## Activation grids\n\nThe grid of each layer that gives codes: its real range, how much of it the float output spans, and "
@@ -134,7 +140,7 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
   md += "| layer | bits | scale | zero point | grid range | float range | range used | clipped | histogram |\n|---|---|---|---|---|---|---|---|---|\n";
   for (const LayerInspection& l : r.layers)
     if (l.codes)
-      md += fmt::format("| {} | {} | {:.4g} | {} | [{:.4g}, {:.4g}] | [{}, {}] | {} | {} | [svg](histograms/{}_activation.svg) |\n", l.name, l.bits,
+      md += fmt::format("| {} | {} | {:.4g} | {} | [{:.4g}, {:.4g}] | [{}, {}] | {} | {} | [svg](histograms/{}_activation.svg) |\n", label(l), l.bits,
                         l.scale, l.zero_point, -l.zero_point * l.scale, (l.qmax - l.zero_point) * l.scale, num(l.float_min), num(l.float_max),
                         std::isnan(l.range_used) ? "-" : fmt::format("{:.1f}%", 100 * l.range_used),
                         std::isnan(l.clipped) ? "-" : fmt::format("{:.3f}%", 100 * l.clipped), file_safe(l.name));
@@ -146,7 +152,7 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
     double worst = kNoFigure;
     for (double v : l.weight_sqnr)
       if (!std::isnan(v) && (std::isnan(worst) || v < worst)) worst = v;
-    md += fmt::format("| {} | {} | {} | {} | {} | {} | [svg](histograms/{}_weights.svg) |\n", l.name, l.weight_bits, l.weight_sqnr.size(), db(worst),
+    md += fmt::format("| {} | {} | {} | {} | {} | {} | [svg](histograms/{}_weights.svg) |\n", label(l), l.weight_bits, l.weight_sqnr.size(), db(worst),
                       db(median_of(l.weight_sqnr)), l.int8_path.empty() ? "-" : l.int8_path, file_safe(l.name));
   }
   md += fmt::format("\n## Sensitivity\n\nThe fake-quantized model's accuracy with one layer at a time kept in float (its weights and output "
@@ -159,7 +165,7 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
   std::stable_sort(ranked.begin(), ranked.end(), [](auto* a, auto* b) { return a->accuracy_with_float > b->accuracy_with_float; });
   md += "| rank | layer | accuracy with it in float | gain |\n|---|---|---|---|\n";
   for (size_t i = 0; i < ranked.size(); ++i)
-    md += fmt::format("| {} | {} | {:.4f} | {:+.4f} |\n", i + 1, ranked[i]->name, ranked[i]->accuracy_with_float,
+    md += fmt::format("| {} | {} | {:.4f} | {:+.4f} |\n", i + 1, label(*ranked[i]), ranked[i]->accuracy_with_float,
                       ranked[i]->accuracy_with_float - r.accuracy_fake_quant);
 
   md += fmt::format("\n## Suggested bit widths\n\nTarget accuracy: {:.4f}. ", r.target_accuracy);
@@ -186,7 +192,7 @@ void write_charts(const Inspection& r, const std::string& out) {
   std::vector<std::string> names;
   std::vector<double> fq, q8, sens;
   for (const LayerInspection& l : r.layers) {
-    names.push_back(l.name);
+    names.push_back(label(l));
     // An exact match has no finite SQNR: drawn as "n/a" in the chart, "inf (equal)" in the tables.
     fq.push_back(std::isfinite(l.sqnr_fake_quant) ? l.sqnr_fake_quant : kNoFigure);
     q8.push_back(std::isfinite(l.sqnr_int8) ? l.sqnr_int8 : kNoFigure);
@@ -290,9 +296,11 @@ int inspect_main(int argc, char** argv) {
   fmt::print("{}: float {:.4f}, fake-quantized {:.4f}, int8 {:.4f} (runtime {:.4f}, {} the reference) on {} images\n", path,
              r.accuracy_float, r.accuracy_fake_quant, r.accuracy_int8, r.accuracy_runtime,
              r.runtime_matches_reference ? "bit-identical to" : "NOT identical to", r.images);
-  fmt::print("{:<24} {:>10} {:>10} {:>12}\n", "layer", "SQNR fq", "SQNR int8", "acc. float");
+  size_t width = 24;
+  for (const LayerInspection& l : r.layers) width = std::max(width, label(l).size() + 1);
+  fmt::print("{:<{}} {:>10} {:>10} {:>12}\n", "layer", width, "SQNR fq", "SQNR int8", "acc. float");
   for (const LayerInspection& l : r.layers)
-    fmt::print("{:<24} {:>10} {:>10} {:>12}\n", l.name, db(l.sqnr_fake_quant), db(l.sqnr_int8), num(l.accuracy_with_float, "{:.4f}"));
+    fmt::print("{:<{}} {:>10} {:>10} {:>12}\n", label(l), width, db(l.sqnr_fake_quant), db(l.sqnr_int8), num(l.accuracy_with_float, "{:.4f}"));
   if (!r.suggestion.empty())
     fmt::print("{} {:.4f} ({} of {:.4f}): {} --layer-bits {}\n", r.target_met ? "Reaches" : "Comes closest to the target with",
                r.suggestion.back().accuracy, r.target_met ? "target" : "short", r.target_accuracy, fix, layer_bits);

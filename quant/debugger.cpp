@@ -43,30 +43,56 @@ double sqnr_db(double signal, double noise) {
 // the layer before the first layer named by a later stage (the last layer for the last stage), or
 // -1 if the stage's own layer comes after that point. Layers that are the identity at inference
 // (Dropout) fall inside the stage before them.
-std::vector<int> stage_ends(const Sequential& model, const InferenceModel& m) {
+std::vector<int> stage_ends(const Sequential& model, const std::vector<Stage>& stages) {
   std::unordered_map<std::string, int> index;
   for (size_t i = 0; i < model.size(); ++i) index[model.layer(i).name()] = static_cast<int>(i);
-  std::vector<int> ends(m.stages.size(), static_cast<int>(model.size()) - 1);
-  for (size_t s = 0; s < m.stages.size(); ++s) {
-    for (size_t later = s + 1; later < m.stages.size(); ++later)
-      if (auto it = index.find(m.stages[later].name); it != index.end()) {
+  std::vector<int> ends(stages.size(), static_cast<int>(model.size()) - 1);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    for (size_t later = s + 1; later < stages.size(); ++later)
+      if (auto it = index.find(stages[later].name); it != index.end()) {
         ends[s] = it->second - 1;
         break;
       }
-    if (auto own = index.find(m.stages[s].name); own != index.end() && own->second > ends[s]) ends[s] = -1;
+    if (auto own = index.find(stages[s].name); own != index.end() && own->second > ends[s]) ends[s] = -1;
   }
   return ends;
 }
 
-// Runs the model layer by layer on x and keeps the outputs of the layers in `keep` (by index).
-std::unordered_map<int, Tensor> layer_outputs(Sequential& model, const Tensor& x, const std::vector<int>& keep) {
-  std::unordered_map<int, Tensor> kept;
-  Variable y(x);
-  for (size_t i = 0; i < model.size(); ++i) {
-    y = model.layer(i).forward(y);
-    if (std::find(keep.begin(), keep.end(), static_cast<int>(i)) != keep.end()) kept[static_cast<int>(i)] = y.value();
+// Where a stage point (quant/runtime/reference.h) is in a Sequential model: the chain (the model,
+// or a branch of one of its containers) and the layers [first, end] of that chain that make the
+// stage; chain null or end -1 if the model has no such point.
+struct ModelPoint {
+  Sequential* chain = nullptr;
+  int first = 0, end = -1;
+};
+
+// The places of the points of `stages` (in stage_points' order) in `chain`: a container stage's
+// branches are looked for in the branches of the module named as the stage.
+void place_points(Sequential* chain, const std::vector<Stage>& stages, std::vector<ModelPoint>& out) {
+  const std::vector<int> ends = chain ? stage_ends(*chain, stages) : std::vector<int>(stages.size(), -1);
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const std::vector<const std::vector<Stage>*> branches = stages[s].op->branches();
+    std::vector<Sequential*> inner;
+    if (chain && !branches.empty())
+      for (size_t i = 0; i < chain->size(); ++i)
+        if (auto* c = dynamic_cast<Container*>(&chain->layer(i)); c && chain->layer(i).name() == stages[s].name) inner = c->branches();
+    for (size_t b = 0; b < branches.size(); ++b) place_points(b < inner.size() ? inner[b] : nullptr, *branches[b], out);
+    out.push_back({chain, s == 0 ? 0 : std::max(ends[s - 1] + 1, 0), ends[s]});
   }
-  return kept;
+}
+
+// Runs `chain` on x layer by layer, each container's branches on their own too, and keeps the
+// output of every point that ends at a layer of the chain.
+void run_points(Sequential& chain, const Variable& x, const std::vector<ModelPoint>& points, std::vector<Tensor>& out) {
+  Variable y = x;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    Module& layer = chain.layer(i);
+    if (auto* c = dynamic_cast<Container*>(&layer))
+      for (Sequential* branch : c->branches()) run_points(*branch, y, points, out);
+    y = layer.forward(y);
+    for (size_t p = 0; p < points.size(); ++p)
+      if (points[p].chain == &chain && points[p].end == static_cast<int>(i)) out[p] = y.value();
+  }
 }
 
 void each_quantizer(Module& m, const std::function<void(Module&)>& f) {
@@ -78,6 +104,7 @@ void each_quantizer(Module& m, const std::function<void(Module&)>& f) {
 // Turns the quantizers of layers [first, last] off (float weights, unquantized outputs) or back on;
 // returns whether there was any.
 bool set_float(Sequential& model, int first, int last, bool on) {
+  if (last < 0) return false;
   static const QatObservedActivation::Sink kIgnore = [](QatObservedActivation&, const Tensor&) {};
   bool any = false;
   for (int i = std::max(first, 0); i <= last; ++i)
@@ -93,13 +120,19 @@ bool set_float(Sequential& model, int first, int last, bool on) {
 // if every quantizer there already had as many. `saved` keeps each quantizer's width before.
 std::vector<std::string> widen(Sequential& model, int first, int last, int bits, std::vector<std::pair<Module*, int>>& saved) {
   std::vector<std::string> names;
+  if (last < 0) return names;
+  bool changed = false;
   for (int i = std::max(first, 0); i <= last; ++i)
     each_quantizer(model.layer(static_cast<size_t>(i)), [&](Module& l) {
-      if (auto* w = dynamic_cast<QatWeights*>(&l); w && w->bits() < bits)
-        saved.emplace_back(w, w->bits()), w->set_bits(bits), names.push_back(w->name());
-      if (auto* a = dynamic_cast<QatObservedActivation*>(&l); a && a->bits() < bits) saved.emplace_back(a, a->bits()), a->set_bits(bits);
+      if (auto* w = dynamic_cast<QatWeights*>(&l)) {
+        names.push_back(w->name());
+        if (w->bits() < bits) saved.emplace_back(w, w->bits()), w->set_bits(bits), changed = true;
+      }
+      if (auto* a = dynamic_cast<QatObservedActivation*>(&l); a && a->bits() < bits)
+        saved.emplace_back(a, a->bits()), a->set_bits(bits), changed = true;
       if (const LayerKind* k = find_layer_kind(l.type_name()); k && k->role == Int8Role::kRequantize) names.push_back(l.name());
     });
+  if (!changed) names.clear();
   return names;
 }
 
@@ -168,39 +201,49 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
   r.images = images.size();
   r.bits = qat_bits_text(qat_model);
   r.onednn_isa = onednn_isa();
-  const std::vector<int> float_ends = stage_ends(float_model, m), qat_ends = stage_ends(qat_model, m);
-  const size_t stages = m.stages.size();
+  // Every stage, and inside a residual block every stage of its branches (stage_points), and where
+  // each is in the float and the QAT model.
+  const std::vector<StagePoint> points = stage_points(m);
+  std::vector<ModelPoint> fpoints, qpoints;
+  place_points(&float_model, m.stages, fpoints);
+  place_points(&qat_model, m.stages, qpoints);
+  const size_t stages = points.size();
   const int classes = m.classes();
 
   for (size_t s = 0; s < stages; ++s) {
-    const Stage& st = m.stages[s];
+    const Stage& st = *points[s].stage;
     LayerInspection l;
     l.name = st.name, l.kind = st.kind, l.shape = {st.H, st.W, st.C};
+    l.depth = points[s].depth;
     l.codes = !st.f32_output, l.scale = st.scale, l.zero_point = st.zero_point, l.bits = st.bits, l.qmax = (1 << st.bits) - 1;
     if (l.codes) l.activation = {-0.5, 1.0, std::vector<int64_t>(static_cast<size_t>(l.qmax) + 1), 0, 0};
     l.int8_path = int8_path(*st.op);
-    const int first = s == 0 ? 0 : qat_ends[s - 1] + 1;
-    for (int i = std::max(first, 0); i <= qat_ends[s]; ++i)
-      if (auto* w = dynamic_cast<const QatWeights*>(&qat_model.layer(static_cast<size_t>(i)))) {
+    const ModelPoint& q = qpoints[s];
+    for (int i = q.first; q.chain && i <= q.end; ++i)
+      if (auto* w = dynamic_cast<const QatWeights*>(&q.chain->layer(static_cast<size_t>(i)))) {
         inspect_weights(*w, l);
         break;
       }
     r.layers.push_back(std::move(l));
   }
+  // A point's place in its container: "residual_1 body" (the container's own point comes later).
+  for (size_t s = 0; s < stages; ++s)
+    if (const int parent = points[s].parent; parent >= 0)
+      r.layers[s].in = fmt::format("{} {}", points[static_cast<size_t>(parent)].stage->name, points[s].branch == 0 ? "body" : "shortcut");
 
   // Shape of each model's output at the stage's point, to check it is the same point.
-  auto shape_at = [&](Sequential& model, int end) {
-    Shape sh = model.input_shape();
-    for (int i = 0; i <= end; ++i) sh = model.layer(static_cast<size_t>(i)).output_shape(sh);
+  auto shape_at = [&](const ModelPoint& p) {
+    Shape sh = p.chain->input_shape();
+    for (int i = 0; i <= p.end; ++i) sh = p.chain->layer(static_cast<size_t>(i)).output_shape(sh);
     return sh;
   };
   // A stage's shape is H x W x C (1 x 1 x C after Flatten and Dense); the models' is Keras' ([C]).
   for (size_t s = 0; s < stages; ++s) {
     LayerInspection& l = r.layers[s];
     const int64_t numel = shape_numel(l.shape);
-    if (qat_ends[s] < 0) continue;
-    if (const Shape q = shape_at(qat_model, qat_ends[s]); shape_numel(q) == numel) l.shape = q;
-    l.compared = float_ends[s] >= 0 && shape_at(float_model, float_ends[s]) == l.shape;
+    if (!qpoints[s].chain || qpoints[s].end < 0) continue;
+    if (const Shape q = shape_at(qpoints[s]); shape_numel(q) == numel) l.shape = q;
+    l.compared = fpoints[s].chain && fpoints[s].end >= 0 && shape_at(fpoints[s]) == l.shape;
   }
 
   std::vector<Sums> sums(stages);
@@ -209,10 +252,11 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
   for (int64_t begin = 0; begin < images.size(); begin += options.batch_size) {
     const int64_t n = std::min(options.batch_size, images.size() - begin);
     const Batch batch = images.batch(begin, n);
-    const auto f = layer_outputs(float_model, batch.x, float_ends);
-    const auto fq = layer_outputs(qat_model, batch.x, qat_ends);
-    correct_float += count_correct(f.at(float_ends.back()), batch.labels);
-    correct_fq += count_correct(fq.at(qat_ends.back()), batch.labels);
+    std::vector<Tensor> f(stages), fq(stages);
+    run_points(float_model, Variable(batch.x), fpoints, f);
+    run_points(qat_model, Variable(batch.x), qpoints, fq);
+    correct_float += count_correct(f.back(), batch.labels);
+    correct_fq += count_correct(fq.back(), batch.labels);
     std::vector<std::vector<std::vector<float>>> traces(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic)
     for (int64_t i = 0; i < n; ++i) traces[static_cast<size_t>(i)] = reference_trace(m, images.image(begin + i));
@@ -225,9 +269,10 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
       LayerInspection& l = r.layers[s];
       Sums& z = sums[s];
       const int64_t per_image = shape_numel(l.shape);
-      const Tensor* fo = l.compared ? &f.at(float_ends[s]) : nullptr;
-      const Tensor* qo = qat_ends[s] >= 0 ? &fq.at(qat_ends[s]) : nullptr;
+      const Tensor* fo = l.compared && !f[s].empty() ? &f[s] : nullptr;
+      const Tensor* qo = !fq[s].empty() ? &fq[s] : nullptr;
       if (qo && qo->numel() != per_image * n) qo = nullptr;
+      if (fo && fo->numel() != per_image * n) fo = nullptr;
       const double step = l.codes ? l.scale : 1.0;
       const double lo = l.codes ? -l.zero_point * static_cast<double>(l.scale) : 0, hi = l.codes ? (l.qmax - l.zero_point) * static_cast<double>(l.scale) : 0;
       for (int64_t i = 0; i < n; ++i) {
@@ -289,15 +334,15 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
 
   if (options.sensitivity)
     for (size_t s = 0; s < stages; ++s) {
-      const int first = s == 0 ? 0 : qat_ends[s - 1] + 1, last = qat_ends[s];
-      if (last < 0 || !set_float(qat_model, first, last, true)) continue;
+      const ModelPoint& q = qpoints[s];
+      if (!q.chain || !set_float(*q.chain, q.first, q.end, true)) continue;
       try {
         r.layers[s].accuracy_with_float = evaluate(qat_model, images, options.batch_size).accuracy;
       } catch (...) {
-        set_float(qat_model, first, last, false);
+        set_float(*q.chain, q.first, q.end, false);
         throw;
       }
-      set_float(qat_model, first, last, false);
+      set_float(*q.chain, q.first, q.end, false);
     }
 
   // The suggestion: widen the stages in the order of what keeping them in float gains.
@@ -313,7 +358,8 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
     std::vector<std::pair<Module*, int>> saved;
     try {
       for (size_t s : order) {
-        std::vector<std::string> names = widen(qat_model, s == 0 ? 0 : qat_ends[s - 1] + 1, qat_ends[s], options.suggested_bits, saved);
+        if (!qpoints[s].chain) continue;
+        std::vector<std::string> names = widen(*qpoints[s].chain, qpoints[s].first, qpoints[s].end, options.suggested_bits, saved);
         if (names.empty()) continue;
         const double accuracy = evaluate(qat_model, images, options.batch_size).accuracy;
         r.suggestion.push_back({r.layers[s].name, std::move(names), accuracy});

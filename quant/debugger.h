@@ -31,9 +31,12 @@ struct Histogram {
 inline constexpr double kNoFigure = std::numeric_limits<double>::quiet_NaN();
 
 // One stage of the int8 model (a Conv2D with its folded BatchNormalization and ReLU, a pooling
-// layer, a whole residual block) and the same point of the float and fake-quantized models.
+// layer, a whole residual block, or a stage inside a block's body or shortcut) and the same point
+// of the float and fake-quantized models.
 struct LayerInspection {
   std::string name, kind;  // the stage's first record: "conv2d", "Conv2D"
+  int depth = 0;           // 0: a stage of the model; 1, 2, ...: inside residual blocks
+  std::string in;          // inside a block: the block and its branch, "residual_1 body"
   Shape shape;             // its output per image
   bool codes = false;      // u8 codes; false for the float logits and what follows them
   float scale = 1.f;       // codes: q stands for scale * (q - zero_point)

@@ -39,20 +39,51 @@ std::vector<float> reference_forward(const InferenceModel& m, const uint8_t* ima
   return logits;
 }
 
+namespace {
+
+void add_points(const std::vector<Stage>& chain, int depth, int parent, int branch, std::vector<StagePoint>& out) {
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const std::vector<const std::vector<Stage>*> branches = chain[i].op->branches();
+    const size_t first = out.size();
+    for (size_t b = 0; b < branches.size(); ++b) add_points(*branches[b], depth + 1, -1, static_cast<int>(b), out);
+    const int self = static_cast<int>(out.size());
+    for (size_t k = first; k < out.size(); ++k)
+      if (out[k].depth == depth + 1) out[k].parent = self;
+    out.push_back({&chain[i], depth, parent, branch, static_cast<int>(i)});
+  }
+}
+
+// Runs `chain` on x (the reference), appending each point's output in real numbers.
+void trace_chain(const std::vector<Stage>& chain, RefActivation& x, std::vector<std::vector<float>>& out) {
+  for (const Stage& st : chain) {
+    for (const std::vector<Stage>* branch : st.op->branches()) {
+      RefActivation y = x;
+      trace_chain(*branch, y, out);
+    }
+    st.op->reference(x, st);
+    if (x.real) {
+      out.push_back(x.f);
+    } else {
+      std::vector<float> real(x.q.size());
+      for (size_t i = 0; i < real.size(); ++i) real[i] = static_cast<float>(x.q[i] - st.zero_point) * st.scale;
+      out.push_back(std::move(real));
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<StagePoint> stage_points(const InferenceModel& m) {
+  std::vector<StagePoint> points;
+  add_points(m.stages, 0, -1, 0, points);
+  return points;
+}
+
 std::vector<std::vector<float>> reference_trace(const InferenceModel& m, const uint8_t* image) {
   if (m.precision != Precision::kInt8) throw std::invalid_argument("reference_trace: the model is not int8");
   std::vector<std::vector<float>> outputs;
   RefActivation x{m.H, m.W, m.C, false, std::vector<uint8_t>(image, image + m.input_size()), {}};
-  for (const Stage& st : m.stages) {
-    st.op->reference(x, st);
-    if (x.real) {
-      outputs.push_back(x.f);
-    } else {
-      std::vector<float> real(x.q.size());
-      for (size_t i = 0; i < real.size(); ++i) real[i] = static_cast<float>(x.q[i] - st.zero_point) * st.scale;
-      outputs.push_back(std::move(real));
-    }
-  }
+  trace_chain(m.stages, x, outputs);
   return outputs;
 }
 

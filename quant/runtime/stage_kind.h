@@ -164,6 +164,9 @@ class StageOp {
   virtual int widest_weight_code() const { return 0; }
   // A max-pooling stage's window, for a lowering that fuses with the pool after it; else nullptr.
   virtual const Geometry* max_pool_window() const { return nullptr; }
+  // A container's chains of stages (a residual block: body, then shortcut), each reading the
+  // stage's input; empty for other stages. What tools that look inside a stage walk (stage_points).
+  virtual std::vector<const std::vector<Stage>*> branches() const { return {}; }
 };
 
 // What Conv2D and Dense stages share: their weights (f32, or b-bit codes with an s32 bias in

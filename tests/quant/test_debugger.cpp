@@ -59,6 +59,23 @@ TEST_CASE("inspect: the int8 stages are the fake-quantized model's, the runtime'
     CHECK(l.values_differing <= l.values / 20);
   }
   CHECK(r.layers.front().kind == "Conv2D");
+  // Inside the residual block, a row per stage of its body (its two convs), then the block's own.
+  size_t block = 0;
+  while (block < r.layers.size() && r.layers[block].kind != "Residual") ++block;
+  REQUIRE(block < r.layers.size());
+  REQUIRE(block >= 2);
+  for (size_t i : {block - 2, block - 1}) {
+    INFO(r.layers[i].name);
+    CHECK(r.layers[i].kind == "Conv2D");
+    CHECK(r.layers[i].depth == 1);
+    CHECK(r.layers[i].in == "residual body");
+    CHECK(r.layers[i].weight_bits == 8);
+    CHECK(!std::isnan(r.layers[i].accuracy_with_float));  // the sensitivity of each conv in the block on its own
+  }
+  CHECK(r.layers[block - 2].name == "conv2d_2");
+  CHECK(r.layers[block - 1].name == "conv2d_3");
+  CHECK(r.layers[block].depth == 0);
+  CHECK(r.layers[block].in.empty());
   CHECK(r.layers.front().weight_bits == 8);
   CHECK(r.layers.back().kind == "Dense");
   CHECK_FALSE(r.layers.back().codes);

@@ -79,6 +79,8 @@ class ResidualStage final : public StageOp {
     return out;
   }
 
+  std::vector<const std::vector<Stage>*> branches() const override { return {&body, &shortcut}; }
+
   int widest_weight_code() const override {
     int widest = 0;
     for (const auto* chain : {&body, &shortcut})
