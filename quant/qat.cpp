@@ -347,7 +347,7 @@ struct Accumulators {
     }
     std::vector<std::string> fixes;
     if (own) fixes.push_back(fmt::format("give it bits={} or fewer", own));
-    if (all) fixes.push_back(fmt::format("train with --bits {} or fewer", all));
+    if (all && q.inner().quant_bits() == 0) fixes.push_back(fmt::format("train with --bits {} or fewer", all));  // it takes --bits
     fixes.push_back("give it fewer inputs, e.g. a pooling before it");
     throw std::invalid_argument(fmt::format(
         "prepare_qat: layer '{}' ({}): its {}-term dot products of {}-bit weight codes on input codes up to {}{} can reach {}, plus a bias, "

@@ -49,7 +49,7 @@ void add_points(const std::vector<Stage>& chain, int depth, int parent, int bran
     const int self = static_cast<int>(out.size());
     for (size_t k = first; k < out.size(); ++k)
       if (out[k].depth == depth + 1) out[k].parent = self;
-    out.push_back({&chain[i], depth, parent, branch, static_cast<int>(i)});
+    out.push_back({&chain[i], depth, parent, branch});
   }
 }
 

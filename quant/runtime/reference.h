@@ -26,7 +26,6 @@ struct StagePoint {
   int depth = 0;    // 0: one of model.stages
   int parent = -1;  // the index of the container's point (depth > 0)
   int branch = 0;   // which of the container's branches (StageOp::branches) it is in
-  int index = 0;    // its index in that chain (or in model.stages)
 };
 std::vector<StagePoint> stage_points(const InferenceModel& model);
 
