@@ -61,6 +61,10 @@ expect "quantize: no model" 2 "missing MODEL" -- "$bin/quantize"
 expect "quantize: bad method" 2 "expected minmax or percentile" -- "$bin/quantize" "$tmp/bad.qbin" --method mse
 expect "quantize: too many images" 2 "expected an integer in 1..60000" -- "$bin/quantize" "$tmp/bad.qbin" --calibration-images 70000
 expect "quantize: overwrite input" 2 "overwrite the input" -- "$bin/quantize" "$tmp/bad.qbin" -o "$tmp/bad.qbin"
+expect "quantize: bits past 8" 2 "expected an integer in 2..8" -- "$bin/quantize" "$tmp/bad.qbin" --bits 9
+expect "train: layer bits without qat" 2 "need --qat" -- "$bin/train" --layer-bits conv2d=4
+expect "inspect: target accuracy above 1" 2 "target-accuracy" -- "$bin/inspect" "$tmp/bad.qbin" --target-accuracy 1.5
+expect "inspect: suggested bits past 8" 2 "expected an integer in 2..8" -- "$bin/inspect" "$tmp/bad.qbin" --suggest-bits 12
 expect "samples: too many" 2 "10000 images" -- "$bin/samples" --first 9999 --count 2
 expect "samples: zero" 2 "expected an integer in 1..100000" -- "$bin/samples" --count 0
 
