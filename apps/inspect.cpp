@@ -274,7 +274,8 @@ int inspect_main(int argc, char** argv) {
       throw std::runtime_error(fmt::format("{} takes {} images, the data set has {}", m == &model ? path : reference,
                                            shape_str(m->input_shape()), shape_str(data.test.image_shape())));
   const std::string ptq = quantize_after_training(model, path, data.train, args, ptq_request);
-  const std::string what = ptq.empty() ? fmt::format("The QAT model ({}, fake-quantized) and its int8 export", qat_bits_text(model)) : fmt::format("{} and its int8 model", ptq);
+  const std::string what = ptq.empty() ? fmt::format("The QAT model ({}, fake-quantized) and its int8 export", qat_bits_text(model))
+                                       : fmt::format("{} and its int8 model", ptq);
   Inspection r;
   try {
     r = inspect(float_model, model, data.test.slice(0, std::min(images, data.test.size())), inspect_options);
