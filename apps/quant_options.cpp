@@ -32,7 +32,7 @@ namespace {
 
 bool takes_bits(const Module& m) {
   const LayerKind* kind = find_layer_kind(m.type_name());
-  return kind && (kind->role == Int8Role::kWeights || kind->role == Int8Role::kRequantize);
+  return kind && takes_bits(kind->role);
 }
 
 }  // namespace

@@ -33,6 +33,10 @@ enum class Int8Role {
   kTrainingOnly, // the identity at inference, left out of int8 files: dropout
 };
 
+// Whether a layer of the role has a bit width of its own (Module::quant_bits, a spec's bits=N):
+// its weights and output codes, or the grid of its output.
+inline bool takes_bits(Int8Role role) { return role == Int8Role::kWeights || role == Int8Role::kRequantize; }
+
 struct LayerKind {
   std::string type;                          // type_name() and the record kind: "Conv2D"
   std::string spec_name;                     // in specs: "conv2d"

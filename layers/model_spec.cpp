@@ -143,7 +143,7 @@ Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Sh
     }
     std::vector<std::unique_ptr<Module>> made;
     try {  // a layer refuses what it cannot hold (too many parameters) before allocating it
-      const bool quantized = kind->role == Int8Role::kWeights || kind->role == Int8Role::kRequantize;
+      const bool quantized = takes_bits(kind->role);
       std::vector<std::string> keys = kind->keys;
       if (quantized) keys.push_back("bits");  // its own bit width in QAT and PTQ (Module::quant_bits)
       const SpecArgs args(l, kind->positional, keys);

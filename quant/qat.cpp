@@ -398,21 +398,25 @@ void freeze_bn_statistics(Sequential& model) {
 
 bool is_qat(const Sequential& model) { return qat_bits(model) != 0; }
 
-int qat_bits(const Sequential& model) {
-  int bits = 0;
-  for_each_layer(model, [&](const Module& m) {
-    if (auto* q = dynamic_cast<const QatWeights*>(&m)) bits = std::max(bits, q->bits());
-    if (auto* a = dynamic_cast<const QatObservedActivation*>(&m)) bits = std::max(bits, a->bits());
-  });
-  return bits;
-}
-
-std::string qat_bits_text(const Sequential& model) {
+namespace {
+// The bit widths of the model's weight and activation quantizers (none for a float model).
+std::set<int> bit_widths(const Sequential& model) {
   std::set<int> widths;
   for_each_layer(model, [&](const Module& m) {
     if (auto* q = dynamic_cast<const QatWeights*>(&m)) widths.insert(q->bits());
     if (auto* a = dynamic_cast<const QatObservedActivation*>(&m)) widths.insert(a->bits());
   });
+  return widths;
+}
+}  // namespace
+
+int qat_bits(const Sequential& model) {
+  const std::set<int> widths = bit_widths(model);
+  return widths.empty() ? 0 : *widths.rbegin();
+}
+
+std::string qat_bits_text(const Sequential& model) {
+  const std::set<int> widths = bit_widths(model);
   if (widths.empty()) return "float";
   if (widths.size() == 1) return fmt::format("{}-bit", *widths.begin());
   return fmt::format("mixed {}-bit", fmt::join(widths, "/"));
