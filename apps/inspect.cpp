@@ -255,6 +255,12 @@ int inspect_main(int argc, char** argv) {
   InspectOptions inspect_options;
   if (args.count("target-accuracy")) inspect_options.target_accuracy = real_option(args, "target-accuracy", {.min = 0, .max = 1});
   inspect_options.suggested_bits = static_cast<int>(int_option(args, "suggest-bits", 2, 8));
+  if (ptq_request.target == Int8Target::kAvx2) {  // its codes stay within 7 bits: so does what the suggestion widens to
+    if (args.count("suggest-bits") && inspect_options.suggested_bits > 7)
+      throw UsageError(fmt::format("--suggest-bits {} with --int8-target avx2 (expected 2..7: avx2 keeps codes within 7 bits)",
+                                   inspect_options.suggested_bits));
+    inspect_options.suggested_bits = std::min(inspect_options.suggested_bits, 7);
+  }
   const std::string path = args["model"].as<std::string>(), out = args["out"].as<std::string>();
   prepare_output_folder(out, "--out");
   use_threads_option(args);
@@ -285,7 +291,8 @@ int inspect_main(int argc, char** argv) {
   const std::string reference_name = args.count("float") ? reference : "its own weights in float";
   const std::string layer_bits = suggested_layer_bits(r, args.count("layer-bits") ? args["layer-bits"].as<std::string>() : "");
   const std::string fix = ptq.empty() ? std::string("train --qat --init FLOAT_MODEL")
-                                      : fmt::format("quantize {} --bits {} --method {}", path, ptq_request.bits, ptq_request.method);
+                                      : fmt::format("quantize {} --bits {} --method {}{}", path, ptq_request.bits, ptq_request.method,
+                                                    ptq_request.target == Int8Target::kAvx2 ? " --int8-target avx2" : "");
   const Json json = to_json(r, path, reference_name, layer_bits);
   write_charts(r, out);
   write_file_atomic(out + "/report.md", report_md(r, path, reference_name, what, fix, layer_bits));

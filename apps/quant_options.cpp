@@ -18,7 +18,10 @@ void add_bits_options(cxxopts::Options& options, const std::string& when) {
   options.add_options()
       ("bits", when + "bit width of weights and activations, 2..8", number_value("8"))
       ("layer-bits", when + "layers' own bit widths, NAME=N[,NAME=N...] (a spec's bits=N; names as in the summary)",
-       cxxopts::value<std::string>());
+       cxxopts::value<std::string>())
+      ("int8-target", when + "the CPUs the int8 model is for: 'vnni' (the widths as asked: one pass with VNNI, 8-bit layers run "
+       "twice on split weights without it) or 'avx2' (PyTorch's reduce_range: codes of at most 7 bits and 7-bit kernels on the "
+       "pixels, one pass on every x86-64 CPU; docs/runtime.md)", cxxopts::value<std::string>()->default_value("vnni"));
 }
 
 void add_ptq_options(cxxopts::Options& options, const std::string& when) {
@@ -66,8 +69,16 @@ void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args) {
   } while (at <= list.size());
 }
 
+Int8Target read_int8_target(const cxxopts::ParseResult& args) {
+  const std::string target = args["int8-target"].as<std::string>();
+  if (target == "vnni") return Int8Target::kVnni;
+  if (target == "avx2") return Int8Target::kAvx2;
+  throw UsageError(fmt::format("--int8-target '{}' (expected vnni or avx2)", target));
+}
+
 PtqRequest read_ptq_options(const cxxopts::ParseResult& args) {
   PtqRequest r;
+  r.target = read_int8_target(args);
   r.calibration_images = int_option(args, "calibration-images", 1, 60000);
   r.bits = static_cast<int>(int_option(args, "bits", 2, 8));
   r.method = args["method"].as<std::string>();
@@ -78,7 +89,7 @@ PtqRequest read_ptq_options(const cxxopts::ParseResult& args) {
 std::string quantize_after_training(Sequential& model, const std::string& path, const ImageSet& train, const cxxopts::ParseResult& args,
                                     const PtqRequest& ptq) {
   if (is_qat(model)) {
-    for (const char* option : {"calibration-images", "method", "bits", "layer-bits"})
+    for (const char* option : {"calibration-images", "method", "bits", "layer-bits", "int8-target"})
       if (args.count(option))
         throw UsageError(fmt::format("{} is a QAT model with its trained ranges and bit widths ({}); --{} applies to float models (PTQ)",
                                      path, qat_bits_text(model), option));
@@ -88,11 +99,13 @@ std::string quantize_after_training(Sequential& model, const std::string& path, 
   const int64_t images = std::min(ptq.calibration_images, train.size());
   try {
     calibrate_ptq(model, train.slice(0, images),
-                  {.bits = ptq.bits, .method = ptq.method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
+                  {.bits = ptq.bits, .target = ptq.target,
+                   .method = ptq.method == "percentile" ? CalibrationMethod::kPercentile : CalibrationMethod::kMinMax});
   } catch (const std::invalid_argument& e) {  // a model int8 cannot hold, or calibration images that cannot calibrate
     throw std::runtime_error(fmt::format("{}: {}", path, without_function_name(e.what())));
   }
-  return fmt::format("PTQ, {}, {} calibration on the first {} training images", qat_bits_text(model), ptq.method, images);
+  return fmt::format("PTQ, {}{}, {} calibration on the first {} training images", qat_bits_text(model),
+                     ptq.target == Int8Target::kAvx2 ? " for avx2" : "", ptq.method, images);
 }
 
 }  // namespace qnet

@@ -3,6 +3,7 @@
 //
 //   --bits N                          the model's width, 2..8, for every layer without its own
 //   --layer-bits NAME=N[,NAME=N...]   layers' own widths: what `bits=N` in a spec gives a layer
+//   --int8-target vnni|avx2           the CPUs the int8 model is for (Int8Target, quant/qat.h)
 //   --method minmax|percentile, --calibration-images N   PTQ's calibration
 #pragma once
 
@@ -13,10 +14,11 @@
 
 #include "data/image_data.h"
 #include "layers/sequential.h"
+#include "quant/qat.h"
 
 namespace qnet {
 
-// Declares --bits and --layer-bits; `when` starts their help ("A float MODEL: ", or "").
+// Declares --bits, --layer-bits and --int8-target; `when` starts their help ("A float MODEL: ", or "").
 void add_bits_options(cxxopts::Options& options, const std::string& when);
 // Declares --method and --calibration-images (PTQ).
 void add_ptq_options(cxxopts::Options& options, const std::string& when);
@@ -25,17 +27,20 @@ void add_ptq_options(cxxopts::Options& options, const std::string& when);
 // what is wrong: no such layer (the names that take bits are listed), a layer without weights or
 // a grid of its own, a width outside 2..8, a malformed list.
 void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args);
+// --int8-target, checked (a UsageError names the values it takes).
+Int8Target read_int8_target(const cxxopts::ParseResult& args);
 
 // The PTQ and bit options, checked (a UsageError) before any work.
 struct PtqRequest {
   int bits = 8;
+  Int8Target target = Int8Target::kVnni;
   int64_t calibration_images = 1000;
   std::string method = "minmax";
 };
 PtqRequest read_ptq_options(const cxxopts::ParseResult& args);
 
 // quantize and inspect: a float model is calibrated on the first calibration_images of `train`
-// and turned into its QAT form (PTQ, at `bits` with --layer-bits); a QAT model, which has its
+// and turned into its QAT form (PTQ, at `bits` with --layer-bits, for `target`); a QAT model, which has its
 // trained ranges and widths, refuses the PTQ and bit options (UsageError). Returns what was done,
 // in words ("" for a QAT model); errors name `path`.
 std::string quantize_after_training(Sequential& model, const std::string& path, const ImageSet& train, const cxxopts::ParseResult& args,

@@ -104,9 +104,10 @@ int train_main(int argc, char** argv) {
   const double split = real_option(args, "validation-split", {.min = 0, .max = 1, .open_max = true});
   const bool qat = args.count("qat") > 0;
   const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
-  if (!qat && (args.count("bits") || args.count("layer-bits") || args.count("observer") || args.count("freeze-ranges-after") ||
-               args.count("freeze-bn-after")))
-    throw UsageError("--bits, --layer-bits, --observer, --freeze-ranges-after and --freeze-bn-after need --qat");
+  if (!qat && (args.count("bits") || args.count("layer-bits") || args.count("int8-target") || args.count("observer") ||
+               args.count("freeze-ranges-after") || args.count("freeze-bn-after")))
+    throw UsageError("--bits, --layer-bits, --int8-target, --observer, --freeze-ranges-after and --freeze-bn-after need --qat");
+  const Int8Target target = read_int8_target(args);
   const std::string observer = args["observer"].as<std::string>();
   if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
   const int64_t freeze_after = int_option(args, "freeze-ranges-after", 0, 100000);
@@ -163,15 +164,15 @@ int train_main(int argc, char** argv) {
   if (qat && !is_qat(model)) {
     apply_layer_bits(model, args);
     try {
-      prepare_qat(model, {.bits = bits, .observer = observer_options});
+      prepare_qat(model, {.bits = bits, .target = target, .observer = observer_options});
     } catch (const std::invalid_argument& e) {  // a model no int8 graph holds: refused before training
       throw UsageError(fmt::format("--qat: {}", without_function_name(e.what())));
     }
   } else if (qat && args.count("bits") && qat_bits_text(model) != fmt::format("{}-bit", bits)) {
     throw UsageError(fmt::format("--bits {}, but {} was trained {} (leave --bits out to continue it)", bits, init, qat_bits_text(model)));
-  } else if (qat && args.count("layer-bits")) {
-    throw UsageError(fmt::format("--layer-bits, but {} is a QAT model trained {} (leave --layer-bits out to continue it)", init,
-                                 qat_bits_text(model)));
+  } else if (qat && (args.count("layer-bits") || args.count("int8-target"))) {
+    throw UsageError(fmt::format("--{}, but {} is a QAT model trained {} (leave it out to continue the model with its widths)",
+                                 args.count("layer-bits") ? "layer-bits" : "int8-target", init, qat_bits_text(model)));
   } else if (!qat && is_qat(model)) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
   }
@@ -214,7 +215,9 @@ int train_main(int argc, char** argv) {
     const Runtime runtime(load_inference_model(output));
     deployed.accuracy = evaluate(runtime, data_set.test, 256).accuracy;
     fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime ({} path): {:.4f}\n",
-               qat ? fmt::format("int8 ({})", qat_bits_text(model)) : "float", output, deployed.model_bytes, runtime.int8_path(),
+               qat ? fmt::format("int8 ({}{})", qat_bits_text(model), args.count("int8-target") ? fmt::format(", --int8-target {}", int8_target_name(target)) : "")
+                   : "float",
+               output, deployed.model_bytes, runtime.int8_path(),
                *deployed.accuracy);
   } catch (const std::exception& e) {
     deployed.error = e.what();

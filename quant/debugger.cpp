@@ -172,10 +172,10 @@ struct Sums {
 };
 
 std::string int8_path(const StageOp& op) {
-  const int widest = op.widest_weight_code();
+  const int64_t widest = op.widest_pair_sum();
   if (widest == 0) return "";
   if (onednn_has_vnni()) return "one pass (VNNI)";
-  return widest > 64 ? "split weights" : "one pass (codes within +-64)";
+  return widest > kPairSumMax ? "split weights" : "one pass (pair sums within int16)";
 }
 
 }  // namespace

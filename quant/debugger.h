@@ -67,8 +67,8 @@ struct LayerInspection {
   std::vector<double> weight_sqnr;
   Histogram weights;
 
-  // How oneDNN runs the stage's products on this CPU: "one pass (VNNI)", "one pass (codes within
-  // +-64)", "split weights" (docs/runtime.md), or "" for a stage without weights.
+  // How oneDNN runs the stage's products on this CPU: "one pass (VNNI)", "one pass (pair sums
+  // within int16)", "split weights" (docs/runtime.md), or "" for a stage without such products.
   std::string int8_path;
   // Sensitivity: the fake-quantized model's accuracy with only this stage's layers in float
   // (weights and output not quantized); NaN for a stage with nothing quantized.

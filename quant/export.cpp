@@ -151,7 +151,7 @@ void calibrate_ptq(Sequential& model, const ImageSet& calibration, const PtqOpti
     throw std::invalid_argument(fmt::format("calibrate_ptq: the {} calibration images are all the same image: activation ranges calibrated on "
                                             "them would fit no other input (expected images like those the model will see)",
                                             calibration.size()));
-  prepare_qat(model, {.bits = o.bits, .observer = {}});  // checks the graph; calibration runs it in float
+  prepare_qat(model, {.bits = o.bits, .target = o.target, .observer = {}});  // checks the graph; calibration runs it in float
   std::map<const QatObservedActivation*, Seen> seen;
   set_calibration(model, [&](QatObservedActivation& where, const Tensor& v) {
     Seen& s = seen[&where];

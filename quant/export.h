@@ -11,6 +11,7 @@
 #include "io/qbin.h"
 #include "data/dataset.h"
 #include "layers/sequential.h"
+#include "quant/qat.h"
 
 namespace qnet {
 
@@ -23,6 +24,7 @@ enum class CalibrationMethod { kMinMax, kPercentile };
 
 struct PtqOptions {
   int bits = 8;
+  Int8Target target = Int8Target::kVnni;  // QatOptions::target
   CalibrationMethod method = CalibrationMethod::kMinMax;
   double percentile = 99.99;  // kPercentile: the range's top is this percentile of the activations (its bottom, after no ReLU, 100 - p)
   int64_t batch_size = 256;

@@ -246,6 +246,16 @@ struct Preparer {
 
   // A layer's own bit width (spec `bits=N`), else the model's.
   int bits_of(const Module& layer) const { return layer.quant_bits() != 0 ? layer.quant_bits() : o.bits; }
+  // The width of the grid a layer's output gets: kAvx2 keeps it within 7 bits.
+  int activation_bits(const Module& layer) const { return o.target == Int8Target::kAvx2 ? std::min(bits_of(layer), 7) : bits_of(layer); }
+  // The width of a layer's kernel on input codes up to code_max: kAvx2 narrows it until two
+  // products x w fit int16 (the 8-bit pixels take 7-bit weights; 7-bit codes 8-bit ones).
+  int weight_bits(const Module& layer, int64_t code_max) const {
+    int b = bits_of(layer);
+    if (o.target == Int8Target::kAvx2)
+      while (b > 2 && 2 * code_max * ((1 << (b - 1)) - 1) > 32767) --b;
+    return b;
+  }
 
   // The output of layer i gets its own grid of `bits`: a ReLU after it becomes a QatReLU, or a
   // QatQuantize is inserted. Returns the index of that quantizer.
@@ -261,20 +271,18 @@ struct Preparer {
     return i + 1;
   }
 
-  // Wraps the kWeights layer i, folding a BatchNormalization right after it; returns the index of
-  // the layer's last part (the BatchNormalization if folded).
-  size_t weights(Sequential& chain, size_t i) {
-    chain.transform(i, [&](std::unique_ptr<Module> m) {
-      const int bits = bits_of(*m);
-      return std::make_unique<QatWeights>(std::move(m), bits);
-    });
+  // Wraps the kWeights layer i, its kernel on `bits`, folding a BatchNormalization right after
+  // it; returns the index of the layer's last part (the BatchNormalization if folded).
+  size_t weights(Sequential& chain, size_t i, int bits) {
+    chain.transform(i, [&](std::unique_ptr<Module> m) { return std::make_unique<QatWeights>(std::move(m), bits); });
     if (i + 1 >= chain.size() || kind_of(chain.layer(i + 1)).role != Int8Role::kNormalize) return i;
     chain.transform(i + 1, [&](std::unique_ptr<Module> m) { return std::make_unique<QatBatchNorm>(std::move(m)); });
     dynamic_cast<QatWeights&>(chain.layer(i)).fold(dynamic_cast<QatBatchNorm&>(chain.layer(i + 1)));
     return i + 1;
   }
 
-  void chain(Sequential& c, const Module* logits) {
+  // code_max: the largest input code of the chain (255: the pixels). Returns its output's.
+  int64_t chain(Sequential& c, const Module* logits, int64_t code_max) {
     size_t logits_at = kNone;  // once passed, the layers work on floats
     for (size_t i = 0; i < c.size(); ++i) {
       Module& layer = c.layer(i);
@@ -289,17 +297,19 @@ struct Preparer {
       switch (kind.role) {
         case Int8Role::kWeights: {
           const bool gives_logits = &layer == logits;
-          const int bits = bits_of(layer);
-          const size_t end = weights(c, i);
+          const int bits = activation_bits(layer);
+          const size_t end = weights(c, i, weight_bits(layer, code_max));
           if (gives_logits) logits_at = i;
           i = gives_logits ? end : quantize_output(c, end, bits);
+          if (!gives_logits) code_max = (int64_t{1} << bits) - 1;
           break;
         }
         case Int8Role::kRequantize:
           if (auto* container = dynamic_cast<Container*>(&layer))
-            for (Sequential* branch : container->branches()) chain(*branch, nullptr);
-          layer.set_quant_bits(bits_of(layer));  // its QAT file records the width its grid has (Quantize's output_bits)
+            for (Sequential* branch : container->branches()) chain(*branch, nullptr, code_max);
+          layer.set_quant_bits(activation_bits(layer));  // its QAT file records the width its grid has (Quantize's output_bits)
           i = quantize_output(c, i, layer.quant_bits());
+          code_max = (int64_t{1} << layer.quant_bits()) - 1;
           break;
         case Int8Role::kNormalize:
           throw std::invalid_argument(fmt::format("prepare_qat: BatchNormalization '{}' follows {} (int8 folds a BatchNormalization into "
@@ -309,6 +319,7 @@ struct Preparer {
           break;
       }
     }
+    return code_max;
   }
 };
 
@@ -380,7 +391,7 @@ void prepare_qat(Sequential& model, const QatOptions& o) {
   for_each_layer(model, [](const Module& m) {
     if (m.quant_bits() != 0) check_bits(m.quant_bits());
   });
-  Preparer{o}.chain(model, logits == kNone ? nullptr : &model.layer(logits));
+  Preparer{o}.chain(model, logits == kNone ? nullptr : &model.layer(logits), 255);
   Accumulators{}.chain(model, 255, true, false);
 }
 
@@ -395,6 +406,8 @@ void freeze_bn_statistics(Sequential& model) {
     if (auto* bn = dynamic_cast<QatBatchNorm*>(&m)) bn->freeze();
   });
 }
+
+const char* int8_target_name(Int8Target target) { return target == Int8Target::kAvx2 ? "avx2" : "vnni"; }
 
 bool is_qat(const Sequential& model) { return qat_bits(model) != 0; }
 
@@ -477,9 +490,8 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
       if (relu != (r.kind == "ReLU"))
         throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(r.name), qbin::shown(r.kind), relu ? "ReLU" : "Quantize"));
       a.set_name(r.name);
-      if (r.get_int(key::kOutputBits, 0) != a.bits())
-        throw qbin::FormatError(fmt::format("layer '{}': output_bits {} (expected {}, the bits of the layer it quantizes)", qbin::shown(r.name),
-                                            r.get_int(key::kOutputBits, 0), a.bits()));
+      // Its own width (2..8, io/record_schema.cpp): the layer's, or narrower (--target avx2).
+      a.set_bits(r.get_int(key::kOutputBits, 0));
       const float lo = r.get_float(key::kOutputMin), hi = r.get_float(key::kOutputMax);
       // A Quantize range of one value ([0, 0]) has no grid: before, it loaded and the model scored 0.14.
       const bool ok = std::isfinite(lo) && std::isfinite(hi) && (relu ? lo <= hi : lo < hi) && hi <= 0x1p40f && lo >= -0x1p40f &&
@@ -492,6 +504,7 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
     }
     if (next != observed.size())
       throw qbin::FormatError(fmt::format("{} quantized activation records (expected {})", next, observed.size()));
+    Accumulators{}.chain(model, 255, true, false);  // with the file's own activation widths
     return model;
   } catch (const std::invalid_argument& e) {
     throw qbin::FormatError(fmt::format("{}: {}", path, e.what()));

@@ -20,8 +20,22 @@
 
 namespace qnet {
 
+// The CPUs an int8 model is made for (train and quantize --target; docs/runtime.md).
+enum class Int8Target {
+  // Every width as asked. oneDNN runs it in one pass with VNNI; without VNNI (AVX2, SSE4.1) a
+  // layer whose u8 x s8 pair sums can pass int16 (8-bit kernels on 8-bit codes) runs twice, on
+  // split weights: exact everywhere, fastest with VNNI.
+  kVnni,
+  // PyTorch's reduce_range for fbgemm: activation grids of at most 7 bits, and kernels that read
+  // the 8-bit pixels at most 7 bits, so no pair sum passes int16 (2 x 127 x 127, 2 x 255 x 63):
+  // one pass on every x86-64 CPU.
+  kAvx2,
+};
+const char* int8_target_name(Int8Target target);  // "vnni", "avx2"
+
 struct QatOptions {
   int bits = 8;  // weights and activations, 2..8, of every layer whose Module::quant_bits is 0
+  Int8Target target = Int8Target::kVnni;  // may narrow some of those widths (kAvx2)
   ObserverOptions observer;
 };
 

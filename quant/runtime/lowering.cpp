@@ -16,8 +16,8 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-PlanBuilder::PlanBuilder(const InferenceModel& model, Runtime::Plan& plan, const dnnl::engine& engine, bool split_weights)
-    : m(model), p(plan), eng(engine), split(split_weights) {}
+PlanBuilder::PlanBuilder(const InferenceModel& model, Runtime::Plan& plan, const dnnl::engine& engine, bool without_vnni)
+    : m(model), p(plan), eng(engine), no_vnni(without_vnni) {}
 
 int PlanBuilder::add(memory::desc md, int alias_of) {
   p.buffers.push_back({std::move(md), alias_of});
@@ -76,16 +76,14 @@ std::vector<int32_t> PlanBuilder::folded_bias(const std::vector<int32_t>& bias, 
 }
 
 // Without VNNI, oneDNN multiplies u8 x s8 with vpmaddubsw, whose int16 sums of two products
-// saturate: 255 * 127 * 2 > 32,767. The split-weights path writes each weight code as
+// saturate: 255 * 127 * 2 > 32,767 (needs_split: 2 x the input's largest code x the largest
+// |weight code| above 32,767; 7-bit input codes take 8-bit weights, the pixels 7-bit ones). The split-weights path writes each weight code as
 // w = hi + lo with |hi|, |lo| <= 64 (hi = w / 2 toward zero) and runs ONE product over a doubled
 // inner dimension: the input twice side by side (u8::duplicate_rows), the weights' hi and lo halves
 // stacked. Every weight it multiplies is within +-64, so any pair sum is at most 255 * 64 * 2 =
 // 32,640: exact. The int32 sum is sum a (hi + lo) = sum a w, and the primitive's own bias,
 // scales, ReLU or clip then give eq. 11/12 exactly as on the one-pass path. Twice the
 // multiply-adds, paid only where the ISA has no VNNI.
-bool PlanBuilder::needs_split(const std::vector<int8_t>& codes) const {
-  return split && std::any_of(codes.begin(), codes.end(), [](int8_t w) { return w > 64 || w < -64; });
-}
 
 std::vector<int8_t> PlanBuilder::stacked_halves(const std::vector<int8_t>& codes, size_t groups) {
   std::vector<int8_t> out;
@@ -225,8 +223,8 @@ void assign_blocks(Runtime::Plan& p) {
 
 }  // namespace
 
-void build_plan(const InferenceModel& model, Runtime::Plan& p, const dnnl::engine& engine, bool split) {
-  PlanBuilder(model, p, engine, split).build();
+void build_plan(const InferenceModel& model, Runtime::Plan& p, const dnnl::engine& engine, bool no_vnni) {
+  PlanBuilder(model, p, engine, no_vnni).build();
   assign_blocks(p);
 }
 

@@ -72,6 +72,9 @@ struct Runtime::Plan {
   std::vector<std::unique_ptr<plan::Workspace>> idle;
 };
 
+// The largest sum of two u8 x s8 products oneDNN's vpmaddubsw keeps exact (int16) on CPUs without VNNI.
+inline constexpr int64_t kPairSumMax = 32767;
+
 // Builds a plan stage by stage (quant/runtime/lowering.cpp). Each kind's lowering (StageOp::lower,
 // quant/runtime/stages/) adds its buffers and steps through these helpers.
 class PlanBuilder {
@@ -80,7 +83,7 @@ class PlanBuilder {
   using dt = memory::data_type;
   using tag = memory::format_tag;
 
-  PlanBuilder(const InferenceModel& model, Runtime::Plan& plan, const dnnl::engine& engine, bool split);
+  PlanBuilder(const InferenceModel& model, Runtime::Plan& plan, const dnnl::engine& engine, bool no_vnni);
   void build();
   // Lowers the stages in order from buffer `cur` (shape H x W x C per image); returns the buffer
   // of the last one's output and leaves H, W, C at its shape (the model, or a container's branch).
@@ -98,8 +101,9 @@ class PlanBuilder {
   // which the inner product then reads as a 4-D tensor; the int8 convs have fast kernels for
   // nhwc only, and the int8 inner product is fastest on a 2-D view of the nhwc buffer.
   const bool blocked = !int8;
-  // The split-weights path: products whose weight codes exceed +-64 run on halves (needs_split).
-  const bool split;
+  // oneDNN's ISA has no VNNI: u8 x s8 products are summed in pairs in a saturating int16, and
+  // the layers whose pairs can pass 32,767 run on the split-weights path (needs_split).
+  const bool no_vnni;
   int H = 0, W = 0, C = 0;  // the shape per image of the stage being lowered's input
 
   int64_t batch() const { return p.batch; }
@@ -132,8 +136,9 @@ class PlanBuilder {
   // codes), so that oneDNN's sum over the codes x gives eq. 11's b_q + sum (x - z_in) w.
   // weights: [K][outputs].
   static std::vector<int32_t> folded_bias(const std::vector<int32_t>& bias, const std::vector<int8_t>& weights, int32_t z_in);
-  // The split-weights path (docs/runtime.md): on for this plan and some code beyond +-64.
-  bool needs_split(const std::vector<int8_t>& codes) const;
+  // The split-weights path (docs/runtime.md): no VNNI, and a layer whose pair sums
+  // (StageOp::widest_pair_sum) can pass 32,767.
+  bool needs_split(int64_t widest_pair_sum) const { return no_vnni && widest_pair_sum > kPairSumMax; }
   // codes as `groups` runs of equal length, each replaced by [its hi halves, its lo halves].
   static std::vector<int8_t> stacked_halves(const std::vector<int8_t>& codes, size_t groups);
   // A step writing `rows` rows of `width` bytes of buffer `from` twice into a new buffer `md`.
@@ -152,8 +157,8 @@ class PlanBuilder {
 };
 
 // Lowers the model to oneDNN primitives and qnet's kernels for p.batch images (p.batch and
-// p.threads set; the caller has set the OpenMP team size the primitives will run with). split:
-// the split-weights path (docs/runtime.md).
-void build_plan(const InferenceModel& model, Runtime::Plan& p, const dnnl::engine& engine, bool split);
+// p.threads set; the caller has set the OpenMP team size the primitives will run with). no_vnni:
+// oneDNN runs without VNNI (the split-weights path where needed, docs/runtime.md).
+void build_plan(const InferenceModel& model, Runtime::Plan& p, const dnnl::engine& engine, bool no_vnni);
 
 }  // namespace qnet

@@ -74,8 +74,8 @@ Runtime::Runtime(InferenceModel model, RuntimeOptions options)
   if (options_.max_batch < 1) throw std::invalid_argument("Runtime: max_batch must be >= 1");
   if (model_.stages.empty()) throw std::invalid_argument("Runtime: the model has no layers");
   if (model_.precision == Precision::kInt8) {
-    bool wide = false;  // a weight code beyond +-64: its products can saturate without VNNI
-    for (const Stage& st : model_.stages) wide = wide || st.op->widest_weight_code() > 64;
+    bool wide = false;  // a layer whose pairs of products can saturate without VNNI (PlanBuilder::needs_split)
+    for (const Stage& st : model_.stages) wide = wide || st.op->widest_pair_sum() > kPairSumMax;
     int8_path_ = wide && !onednn_has_vnni() ? "split-weights" : "one-pass";
   }
 }
@@ -112,7 +112,7 @@ Runtime::Plan& Runtime::plan(int64_t batch) const {
   p->threads = batch < options_.single_thread_below ? 1 : (options_.threads > 0 ? options_.threads : omp_get_max_threads());
   ThreadCount threads(p->threads);  // primitives are created for the team size they will run with
   try {
-    build_plan(model_, *p, engine_->engine, std::string_view(int8_path_) == "split-weights");
+    build_plan(model_, *p, engine_->engine, p->int8 && !onednn_has_vnni());
   } catch (const dnnl::error& e) {  // oneDNN's own words ("could not create a memory object") need their context
     throw std::runtime_error(fmt::format("the runtime could not set up a batch of {} images on oneDNN ({}): {}{}", batch, onednn_isa(),
                                          e.what(), e.status == dnnl_out_of_memory ? " (out of memory: run fewer images at a time)" : ""));

@@ -160,8 +160,10 @@ class StageOp {
   // computes it too (conv + pool as one matmul) sets took_next.
   virtual int lower(PlanBuilder& b, int cur, const Stage& st, const Stage* next, bool& took_next) const = 0;
 
-  // int8: the largest |weight code| (the runtime's choice of path, docs/runtime.md); 0 without weights.
-  virtual int widest_weight_code() const { return 0; }
+  // int8: the largest |x w1 + x w2| two of its u8 x s8 products can reach, x up to the input's
+  // largest code: above 32,767 they saturate oneDNN's vpmaddubsw on CPUs without VNNI, and the
+  // layer runs on the split-weights path (docs/runtime.md). 0 without such products.
+  virtual int64_t widest_pair_sum() const { return 0; }
   // A max-pooling stage's window, for a lowering that fuses with the pool after it; else nullptr.
   virtual const Geometry* max_pool_window() const { return nullptr; }
   // A container's chains of stages (a residual block: body, then shortcut), each reading the
@@ -182,9 +184,10 @@ class WeightedStage : public StageOp {
   std::vector<float> output_scale; // int8: [outputs] = s_in * s_w[o] / s_out (u8 output, eq. 11), or s_in * s_w[o] (floats, eq. 12)
   int32_t qmax = 255;              // int8: 2^output_bits - 1, the largest output code
   int32_t input_zero_point = 0;    // int8: the input code of real 0
+  int32_t input_code_max = 255;    // int8: the input's largest code (255 for the pixels, 2^bits - 1 after a grid)
   int32_t output_zero_point = 0;   // int8, u8 output: the output code of real 0
 
-  int widest_weight_code() const override;
+  int64_t widest_pair_sum() const override;  // 2 input_code_max max |w|
 
   // Reads the record's "kernel" (of kernel_shape, outputs on the last axis) and optional "bias",
   // checked; f32: a BatchNormalization record `bn` after it folded in (eq. 13-14); int8: the

@@ -102,6 +102,14 @@ check "--layer-bits with a QAT checkpoint is refused (exit 2)" bash -c "test $? 
 "$bin/train" --qat --epochs 1 --model 'conv2d(12, 3, relu, bits=4) maxpool2d(2) flatten dense(10)' -o spec4.qbin --checkpoint spec4_qat.qbin \
   --metrics spec4.json >spec4.log 2>&1
 check "train --qat with bits=4 in the spec trains a mixed 4/8-bit model" grep -q '"bit_widths": "mixed 4/8-bit"' spec4.json
+# --int8-target avx2 (issue 21): 7-bit codes, so the int8 file runs one pass on any CPU, and
+# without VNNI (the AVX2 cap) where the 8-bit model above runs split.
+"$bin/quantize" float.qbin -o avx2.qbin --int8-target avx2 --calibration-images 500 >avx2.log 2>&1
+check "quantize --int8-target avx2 narrows the codes to 7 bits" grep -q "PTQ, mixed 7/8-bit for avx2" avx2.log
+ONEDNN_MAX_CPU_ISA=AVX2 "$bin/evaluate" avx2.qbin --json >avx2.json
+check "... and evaluates in one pass under the AVX2 cap" grep -q '"int8_path": "one-pass"' avx2.json
+"$bin/quantize" model_qat.qbin -o qattarget.qbin --int8-target avx2 >qattarget.log 2>&1
+check "--int8-target with a QAT checkpoint is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'int8-target applies to float models' qattarget.log"
 
 "$bin/reproduce" --epochs 1 --out repro --timing-repeats 1 >repro.log 2>&1
 check "reproduce writes the report, both charts and results.json" test -s repro/report.md -a -s repro/inference_time.svg -a -s repro/model_size.svg -a -s repro/results.json

@@ -44,8 +44,9 @@ inline std::vector<float> float_forward(Sequential& model, const std::vector<uin
   return model.forward(Variable(x, false)).value().to_vector();
 }
 
-// The int8 path this CPU (or ONEDNN_MAX_CPU_ISA) must take: weight codes beyond +-64 run split
-// where oneDNN has no VNNI. scripts/test runs these tests under every cap, so both paths run.
+// The int8 path this CPU (or ONEDNN_MAX_CPU_ISA) must take for a model of one width whose first
+// layer reads the pixels: 8-bit weight codes on 8-bit codes run split where oneDNN has no VNNI.
+// scripts/test runs these tests under every cap, so both paths run.
 inline std::string expected_path(int bits) { return bits == 8 && !onednn_has_vnni() ? "split-weights" : "one-pass"; }
 
 inline bool uses(const Runtime& rt, int64_t batch, const std::string& what) {

@@ -10,6 +10,7 @@
 #include "layers/model_spec.h"
 #include "quant/export.h"
 #include "quant/runtime/reference.h"
+#include "quant/runtime/stage_kind.h"
 #include "tests/quant/runtime_testing.h"
 #include "tests/spec_testing.h"
 
@@ -108,6 +109,15 @@ TEST_CASE("the int8 accumulator bound uses each layer's own widths", "[quant][mi
   // 8-bit weights on the 4-bit codes of a conv with bits=4, or 6-bit weights on 8-bit codes, cannot.
   Sequential narrow_input = model_from_spec("conv2d(100, 3, relu, bits=4) flatten dense(10)", {28, 28, 1}, rng);
   CHECK_NOTHROW(prepare_qat(narrow_input, {.bits = 8, .observer = {}}));
+  {  // A QAT file is checked with its own widths: the same model with 8-bit codes before the dense is refused.
+    qbin::Model file = to_qbin(with_qat_ranges(model_from_spec("conv2d(100, 3, relu, bits=4) flatten dense(10)", {28, 28, 1}, rng), 8, rng));
+    for (auto& [k, v] : file.layers[2].ints)
+      if (k == "output_bits") v = 8;
+    const std::string path = "/tmp/qnet_test_mixed_accumulator.qbin";
+    qbin::save(file, path);
+    CHECK_THROWS_WITH(load_any_model(path), Catch::Contains("its 67600-term dot products of 8-bit weight codes on input codes up to 255"));
+    std::remove(path.c_str());
+  }
   Sequential narrow_weights = model_from_spec("conv2d(100, 3, relu) flatten dense(10, bits=6)", {28, 28, 1}, rng);
   CHECK_NOTHROW(prepare_qat(narrow_weights, {.bits = 8, .observer = {}}));
   Sequential wide = model_from_spec("conv2d(100, 3, relu, bits=2) flatten dense(10, bits=8)", {28, 28, 1}, rng);
@@ -128,7 +138,9 @@ TEST_CASE("mixed-bit models run bit-exactly in int8, and the runtime checks each
   const InferenceModel m = inference_model(file);
   const Runtime rt(m, {.max_batch = 64});
   INFO("oneDNN ISA " << onednn_isa() << ", int8 path " << rt.int8_path());
-  CHECK(rt.int8_path() == expected_path(8));  // the 8-bit layers decide
+  // Its only 8-bit kernel (the second block's conv) reads 5-bit codes: 2 x 31 x 127 fits int16,
+  // so no layer needs the split-weights path on any CPU.
+  CHECK(rt.int8_path() == std::string("one-pass"));
   const int64_t n = 150;
   const std::vector<uint8_t> px = random_pixels(n * static_cast<int64_t>(m.input_size()), rng);
   const std::vector<float> ref = check_bit_exact(rt, px, n);
@@ -145,4 +157,69 @@ TEST_CASE("mixed-bit models run bit-exactly in int8, and the runtime checks each
   refused([](qbin::Model& f) { f.layers[1].tensors[0].quant.bits = 5; }, "kernel quantization: 5 bits, axis 3, 6 scales (expected 2..8 bits, "
                                                                             "the layer's weight_bits 4");
   refused([](qbin::Model& f) { f.layers[2].ints = {{"output_bits", 1}, {"output_zero_point", 0}}; }, "output_bits = 1 (expected 2..8)");
+}
+
+namespace {
+
+// A model with every place a width is chosen: a kernel on the pixels, kernels on codes (a conv,
+// a residual body, the dense), grids of their own (a conv without ReLU, average pooling, the add).
+const char* const kTargetModel =
+    "conv2d(6, 3, relu) maxpool2d(2) conv2d(8, 3, padding=same) "
+    "residual(conv2d(8, 1) batchnorm relu conv2d(8, 3, padding=same, bits=4)) relu "
+    "averagepooling2d(2) flatten dense(5)";
+
+}  // namespace
+
+TEST_CASE("--target avx2: 7-bit codes and 7-bit kernels on the pixels, so every CPU runs one pass, bit-exactly", "[quant][onednn][mixed]") {
+  Rng rng(66);
+  const auto prepared = [&](Int8Target target) {
+    Rng model_rng(67);
+    Sequential m = model_from_spec(kTargetModel, {14, 13, 1}, model_rng);
+    for (Variable* p : m.parameters())
+      if (p->value().rank() == 1)
+        for (int64_t i = 0; i < p->value().numel(); ++i) p->value()[i] = model_rng.uniform(-0.3f, 0.3f);
+    prepare_qat(m, {.bits = 8, .target = target, .observer = {}});
+    for (int i = 0; i < 3; ++i) m.forward(Variable(testing::random_tensor({8, 14, 13, 1}, model_rng, 0.f, 1.f), false));
+    freeze_observers(m);
+    return m;
+  };
+  Sequential qat = prepared(Int8Target::kAvx2);
+  const std::map<std::string, int> w = widths_of(qat);
+  CHECK(w.at("conv2d") == 7);      // reads the pixels: 2 x 255 x 63 <= 32,767
+  CHECK(w.at("re_lu") == 7);       // every grid: 7 bits
+  CHECK(w.at("conv2d_1") == 8);    // reads 7-bit codes: 2 x 127 x 127 <= 32,767
+  CHECK(w.at("quantize") == 7);
+  CHECK(w.at("conv2d_2") == 8);    // inside the block
+  CHECK(w.at("conv2d_3") == 4);    // its own bits=4 stays
+  CHECK(w.at("quantize_1") == 4);
+  CHECK(w.at("quantize_2") == 7);  // the average pooling's grid
+  CHECK(w.at("dense") == 8);
+  CHECK(qat_bits_text(qat) == "mixed 4/7/8-bit");
+
+  // The checkpoint keeps each width; the int8 file runs one pass on every oneDNN ISA (ctest runs
+  // this under each cap) and equals the integer reference bit for bit.
+  const std::string path = "/tmp/qnet_test_target_qat.qbin";
+  save_model(qat, path);
+  Sequential again = load_any_model(path);
+  std::remove(path.c_str());
+  CHECK(widths_of(again) == w);
+  const qbin::Model file = export_int8(qat);
+  CHECK(qbin::serialize(export_int8(again)) == qbin::serialize(file));
+  const InferenceModel m = inference_model(file);
+  const Runtime rt(m, {.max_batch = 64});
+  INFO("oneDNN ISA " << onednn_isa() << ", int8 path " << rt.int8_path());
+  CHECK(rt.int8_path() == std::string("one-pass"));
+  for (const Stage& st : m.stages) CHECK(st.op->widest_pair_sum() <= kPairSumMax);
+  CHECK(uses(rt, 64, "dense (as a 1x1 conv)") == !onednn_has_vnni());
+  const int64_t n = 150;
+  const std::vector<uint8_t> px = random_pixels(n * static_cast<int64_t>(m.input_size()), rng);
+  const std::vector<float> ref = check_bit_exact(rt, px, n);
+  check_close_to_qat(qat, px, n, ref, 0.1f, 0.f);
+
+  // The same model at the default target: 8-bit codes, and without VNNI the split-weights path.
+  Sequential full = prepared(Int8Target::kVnni);
+  CHECK(qat_bits_text(full) == "mixed 4/8-bit");
+  const Runtime full_rt(inference_model(export_int8(full)), {.max_batch = 64});
+  CHECK(full_rt.int8_path() == expected_path(8));
+  CHECK(uses(full_rt, 64, "dense split-weights (as a 1x1 conv)") == !onednn_has_vnni());
 }

@@ -55,7 +55,7 @@ class ConvStage final : public WeightedStage {
   int lower_conv(PlanBuilder& b, int cur, const Stage& st) const {
     const int64_t N = b.batch();
     Geometry pg = g;
-    const bool split_weights = b.needs_split(qkernel);
+    const bool split_weights = b.needs_split(widest_pair_sum());
     const bool padded = pg.pad_top || pg.pad_left || pg.pad_bottom || pg.pad_right;
     if (b.int8 && input_zero_point != 0 && padded) cur = b.framed_codes(cur, pg, input_zero_point);
     const void* w = b.int8 ? static_cast<const void*>(qkernel.data()) : kernel.data();
@@ -91,7 +91,7 @@ class ConvStage final : public WeightedStage {
     const int a = pl.KH, bw = pl.KW, phase_count = a * bw, columns = phase_count * OC;
     const int KH = g.KH, KW = g.KW, BH = a + KH - 1, BW = bw + KW - 1, K = BH * BW;
     const int64_t N = b.batch(), H = in[2], W = in[3], PH = pool_st.H, PW = pool_st.W, M = N * PH * PW;
-    const bool split_weights = b.needs_split(qkernel);
+    const bool split_weights = b.needs_split(widest_pair_sum());
     const int copies = split_weights ? 2 : 1, rows_k = copies * K;  // split-weights: each block twice (needs_split)
 
     const int blocks = b.add(memory::desc({M, rows_k}, dt::u8, tag::ab)), src = cur;
@@ -121,13 +121,13 @@ class ConvStage final : public WeightedStage {
       phase_scale.insert(phase_scale.end(), output_scale.begin(), output_scale.end());
     }
     int phases = -1;
-    if (split_weights) {
+    if (b.no_vnni) {
       // The blocks as an nhwc image {N, rows_k, PH, PW} and a 1x1 conv to `columns` channels: the
-      // same sums as the matmul, but oneDNN's AVX2 int8 1x1 conv kernel beat its AVX2 int8 gemm
-      // here (batch 256: 305k against 262k images/s, docs/runtime.md). With VNNI the matmul
-      // (brgemm) is the faster of the two.
+      // same sums as the matmul, but without VNNI oneDNN's int8 1x1 conv kernel beat its int8
+      // gemm here (AVX2, batch 256, split: 305k against 262k images/s; one pass on Zen 3: see
+      // docs/runtime.md). With VNNI the matmul (brgemm) is the faster of the two.
       phases = b.conv1x1(blocks, PH, PW, rows_k, columns, dt::u8, shifted.data(), phase_bias.data(),
-                         b.attributes(phase_scale, qmax, relu, output_zero_point), "conv1x1 split-weights");
+                         b.attributes(phase_scale, qmax, relu, output_zero_point), split_weights ? "conv1x1 split-weights" : "conv1x1");
     } else {
       const memory::desc bias_md({1, columns}, dt::s32, tag::ab);
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(b.desc(blocks), memory::desc({rows_k, columns}, dt::s8, tag::any), bias_md,

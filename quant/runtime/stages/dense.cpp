@@ -31,28 +31,34 @@ class DenseStage final : public WeightedStage {
   }
 
   int lower(PlanBuilder& b, int cur, const Stage& st, const Stage*, bool&) const override {
-    const bool split_weights = b.needs_split(qkernel);
-    const void* w = b.int8 ? static_cast<const void*>(qkernel.data()) : kernel.data();
+    const bool split_weights = b.needs_split(widest_pair_sum());
     std::vector<int32_t> folded;
     const void* bias_data = bias_for(b, folded);
     const dt out_type = st.f32_output ? dt::f32 : dt::u8;
     const dnnl::primitive_attr attr = output_attributes(b, st);
     const int64_t N = b.batch();
-    if (split_weights) {  // int8: a 2-D [N, IN] source, each row twice; the weights' halves stacked
-      cur = b.duplicated(cur, N, IN, memory::desc({N, 2 * int64_t{IN}}, dt::u8, tag::nc));
-      const std::vector<int8_t> stacked = PlanBuilder::stacked_halves(qkernel, 1);
-      // The doubled rows as 1x1 images of 2 IN channels and a 1x1 conv to OUT channels: the
-      // same sums, scales and bias as the inner product. Without VNNI oneDNN's int8 1x1 conv
-      // kernel beat its gemm-based inner product (AVX2, batch 1: 1.0 against 2.7 us; batch 256:
-      // 92 against 114 us). With VNNI the inner product (brgemm) is faster at batch 256 (22
-      // against 88 us), so the one-pass path keeps it.
-      return b.conv1x1(cur, 1, 1, 2 * int64_t{IN}, OUT, out_type, stacked.data(), static_cast<const int32_t*>(bias_data), attr,
-                       "dense split-weights (as a 1x1 conv)");
+    if (b.int8 && b.no_vnni) {
+      // Without VNNI, the rows as 1x1 images of IN channels and a 1x1 conv to OUT channels: the
+      // same sums, scales and bias as the inner product, and oneDNN's int8 1x1 conv kernel beat
+      // its gemm-based inner product there (AVX2, batch 1: 1.0 against 2.7 us; batch 256: 92
+      // against 114 us, split). With VNNI the inner product (brgemm) is faster at batch 256 (22
+      // against 88 us) and stays. On the split-weights path a 2-D [N, IN] source, each row twice,
+      // meets the weights' halves stacked.
+      if (b.desc(cur).dims().size() == 4) cur = b.flatten(cur, 1, 1, IN);
+      std::vector<int8_t> stacked;
+      if (split_weights) {
+        cur = b.duplicated(cur, N, IN, memory::desc({N, 2 * int64_t{IN}}, dt::u8, tag::nc));
+        stacked = PlanBuilder::stacked_halves(qkernel, 1);
+      }
+      const int64_t in = split_weights ? 2 * int64_t{IN} : IN;
+      return b.conv1x1(cur, 1, 1, in, OUT, out_type, split_weights ? stacked.data() : qkernel.data(), static_cast<const int32_t*>(bias_data),
+                       attr, split_weights ? "dense split-weights (as a 1x1 conv)" : "dense (as a 1x1 conv)");
     }
     if (b.desc(cur).dims().size() == 4 && !b.blocked) cur = b.flatten(cur, 1, 1, IN);  // a 1x1 image of IN channels
     const memory::dims sd = b.desc(cur).dims();
     // A 4-D source (blocked layout) is flattened by the primitive: weights {OUT, C, H, W} whose
     // user layout hwio is exactly the kernel's [H*W*C][OUT] (Keras' H, W, C flatten order).
+    const void* w = b.int8 ? static_cast<const void*>(qkernel.data()) : kernel.data();
     const memory::dims wdims = sd.size() == 4 ? memory::dims{OUT, sd[1], sd[2], sd[3]} : memory::dims{OUT, sd[1]};
     const tag user_tag = sd.size() == 4 ? tag::hwio : tag::io;
     dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, b.desc(cur), memory::desc(wdims, b.wei, tag::any),

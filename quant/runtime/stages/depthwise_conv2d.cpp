@@ -21,6 +21,9 @@ class DepthwiseStage final : public WeightedStage {
   int C = 0, M = 1;
   Geometry g;
 
+  // oneDNN's depthwise int8 kernels widen to 16 or 32 bits before they multiply: no sum saturates.
+  int64_t widest_pair_sum() const override { return 0; }
+
   // acc = b_q[o] + sum over the taps inside the input of (x[c] - z_in) * w[tap][o] (eq. 11).
   void reference(RefActivation& x, const Stage& st) const override {
     RefActivation y = reference_output(st);

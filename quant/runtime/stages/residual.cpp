@@ -81,10 +81,10 @@ class ResidualStage final : public StageOp {
 
   std::vector<const std::vector<Stage>*> branches() const override { return {&body, &shortcut}; }
 
-  int widest_weight_code() const override {
-    int widest = 0;
+  int64_t widest_pair_sum() const override {
+    int64_t widest = 0;
     for (const auto* chain : {&body, &shortcut})
-      for (const Stage& s : *chain) widest = std::max(widest, s.op->widest_weight_code());
+      for (const Stage& s : *chain) widest = std::max(widest, s.op->widest_pair_sum());
     return widest;
   }
 };

@@ -10,10 +10,10 @@
 
 namespace qnet {
 
-int WeightedStage::widest_weight_code() const {
+int64_t WeightedStage::widest_pair_sum() const {
   int widest = 0;
   for (int8_t v : qkernel) widest = std::max(widest, std::abs(int{v}));
-  return widest;
+  return 2 * int64_t{input_code_max} * widest;
 }
 
 namespace {
@@ -60,6 +60,7 @@ void WeightedStage::read_weights(const StageReader& rd, const qbin::LayerRecord&
   rd.check_kernel_codes(r, k, qkernel);
   qbias = b ? StageReader::values<int32_t>(r, *b, qbin::DType::kS32, {n}) : std::vector<int32_t>(n, 0);
   input_zero_point = rd.zero;
+  input_code_max = rd.code_max;
   rd.check_accumulator(r, qkernel, qbias);
   qmax = (1 << a.bits) - 1;
   output_scale = rd.output_scales(weight_scales, a);
