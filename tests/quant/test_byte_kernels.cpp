@@ -1,6 +1,7 @@
 // qnet's uint8 kernels (quant/runtime/byte_kernels.h) against their plain references, byte for byte, on
 // the same cases: channel counts below, at and above one 16-byte vector, and batches below and
 // above the size at which the kernels split their rows over threads.
+#include <algorithm>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -83,4 +84,23 @@ TEST_CASE("the runtime's byte kernels equal their plain references", "[quant]") 
         });
       }
   }
+}
+
+TEST_CASE("the f32 runtime's tiled max pooling equals its plain reference", "[quant]") {
+  Rng rng(22);
+  for (int64_t N : {1, 70})
+    for (int64_t C : {3, 8, 16, 20})  // 8 and 16: the blocked layouts' compiled widths
+      for (auto [KH, KW] : {std::pair{2, 2}, std::pair{3, 2}, std::pair{1, 3}}) {
+        INFO(N << " images, " << C << " channels, " << KH << "x" << KW << " windows");
+        const int64_t H = 11, W = 9, OH = H / KH, OW = W / KW;
+        std::vector<float> img(static_cast<size_t>(N * H * W * C));
+        for (float& v : img) v = rng.uniform(-3.f, 3.f);
+        std::vector<float> fast(static_cast<size_t>(N * OH * OW * C) + 1, 7.f), plain = fast;
+        f32::max_pool_tiled(img.data(), fast.data(), N, H, W, C, KH, KW, OH, OW);
+        f32::reference::max_pool_tiled(img.data(), plain.data(), N, H, W, C, KH, KW, OH, OW);
+        CHECK(fast == plain);
+        CHECK(fast.back() == 7.f);  // nothing written past the end
+        const float top = *std::max_element(img.begin(), img.begin() + static_cast<int64_t>(KH * W * C));  // image 0's first window row
+        CHECK(*std::max_element(plain.begin(), plain.begin() + OW * C) <= top);
+      }
 }

@@ -41,8 +41,8 @@ class PoolStage final : public StageOp {
     x = std::move(y);
   }
 
-  // u8 windows that tile the input run on qnet's kernel (u8::max_pool_tiled, docs/runtime.md);
-  // other windows and floats on oneDNN's.
+  // Windows that tile the input run on qnet's kernels (u8::max_pool_tiled, f32::max_pool_tiled
+  // on nhwc or blocked floats, docs/runtime.md); other windows and layouts on oneDNN's.
   int lower(PlanBuilder& b, int cur, const Stage& st, const Stage*, bool&) const override {
     const bool tiles = g.SH == g.KH && g.SW == g.KW && g.pad_top == 0 && g.pad_left == 0 && g.pad_bottom == 0 && g.pad_right == 0;
     const dt type = b.desc(cur).data_type();
@@ -59,6 +59,22 @@ class PoolStage final : public StageOp {
                                          static_cast<uint8_t*>(mem[out].get_data_handle()), N, H, W, C, KH, KW, OH, OW);
                     });
       return out;
+    }
+    if (type == dt::f32 && tiles) {  // nhwc, or blocked by 8 or 16 channels: images of `block` channels
+      const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}
+      for (const auto& [layout, block] : {std::pair{tag::nhwc, int64_t{0}}, {tag::aBcd8b, int64_t{8}}, {tag::aBcd16b, int64_t{16}}}) {
+        if (b.desc(cur) != memory::desc(in, dt::f32, layout)) continue;
+        const int out = b.add(memory::desc({N, st.C, st.H, st.W}, dt::f32, layout));
+        const int64_t C = block ? block : in[1], images = block ? N * ((in[1] + block - 1) / block) : N, H = in[2], W = in[3];
+        const int64_t OH = st.H, OW = st.W;
+        const int KH = g.KH, KW = g.KW, src = cur;
+        b.kernel_step(fmt::format("pool qnet:f32_max_tiled_{}x{}", KH, KW), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, out}},
+                      [=](const std::vector<memory>& mem) {
+                        f32::max_pool_tiled(static_cast<const float*>(mem[src].get_data_handle()),
+                                            static_cast<float*>(mem[out].get_data_handle()), images, H, W, C, KH, KW, OH, OW);
+                      });
+        return out;
+      }
     }
     dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, b.desc(cur),
                                   memory::desc({N, st.C, st.H, st.W}, type, tag::any), {g.SH, g.SW}, {g.KH, g.KW}, {g.pad_top, g.pad_left},
