@@ -75,8 +75,8 @@ namespace qnet::f32 {
 // Max pooling of floats with windows that tile the input (stride = window, no padding), N images
 // of H x W pixels of C floats (nhwc; a blocked layout nChw8c / nChw16c is N x C/8 such images of
 // 8 channels): out[n][P][Q][c] = the largest in[n][KH P + i][KW Q + j][c]. oneDNN 2.6's
-// jit:avx2 pooling took 14 us for the reference layer's 12 x 26 x 26 output on AMD Zen 3, this
-// 1 us (docs/runtime.md).
+// jit:avx2 pooling took 14 - 17 us for the reference layer's 12 x 26 x 26 output on AMD Zen 3, this
+// 2.8 - 3 us (docs/runtime.md).
 void max_pool_tiled(const float* in, float* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW);
 
 namespace reference {
