@@ -8,6 +8,8 @@
 // ratios are computed from the medians of one run. --model times any spec (default: the
 // article's model), --data-dir any IDX data set; --train-images N trains on the first N images
 // of the training split only (a quicker measure of a slow model: epoch times scale with N).
+// It also prints the model's multiply-adds per image and the GFLOP/s each median epoch reaches
+// (docs/performance.md compares them with the machine's peak).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -22,12 +24,44 @@
 #include "core/parallel.h"
 #include "data/image_data.h"
 #include "data/mnist.h"
+#include "layers/container.h"
 #include "layers/model_spec.h"
 #include "layers/sequential.h"
 #include "optim/trainer.h"
 #include "quant/qat.h"
 
 using namespace qnet;
+
+namespace {
+
+// FLOPs (2 per multiply-add) of one image through the products of `chain`: each layer with a
+// kernel of shape [..., OUT] (Conv2D, DepthwiseConv2D, Dense) does kernel.numel() multiply-adds
+// per output pixel. A training step does each product three times (forward, input gradient,
+// kernel gradient), but the first layer needs no input gradient: `first` counts that layer apart.
+struct Flops {
+  double forward = 0, first_layer = 0;
+  double training() const { return 3 * forward - first_layer; }
+};
+
+Shape add_flops(Sequential& chain, Shape shape, Flops& f) {
+  for (size_t i = 0; i < chain.size(); ++i) {
+    Module& layer = chain.layer(i);
+    const Shape out = layer.output_shape(shape);
+    if (auto* c = dynamic_cast<Container*>(&layer))
+      for (Sequential* branch : c->branches()) add_flops(*branch, shape, f);
+    for (Variable* p : layer.parameters()) {
+      const Tensor& k = p->value();
+      if (k.rank() < 2) continue;  // biases, BatchNormalization's vectors
+      const double flops = 2.0 * static_cast<double>(k.numel()) * static_cast<double>(shape_numel(out) / k.dim(-1));
+      if (f.forward == 0) f.first_layer = flops;
+      f.forward += flops;
+    }
+    shape = out;
+  }
+  return shape;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   return run_app("bench_train", [&] {
@@ -87,6 +121,16 @@ int main(int argc, char** argv) {
             seconds[2 * path + mode].push_back(e.seconds);
           }
         }
+    Flops flops;
+    {
+      Rng rng(1);
+      Sequential model = spec.empty() ? reference_model(data_set.train.image_shape(), data_set.classes, rng)
+                                      : model_from_spec(spec, data_set.train.image_shape(), rng);
+      add_flops(model, model.input_shape(), flops);
+    }
+    const double step_flops = flops.training() * static_cast<double>(data.train.size());  // an epoch
+    fmt::print("model: {:.2f} MFLOP per image forward, {:.2f} MFLOP per image per training step; batch {}\n", flops.forward / 1e6,
+               flops.training() / 1e6, batch_size);
     std::vector<double> median(seconds.size());
     for (size_t path = 0; path < paths.size(); ++path) {
       for (int mode = 0; mode < 2; ++mode) {
@@ -94,8 +138,9 @@ int main(int argc, char** argv) {
         if (s.empty()) continue;
         std::sort(s.begin(), s.end());
         median[2 * path + mode] = s[s.size() / 2];
-        fmt::print("{} {} epoch: median {:.3f} s, min {:.3f} s, max {:.3f} s over {} epochs\n", isa_name(paths[path]),
-                   mode ? "qat  " : "float", median[2 * path + mode], s.front(), s.back(), s.size());
+        fmt::print("{} {} epoch: median {:.3f} s, min {:.3f} s, max {:.3f} s over {} epochs; {:.1f} GFLOP/s in the products\n",
+                   isa_name(paths[path]), mode ? "qat  " : "float", median[2 * path + mode], s.front(), s.back(), s.size(),
+                   step_flops / median[2 * path + mode] / 1e9);
       }
       if (mode_option == "both") fmt::print("{} qat/float ratio {:.2f}", isa_name(paths[path]), median[2 * path + 1] / median[2 * path]);
       const int m = mode_option == "qat" ? 1 : 0;
