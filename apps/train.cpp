@@ -34,6 +34,7 @@ struct Int8Result {
   std::optional<double> accuracy;  // none when the runtime failed (the metrics say null and why)
   std::string error;
   int64_t model_bytes = 0;
+  std::string path;  // how this CPU runs it: "one-pass", "split-weights" (int8) or "f32"
 };
 
 // bits: the widest bit width of a QAT model (0: float); widths: all of them ("mixed 4/8-bit").
@@ -58,6 +59,7 @@ Json metrics_json(uint64_t seed, int bits, const std::string& widths, const std:
       .set(bits ? "int8_test_accuracy" : "runtime_test_accuracy", Json::number(deployed.accuracy.value_or(NAN)))  // NaN: null
       .set("runtime_error", deployed.error.empty() ? Json::number(NAN) : Json::string(deployed.error))
       .set("onednn_isa", Json::string(onednn_isa()))
+      .set("runtime_path", deployed.path.empty() ? Json::number(NAN) : Json::string(deployed.path))
       .set("model_bytes", Json::integer(deployed.model_bytes))
       .set("epochs", std::move(epochs));
 }
@@ -209,11 +211,13 @@ int train_main(int argc, char** argv) {
   // The saved file, as a user would load it, on the oneDNN runtime. Every file of the training is
   // on disk already: if this fails, the metrics still get written (the accuracy as null, with the
   // reason) and the exit code says it failed.
-  Int8Result deployed{.accuracy = std::nullopt, .error = "", .model_bytes = static_cast<int64_t>(std::filesystem::file_size(output))};
+  Int8Result deployed{.accuracy = std::nullopt, .error = "", .model_bytes = static_cast<int64_t>(std::filesystem::file_size(output)),
+                      .path = ""};
   try {
     failpoint("runtime-evaluation");
     const Runtime runtime(load_inference_model(output));
     deployed.accuracy = evaluate(runtime, data_set.test, 256).accuracy;
+    deployed.path = runtime.int8_path();
     fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime ({} path): {:.4f}\n",
                qat ? fmt::format("int8 ({}{})", qat_bits_text(model), args.count("int8-target") ? fmt::format(", --int8-target {}", int8_target_name(target)) : "")
                    : "float",

@@ -102,6 +102,7 @@ check "--layer-bits with a QAT checkpoint is refused (exit 2)" bash -c "test $? 
 "$bin/train" --qat --epochs 1 --model 'conv2d(12, 3, relu, bits=4) maxpool2d(2) flatten dense(10)' -o spec4.qbin --checkpoint spec4_qat.qbin \
   --metrics spec4.json >spec4.log 2>&1
 check "train --qat with bits=4 in the spec trains a mixed 4/8-bit model" grep -q '"bit_widths": "mixed 4/8-bit"' spec4.json
+check "... and its metrics say how this CPU runs it" grep -q '"runtime_path": "\(one-pass\|split-weights\)"' spec4.json
 # --int8-target avx2 (issue 21): 7-bit codes, so the int8 file runs one pass on any CPU, and
 # without VNNI (the AVX2 cap) where the 8-bit model above runs split.
 "$bin/quantize" float.qbin -o avx2.qbin --int8-target avx2 --calibration-images 500 >avx2.log 2>&1
