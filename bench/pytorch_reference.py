@@ -2,10 +2,10 @@
 """The same models and recipe in PyTorch (Debian python3-torch 1.13), to time qnet against it in one run.
 
     /usr/bin/python3 bench/pytorch_reference.py --epochs 1 --repeats 3 [--threads 2] [--model reference|keras|resnet8|mobilenet]
-        [--data-dir DIR] [--qat] [--infer]
+        [--data-dir DIR] [--qat] [--infer] [--batch-size 32] [--train-images N]
 
 Same data (IDX files, plain or .gz: MNIST from ~/.cache/qnet/mnist by default, or --data-dir, e.g.
-/usr/share/datasets/fashion-mnist), same split (the last 6,000 training images held out), batch 32,
+/usr/share/datasets/fashion-mnist), same split (the last 6,000 training images held out), batch 32 (--batch-size; --train-images N trains on the first N only, as bench_train's),
 Adam 1e-3 (epsilon 1e-7, Keras'). Models, NCHW-equivalent to qnet's specs:
   reference  the article's Conv2D 12 3x3 ReLU, MaxPool 2, Dense 10
   keras      Keras' classic convnet: Conv2D 32 3x3 ReLU, MaxPool 2, Conv2D 64 3x3 ReLU, MaxPool 2, Flatten,
@@ -137,6 +137,8 @@ def main():
     ap.add_argument("--data-dir", default=os.path.expanduser("~/.cache/qnet/mnist"))
     ap.add_argument("--qat", action="store_true", help="eager-mode QAT (fused Conv-BN-ReLU, onednn qconfig)")
     ap.add_argument("--infer", action="store_true", help="time f32 and (with --qat) int8 inference at batch 1 and 256")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--train-images", type=int, default=0, help="train on the first N of the 54,000 training images (0: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.backends.quantized.engine = "onednn"
@@ -144,7 +146,8 @@ def main():
     y = torch.from_numpy(idx(args.data_dir, "train-labels-idx1-ubyte").astype(np.int64))
     tx = torch.from_numpy(idx(args.data_dir, "t10k-images-idx3-ubyte").astype(np.float32) / 255).unsqueeze(1)
     ty = torch.from_numpy(idx(args.data_dir, "t10k-labels-idx1-ubyte").astype(np.int64))
-    train_x, train_y = x[:54000], y[:54000]
+    count = min(args.train_images, 54000) if args.train_images > 0 else 54000
+    train_x, train_y = x[:count], y[:count]
     seconds = []
     mode = "QAT" if args.qat else "float"
     for r in range(args.repeats):
@@ -157,10 +160,10 @@ def main():
         loss_fn = nn.CrossEntropyLoss()
         for e in range(args.epochs):
             m.train()
-            perm = torch.randperm(54000)
+            perm = torch.randperm(count)
             t0 = time.perf_counter()
-            for i in range(0, 54000, 32):
-                idx_b = perm[i:i + 32]
+            for i in range(0, count, args.batch_size):
+                idx_b = perm[i:i + args.batch_size]
                 opt.zero_grad()
                 loss = loss_fn(m(train_x[idx_b]), train_y[idx_b])
                 loss.backward()
@@ -177,7 +180,7 @@ def main():
                 for batch in (1, 256):
                     print(f"f32 inference, 10,000 images at batch {batch}: {time_inference(m, tx, batch):.3f} s", flush=True)
     print(f"pytorch {torch.__version__} {args.model} {mode} epoch: median {statistics.median(seconds):.3f} s over {len(seconds)} "
-          f"epochs, {args.threads} threads")
+          f"epochs, {args.threads} threads, batch {args.batch_size}, {count} images")
 
 
 if __name__ == "__main__":
