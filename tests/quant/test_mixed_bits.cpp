@@ -170,7 +170,7 @@ const char* const kTargetModel =
 
 }  // namespace
 
-TEST_CASE("--target avx2: 7-bit codes and 7-bit kernels on the pixels, so every CPU runs one pass, bit-exactly", "[quant][onednn][mixed]") {
+TEST_CASE("the avx2 int8 target: 7-bit codes and 7-bit kernels on the pixels, so every CPU runs one pass, bit-exactly", "[quant][onednn][mixed]") {
   Rng rng(66);
   const auto prepared = [&](Int8Target target) {
     Rng model_rng(67);
