@@ -223,16 +223,25 @@ void avg_pool(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, 
 
 namespace reference {
 
-void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW) {
+// The plain tiled max pooling of codes or floats: each window's first value, then v > m ? v : m.
+template <typename T>
+void max_pool_tiled_plain(const T* in, T* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW) {
   for (int64_t n = 0; n < N; ++n)
     for (int64_t P = 0; P < OH; ++P)
       for (int64_t Q = 0; Q < OW; ++Q)
         for (int64_t c = 0; c < C; ++c) {
-          uint8_t m = 0;
+          T m = in[((n * H + KH * P) * W + KW * Q) * C + c];
           for (int i = 0; i < KH; ++i)
-            for (int j = 0; j < KW; ++j) m = std::max(m, in[((n * H + KH * P + i) * W + KW * Q + j) * C + c]);
+            for (int j = 0; j < KW; ++j) {
+              const T v = in[((n * H + KH * P + i) * W + KW * Q + j) * C + c];
+              m = v > m ? v : m;
+            }
           out[((n * OH + P) * OW + Q) * C + c] = m;
         }
+}
+
+void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW) {
+  max_pool_tiled_plain(in, out, N, H, W, C, KH, KW, OH, OW);
 }
 
 void window_blocks(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b, int BH,
@@ -348,18 +357,7 @@ void max_pool_tiled(const float* in, float* out, int64_t N, int64_t H, int64_t W
 
 namespace reference {
 void max_pool_tiled(const float* in, float* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW) {
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t P = 0; P < OH; ++P)
-      for (int64_t Q = 0; Q < OW; ++Q)
-        for (int64_t c = 0; c < C; ++c) {
-          float m = in[((n * H + KH * P) * W + KW * Q) * C + c];
-          for (int i = 0; i < KH; ++i)
-            for (int j = 0; j < KW; ++j) {
-              const float v = in[((n * H + KH * P + i) * W + KW * Q + j) * C + c];
-              m = v > m ? v : m;
-            }
-          out[((n * OH + P) * OW + Q) * C + c] = m;
-        }
+  u8::reference::max_pool_tiled_plain(in, out, N, H, W, C, KH, KW, OH, OW);
 }
 }  // namespace reference
 

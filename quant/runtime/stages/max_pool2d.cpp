@@ -49,32 +49,13 @@ class PoolStage final : public StageOp {
     const int64_t N = b.batch();
     if (type == dt::u8 && tiles) {
       cur = b.as_nhwc_u8(cur);
-      const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}
-      const int out = b.add(memory::desc({N, st.C, st.H, st.W}, dt::u8, tag::nhwc));
-      const int64_t C = in[1], H = in[2], W = in[3], OH = st.H, OW = st.W;
-      const int KH = g.KH, KW = g.KW, src = cur;
-      b.kernel_step(fmt::format("pool qnet:u8_max_tiled_{}x{}", KH, KW), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, out}},
-                    [=](const std::vector<memory>& mem) {
-                      u8::max_pool_tiled(static_cast<const uint8_t*>(mem[src].get_data_handle()),
-                                         static_cast<uint8_t*>(mem[out].get_data_handle()), N, H, W, C, KH, KW, OH, OW);
-                    });
-      return out;
+      return tiled<uint8_t>(b, cur, st, tag::nhwc, N, b.desc(cur).dims()[1], u8::max_pool_tiled);
     }
     if (type == dt::f32 && tiles) {  // nhwc, or blocked by 8 or 16 channels: images of `block` channels
       const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}
-      for (const auto& [layout, block] : {std::pair{tag::nhwc, int64_t{0}}, {tag::aBcd8b, int64_t{8}}, {tag::aBcd16b, int64_t{16}}}) {
-        if (b.desc(cur) != memory::desc(in, dt::f32, layout)) continue;
-        const int out = b.add(memory::desc({N, st.C, st.H, st.W}, dt::f32, layout));
-        const int64_t C = block ? block : in[1], images = block ? N * ((in[1] + block - 1) / block) : N, H = in[2], W = in[3];
-        const int64_t OH = st.H, OW = st.W;
-        const int KH = g.KH, KW = g.KW, src = cur;
-        b.kernel_step(fmt::format("pool qnet:f32_max_tiled_{}x{}", KH, KW), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, out}},
-                      [=](const std::vector<memory>& mem) {
-                        f32::max_pool_tiled(static_cast<const float*>(mem[src].get_data_handle()),
-                                            static_cast<float*>(mem[out].get_data_handle()), images, H, W, C, KH, KW, OH, OW);
-                      });
-        return out;
-      }
+      for (const auto& [layout, block] : {std::pair{tag::nhwc, int64_t{0}}, {tag::aBcd8b, int64_t{8}}, {tag::aBcd16b, int64_t{16}}})
+        if (b.desc(cur) == memory::desc(in, dt::f32, layout))
+          return tiled<float>(b, cur, st, layout, block ? N * ((in[1] + block - 1) / block) : N, block ? block : in[1], f32::max_pool_tiled);
     }
     dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, b.desc(cur),
                                   memory::desc({N, st.C, st.H, st.W}, type, tag::any), {g.SH, g.SW}, {g.KH, g.KW}, {g.pad_top, g.pad_left},
@@ -86,6 +67,24 @@ class PoolStage final : public StageOp {
   }
 
   const Geometry* max_pool_window() const override { return &g; }
+
+ private:
+  // A step of qnet's tiled max pooling (T: u8 codes or floats) reading buffer `cur`, in `layout`,
+  // as `images` images of C channels each; its output has the same layout.
+  template <typename T>
+  int tiled(PlanBuilder& b, int cur, const Stage& st, tag layout, int64_t images, int64_t C,
+            void (*kernel)(const T*, T*, int64_t, int64_t, int64_t, int64_t, int, int, int64_t, int64_t)) const {
+    const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}
+    const int out = b.add(memory::desc({b.batch(), st.C, st.H, st.W}, b.desc(cur).data_type(), layout));
+    const int64_t H = in[2], W = in[3], OH = st.H, OW = st.W;
+    const int KH = g.KH, KW = g.KW, src = cur;
+    b.kernel_step(fmt::format("pool qnet:{}_max_tiled_{}x{}", sizeof(T) == 1 ? "u8" : "f32", KH, KW), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, out}},
+                  [=](const std::vector<memory>& mem) {
+                    kernel(static_cast<const T*>(mem[src].get_data_handle()), static_cast<T*>(mem[out].get_data_handle()), images, H, W, C,
+                           KH, KW, OH, OW);
+                  });
+    return out;
+  }
 };
 
 size_t read(StageReader& rd, std::span<const qbin::LayerRecord> records) {
