@@ -218,11 +218,10 @@ int train_main(int argc, char** argv) {
     const Runtime runtime(load_inference_model(output));
     deployed.accuracy = evaluate(runtime, data_set.test, 256).accuracy;
     deployed.path = runtime.int8_path();
+    const std::string named_target = args.count("int8-target") ? fmt::format(", --int8-target {}", int8_target_name(target)) : "";
     fmt::print("Saved the {} model to {} ({} bytes); its test accuracy on the oneDNN runtime ({} path): {:.4f}\n",
-               qat ? fmt::format("int8 ({}{})", qat_bits_text(model), args.count("int8-target") ? fmt::format(", --int8-target {}", int8_target_name(target)) : "")
-                   : "float",
-               output, deployed.model_bytes, runtime.int8_path(),
-               *deployed.accuracy);
+               qat ? fmt::format("int8 ({}{})", qat_bits_text(model), named_target) : "float", output, deployed.model_bytes,
+               runtime.int8_path(), *deployed.accuracy);
   } catch (const std::exception& e) {
     deployed.error = e.what();
   }

@@ -252,7 +252,7 @@ struct Preparer {
   // products x w fit int16 (the 8-bit pixels take 7-bit weights; 7-bit codes 8-bit ones).
   int weight_bits(const Module& layer, int64_t code_max) const {
     int b = bits_of(layer);
-    if (o.target == Int8Target::kAvx2)
+    if (o.target == Int8Target::kAvx2)  // 32,767: vpmaddubsw's int16 (quant/runtime/plan.h, kPairSumMax)
       while (b > 2 && 2 * code_max * ((1 << (b - 1)) - 1) > 32767) --b;
     return b;
   }
@@ -281,8 +281,8 @@ struct Preparer {
     return i + 1;
   }
 
-  // code_max: the largest input code of the chain (255: the pixels). Returns its output's.
-  int64_t chain(Sequential& c, const Module* logits, int64_t code_max) {
+  // code_max: the largest input code of the chain (255: the pixels).
+  void chain(Sequential& c, const Module* logits, int64_t code_max) {
     size_t logits_at = kNone;  // once passed, the layers work on floats
     for (size_t i = 0; i < c.size(); ++i) {
       Module& layer = c.layer(i);
@@ -319,7 +319,6 @@ struct Preparer {
           break;
       }
     }
-    return code_max;
   }
 };
 
@@ -490,7 +489,7 @@ Sequential load_any_model(const std::string& path, const ObserverOptions& observ
       if (relu != (r.kind == "ReLU"))
         throw qbin::FormatError(fmt::format("layer '{}' ({}): expected {} here", qbin::shown(r.name), qbin::shown(r.kind), relu ? "ReLU" : "Quantize"));
       a.set_name(r.name);
-      // Its own width (2..8, io/record_schema.cpp): the layer's, or narrower (--target avx2).
+      // Its own width (2..8, io/record_schema.cpp): its layer's, or narrower (--int8-target avx2).
       a.set_bits(r.get_int(key::kOutputBits, 0));
       const float lo = r.get_float(key::kOutputMin), hi = r.get_float(key::kOutputMax);
       // A Quantize range of one value ([0, 0]) has no grid: before, it loaded and the model scored 0.14.

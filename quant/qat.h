@@ -20,7 +20,7 @@
 
 namespace qnet {
 
-// The CPUs an int8 model is made for (train and quantize --target; docs/runtime.md).
+// The CPUs an int8 model is made for (train --qat, quantize and inspect --int8-target; docs/runtime.md).
 enum class Int8Target {
   // Every width as asked. oneDNN runs it in one pass with VNNI; without VNNI (AVX2, SSE4.1) a
   // layer whose u8 x s8 pair sums can pass int16 (8-bit kernels on 8-bit codes) runs twice, on

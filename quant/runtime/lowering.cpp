@@ -77,8 +77,8 @@ std::vector<int32_t> PlanBuilder::folded_bias(const std::vector<int32_t>& bias, 
 
 // Without VNNI, oneDNN multiplies u8 x s8 with vpmaddubsw, whose int16 sums of two products
 // saturate: 255 * 127 * 2 > 32,767 (needs_split: 2 x the input's largest code x the largest
-// |weight code| above 32,767; 7-bit input codes take 8-bit weights, the pixels 7-bit ones). The split-weights path writes each weight code as
-// w = hi + lo with |hi|, |lo| <= 64 (hi = w / 2 toward zero) and runs ONE product over a doubled
+// |weight code| above 32,767; 7-bit input codes take 8-bit weights, the pixels 7-bit ones).
+// The split-weights path writes each weight code as w = hi + lo with |hi|, |lo| <= 64 (hi = w / 2 toward zero) and runs ONE product over a doubled
 // inner dimension: the input twice side by side (u8::duplicate_rows), the weights' hi and lo halves
 // stacked. Every weight it multiplies is within +-64, so any pair sum is at most 255 * 64 * 2 =
 // 32,640: exact. The int32 sum is sum a (hi + lo) = sum a w, and the primitive's own bias,

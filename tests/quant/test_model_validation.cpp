@@ -166,7 +166,7 @@ TEST_CASE("int8 scales outside [2^-40, 2^40] and bit widths outside 2..8 are ref
   CHECK_NOTHROW(load_any_model((qbin::save(checkpoint, path), path)));
   refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 9); }, "weight_bits = 9 (expected 2..8)");
   refuses([&](qbin::Model& m) { set_int(m.layers[1], "weight_bits", 1); }, "weight_bits = 1 (expected 2..8)");
-  // Each layer has its own widths (issue 23), its kernel's and its codes' (--target avx2 gives
+  // Each layer has its own widths (issue 23), its kernel's and its codes' (--int8-target avx2 gives
   // 8-bit kernels 7-bit codes): a 4-bit kernel giving 8-bit codes loads as written.
   {
     qbin::Model narrow = checkpoint;
