@@ -47,8 +47,11 @@ Shape add_flops(Sequential& chain, Shape shape, Flops& f) {
   for (size_t i = 0; i < chain.size(); ++i) {
     Module& layer = chain.layer(i);
     const Shape out = layer.output_shape(shape);
-    if (auto* c = dynamic_cast<Container*>(&layer))
+    if (auto* c = dynamic_cast<Container*>(&layer)) {  // its parameters are its branches' layers'
       for (Sequential* branch : c->branches()) add_flops(*branch, shape, f);
+      shape = out;
+      continue;
+    }
     for (Variable* p : layer.parameters()) {
       const Tensor& k = p->value();
       if (k.rank() < 2) continue;  // biases, BatchNormalization's vectors
