@@ -1,7 +1,9 @@
 // bench_ops: microseconds per call of each op of the reference model at batch 32
-// (forward and backward), median of many calls. Used to choose kernels.
+// (forward and backward), median of many calls, then the GEMM-shaped kernels alone (the Dense
+// layers' and MobileNet's pointwise convs' products, no autograd around them). Used to choose
+// kernels.
 //
-//   build/bin/bench_ops [--threads 2] [--iterations 300]
+//   build/bin/bench_ops [--threads 2] [--iterations 300] [--only products]
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -10,6 +12,7 @@
 
 #include "apps/common.h"
 #include "core/cpu.h"
+#include "core/kernels.h"
 #include "core/ops.h"
 #include "core/parallel.h"
 #include "core/random.h"
@@ -33,17 +36,51 @@ Tensor random_tensor(Shape s, Rng& rng) {
   for (int64_t i = 0; i < t.numel(); ++i) t[i] = rng.uniform(-1.f, 1.f);
   return t;
 }
+
+// The kernels of the Dense layers (article, Keras' convnet at batch 32 and 128, the MobileNet's
+// classifier, a wide hidden layer) and of the MobileNet's pointwise convs, called directly.
+void time_products(int it, Rng& rng) {
+  const Kernels& k = kernels();
+  fmt::print("GEMM-shaped kernels (microseconds, median): forward, input gradient, weight gradient\n");
+  struct Dense { int64_t N, K, M; };
+  for (const Dense d : {Dense{32, 2028, 10}, Dense{32, 1600, 10}, Dense{128, 1600, 10}, Dense{32, 128, 10}, Dense{32, 256, 128}}) {
+    const Tensor x = random_tensor({d.N, d.K}, rng), w = random_tensor({d.K, d.M}, rng), dy = random_tensor({d.N, d.M}, rng);
+    Tensor y({d.N, d.M}), dx({d.N, d.K}), dw({d.K, d.M});
+    fmt::print("{:<40} {:8.1f} {:8.1f} {:8.1f}\n", fmt::format("dense [{}, {}] x [{}, {}]", d.N, d.K, d.K, d.M),
+               median_us(it, [&] { k.matmul(d.N, d.K, d.M, x.data(), w.data(), y.data()); }),
+               median_us(it, [&] { k.matmul_dx(d.N, d.K, d.M, dy.data(), w.data(), dx.data()); }),
+               median_us(it, [&] { k.matmul_dw(d.N, d.K, d.M, x.data(), dy.data(), dw.data()); }));
+  }
+  struct Pointwise { int64_t N, H, IC, OC; };
+  for (const Pointwise p : {Pointwise{32, 14, 16, 32}, Pointwise{32, 7, 32, 64}, Pointwise{32, 7, 64, 64}, Pointwise{32, 4, 64, 128}}) {
+    const ConvShape s{p.N, p.H, p.H, p.IC, 1, 1, p.OC, p.H, p.H, 1, 1, 0, 0};
+    const Tensor x = random_tensor({p.N, p.H, p.H, p.IC}, rng), w = random_tensor({1, 1, p.IC, p.OC}, rng), b = random_tensor({p.OC}, rng);
+    const Tensor dy = random_tensor({p.N, p.H, p.H, p.OC}, rng);
+    Tensor y(dy.shape()), dx(x.shape()), dw(w.shape()), db(b.shape());
+    fmt::print("{:<40} {:8.1f} {:8.1f} {:8.1f}\n", fmt::format("pointwise conv {}x{}x{} -> {}, batch {}", p.H, p.H, p.IC, p.OC, p.N),
+               median_us(it, [&] { k.conv_forward(s, x.data(), w.data(), b.data(), y.data()); }),
+               median_us(it, [&] { k.conv_backward_input(s, w.data(), dy.data(), dx.data()); }),
+               median_us(it, [&] { k.conv_backward_weights(s, x.data(), dy.data(), dw.data(), db.data()); }));
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   return run_app("bench_ops", [&] {
     cxxopts::Options options("bench_ops", "Time the reference model's ops at batch 32");
     add_threads_option(options);
-    options.add_options()("iterations", "Calls per op", number_value("300"));
+    options.add_options()("iterations", "Calls per op", number_value("300"))(
+        "only", "Time only this group: products (the GEMM-shaped kernels)", cxxopts::value<std::string>());
     const auto args = options.parse(argc, argv);
     use_threads_option(args);
     const int it = static_cast<int>(int_option(args, "iterations", 1, 1000000));
     Rng rng(1);
+    if (args.count("only")) {
+      if (args["only"].as<std::string>() != "products")
+        throw UsageError(fmt::format("--only: unknown group '{}'; expected products", args["only"].as<std::string>()));
+      time_products(it, rng);
+      return 0;
+    }
     Variable x(random_tensor({32, 28, 28, 1}, rng));
     Variable w(random_tensor({3, 3, 1, 12}, rng), true), b(random_tensor({12}, rng), true);
     Variable wd(random_tensor({2028, 10}, rng), true);
@@ -83,6 +120,7 @@ int main(int argc, char** argv) {
                median_us(it, [&] { conv2_w.node().backward_fn(conv2_w.node()); w2.zero_grad(); b2.zero_grad(); }));
     fmt::print("keras conv2 backward    {:8.1f}  (w, b and x)\n",
                median_us(it, [&] { conv2.node().backward_fn(conv2.node()); x2.zero_grad(); w2.zero_grad(); b2.zero_grad(); }));
+    time_products(it, rng);
     return 0;
   });
 }
