@@ -14,7 +14,8 @@
 // Rule for core/kernels/: no code outside the ISA namespace and no std templates that the
 // compiler may emit out of line (containers, algorithms, fmt): an out-of-line copy would be
 // shared by all three builds at link time, and the AVX-512 one could run on an AVX2 CPU.
-// tests/core/kernel_symbols.sh checks the object files for it.
+// tests/core/kernel_symbols.sh checks the object files for it. Eigen is included only through
+// core/kernels/products.cpp, which renames its namespace into the ISA's.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "tests/grad_check.h"
 
 using namespace qnet;
@@ -76,6 +77,8 @@ TEST_CASE("conv2d backward matches finite differences", "[core][grad]") {
       {{1, 8, 7, 4}, {1, 1, 4, 6}, {2, 2, Padding::kValid}},
       {{1, 9, 8, 4}, {5, 4, 4, 3}, {3, 2, Padding::kSame}},
       {{1, 7, 7, 4}, {3, 2, 4, 5}, {2, 3, Padding::kValid}},
+      // 1x1, stride 1 (MobileNet's pointwise convs), two chunks of images.
+      {{5, 3, 4, 7}, {1, 1, 7, 19}, {1, 1, Padding::kValid}},
   };
   for (const Case& c : cases) {
     INFO("input " << shape_str(c.x) << " kernel " << shape_str(c.w) << " stride " << c.o.stride_h << "x" << c.o.stride_w);
@@ -94,4 +97,27 @@ TEST_CASE("conv2d refuses mismatched shapes", "[core]") {
   CHECK_THROWS_WITH(conv2d(x, w2, b, {}), Catch::Contains("does not fit"));
   Variable w3(Tensor::zeros({3, 3, 2, 4}));
   CHECK_THROWS_WITH(conv2d(x, w3, b, {0, 1, Padding::kValid}), Catch::Contains("stride"));
+}
+
+TEST_CASE("a pointwise conv's value and gradients do not depend on the thread count", "[core]") {
+  Rng rng(32);
+  const Tensor x = random_tensor({9, 14, 14, 16}, rng), w = random_tensor({1, 1, 16, 32}, rng), b = random_tensor({32}, rng);
+  const Tensor g = random_tensor({9, 14, 14, 32}, rng);
+  const int saved = num_threads();
+  auto run = [&](int threads) {
+    set_num_threads(threads);
+    Variable vx(x, true), vw(w, true), vb(b, true);
+    const Variable y = conv2d(vx, vw, vb, {});
+    y.backward(g);
+    std::vector<float> all = y.value().to_vector();
+    for (const Variable* v : {&vx, &vw, &vb})
+      for (float f : v->grad().to_vector()) all.push_back(f);
+    return all;
+  };
+  const std::vector<float> one = run(1), two = run(2), three = run(3);
+  set_num_threads(saved);
+  CHECK(two == one);
+  CHECK(three == one);
+  const Tensor expected = naive_conv(x, w, &b, 1, 1, Padding::kValid);
+  for (int64_t i = 0; i < expected.numel(); ++i) REQUIRE(one[i] == Approx(expected[i]).margin(1e-4));
 }

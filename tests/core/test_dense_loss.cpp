@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "tests/grad_check.h"
 
 using namespace qnet;
@@ -14,6 +15,55 @@ TEST_CASE("matmul matches hand values and finite differences", "[core][grad]") {
   Rng rng(8);
   check_gradients([](auto& v) { return matmul(v[0], v[1]); }, {random_tensor({3, 5}, rng), random_tensor({5, 4}, rng)});
   check_gradients([](auto& v) { return matmul(v[0], v[1]); }, {random_tensor({33, 7}, rng), random_tensor({7, 10}, rng)});
+}
+
+// The input gradient runs on Eigen in fixed blocks of rows (core/kernels/products.h), the
+// forward and weight gradient on hand tiles: all against a plain double product, on shapes with
+// several row blocks and leftover rows and columns, and the same bits on 1, 2 and 3 threads.
+TEST_CASE("matmul and its gradients match a plain product and do not depend on the thread count", "[core]") {
+  Rng rng(31);
+  struct Case { int64_t N, K, M; };
+  for (const Case c : {Case{96, 300, 40}, Case{50, 2028, 10}, Case{7, 3, 17}, Case{129, 65, 33}}) {
+    INFO("x [" << c.N << ", " << c.K << "] w [" << c.K << ", " << c.M << "]");
+    const Tensor x = random_tensor({c.N, c.K}, rng), w = random_tensor({c.K, c.M}, rng), g = random_tensor({c.N, c.M}, rng);
+    const int saved = num_threads();
+    std::vector<std::vector<float>> runs;
+    for (int threads : {1, 2, 3}) {
+      set_num_threads(threads);
+      Variable vx(x, true), vw(w, true);
+      const Variable y = matmul(vx, vw);
+      y.backward(g);
+      std::vector<float> all = y.value().to_vector();
+      for (const Variable* v : {&vx, &vw})
+        for (float f : v->grad().to_vector()) all.push_back(f);
+      runs.push_back(std::move(all));
+    }
+    set_num_threads(saved);
+    CHECK(runs[1] == runs[0]);
+    CHECK(runs[2] == runs[0]);
+    // runs[0] = y [N, M], dx [N, K], dw [K, M]
+    const float* y = runs[0].data();
+    const float* dx = y + c.N * c.M;
+    const float* dw = dx + c.N * c.K;
+    for (int64_t n = 0; n < c.N; ++n)
+      for (int64_t m = 0; m < c.M; ++m) {
+        double e = 0;
+        for (int64_t k = 0; k < c.K; ++k) e += double{x[n * c.K + k]} * w[k * c.M + m];
+        REQUIRE(y[n * c.M + m] == Approx(e).margin(1e-3));
+      }
+    for (int64_t n = 0; n < c.N; ++n)
+      for (int64_t k = 0; k < c.K; ++k) {
+        double e = 0;
+        for (int64_t m = 0; m < c.M; ++m) e += double{g[n * c.M + m]} * w[k * c.M + m];
+        REQUIRE(dx[n * c.K + k] == Approx(e).margin(1e-3));
+      }
+    for (int64_t k = 0; k < c.K; ++k)
+      for (int64_t m = 0; m < c.M; ++m) {
+        double e = 0;
+        for (int64_t n = 0; n < c.N; ++n) e += double{x[n * c.K + k]} * g[n * c.M + m];
+        REQUIRE(dw[k * c.M + m] == Approx(e).margin(1e-3));
+      }
+  }
 }
 
 TEST_CASE("softmax cross-entropy matches hand values", "[core]") {
