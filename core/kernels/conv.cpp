@@ -84,7 +84,7 @@ const float* framed_input(ConvShape& s, const float* x, std::vector<float>& fram
   if (s.PT == 0 && s.PL == 0 && FH <= s.H && FW <= s.W) return x;
   frame.assign(static_cast<size_t>(s.N * FH * FW * s.IC), 0.f);
   const int64_t rows = std::min(s.H, FH - s.PT), cols = std::min(s.W, FW - s.PL);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t r = 0; r < s.N * rows; ++r) {
     const int64_t n = r / rows, h = r % rows;
     const float* src = x + (n * s.H + h) * s.W * s.IC;
@@ -158,7 +158,7 @@ void conv_forward_t(const ConvShape& shape, const float* input, const float* w, 
   VecBuffer wb(s.KH * s.KW * s.IC * blocks);
   block_kernel(s, w, wb.data());
   const vf* wbp = wb.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t n = 0; n < s.N; ++n)
     for (int64_t p0 = 0; p0 < pixels; p0 += kTilePixels) {
       const int count = static_cast<int>(min_i(kTilePixels, pixels - p0));
@@ -245,7 +245,7 @@ void conv_backward_weights_t(const ConvShape& shape, const float* input, const f
   const float* x = kFixedK == 0 ? framed_input(s, input, frame) : input;
   std::vector<int64_t> tap_offset(K);  // tap k = (kh, kw, ic): its offset in the (framed) input
   for (int64_t k = 0; k < K; ++k) tap_offset[k] = (k / (s.KW * s.IC) * s.W + k / s.IC % s.KW) * s.IC + k % s.IC;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     const int64_t n_begin = chunk * kReductionChunk, n_end = min_i(s.N, (chunk + 1) * kReductionChunk);
     vf* part = partial.data() + chunk * width;
@@ -321,7 +321,7 @@ void strided_backward_input(const ConvShape& s, const float* w, const float* dy,
         // dy framed so that output (i, j) reads rows i .. i + KH - 1 and columns j .. j + KW - 1.
         const int64_t top = (a + s.PT - th[0]) / s.SH, left = (b + s.PL - tw[0]) / s.SW, FH = HP + KH - 1, FW = WP + KW - 1;
         std::vector<float> frame(static_cast<size_t>(s.N * FH * FW * s.OC), 0.f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
         for (int64_t r = 0; r < s.N * FH; ++r) {
           const int64_t n = r / FH, oh = top + r % FH;
           if (oh < 0 || oh >= s.OH) continue;
@@ -341,7 +341,7 @@ void strided_backward_input(const ConvShape& s, const float* w, const float* dy,
         const ConvShape t{s.N, FH, FW, s.OC, KH, KW, s.IC, HP, WP, 1, 1, 0, 0};
         conv_forward_t<Taps<0, 0, 0>>(t, frame.data(), wt.data(), nullptr, out.data());
       }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
       for (int64_t r = 0; r < s.N * HP; ++r) {
         const int64_t n = r / HP, ih = a + s.SH * (r % HP);
         for (int64_t j = 0; j < WP; ++j) {
@@ -375,7 +375,7 @@ void conv_backward_input(const ConvShape& s, const float* w, const float* dy, fl
     return;
   }
   if (s.IC >= 4) return strided_backward_input(s, w, dy, dx);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t n = 0; n < s.N; ++n) {
     float* dxn = dx + n * s.H * s.W * s.IC;
     for (int64_t i = 0; i < s.H * s.W * s.IC; ++i) dxn[i] = 0.f;
@@ -417,7 +417,7 @@ void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, con
   block_kernel(s, w, wb.data());
   const vf* wbp = wb.data();
   float lo = __builtin_inff(), hi = -lo;
-#pragma omp parallel for schedule(static) reduction(min : lo) reduction(max : hi)
+#pragma omp parallel for schedule(dynamic) reduction(min : lo) reduction(max : hi)
   for (int64_t n = 0; n < s.N; ++n)
     for (int64_t b = 0; b < blocks; ++b) {
       const int lanes = lanes_in_block(s.OC, b);
@@ -463,7 +463,7 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
   const int64_t PH = s.OH / 2, PW = s.OW / 2, blocks = (s.OC + kLanes - 1) / kLanes, width = 10 * blocks;
   const int64_t chunks = (s.N + kReductionChunk - 1) / kReductionChunk;
   VecBuffer partial(chunks * width);  // per chunk and block: 9 taps and the bias
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t chunk = 0; chunk < chunks; ++chunk)
     for (int64_t b = 0; b < blocks; ++b) {
       const int lanes = lanes_in_block(s.OC, b);

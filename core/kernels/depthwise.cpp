@@ -28,7 +28,7 @@ constexpr int kPixels = 4;
 
 void depthwise_forward(const PoolShape& s, const float* x, const float* w, const float* bias, float* y) {
   const int64_t blocks = (s.C + kLanes - 1) / kLanes;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t row = 0; row < s.N * s.OH; ++row) {
     const int64_t n = row / s.OH, oh = row % s.OH;
     const float* xn = x + n * s.H * s.W * s.C;
@@ -68,7 +68,7 @@ void depthwise_forward(const PoolShape& s, const float* x, const float* w, const
 // added output by output in row-major order.
 void depthwise_backward_input(const PoolShape& s, const float* w, const float* dy, float* dx) {
   const int64_t blocks = (s.C + kLanes - 1) / kLanes;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t n = 0; n < s.N; ++n) {
     float* dxn = dx + n * s.H * s.W * s.C;
     for (int64_t i = 0; i < s.H * s.W * s.C; ++i) dxn[i] = 0.f;
@@ -96,7 +96,7 @@ void depthwise_backward_weights(const PoolShape& s, const float* x, const float*
   const int64_t blocks = (s.C + kLanes - 1) / kLanes, taps = s.KH * s.KW, width = (taps + 1) * blocks;
   const int64_t chunks = (s.N + kReductionChunk - 1) / kReductionChunk;
   VecBuffer partial(chunks * width);  // per chunk: [taps + 1 (bias)][blocks]
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     vf* part = partial.data() + chunk * width;
     for (int64_t n = chunk * kReductionChunk; n < min_i(s.N, (chunk + 1) * kReductionChunk); ++n)

@@ -5,8 +5,6 @@
 // several rows of the result run side by side so that independent FMA chains hide the FMA
 // latency and share each load. Each element sums its inner dimension in plain order, so the
 // result is the same on any thread count.
-#include <omp.h>
-
 #include "core/kernels.h"
 #include "core/kernels/products.h"
 #include "core/simd.h"
@@ -15,15 +13,17 @@ namespace qnet::QNET_ISA_NS {
 
 namespace {
 
-// Rows [begin, end) of `rows` for this thread when `parallel` (a static split), else all rows.
+// f(begin, end) over `rows` in blocks of a multiple of 8 rows (about 16 blocks), handed to the
+// threads as they come free when `parallel` (a thread that the VM slowed does less), else all
+// rows at once. Each row's result is the same whichever thread computes it.
 template <typename F>
 void for_row_range(int64_t rows, bool parallel, F&& f) {
-#pragma omp parallel if (parallel)
-  {
-    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
-    if (end > begin) f(begin, end);
-  }
+  if (!parallel) return f(0, rows);
+  int64_t block = (rows / 16 + 7) / 8 * 8;
+  if (block < 8) block = 8;
+  const int64_t blocks = (rows + block - 1) / block;
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t i = 0; i < blocks; ++i) f(i * block, min_i(rows, (i + 1) * block));
 }
 
 constexpr int64_t kParallelWork = 1 << 16;  // multiply-adds below which one thread is faster

@@ -27,7 +27,7 @@ inline void for_each_window_tap(const PoolShape& s, int64_t n, int64_t oh, int64
 // threads (windows never cross images, so the backward's adds never race).
 template <typename F>
 inline void for_each_output_block(const PoolShape& s, F&& f) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic)
   for (int64_t n = 0; n < s.N; ++n)
     for (int64_t oh = 0; oh < s.OH; ++oh)
       for (int64_t ow = 0; ow < s.OW; ++ow)
