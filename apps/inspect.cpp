@@ -243,7 +243,7 @@ int inspect_main(int argc, char** argv) {
   options.parse_positional({"model"});
   options.positional_help("MODEL");
   add_ptq_options(options, "A float MODEL: ");
-  add_bits_options(options, "A float MODEL: ");
+  add_bits_options(options, "A float MODEL: ", "A float MODEL, or a QAT MODEL trained with it: ");
   add_data_dir_option(options);
   add_threads_option(options);
   const std::optional<cxxopts::ParseResult> parsed = parse_args(options, argc, argv);
@@ -279,7 +279,9 @@ int inspect_main(int argc, char** argv) {
     if (m->input_shape() != data.test.image_shape())
       throw std::runtime_error(fmt::format("{} takes {} images, the data set has {}", m == &model ? path : reference,
                                            shape_str(m->input_shape()), shape_str(data.test.image_shape())));
-  const std::string ptq = quantize_after_training(model, path, data.train, args, ptq_request);
+  // A QAT checkpoint keeps its widths; --int8-target then says which target it was trained for,
+  // so that the suggestion stays within it and its fix command carries it.
+  const std::string ptq = quantize_after_training(model, path, data.train, args, ptq_request, true);
   const std::string what = ptq.empty() ? fmt::format("The QAT model ({}, fake-quantized) and its int8 export", qat_bits_text(model))
                                        : fmt::format("{} and its int8 model", ptq);
   Inspection r;
@@ -290,7 +292,8 @@ int inspect_main(int argc, char** argv) {
   }
   const std::string reference_name = args.count("float") ? reference : "its own weights in float";
   const std::string layer_bits = suggested_layer_bits(r, args.count("layer-bits") ? args["layer-bits"].as<std::string>() : "");
-  const std::string fix = ptq.empty() ? std::string("train --qat --init FLOAT_MODEL")
+  const std::string fix = ptq.empty() ? fmt::format("train --qat{} --init FLOAT_MODEL",
+                                                    ptq_request.target == Int8Target::kAvx2 ? " --int8-target avx2" : "")
                                       : fmt::format("quantize {} --bits {} --method {}{}", path, ptq_request.bits, ptq_request.method,
                                                     ptq_request.target == Int8Target::kAvx2 ? " --int8-target avx2" : "");
   const Json json = to_json(r, path, reference_name, layer_bits);

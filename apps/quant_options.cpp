@@ -14,12 +14,12 @@
 
 namespace qnet {
 
-void add_bits_options(cxxopts::Options& options, const std::string& when) {
+void add_bits_options(cxxopts::Options& options, const std::string& when, const std::string& target_when) {
   options.add_options()
       ("bits", when + "bit width of weights and activations, 2..8", number_value("8"))
       ("layer-bits", when + "layers' own bit widths, NAME=N[,NAME=N...] (a spec's bits=N; names as in the summary)",
        cxxopts::value<std::string>())
-      ("int8-target", when + "the CPUs the int8 model is for: 'vnni' (the widths as asked: one pass with VNNI, 8-bit layers run "
+      ("int8-target", (target_when.empty() ? when : target_when) + "the CPUs the int8 model is for: 'vnni' (the widths as asked: one pass with VNNI, 8-bit layers run "
        "twice on split weights without it) or 'avx2' (PyTorch's reduce_range: codes of at most 7 bits and 7-bit kernels on the "
        "pixels, one pass on every x86-64 CPU; docs/runtime.md)", cxxopts::value<std::string>()->default_value("vnni"));
 }
@@ -87,10 +87,10 @@ PtqRequest read_ptq_options(const cxxopts::ParseResult& args) {
 }
 
 std::string quantize_after_training(Sequential& model, const std::string& path, const ImageSet& train, const cxxopts::ParseResult& args,
-                                    const PtqRequest& ptq) {
+                                    const PtqRequest& ptq, bool qat_target_ok) {
   if (is_qat(model)) {
     for (const char* option : {"calibration-images", "method", "bits", "layer-bits", "int8-target"})
-      if (args.count(option))
+      if (args.count(option) && !(qat_target_ok && std::string_view(option) == "int8-target"))
         throw UsageError(fmt::format("{} is a QAT model with its trained ranges and bit widths ({}); --{} applies to float models (PTQ)",
                                      path, qat_bits_text(model), option));
     return "";

@@ -18,8 +18,9 @@
 
 namespace qnet {
 
-// Declares --bits, --layer-bits and --int8-target; `when` starts their help ("A float MODEL: ", or "").
-void add_bits_options(cxxopts::Options& options, const std::string& when);
+// Declares --bits, --layer-bits and --int8-target; `when` starts their help ("A float MODEL: ", or ""),
+// `target_when` --int8-target's if it differs.
+void add_bits_options(cxxopts::Options& options, const std::string& when, const std::string& target_when = "");
 // Declares --method and --calibration-images (PTQ).
 void add_ptq_options(cxxopts::Options& options, const std::string& when);
 
@@ -41,9 +42,10 @@ PtqRequest read_ptq_options(const cxxopts::ParseResult& args);
 
 // quantize and inspect: a float model is calibrated on the first calibration_images of `train`
 // and turned into its QAT form (PTQ, at `bits` with --layer-bits, for `target`); a QAT model, which has its
-// trained ranges and widths, refuses the PTQ and bit options (UsageError). Returns what was done,
-// in words ("" for a QAT model); errors name `path`.
+// trained ranges and widths, refuses the PTQ and bit options (UsageError), --int8-target too
+// unless `qat_target_ok` (inspect: there it names the target the checkpoint was trained for).
+// Returns what was done, in words ("" for a QAT model); errors name `path`.
 std::string quantize_after_training(Sequential& model, const std::string& path, const ImageSet& train, const cxxopts::ParseResult& args,
-                                    const PtqRequest& ptq);
+                                    const PtqRequest& ptq, bool qat_target_ok = false);
 
 }  // namespace qnet

@@ -53,6 +53,12 @@ check "an int8 model is refused with what to give instead (exit 1)" \
   bash -c "test $? -eq 1 && grep -q 'is an int8 model.*QAT checkpoint it was exported from' int8.log && test \$(wc -l <int8.log) -eq 1"
 "$bin/inspect" q_qat.qbin --bits 4 --out bad >bits.log 2>&1
 check "--bits with a QAT checkpoint is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'applies to float models' bits.log"
+# A QAT checkpoint trained for --int8-target avx2: given the same option, inspect keeps its
+# suggestion within avx2's 7 bits and its fix command carries the option.
+"$bin/train" --qat --bits 4 --int8-target avx2 --epochs 1 --validation-split 0.9 -o a4.qbin --checkpoint a4_qat.qbin >a4train.log 2>&1
+"$bin/inspect" a4_qat.qbin --int8-target avx2 --target-accuracy 1 --images 300 --out a4 >a4.log 2>&1
+check "inspect --int8-target avx2 of an avx2 QAT checkpoint suggests 7 bits and a train command for avx2" \
+  bash -c "test $? -eq 0 && grep -q 'train --qat --int8-target avx2 --init FLOAT_MODEL --layer-bits [a-z0-9_]*=7' a4.log && grep -q '\"suggested_bits\": 7' a4/inspection.json"
 "$bin/inspect" q_qat.qbin --images 0 --out bad >images.log 2>&1
 check "--images 0 is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'images' images.log"
 "$bin/inspect" --out bad >missing.log 2>&1
