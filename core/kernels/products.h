@@ -1,5 +1,5 @@
 // Matrix products on Eigen 3.4 (core/kernels/products.cpp), where its blocked GEMM measured faster
-// than qnet's hand kernels: the Dense layer's input gradient, dy w^T (1.3 - 1.5x). The Dense
+// than qnet's hand kernels: the Dense layer's input gradient, dy w^T (1.35 - 1.8x at batch 32). The Dense
 // forward and weight gradient, and the convolutions (pointwise ones included), measured as fast or
 // faster on the hand kernels and stay there (docs/dependencies.md has the figures).
 //
