@@ -15,11 +15,12 @@
 namespace qnet {
 
 void add_bits_options(cxxopts::Options& options, const std::string& when, const std::string& target_when) {
+  const std::string& target = target_when.empty() ? when : target_when;
   options.add_options()
       ("bits", when + "bit width of weights and activations, 2..8", number_value("8"))
       ("layer-bits", when + "layers' own bit widths, NAME=N[,NAME=N...] (a spec's bits=N; names as in the summary)",
        cxxopts::value<std::string>())
-      ("int8-target", (target_when.empty() ? when : target_when) + "the CPUs the int8 model is for: 'vnni' (the widths as asked: one pass with VNNI, 8-bit layers run "
+      ("int8-target", target + "the CPUs the int8 model is for: 'vnni' (the widths as asked: one pass with VNNI, 8-bit layers run "
        "twice on split weights without it) or 'avx2' (PyTorch's reduce_range: codes of at most 7 bits and 7-bit kernels on the "
        "pixels, one pass on every x86-64 CPU; docs/runtime.md)", cxxopts::value<std::string>()->default_value("vnni"));
 }
