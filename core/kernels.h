@@ -76,7 +76,8 @@ struct Kernels {
                           const float* shift, float* out);
 
   // Row-major products: y[N,M] = x[N,K] w[K,M]; dx[N,K] = dy[N,M] w[K,M]^T; dw[K,M] = x[N,K]^T dy[N,M]
-  // (dw sums over N in order: the same on any thread count).
+  // (dw sums over N in chunks of kReductionChunk rows added in chunk order: the same on any thread
+  // or process count).
   void (*matmul)(int64_t N, int64_t K, int64_t M, const float* x, const float* w, float* y);
   void (*matmul_dx)(int64_t N, int64_t K, int64_t M, const float* dy, const float* w, float* dx);
   void (*matmul_dw)(int64_t N, int64_t K, int64_t M, const float* x, const float* dy, float* dw);

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/distributed.h"
 #include "core/kernels.h"
 #include "core/ops.h"
 
@@ -39,7 +40,7 @@ Variable mul_channels(const Variable& x, const Variable& scale) {
       kernels().channel_affine(rows, C, self.grad.data(), nullptr, scale.value().data(), nullptr, g.data());
       x.add_grad(std::move(g));
     }
-    if (scale.requires_grad()) {
+    if (scale.requires_grad()) {  // qnet scales kernels with it (BN folding): a sum on this process
       Tensor g({C});
       kernels().channel_dot_dev(rows, C, chunk_rows(x.shape()), self.grad.data(), x.value().data(), nullptr, g.data());
       scale.add_grad(std::move(g));
@@ -55,17 +56,21 @@ Variable batch_norm_train(const Variable& x, const Variable& gamma, const Variab
   check_channels("batch_norm", x, gamma, "gamma");
   check_channels("batch_norm", x, beta, "beta");
   if (!(epsilon > 0.f)) throw std::invalid_argument(fmt::format("batch_norm: epsilon {} (expected > 0)", epsilon));
-  const int64_t C = gamma.value().numel(), rows = x.value().numel() / C, chunk = chunk_rows(x.shape());
+  const int64_t C = gamma.value().numel(), rows = x.value().numel() / C;
   if (rows < 1) throw std::invalid_argument(fmt::format("batch_norm: input {} has no rows to take statistics of", shape_str(x.shape())));
   if (moving && (moving->mean.numel() != C || moving->var.numel() != C))
     throw std::invalid_argument(fmt::format("batch_norm: moving statistics of {} and {} channels (expected {})", moving->mean.numel(),
                                             moving->var.numel(), C));
   const Kernels& k = kernels();
-  const float M = static_cast<float>(rows);
+  const int64_t all_rows = batch_rows(x.shape());  // on several processes, every rank's (core/distributed.h)
+  const float M = static_cast<float>(all_rows);
+  const float* xv = x.value().data();
   Tensor mean({C}), var({C}), r({C}), scale({C});
-  k.channel_sum(rows, C, chunk, x.value().data(), mean.data());
+  batch_channel_sum(x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_sum(n, C, ch, xv + r0 * C, d); }, mean.data());
   for (int64_t c = 0; c < C; ++c) mean[c] /= M;
-  k.channel_sq_dev(rows, C, chunk, x.value().data(), mean.data(), var.data());
+  batch_channel_sum(
+      x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_sq_dev(n, C, ch, xv + r0 * C, mean.data(), d); },
+      var.data());
   for (int64_t c = 0; c < C; ++c) {
     var[c] /= M;
     r[c] = 1.f / std::sqrt(var[c] + epsilon);
@@ -74,18 +79,20 @@ Variable batch_norm_train(const Variable& x, const Variable& gamma, const Variab
   Tensor y(x.shape());
   k.channel_affine(rows, C, x.value().data(), mean.data(), scale.data(), beta.value().data(), y.data());
   if (moving) {
-    const float a = moving->momentum, unbiased = rows > 1 ? M / (M - 1.f) : 1.f;
+    const float a = moving->momentum, unbiased = all_rows > 1 ? M / (M - 1.f) : 1.f;
     for (int64_t c = 0; c < C; ++c) {
       moving->mean[c] = a * moving->mean[c] + (1.f - a) * mean[c];
       moving->var[c] = a * moving->var[c] + (1.f - a) * var[c] * unbiased;
     }
   }
-  return make_result(std::move(y), {x, gamma, beta}, [x, gamma, beta, mean, r, scale, rows, C, chunk](Node& self) {
+  return make_result(std::move(y), {x, gamma, beta}, [x, gamma, beta, mean, r, scale, rows, C, M](Node& self) {
     const Kernels& k = kernels();
-    const float M = static_cast<float>(rows);
+    const float *dy = self.grad.data(), *xv = x.value().data();
     Tensor s1({C}), s2({C});
-    k.channel_sum(rows, C, chunk, self.grad.data(), s1.data());
-    k.channel_dot_dev(rows, C, chunk, self.grad.data(), x.value().data(), mean.data(), s2.data());
+    batch_channel_sum(x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_sum(n, C, ch, dy + r0 * C, d); }, s1.data());
+    batch_channel_sum(
+        x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_dot_dev(n, C, ch, dy + r0 * C, xv + r0 * C, mean.data(), d); },
+        s2.data());
     if (beta.requires_grad()) beta.add_grad(s1.clone());
     if (gamma.requires_grad()) {
       Tensor g({C});
@@ -121,15 +128,17 @@ Variable batch_norm_fixed(const Variable& x, const Variable& gamma, const Variab
   // The statistics as they are now (moving ones may move before the backward runs).
   return make_result(std::move(y), {x, gamma, beta}, [x, gamma, beta, mean = mean.clone(), r, scale, rows, C](Node& self) {
     const Kernels& k = kernels();
-    const int64_t chunk = chunk_rows(x.shape());
+    const float *dy = self.grad.data(), *xv = x.value().data();
     if (beta.requires_grad()) {
       Tensor g({C});
-      k.channel_sum(rows, C, chunk, self.grad.data(), g.data());
+      batch_channel_sum(x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_sum(n, C, ch, dy + r0 * C, d); }, g.data());
       beta.add_grad(std::move(g));
     }
     if (gamma.requires_grad()) {
       Tensor g({C});
-      k.channel_dot_dev(rows, C, chunk, self.grad.data(), x.value().data(), mean.data(), g.data());
+      batch_channel_sum(
+          x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_dot_dev(n, C, ch, dy + r0 * C, xv + r0 * C, mean.data(), d); },
+          g.data());
       for (int64_t c = 0; c < C; ++c) g[c] *= r[c];
       gamma.add_grad(std::move(g));
     }

@@ -6,12 +6,34 @@
 
 #include <fmt/format.h>
 
+#include "core/distributed.h"
 #include "core/kernels.h"
 #include "core/ops.h"
 
 namespace qnet {
 
 namespace {
+
+// A kernel gradient (dw and db) summed over the batch: on one process the kernel over all N
+// images; in a sharded step (core/distributed.h) chunk by chunk, then over every rank's chunks in
+// chunk order, the same sums. kernel(first, images, dw, db) computes images [first, first + images).
+template <typename F>
+void weight_gradient(Tensor& dw, Tensor& db, bool want_b, int64_t N, F&& kernel) {
+  if (!sharded_step()) return kernel(0, N, dw.data(), want_b ? db.data() : nullptr);
+  const int64_t wn = dw.numel();
+  std::vector<float> sum(wn + db.numel());
+  sum_chunks_across_ranks(
+      static_cast<int64_t>(sum.size()), [&](int64_t first, int64_t images, float* dst) { kernel(first, images, dst, dst + wn); },
+      sum.data());
+  std::copy(sum.begin(), sum.begin() + wn, dw.data());
+  std::copy(sum.begin() + wn, sum.end(), db.data());
+}
+
+// The shape of `images` images of a batch.
+ConvShape images_of(ConvShape s, int64_t images) {
+  s.N = images;
+  return s;
+}
 
 ConvShape conv_shape(const Tensor& x, const Tensor& w, const Tensor* bias, const Conv2dOptions& o) {
   if (x.rank() != 4 || w.rank() != 4 || x.dim(3) != w.dim(2) || (bias && (bias->rank() != 1 || bias->dim(0) != w.dim(3))))
@@ -43,7 +65,10 @@ Variable conv2d(const Variable& x, const Variable& w, const Variable& bias, cons
     const bool want_b = has_bias && bias.requires_grad();
     if (w.requires_grad() || want_b) {
       Tensor dw(w.shape()), db({s.OC});
-      kernels().conv_backward_weights(s, x.value().data(), self.grad.data(), dw.data(), want_b ? db.data() : nullptr);
+      weight_gradient(dw, db, want_b, s.N, [&](int64_t first, int64_t images, float* gw, float* gb) {
+        kernels().conv_backward_weights(images_of(s, images), x.value().data() + first * s.H * s.W * s.IC,
+                                        self.grad.data() + first * s.OH * s.OW * s.OC, gw, gb);
+      });
       if (w.requires_grad()) w.add_grad(std::move(dw));
       if (want_b) bias.add_grad(std::move(db));
     }
@@ -110,7 +135,12 @@ Variable depthwise_conv2d(const Variable& x, const Variable& w, const Variable& 
     const bool want_b = has_bias && bias.requires_grad();
     if (w.requires_grad() || want_b) {
       Tensor dw(w.shape()), db({s.C});
-      kernels().depthwise_backward_weights(s, xr.value().data(), self.grad.data(), dw.data(), want_b ? db.data() : nullptr);
+      weight_gradient(dw, db, want_b, s.N, [&](int64_t first, int64_t images, float* gw, float* gb) {
+        PoolShape c = s;
+        c.N = images;
+        kernels().depthwise_backward_weights(c, xr.value().data() + first * s.H * s.W * s.C, self.grad.data() + first * s.OH * s.OW * s.C,
+                                             gw, gb);
+      });
       if (w.requires_grad()) w.add_grad(std::move(dw));
       if (want_b) bias.add_grad(std::move(db));
     }
@@ -180,8 +210,11 @@ Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable&
     const bool want_b = has_bias && bias.requires_grad();
     if (w.requires_grad() || want_b) {
       Tensor dw(w.shape()), db({s.OC});
-      k->pooled_conv_backward_weights(s, x.value().data(), self.grad.data(), which.get(), dw.data(),
-                                             want_b ? db.data() : nullptr);
+      const int64_t pooled = (s.OH / 2) * (s.OW / 2), which_per_image = pooled * ((s.OC + k->lanes - 1) / k->lanes) * k->lanes;
+      weight_gradient(dw, db, want_b, s.N, [&](int64_t first, int64_t images, float* gw, float* gb) {
+        k->pooled_conv_backward_weights(images_of(s, images), x.value().data() + first * s.H * s.W * s.IC,
+                                        self.grad.data() + first * pooled * s.OC, which.get() + first * which_per_image, gw, gb);
+      });
       if (w.requires_grad()) w.add_grad(std::move(dw));
       if (want_b) bias.add_grad(std::move(db));
     }

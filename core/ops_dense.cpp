@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "core/distributed.h"
 #include "core/kernels.h"
 #include "core/ops.h"
 
@@ -24,7 +25,16 @@ Variable matmul(const Variable& x, const Variable& w) {
     }
     if (w.requires_grad()) {  // dW = X^T dY
       Tensor dw(w.shape());
-      kernels().matmul_dw(N, K, M, x.value().data(), self.grad.data(), dw.data());
+      if (!sharded_step()) {
+        kernels().matmul_dw(N, K, M, x.value().data(), self.grad.data(), dw.data());
+      } else {  // the rows are images: chunk by chunk, then across ranks (core/distributed.h)
+        sum_chunks_across_ranks(
+            K * M,
+            [&](int64_t first, int64_t rows, float* dst) {
+              kernels().matmul_dw(rows, K, M, x.value().data() + first * K, self.grad.data() + first * M, dst);
+            },
+            dw.data());
+      }
       w.add_grad(std::move(dw));
     }
   });

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "core/distributed.h"
 #include "core/kernels.h"
 #include "core/ops.h"
 
@@ -66,12 +67,13 @@ Variable bias_add(const Variable& x, const Variable& bias) {
   const int64_t rows = out.numel() / C;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < C; ++c) out[r * C + c] = x.value()[r * C + c] + bias.value()[c];
-  return make_result(std::move(out), {x, bias}, [x, bias, rows, C](Node& self) {
+  return make_result(std::move(out), {x, bias}, [x, bias, C](Node& self) {
     if (x.requires_grad()) x.add_grad(self.grad.clone());
-    if (bias.requires_grad()) {
-      Tensor g = Tensor::zeros({C});
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < C; ++c) g[c] += self.grad[r * C + c];
+    if (bias.requires_grad()) {  // over the batch in chunks of images (on several processes, all ranks')
+      Tensor g({C});
+      const float* dy = self.grad.data();
+      batch_channel_sum(
+          x.shape(), [&](int64_t r0, int64_t n, int64_t chunk, float* d) { kernels().channel_sum(n, C, chunk, dy + r0 * C, d); }, g.data());
       bias.add_grad(std::move(g));
     }
   });

@@ -2,9 +2,11 @@
 // log softmax(z)_k = z_k - m - log(sum_j exp(z_j - m)) with m = max_j z_j.
 #include <cmath>
 #include <stdexcept>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "core/distributed.h"
 #include "core/ops.h"
 
 namespace qnet {
@@ -17,7 +19,7 @@ Variable softmax_cross_entropy(const Variable& logits, std::span<const int32_t> 
   const int64_t N = z.dim(0), K = z.dim(1);
   Tensor probs({N, K});  // kept for the backward: dL/dz = (softmax(z) - onehot) / N
   std::vector<int32_t> label_copy(labels.begin(), labels.end());
-  double total = 0;
+  std::vector<double> row_loss(N);
   for (int64_t n = 0; n < N; ++n) {
     const int32_t label = labels[n];
     if (label < 0 || label >= K)
@@ -29,12 +31,24 @@ Variable softmax_cross_entropy(const Variable& logits, std::span<const int32_t> 
     for (int64_t k = 0; k < K; ++k) s += std::exp(static_cast<double>(row[k] - m));
     const double log_s = std::log(s);
     for (int64_t k = 0; k < K; ++k) probs[n * K + k] = static_cast<float>(std::exp(row[k] - m - log_s));
-    total += log_s - (row[label] - m);
+    row_loss[n] = log_s - (row[label] - m);
   }
-  Tensor loss = Tensor::full({1}, static_cast<float>(total / N));
-  return make_result(std::move(loss), {logits}, [logits, probs, label_copy, N, K](Node& self) {
+  // On several processes (core/distributed.h) the mean over every rank's rows, added in row order.
+  const StepContext* step = sharded_step();
+  const int64_t all = step ? step->shard.global : N;
+  if (step) {
+    std::vector<int64_t> counts(step->comm->size());
+    for (int r = 0; r < step->comm->size(); ++r) counts[r] = shard_of(all, r, step->comm->size()).count;
+    std::vector<double> every(all);
+    step->comm->allgather(row_loss.data(), counts, every.data());
+    row_loss.swap(every);
+  }
+  double total = 0;
+  for (double l : row_loss) total += l;
+  Tensor loss = Tensor::full({1}, static_cast<float>(total / all));
+  return make_result(std::move(loss), {logits}, [logits, probs, label_copy, N, K, all](Node& self) {
     Tensor g(logits.shape());
-    const float scale = self.grad[0] / static_cast<float>(N);
+    const float scale = self.grad[0] / static_cast<float>(all);
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < K; ++k) g[n * K + k] = (probs[n * K + k] - (k == label_copy[n] ? 1.f : 0.f)) * scale;
     logits.add_grad(std::move(g));

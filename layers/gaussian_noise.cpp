@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "core/distributed.h"
 #include "core/random.h"
 #include "io/record_keys.h"
 #include "layers/layer_kind.h"
@@ -24,7 +25,12 @@ GaussianNoise::~GaussianNoise() = default;
 Variable GaussianNoise::forward(const Variable& x) {
   if (!training() || stddev_ == 0.f) return x;
   Tensor noise(x.value().shape());
-  for (int64_t i = 0; i < noise.numel(); ++i) noise[i] = stddev_ * rng_->normal();
+  // Drawn for the whole batch, this process's images kept: the same noise on any process count.
+  const DrawRange d = draw_range(x.value().rank() == 0 || x.shape()[0] == 0 ? 0 : noise.numel() / x.shape()[0], noise.numel());
+  for (int64_t i = 0; i < d.total; ++i) {
+    const float v = stddev_ * rng_->normal();
+    if (i >= d.offset && i < d.offset + noise.numel()) noise[i - d.offset] = v;
+  }
   return add(x, Variable(std::move(noise), false));  // dL/dx = dL/dy
 }
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "core/distributed.h"
 #include "core/random.h"
 #include "io/record_keys.h"
 #include "layers/layer_kind.h"
@@ -46,7 +47,12 @@ Variable Dropout::forward(const Variable& x) {
   if (!training() || rate_ == 0.f) return x;
   Tensor mask(x.value().shape());
   const float keep = 1.f - rate_, scale = 1.f / keep;
-  for (int64_t i = 0; i < mask.numel(); ++i) mask[i] = rng_->uniform01() < keep ? scale : 0.f;
+  // Drawn for the whole batch, this process's images kept: the same masks on any process count.
+  const DrawRange d = draw_range(x.value().rank() == 0 || x.shape()[0] == 0 ? 0 : mask.numel() / x.shape()[0], mask.numel());
+  for (int64_t i = 0; i < d.total; ++i) {
+    const float m = rng_->uniform01() < keep ? scale : 0.f;
+    if (i >= d.offset && i < d.offset + mask.numel()) mask[i - d.offset] = m;
+  }
   return mul(x, Variable(std::move(mask), false));
 }
 

@@ -2,9 +2,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include <fmt/format.h>
 
+#include "core/kernels.h"
 #include "core/ops.h"
 #include "layers/container.h"
 #include "layers/sequential.h"
@@ -100,6 +102,7 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
     throw std::invalid_argument(fmt::format("fit: {} epochs, batch size {} (expected both >= 1)", o.epochs, o.batch_size));
   if (train.size() == 0) throw std::invalid_argument("fit: the training set is empty");
   const int64_t steps = (train.size() + o.batch_size - 1) / o.batch_size;
+  const int ranks = o.communicator ? o.communicator->size() : 1;
   std::vector<EpochStats> history;
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
     if (o.on_epoch_begin) o.on_epoch_begin(epoch);
@@ -113,17 +116,26 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
     int64_t correct = 0, seen = 0;
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t begin = step * o.batch_size, n = std::min(o.batch_size, train.size() - begin);
-      Batch b = train.batch(std::span<const int64_t>(order).subspan(begin, n));
+      // On several ranks each takes its chunks of the batch; a batch with fewer chunks than ranks
+      // (an epoch's last) runs whole on every rank, the same sums without any exchange.
+      const bool sharded = ranks > 1 && (n + kReductionChunk - 1) / kReductionChunk >= ranks;
+      const BatchShard shard = sharded ? shard_of(n, o.communicator->rank(), ranks) : BatchShard{n, 0, n};
+      Batch b = train.batch(std::span<const int64_t>(order).subspan(begin + shard.begin, shard.count));
+      std::optional<ShardedStep> in_step;
+      if (sharded) in_step.emplace(*o.communicator, shard);
       Variable logits = model.forward(Variable(b.x));
-      Variable loss = softmax_cross_entropy(logits, b.labels);
+      Variable loss = softmax_cross_entropy(logits, b.labels);  // every rank's mean
       const float l = loss.value()[0];
       if (!std::isfinite(l))
         throw TrainingError(fmt::format("training diverged: loss is {} at epoch {}, step {}/{}", l, epoch, step + 1, steps));
       optimizer.zero_grad();
       loss.backward();
+      in_step.reset();
       optimizer.step();
       loss_sum += static_cast<double>(l) * n;
-      correct += count_correct(logits.value(), b.labels);
+      int64_t right = count_correct(logits.value(), b.labels);
+      if (sharded) o.communicator->allreduce_sum(&right, 1);
+      correct += right;
       seen += n;
       if (o.progress == Progress::kBar && (seconds_since(last_draw) > 0.1 || step + 1 == steps)) {
         last_draw = Clock::now();

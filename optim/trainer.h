@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "core/distributed.h"
 #include "core/random.h"
 #include "data/dataset.h"
 #include "layers/module.h"
@@ -41,6 +42,10 @@ struct FitOptions {
   std::FILE* out = stdout;
   std::function<void(int epoch)> on_epoch_begin{};           // e.g. freeze QAT ranges
   std::function<void(const EpochStats&)> on_epoch_end{};     // e.g. checkpoint
+  // Data-parallel training (core/distributed.h): every rank calls fit() with the same model, data,
+  // options and seed, and trains on its chunks of each batch; the weights come out the same bits
+  // as on one process. Null: this process alone.
+  Communicator* communicator = nullptr;
 };
 
 // A NaN or infinite loss: training stops and says where.

@@ -1,5 +1,7 @@
 #include "quant/observer.h"
 
+#include "core/distributed.h"
+
 #include <algorithm>
 
 #include "core/kernels.h"
@@ -25,6 +27,10 @@ void MovingAverageObserver::observe(const Tensor& t) {
 
 void MovingAverageObserver::observe_range(float lo, float hi) {
   if (frozen_) return;
+  if (const StepContext* step = sharded_step()) {  // the range of the whole batch, on every rank (exact in any order)
+    step->comm->allreduce_min(&lo, 1);
+    step->comm->allreduce_max(&hi, 1);
+  }
   if (!initialized_) {
     min_ = lo, max_ = hi, initialized_ = true;
     return;

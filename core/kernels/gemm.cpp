@@ -4,7 +4,7 @@
 // columns go kLanes at a time in one vector, read straight from the row-major operand with a
 // masked load (no packed copy), and several rows of the result run side by side so that
 // independent FMA chains hide the FMA latency and share each load. Each element sums its inner
-// dimension in plain order, so the result is the same on any thread count.
+// dimension in a fixed order, so the result is the same on any thread count.
 #include "core/kernels.h"
 #include "core/kernels/products.h"
 #include "core/simd.h"
@@ -35,26 +35,41 @@ struct Strided {
 };
 
 // out[r][c..] = sum_i a(r, i) * b[i][c..] for R rows of a at once, over `inner` values of i,
-// b's columns [c, c + lanes) (row stride ldb).
-template <int R>
+// b's columns [c, c + lanes) (row stride ldb). Chunk > 0: the sum is made of partial sums over
+// `Chunk` values of i at a time, added in order (a weight gradient's chunks of images, which
+// data-parallel training sums across processes: core/distributed.h).
+template <int R, int Chunk>
 inline void rows_times_block(Strided a, const float* b, int64_t ldb, int64_t inner, int lanes, float* out, int64_t ldo) {
   vf acc[R] = {};
-  for (int64_t i = 0; i < inner; ++i) {
-    const vf bi = load(b + i * ldb, lanes);
-    for (int r = 0; r < R; ++r) acc[r] += a.p[r * a.row + i * a.step] * bi;
+  if constexpr (Chunk == 0) {
+    for (int64_t i = 0; i < inner; ++i) {
+      const vf bi = load(b + i * ldb, lanes);
+      for (int r = 0; r < R; ++r) acc[r] += a.p[r * a.row + i * a.step] * bi;
+    }
+  } else {
+    for (int64_t i0 = 0; i0 < inner; i0 += Chunk) {
+      vf part[R] = {};
+      for (int64_t i = i0; i < min_i(inner, i0 + Chunk); ++i) {
+        const vf bi = load(b + i * ldb, lanes);
+        for (int r = 0; r < R; ++r) part[r] += a.p[r * a.row + i * a.step] * bi;
+      }
+      for (int r = 0; r < R; ++r) acc[r] = i0 == 0 ? part[r] : acc[r] + part[r];
+    }
   }
   for (int r = 0; r < R; ++r) store(out + r * ldo, acc[r], lanes);
 }
 
 // rows_times_block over rows [row_begin, row_end) and columns [col_begin, col_end) of out, 8
 // rows at a time, then one at a time.
+template <int Chunk>
 inline void rows_times_columns(Strided a, const float* b, int64_t ldb, int64_t inner, float* out, int64_t ldo, int64_t row_begin,
                                int64_t row_end, int64_t col_begin, int64_t col_end) {
   for (int64_t c = col_begin; c < col_end; c += kLanes) {
     const int lanes = static_cast<int>(min_i(kLanes, col_end - c));
     int64_t r = row_begin;
-    for (; r + 8 <= row_end; r += 8) rows_times_block<8>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
-    for (; r < row_end; ++r) rows_times_block<1>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
+    for (; r + 8 <= row_end; r += 8)
+      rows_times_block<8, Chunk>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
+    for (; r < row_end; ++r) rows_times_block<1, Chunk>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
   }
 }
 
@@ -64,7 +79,7 @@ inline void rows_times_columns(Strided a, const float* b, int64_t ldb, int64_t i
 // 10 outputs, 1.3x faster on 128 (Eigen packs all of w for each block of rows).
 void matmul(int64_t N, int64_t K, int64_t M, const float* x, const float* w, float* y) {
   for_row_range(N, N * K * M >= kParallelWork,
-                [&](int64_t begin, int64_t end) { rows_times_columns({x, K, 1}, w, M, K, y, M, begin, end, 0, M); });
+                [&](int64_t begin, int64_t end) { rows_times_columns<0>({x, K, 1}, w, M, K, y, M, begin, end, 0, M); });
 }
 
 // dx = dy w^T on Eigen: 1.35 - 1.8x faster at batch 32 than these tiles, which had to transpose w
@@ -73,11 +88,12 @@ void matmul_dx(int64_t N, int64_t K, int64_t M, const float* dy, const float* w,
   QNET_PRODUCTS_NS::product_nt(N, M, K, dy, w, dx);
 }
 
-// dw[k, :] = sum_n x[n, k] dy[n, :]: x read in place as x^T (row k = column k of x); rows of dw
-// split over threads. As fast as Eigen (which packs all of x first) on every shape measured.
+// dw[k, :] = sum_n x[n, k] dy[n, :] in chunks of kReductionChunk rows (images) added in order:
+// x read in place as x^T (row k = column k of x); rows of dw split over threads. As fast as Eigen
+// (which packs all of x first) on every shape measured.
 void matmul_dw(int64_t N, int64_t K, int64_t M, const float* x, const float* dy, float* dw) {
   for_row_range(K, N * K * M >= kParallelWork,
-                [&](int64_t begin, int64_t end) { rows_times_columns({x, 1, K}, dy, M, N, dw, M, begin, end, 0, M); });
+                [&](int64_t begin, int64_t end) { rows_times_columns<kReductionChunk>({x, 1, K}, dy, M, N, dw, M, begin, end, 0, M); });
 }
 
 }  // namespace qnet::QNET_ISA_NS

@@ -1,0 +1,85 @@
+#include "core/distributed.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "core/kernels.h"
+
+namespace qnet {
+
+namespace {
+thread_local StepContext* t_step = nullptr;
+thread_local StepContext t_storage;
+
+int64_t chunks_of(int64_t images) { return (images + kReductionChunk - 1) / kReductionChunk; }
+}  // namespace
+
+BatchShard shard_of(int64_t global, int rank, int ranks) {
+  if (ranks < 1 || rank < 0 || rank >= ranks || global < 0) throw std::invalid_argument("shard_of: rank outside 0..ranks-1");
+  const int64_t chunks = chunks_of(global);
+  const int64_t first = chunks * rank / ranks, last = chunks * (rank + 1) / ranks;
+  const int64_t begin = std::min(global, first * kReductionChunk), end = std::min(global, last * kReductionChunk);
+  return {global, begin, end - begin};
+}
+
+ShardedStep::ShardedStep(Communicator& comm, const BatchShard& shard) {
+  if (t_step) throw std::logic_error("ShardedStep: a sharded step is already running on this thread");
+  t_storage = {&comm, shard};
+  t_step = &t_storage;
+}
+
+ShardedStep::~ShardedStep() { t_step = nullptr; }
+
+const StepContext* sharded_step() { return t_step; }
+
+void sum_chunks_across_ranks(int64_t width, const std::function<void(int64_t, int64_t, float*)>& partial, float* out) {
+  const StepContext* step = t_step;
+  if (!step) throw std::logic_error("sum_chunks_across_ranks: called outside a sharded step");
+  const int ranks = step->comm->size();
+  std::vector<int64_t> counts(ranks);
+  for (int r = 0; r < ranks; ++r) counts[r] = chunks_of(shard_of(step->shard.global, r, ranks).count) * width;
+  const int64_t local_chunks = chunks_of(step->shard.count), global_chunks = chunks_of(step->shard.global);
+  std::vector<float> local(local_chunks * width), all(global_chunks * width);
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t c = 0; c < local_chunks; ++c) {
+    const int64_t first = c * kReductionChunk;
+    partial(first, std::min(kReductionChunk, step->shard.count - first), local.data() + c * width);
+  }
+  step->comm->allgather(local.data(), counts, all.data());
+  for (int64_t i = 0; i < width; ++i) out[i] = all[i];
+  for (int64_t c = 1; c < global_chunks; ++c)
+    for (int64_t i = 0; i < width; ++i) out[i] += all[c * width + i];
+}
+
+namespace {
+int64_t rows_per_image(const std::vector<int64_t>& shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  return shape.empty() || shape[0] == 0 || shape.back() == 0 ? 1 : std::max<int64_t>(numel / shape[0] / shape.back(), 1);
+}
+}  // namespace
+
+void batch_channel_sum(const std::vector<int64_t>& shape, const std::function<void(int64_t, int64_t, int64_t, float*)>& sum,
+                       float* out) {
+  const int64_t per_image = rows_per_image(shape), chunk = kReductionChunk * per_image;
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (!t_step) return sum(0, shape.empty() || shape.back() == 0 ? 0 : numel / shape.back(), chunk, out);
+  sum_chunks_across_ranks(
+      shape.back(), [&](int64_t first, int64_t images, float* dst) { sum(first * per_image, images * per_image, chunk, dst); }, out);
+}
+
+int64_t batch_rows(const std::vector<int64_t>& shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (!t_step) return shape.empty() || shape.back() == 0 ? 0 : numel / shape.back();
+  return t_step->shard.global * rows_per_image(shape);
+}
+
+DrawRange draw_range(int64_t per_image, int64_t local_elements) {
+  const StepContext* step = t_step;
+  if (!step) return {0, local_elements};
+  return {step->shard.begin * per_image, step->shard.global * per_image};
+}
+
+}  // namespace qnet

@@ -1,0 +1,91 @@
+// Data-parallel training across processes, with the same weights on any number of them.
+//
+//   qnet::MpiCommunicator comm;                 // dist/mpi_communicator.h (built when MPI is found)
+//   FitOptions fo{...};  fo.communicator = &comm;  fit(...)   // optim/trainer.h
+//
+// Why the weights come out bit-identical for 1, 2 or 4 processes: every sum over the batch
+// (kernel gradients, biases, BatchNorm's statistics, the loss) is made of partial sums over
+// fixed chunks of kReductionChunk images (core/kernels.h), added in chunk order. That is what makes
+// a result independent of the thread count, and it makes it independent of the process count too:
+// each rank holds whole chunks of every global batch (its shard, BatchShard), computes those
+// chunks' partial sums, and an allgather of the partials (Communicator::allgather) gives every
+// rank all of the batch's chunks, which it adds in chunk order exactly as one process would. A
+// plain MPI_Allreduce would add in an order that depends on the number of processes.
+//
+// The ops find the step's shard through sharded_step(): fit() sets it (ShardedStep) around each
+// step's forward and backward. Outside such a step, or on one process, every op runs as before.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace qnet {
+
+// The collectives data-parallel training needs; an MPI one is in dist/ (qnet_mpi), and tests may
+// use any other. Every rank calls the same collectives in the same order.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // all = every rank's `counts[r]` floats, concatenated in rank order (counts known to all ranks).
+  virtual void allgather(const float* local, const std::vector<int64_t>& counts, float* all) = 0;
+  virtual void allgather(const double* local, const std::vector<int64_t>& counts, double* all) = 0;
+  // values[i] = the smallest (largest) values[i] of all ranks.
+  virtual void allreduce_min(float* values, int64_t n) = 0;
+  virtual void allreduce_max(float* values, int64_t n) = 0;
+  virtual void allreduce_sum(int64_t* values, int64_t n) = 0;  // integers: exact in any order
+};
+
+// One rank's part of a global batch: images [begin, begin + count) of `global` images. begin is
+// a multiple of kReductionChunk, so each rank holds whole chunks.
+struct BatchShard {
+  int64_t global = 0, begin = 0, count = 0;
+};
+
+// The chunks of a batch of `global` images split as evenly as they go over `ranks` ranks, in rank
+// order; empty shards (count 0) when the batch has fewer chunks than ranks.
+BatchShard shard_of(int64_t global, int rank, int ranks);
+
+// Set for the duration of one training step's forward and backward on several ranks (nested
+// steps are refused). Thread-local: each thread of a process may run its own step.
+class ShardedStep {
+ public:
+  ShardedStep(Communicator& comm, const BatchShard& shard);
+  ~ShardedStep();
+  ShardedStep(const ShardedStep&) = delete;
+  ShardedStep& operator=(const ShardedStep&) = delete;
+};
+
+struct StepContext {
+  Communicator* comm;
+  BatchShard shard;
+};
+const StepContext* sharded_step();  // null on one process and outside a step
+
+// out[0..width) = the sum over the global batch's chunks, in chunk order, of each chunk's partial
+// sums. partial(first, images, dst) writes the partial sums of this rank's images
+// [first, first + images) (one chunk, local indices) into dst[0..width). Chunks run in parallel
+// on the process's threads. Call only inside a sharded step.
+void sum_chunks_across_ranks(int64_t width, const std::function<void(int64_t first, int64_t images, float* dst)>& partial,
+                             float* out);
+
+// Per-channel sums over the rows of a batch tensor [N, ..., C] (rows = N * ... ), in chunks of
+// kReductionChunk images: sum(row0, rows, chunk_rows, dst) writes dst[0..C) = the sums of rows
+// [row0, row0 + rows) in chunks of chunk_rows rows added in order (a channel kernel). On one
+// process one call over all rows; in a sharded step one per chunk, then across ranks.
+void batch_channel_sum(const std::vector<int64_t>& shape,
+                       const std::function<void(int64_t row0, int64_t rows, int64_t chunk_rows, float* dst)>& sum, float* out);
+// The rows of the whole batch such a tensor is part of (in a sharded step: every rank's).
+int64_t batch_rows(const std::vector<int64_t>& shape);
+
+// Dropout and noise draw their random numbers for the whole global batch, so every process count
+// draws the same ones: the elements of this rank's images are [offset, offset + count) of
+// `total` (per_image elements per image). Outside a sharded step: offset 0, total = count.
+struct DrawRange {
+  int64_t offset, total;
+};
+DrawRange draw_range(int64_t per_image, int64_t local_elements);
+
+}  // namespace qnet
