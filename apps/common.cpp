@@ -21,19 +21,31 @@
 
 namespace qnet {
 
+namespace {
+std::string g_error_prefix;
+void (*g_error_exit)(int code) = nullptr;
+
+int failed(const char* name, const std::string& what, const char* help, int code) {
+  fmt::print(stderr, "{}: error: {}{}{}\n", name, g_error_prefix, what, help ? fmt::format(" (see {} --help)", help) : "");
+  std::fflush(stderr);
+  if (g_error_exit) g_error_exit(code);
+  return code;
+}
+}  // namespace
+
+void set_error_prefix(std::string prefix) { g_error_prefix = std::move(prefix); }
+void set_error_exit(void (*exit)(int code)) { g_error_exit = exit; }
+
 int run_app(const char* name, const std::function<int()>& body) {
   remove_temporaries_on_signal();
   try {
     return body();
   } catch (const UsageError& e) {
-    fmt::print(stderr, "{}: error: {} (see {} --help)\n", name, e.what(), name);
-    return 2;
+    return failed(name, e.what(), name, 2);
   } catch (const cxxopts::exceptions::exception& e) {
-    fmt::print(stderr, "{}: error: {} (see {} --help)\n", name, e.what(), name);
-    return 2;
+    return failed(name, e.what(), name, 2);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "{}: error: {}\n", name, e.what());
-    return 1;
+    return failed(name, e.what(), nullptr, 1);
   }
 }
 

@@ -24,6 +24,10 @@ class UsageError : public std::runtime_error {
 };
 
 int run_app(const char* name, const std::function<int()>& body);
+// For a program that is one rank of several (apps/distributed.h): errors name the rank (prefix)
+// and end the whole job (exit, e.g. MPI_Abort) instead of returning.
+void set_error_prefix(std::string prefix);
+void set_error_exit(void (*exit)(int code));
 
 // Numeric options are declared as text, `number_value("10")`, and read with int_option or
 // real_option. These parse the whole value ("3abc", " 3", "1e999" and "0x10" are refused) and

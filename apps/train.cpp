@@ -6,6 +6,7 @@
 //
 // With --qat the QAT checkpoint (float weights and activation ranges, for --init) is saved to
 // --checkpoint every epoch; at the end the int8 model is exported and evaluated on the runtime.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -13,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "apps/common.h"
+#include "apps/distributed.h"
 #include "apps/quant_options.h"
 #include "core/cpu.h"
 #include "core/file_io.h"
@@ -64,7 +66,7 @@ Json metrics_json(uint64_t seed, int bits, const std::string& widths, const std:
       .set("epochs", std::move(epochs));
 }
 
-int train_main(int argc, char** argv) {
+int train_main(int argc, char** argv, const Ranks& ranks) {
   cxxopts::Options options("train", "Train the article's CNN (Conv2D 12 3x3 + ReLU, MaxPool 2x2, Dense) with Adam on MNIST or any "
                            "IDX data set (its image shape and class count).");
   options.add_options()
@@ -138,6 +140,7 @@ int train_main(int argc, char** argv) {
   spec = spec_option_text(spec);
 
   use_threads_option(args);
+  if (ranks.size > 1 && !args.count("threads")) set_num_threads(std::max(1, max_hardware_threads() / local_ranks()));  // the cores shared
   Rng rng(seed);
   const ObserverOptions observer_options = observer == "tfmot" ? tfmot_observer() : pytorch_observer();
   std::optional<Sequential> loaded;  // --init first: its errors are cheaper than the data's
@@ -184,15 +187,19 @@ int train_main(int argc, char** argv) {
                                  split, data_set.train.size()));
   check_training_memory(model, image_shape, batch_size);  // before any work, with the figures
   fmt::print("{}", model.summary());
-  fmt::print("Training on {} images of {} in {} classes, validating on {}; seed {}, {} threads, {} kernels\n", data.train.size(),
-             shape_str(image_shape), data_set.classes, data.validation.size(), seed, num_threads(), isa_name(active_isa()));
+  fmt::print("Training on {} images of {} in {} classes, validating on {}; seed {}, {} threads, {} kernels{}\n", data.train.size(),
+             shape_str(image_shape), data_set.classes, data.validation.size(), seed, num_threads(), isa_name(active_isa()),
+             ranks.size > 1 ? fmt::format(", on {} processes (each batch split between them)", ranks.size) : "");
 
   Adam adam(model.parameters(), {.lr = lr});
   FitOptions fo;
   fo.epochs = epochs;
   fo.batch_size = batch_size;
   fo.progress = stdout_is_terminal() ? Progress::kBar : Progress::kPlain;
-  fo.on_epoch_end = [&](const EpochStats&) { save_model(model, checkpoint); };  // the last good model is always on disk
+  fo.communicator = ranks.comm;
+  fo.on_epoch_end = [&](const EpochStats&) {  // the last good model is always on disk
+    if (ranks.writer()) save_model(model, checkpoint);
+  };
   if (qat && (freeze_after > 0 || freeze_bn_after > 0))
     fo.on_epoch_begin = [&](int epoch) {
       if (freeze_after > 0 && epoch == freeze_after + 1) freeze_observers(model), fmt::print("Activation ranges frozen\n");
@@ -200,6 +207,7 @@ int train_main(int argc, char** argv) {
     };
   const std::vector<EpochStats> history = fit(model, adam, data.train, data.validation, fo, rng);
 
+  if (!ranks.writer()) return 0;  // the weights are rank 0's to the bit: it tests and writes them
   const Evaluation test = evaluate(model, data_set.test);
   fmt::print("Test accuracy{}: {:.4f} - test loss: {:.4f}\n", qat ? " (fake-quantized)" : "", test.accuracy, test.loss);
   if (qat) {
@@ -240,5 +248,6 @@ int train_main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return run_app("train", [&] { return train_main(argc, argv); });
+  const Ranks& ranks = start_ranks(argc, argv);
+  return run_app("train", [&] { return train_main(argc, argv, ranks); });
 }

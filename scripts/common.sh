@@ -8,9 +8,10 @@ QNET_BUILD="${QNET_BUILD:-$QNET_ROOT/build}"
 # recommends it (a fresh machine with --no-install-recommends lacks it). qemu-user: the tests run
 # a build on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell). dataset-fashion-mnist: the
 # models of models/ are tested (and reproduced) on Fashion-MNIST (/usr/share/datasets/fashion-mnist).
-# libeigen3-dev: the Dense layer's input gradient (core/kernels/products.cpp).
+# libeigen3-dev: the Dense layer's input gradient (core/kernels/products.cpp). openmpi-bin,
+# libopenmpi-dev: `mpirun -np N train` (core/distributed.h; qnet builds without them too).
 QNET_PACKAGES=(g++ cmake make pkg-config libdnnl-dev ocl-icd-opencl-dev catch2 libfmt-dev libcxxopts-dev
-  libpng-dev zlib1g-dev libeigen3-dev qemu-user dataset-fashion-mnist)
+  libpng-dev zlib1g-dev libeigen3-dev qemu-user dataset-fashion-mnist openmpi-bin libopenmpi-dev)
 
 qnet_say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
