@@ -18,6 +18,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "apps/common.h"
+#include "apps/distributed.h"
 #include "apps/reproduction.h"
 #include "core/cpu.h"
 #include "core/file_io.h"
@@ -45,10 +46,11 @@ std::string stage(int i, int n, const std::string& what) {
   return fmt::format("\n== [{}/{}] {}\n", i, n, what);
 }
 
-double train(Sequential& model, const Split& data, int epochs, int64_t freeze_bn_after, Rng& rng) {
+double train(Sequential& model, const Split& data, int epochs, int64_t freeze_bn_after, Rng& rng, Communicator* comm) {
   Adam adam(model.parameters());
   FitOptions fo;
   fo.epochs = epochs;
+  fo.communicator = comm;  // mpirun -np N reproduce: each training on every rank (apps/distributed.h)
   if (freeze_bn_after > 0)
     fo.on_epoch_begin = [&](int epoch) {
       if (epoch == freeze_bn_after + 1) freeze_bn_statistics(model);
@@ -136,7 +138,7 @@ Machine this_machine(const Runtime& int8) {
           fmt::format("{}", fmt::join(int8.implementations(1), ", "))};
 }
 
-int reproduce_main(int argc, char** argv) {
+int reproduce_main(int argc, char** argv, const Ranks& ranks) {
   cxxopts::Options options("reproduce", "Reproduce the article: float vs QAT vs int8 (and PTQ) on MNIST, with its tables and chart; "
                            "or the same tables for any model (--model) and IDX data set (--data-dir).");
   options.add_options()
@@ -171,7 +173,8 @@ int reproduce_main(int argc, char** argv) {
   const int64_t first_seed = command.seed, seeds = command.seeds;
   const fs::path out = args["out"].as<std::string>();
   use_threads_option(args);
-  prepare_output_folder(out.string(), "--out");
+  if (ranks.size > 1 && !args.count("threads")) set_num_threads(std::max(1, max_hardware_threads() / local_ranks()));  // the cores shared
+  if (ranks.writer()) prepare_output_folder(out.string(), "--out");
   const ImageData mnist = load_image_data(mnist_dir(args["data-dir"].as<std::string>()));
   const Split data = split_validation(mnist.train, 0.1);
   if (command.calibration_images > data.train.size())
@@ -217,7 +220,14 @@ int reproduce_main(int argc, char** argv) {
       begin_stage(fmt::format("seed {}: float training, {} epochs", seed, epochs));
       Rng rng(static_cast<uint64_t>(seed));
       Sequential float_model = make_model(rng);
-      r.float_epoch_s = train(float_model, data, epochs, 0, rng);
+      r.float_epoch_s = train(float_model, data, epochs, 0, rng, ranks.comm);
+      if (!ranks.writer()) {  // the other ranks train the QAT model with rank 0, and leave the rest to it
+        Rng qrng(static_cast<uint64_t>(seed));
+        Sequential qat_model = make_model(qrng);
+        prepare_qat(qat_model, {.bits = 8, .observer = tfmot_observer()});
+        train(qat_model, data, epochs, command.freeze_bn_after, qrng, ranks.comm);
+        continue;
+      }
       r.float_acc = evaluate(float_model, mnist.test).accuracy;
       if (keep) save_model(float_model, (out / "model_float.qbin").string());
       r.float_runtime_acc = evaluate(Runtime(inference_model(to_qbin(float_model))), mnist.test, 256).accuracy;
@@ -232,7 +242,7 @@ int reproduce_main(int argc, char** argv) {
       Rng qrng(static_cast<uint64_t>(seed));
       Sequential qat_model = make_model(qrng);
       prepare_qat(qat_model, {.bits = 8, .observer = tfmot_observer()});  // train --qat's default
-      r.qat_epoch_s = train(qat_model, data, epochs, command.freeze_bn_after, qrng);
+      r.qat_epoch_s = train(qat_model, data, epochs, command.freeze_bn_after, qrng, ranks.comm);
       freeze_observers(qat_model);
       r.qat_acc = evaluate(qat_model, mnist.test).accuracy;
       const qbin::Model int8 = export_int8(qat_model);
@@ -243,13 +253,15 @@ int reproduce_main(int argc, char** argv) {
       results.push_back(r);
     }
 
+    if (!ranks.writer()) return 0;
     begin_stage("inference time: 5 parts of the test set, image by image, float and int8");
     const Runtime f32(load_inference_model((out / "model_float.qbin").string()));
     const Runtime int8(load_inference_model((out / "model.qbin").string()));
     const Timing timing = time_inference(f32, int8, mnist.test, timing_repeats);
     begin_stage("writing the report");
     const Sizes sizes{fs::file_size(out / "model_float.qbin"), fs::file_size(out / "model.qbin"), fs::file_size(out / "model_ptq.qbin")};
-    const Machine machine = this_machine(int8);
+    Machine machine = this_machine(int8);
+    machine.processes = ranks.size;
     const std::string report = report_md(results, sizes, timing, machine, command);
     write_file_atomic((out / "report.md").string(), report);
     write_file_atomic((out / "inference_time.svg").string(), inference_chart(timing, command.data));
@@ -259,6 +271,7 @@ int reproduce_main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     // Keep what finished: the models already saved stay, and partial.json holds the finished seeds.
+    if (!ranks.writer()) throw;  // rank 0 writes; this rank's error ends the job (apps/distributed.h)
     Json finished = Json::array();
     for (const SeedResult& r : results)
       finished.push(Json::object()
@@ -279,5 +292,6 @@ int reproduce_main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return run_app("reproduce", [&] { return reproduce_main(argc, argv); });
+  const Ranks& ranks = start_ranks(argc, argv);
+  return run_app("reproduce", [&] { return reproduce_main(argc, argv, ranks); });
 }

@@ -97,8 +97,9 @@ std::string report_md(const std::vector<SeedResult>& r, const Sizes& sz, const T
   md += "Each run's figure is the median of its epochs; across runs the median is given, because the shared machine "
         "has slow spells that skew a mean. `build/bin/bench_train` measures this more carefully (docs/performance.md).\n\n";
 
-  md += fmt::format("## Machine\n\n- CPU: {} ({} logical cores), {} threads used\n- oneDNN {} (ISA in use: {})\n", m.cpu, m.cores,
-                    m.threads, m.onednn_version, m.isa);
+  md += fmt::format("## Machine\n\n- CPU: {} ({} logical cores), {} threads used{}\n- oneDNN {} (ISA in use: {})\n", m.cpu, m.cores,
+                    m.threads, m.processes > 1 ? fmt::format(" by each of {} training processes (mpirun)", m.processes) : "",
+                    m.onednn_version, m.isa);
   md += fmt::format("- int8 primitives at batch 1: {}\n", m.int8_implementations);
   if (seeds > 1) {
     md += "\n## Per seed\n\n| seed | float | QAT | int8 | PTQ | float s/epoch | QAT s/epoch |\n|---|---|---|---|---|---|---|\n";
@@ -184,6 +185,7 @@ Json results_json(const std::vector<SeedResult>& r, const Sizes& sz, const Timin
                           .set("cpu", Json::string(m.cpu))
                           .set("cores", Json::integer(m.cores))
                           .set("threads", Json::integer(m.threads))
+                          .set("processes", Json::integer(m.processes))
                           .set("onednn", Json::string(m.onednn_version))
                           .set("isa", Json::string(m.isa))
                           .set("int8_primitives", Json::string(m.int8_implementations)));

@@ -38,6 +38,7 @@ struct Machine {
   std::string cpu;
   int cores = 0, threads = 0;
   std::string onednn_version, isa, int8_implementations;
+  int processes = 1;  // mpirun -np N: the training ran on N processes of `threads` threads
 };
 
 // What the report repeats of the command line.

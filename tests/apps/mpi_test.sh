@@ -3,9 +3,10 @@
 # and 4 processes (and without mpirun), float and QAT; only rank 0 writes; a rank that cannot
 # read the data stops every rank before training; a rank killed mid-epoch stops the others within
 # 10 s and leaves the last saved model whole.
-# Usage: mpi_test.sh BIN_DIR
+# Usage: mpi_test.sh BIN_DIR [SANITIZERS]
 set -u
 bin="$(cd "$1" && pwd)"
+sanitize="${2:-}"
 source "$(dirname "${BASH_SOURCE[0]}")/check.sh"
 cd "$tmp" || exit 1
 if ! command -v mpirun >/dev/null; then
@@ -45,6 +46,19 @@ done
 check "QAT: -np 2 and -np 4 give -np 1's int8 file, byte for byte" bash -c "cmp -s qat1.qbin qat2.qbin && cmp -s qat1.qbin qat4.qbin"
 check "QAT: and its checkpoint (weights, observed ranges, BatchNormalization statistics)" \
   bash -c "cmp -s ckpt1.qbin ckpt2.qbin && cmp -s ckpt1.qbin ckpt4.qbin"
+
+# reproduce: the article's experiment on 2 processes gives one process's four model files
+# (a minute of a 2-core machine; not under the sanitizers, which make it ten).
+if [[ -z $sanitize ]]; then
+  "$bin/reproduce" --epochs 1 --timing-repeats 1 --threads 1 --out rp1 >rp1.log 2>&1
+  check "reproduce without mpirun exits 0" test $? -eq 0
+  run -np 2 "$bin/reproduce" --epochs 1 --timing-repeats 1 --out rp2 >rp2.log 2>&1
+  check "mpirun -np 2 reproduce exits 0" test $? -eq 0
+  for f in model_float.qbin model_ptq.qbin model_qat.qbin model.qbin; do
+    check "reproduce: -np 2 gives one process's $f, byte for byte" cmp -s rp1/$f rp2/$f
+  done
+  check "reproduce: the report names the 2 processes" grep -q "each of 2 training processes" rp2/report.md
+fi
 
 # A rank that cannot read the data: every rank stops before training, the error names the rank.
 run -np 1 "$bin/train" "${common[@]}" -o bad.qbin : -np 1 "$bin/train" "${common[@]}" --data-dir "$tmp/nowhere" -o bad.qbin \
