@@ -14,6 +14,9 @@ check "... installs qnetConfig.cmake and the targets" test -f "$tmp/prefix/lib/c
 check "... the two libraries" test -f "$tmp/prefix/lib/libqnet.a" -a -f "$tmp/prefix/lib/libqnet_runtime.a"
 check "... the headers under include/qnet" test -f "$tmp/prefix/include/qnet/layers/sequential.h" -a -f "$tmp/prefix/include/qnet/quant/runtime/runtime.h"
 check "... and the programs" test -x "$tmp/prefix/bin/train" -a -x "$tmp/prefix/bin/infer"
+if [[ -f "$build/libqnet_mpi.a" ]]; then  # built with MPI
+  check "... with MPI: qnet::mpi's library and header" test -f "$tmp/prefix/lib/libqnet_mpi.a" -a -f "$tmp/prefix/include/qnet/dist/mpi_communicator.h"
+fi
 
 cmake -S "$src/examples" -B "$tmp/examples" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release >"$tmp/configure.log" 2>&1
 check "examples/ configures with find_package(qnet)" test $? -eq 0
