@@ -4,9 +4,11 @@
 //
 //   mpirun -np 2 build/bin/bench_mpi [--iterations 200]
 //
-// "chunks": what qnet does, the allgather of every rank's per-chunk partial sums (4 images per
-// chunk) and their sum in chunk order; "allreduce": MPI_Allreduce(MPI_SUM) of one sum per rank,
-// whose order of additions depends on the number of processes.
+// "running sum": what qnet does (MpiCommunicator::ordered_sum), the sum of every rank's per-chunk
+// partial sums (4 images a chunk) passed from rank to rank in chunk order, then broadcast;
+// "allgather of chunks": every rank gets all partials and adds them (the simple way, the base
+// Communicator's); "allreduce": MPI_Allreduce(MPI_SUM) of one sum per rank, whose order of
+// additions depends on the number of processes (what qnet avoids).
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -53,25 +55,27 @@ int main(int argc, char** argv) {
     };
     const Model models[] = {{"article", 20410}, {"Keras' convnet", 34826}, {"ResNet-8", 77754}};
     fmt::print("{} ranks; median of {} steps, the slowest rank's time\n\n", n, iterations);
-    fmt::print("| model (parameters) | batch | chunks: us | bytes sent per rank | allreduce: us | bytes sent per rank | chunks / allreduce |\n");
+    fmt::print("| model (parameters) | batch | qnet: running sum, us | allgather of chunks, us | allreduce, us | qnet / allreduce | "
+               "bytes sent per rank: qnet, allgather, allreduce |\n");
     fmt::print("|---|---|---|---|---|---|---|\n");
     for (const Model& m : models)
       for (int64_t batch : {32, 128, 512}) {
         const int64_t W = m.parameters, chunks = (batch + kReductionChunk - 1) / kReductionChunk;
-        std::vector<int64_t> counts(n);
-        for (int r = 0; r < n; ++r) counts[r] = (shard_of(batch, r, n).count + kReductionChunk - 1) / kReductionChunk * W;
+        std::vector<int64_t> per_rank(n), counts(n);
+        for (int r = 0; r < n; ++r)
+          per_rank[r] = (shard_of(batch, r, n).count + kReductionChunk - 1) / kReductionChunk, counts[r] = per_rank[r] * W;
         std::vector<float> local(counts[comm.rank()], 1.f), all(chunks * W), sum(W, 1.f);
-        const double gather_us = median_us(MPI_COMM_WORLD, iterations, [&] {
-          comm.allgather(local.data(), counts, all.data());
-          for (int64_t c = 1; c < chunks; ++c)
-            for (int64_t i = 0; i < W; ++i) all[i] += all[c * W + i];
-        });
+        Communicator& gathering = comm;  // the base class's ordered_sum: allgather, then the sum in order
+        const double chain_us = median_us(MPI_COMM_WORLD, iterations, [&] { comm.ordered_sum(local.data(), per_rank, W, sum.data()); });
+        const double gather_us =
+            median_us(MPI_COMM_WORLD, iterations, [&] { gathering.Communicator::ordered_sum(local.data(), per_rank, W, sum.data()); });
         const double reduce_us =
             median_us(MPI_COMM_WORLD, iterations, [&] { MPI_Allreduce(MPI_IN_PLACE, sum.data(), static_cast<int>(W), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); });
-        // Sent per rank: its part to each other rank (allgather); a ring allreduce sends 2 (n-1)/n of the vector.
-        const int64_t gather_bytes = counts[comm.rank()] * 4 * (n - 1), reduce_bytes = 2 * W * 4 * (n - 1) / n;
-        fmt::print("| {} ({}) | {} | {:.0f} | {} | {:.0f} | {} | {:.1f}x |\n", m.name, W, batch, gather_us, gather_bytes, reduce_us,
-                   reduce_bytes, gather_us / reduce_us);
+        // Sent per rank: the running sum once and (the last rank) the broadcast; the allgather, its
+        // part to each other rank; a ring allreduce, 2 (n - 1) / n of the vector.
+        const int64_t chain_bytes = W * 4, gather_bytes = counts[comm.rank()] * 4 * (n - 1), reduce_bytes = 2 * W * 4 * (n - 1) / n;
+        fmt::print("| {} ({}) | {} | {:.0f} | {:.0f} | {:.0f} | {:.1f}x | {}, {}, {} |\n", m.name, W, batch, chain_us, gather_us, reduce_us,
+                   chain_us / reduce_us, chain_bytes, gather_bytes, reduce_bytes);
       }
     return 0;
   });

@@ -36,18 +36,26 @@ void sum_chunks_across_ranks(int64_t width, const std::function<void(int64_t, in
   const StepContext* step = t_step;
   if (!step) throw std::logic_error("sum_chunks_across_ranks: called outside a sharded step");
   const int ranks = step->comm->size();
-  std::vector<int64_t> counts(ranks);
-  for (int r = 0; r < ranks; ++r) counts[r] = chunks_of(shard_of(step->shard.global, r, ranks).count) * width;
-  const int64_t local_chunks = chunks_of(step->shard.count), global_chunks = chunks_of(step->shard.global);
-  std::vector<float> local(local_chunks * width), all(global_chunks * width);
+  std::vector<int64_t> chunks(ranks);
+  for (int r = 0; r < ranks; ++r) chunks[r] = chunks_of(shard_of(step->shard.global, r, ranks).count);
+  const int64_t local_chunks = chunks_of(step->shard.count);
+  std::vector<float> local(local_chunks * width);
 #pragma omp parallel for schedule(dynamic)
   for (int64_t c = 0; c < local_chunks; ++c) {
     const int64_t first = c * kReductionChunk;
     partial(first, std::min(kReductionChunk, step->shard.count - first), local.data() + c * width);
   }
-  step->comm->allgather(local.data(), counts, all.data());
+  step->comm->ordered_sum(local.data(), chunks, width, out);
+}
+
+void Communicator::ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out) {
+  int64_t total = 0;
+  std::vector<int64_t> counts(chunks.size());
+  for (size_t r = 0; r < chunks.size(); ++r) counts[r] = chunks[r] * width, total += chunks[r];
+  std::vector<float> all(total * width);
+  allgather(local, counts, all.data());
   for (int64_t i = 0; i < width; ++i) out[i] = all[i];
-  for (int64_t c = 1; c < global_chunks; ++c)
+  for (int64_t c = 1; c < total; ++c)
     for (int64_t i = 0; i < width; ++i) out[i] += all[c * width + i];
 }
 

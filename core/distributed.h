@@ -8,9 +8,9 @@
 // fixed chunks of kReductionChunk images (core/kernels.h), added in chunk order. That is what makes
 // a result independent of the thread count, and it makes it independent of the process count too:
 // each rank holds whole chunks of every global batch (its shard, BatchShard), computes those
-// chunks' partial sums, and an allgather of the partials (Communicator::allgather) gives every
-// rank all of the batch's chunks, which it adds in chunk order exactly as one process would. A
-// plain MPI_Allreduce would add in an order that depends on the number of processes.
+// chunks' partial sums, and these are added across ranks in chunk order exactly as one process
+// adds them (Communicator::ordered_sum: on MPI a running sum passed from rank to rank). A plain
+// MPI_Allreduce would add in an order that depends on the number of processes.
 //
 // The ops find the step's shard through sharded_step(): fit() sets it (ShardedStep) around each
 // step's forward and backward. Outside such a step, or on one process, every op runs as before.
@@ -36,6 +36,12 @@ class Communicator {
   virtual void allreduce_min(float* values, int64_t n) = 0;
   virtual void allreduce_max(float* values, int64_t n) = 0;
   virtual void allreduce_sum(int64_t* values, int64_t n) = 0;  // integers: exact in any order
+  // out[0..width) = every rank's partial sums added one after another, in rank order and each
+  // rank's chunks in order, starting from the first (local: this rank's chunks[rank] x width
+  // floats; every rank has at least one chunk). The default gathers all partials on every rank
+  // (allgather); MPI passes a running sum along the ranks instead (dist/mpi_communicator.h),
+  // the same additions with a vector's worth of traffic per rank.
+  virtual void ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out);
 };
 
 // One rank's part of a global batch: images [begin, begin + count) of `global` images. begin is

@@ -1,5 +1,6 @@
 #include "dist/mpi_communicator.h"
 
+#include <algorithm>
 #include <climits>
 #include <stdexcept>
 #include <vector>
@@ -57,6 +58,32 @@ void MpiCommunicator::allreduce_max(float* values, int64_t n) {
 void MpiCommunicator::allreduce_sum(int64_t* values, int64_t n) {
   check(MPI_Allreduce(MPI_IN_PLACE, values, as_int(n, "an allreduce"), MPI_INT64_T, MPI_SUM, comm_), "MPI_Allreduce");
   bytes_sent_ += n * static_cast<int64_t>(sizeof(int64_t));
+}
+
+void MpiCommunicator::ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out) {
+  if (static_cast<int>(chunks.size()) != size_ || chunks[rank_] < 1)
+    throw std::invalid_argument(fmt::format("ordered_sum: {} chunk counts for {} ranks, {} on this rank (expected >= 1)", chunks.size(),
+                                            size_, chunks[rank_]));
+  constexpr int64_t kSegment = 4096;  // floats per message: 16 KB
+  const int64_t mine = chunks[rank_];
+  for (int64_t at = 0; at < width; at += kSegment) {
+    const int n = as_int(std::min(kSegment, width - at), "an ordered sum segment");
+    float* acc = out + at;
+    int64_t c = 0;
+    if (rank_ == 0) {
+      std::copy(local + at, local + at + n, acc), c = 1;  // the first chunk starts the sum, as on one process
+    } else {
+      check(MPI_Recv(acc, n, MPI_FLOAT, rank_ - 1, 0, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
+    }
+    for (; c < mine; ++c)
+      for (int i = 0; i < n; ++i) acc[i] += local[c * width + at + i];
+    if (rank_ + 1 < size_) {
+      check(MPI_Send(acc, n, MPI_FLOAT, rank_ + 1, 0, comm_), "MPI_Send");
+      bytes_sent_ += n * static_cast<int64_t>(sizeof(float));
+    }
+  }
+  check(MPI_Bcast(out, as_int(width, "an ordered sum"), MPI_FLOAT, size_ - 1, comm_), "MPI_Bcast");
+  if (rank_ == size_ - 1) bytes_sent_ += width * static_cast<int64_t>(sizeof(float));
 }
 
 }  // namespace qnet
