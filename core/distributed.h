@@ -42,6 +42,8 @@ class Communicator {
   // (allgather); MPI passes a running sum along the ranks instead (dist/mpi_communicator.h),
   // the same additions with a vector's worth of traffic per rank.
   virtual void ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out);
+  // Bytes this rank has sent to others so far (0 if the communicator does not count them).
+  virtual int64_t bytes_sent() const { return 0; }
 };
 
 // One rank's part of a global batch: images [begin, begin + count) of `global` images. begin is

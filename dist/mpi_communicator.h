@@ -30,8 +30,9 @@ class MpiCommunicator : public Communicator {
   // two vectors of traffic per rank, as a ring allreduce, and N - 1 hops of latency.
   void ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out) override;
 
-  // Bytes of this rank's parts that reached the other ranks so far (docs/performance.md).
-  int64_t bytes_sent() const { return bytes_sent_; }
+  // Bytes this rank sent to other ranks so far (its part of an allgather counted once per
+  // receiver; a reduction's vector once).
+  int64_t bytes_sent() const override { return bytes_sent_; }
 
  private:
   void gather(const void* local, const std::vector<int64_t>& counts, void* all, MPI_Datatype type, int64_t size);
