@@ -37,6 +37,8 @@ for np in 1 2 4; do
   check "float: -np $np wrote its metrics" test -s float$np.json
 done
 check "float: -np 4 says it trains on 4 processes" grep -q "on 4 processes" float4.log
+run -np 2 "$bin/train" "${common[@]}" --threads 2 -o float2t2.qbin >float2t2.log 2>&1
+check "float: -np 2 with 2 threads each gives the same file too" cmp -s alone.qbin float2t2.qbin
 
 for np in 1 2 4; do
   # batch 35: an epoch's last batch of 25 images splits unevenly (a chunk of 1 image)
