@@ -209,7 +209,8 @@ int train_main(int argc, char** argv, const Ranks& ranks) {
 
   if (ranks.size > 1) {  // rank 0 sends the running sums along; the last rank broadcasts them back
     const int64_t steps = epochs * ((data.train.size() + batch_size - 1) / batch_size);
-    fmt::print("Rank {} sent {:.1f} KB per step to the other ranks ({} steps)\n", ranks.rank, ranks.comm->bytes_sent() / 1e3 / steps, steps);
+    fmt::print("Rank {} sent {:.1f} KB per step to the other ranks ({} steps)\n", ranks.rank, ranks.comm->bytes_sent() / 1e3 / steps,
+               steps);
   }
   if (!ranks.writer()) return 0;  // the weights are rank 0's to the bit: it tests and writes them
   const Evaluation test = evaluate(model, data_set.test);

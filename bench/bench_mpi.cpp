@@ -69,8 +69,9 @@ int main(int argc, char** argv) {
         const double chain_us = median_us(MPI_COMM_WORLD, iterations, [&] { comm.ordered_sum(local.data(), per_rank, W, sum.data()); });
         const double gather_us =
             median_us(MPI_COMM_WORLD, iterations, [&] { gathering.Communicator::ordered_sum(local.data(), per_rank, W, sum.data()); });
-        const double reduce_us =
-            median_us(MPI_COMM_WORLD, iterations, [&] { MPI_Allreduce(MPI_IN_PLACE, sum.data(), static_cast<int>(W), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); });
+        const double reduce_us = median_us(MPI_COMM_WORLD, iterations, [&] {
+          MPI_Allreduce(MPI_IN_PLACE, sum.data(), static_cast<int>(W), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        });
         // Sent per rank: the running sum once and (the last rank) the broadcast; the allgather, its
         // part to each other rank; a ring allreduce, 2 (n - 1) / n of the vector.
         const int64_t chain_bytes = W * 4, gather_bytes = counts[comm.rank()] * 4 * (n - 1), reduce_bytes = 2 * W * 4 * (n - 1) / n;

@@ -90,9 +90,10 @@ Variable batch_norm_train(const Variable& x, const Variable& gamma, const Variab
     const float *dy = self.grad.data(), *xv = x.value().data();
     Tensor s1({C}), s2({C});
     batch_channel_sum(x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_sum(n, C, ch, dy + r0 * C, d); }, s1.data());
-    batch_channel_sum(
-        x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_dot_dev(n, C, ch, dy + r0 * C, xv + r0 * C, mean.data(), d); },
-        s2.data());
+    const auto dot_dev = [&](int64_t r0, int64_t n, int64_t ch, float* d) {
+      k.channel_dot_dev(n, C, ch, dy + r0 * C, xv + r0 * C, mean.data(), d);
+    };
+    batch_channel_sum(x.shape(), dot_dev, s2.data());
     if (beta.requires_grad()) beta.add_grad(s1.clone());
     if (gamma.requires_grad()) {
       Tensor g({C});
@@ -136,9 +137,10 @@ Variable batch_norm_fixed(const Variable& x, const Variable& gamma, const Variab
     }
     if (gamma.requires_grad()) {
       Tensor g({C});
-      batch_channel_sum(
-          x.shape(), [&](int64_t r0, int64_t n, int64_t ch, float* d) { k.channel_dot_dev(n, C, ch, dy + r0 * C, xv + r0 * C, mean.data(), d); },
-          g.data());
+      const auto dot_dev = [&](int64_t r0, int64_t n, int64_t ch, float* d) {
+        k.channel_dot_dev(n, C, ch, dy + r0 * C, xv + r0 * C, mean.data(), d);
+      };
+      batch_channel_sum(x.shape(), dot_dev, g.data());
       for (int64_t c = 0; c < C; ++c) g[c] *= r[c];
       gamma.add_grad(std::move(g));
     }

@@ -32,7 +32,10 @@ void MpiCommunicator::gather(const void* local, const std::vector<int64_t>& coun
     throw std::invalid_argument(fmt::format("allgather: {} counts for {} ranks", counts.size(), size_));
   std::vector<int> n(size_), at(size_);
   int64_t offset = 0;
-  for (int r = 0; r < size_; ++r) n[r] = as_int(counts[r], "an allgather part"), at[r] = as_int(offset, "an allgather"), offset += counts[r];
+  for (int r = 0; r < size_; ++r) {
+    n[r] = as_int(counts[r], "an allgather part"), at[r] = as_int(offset, "an allgather");
+    offset += counts[r];
+  }
   check(MPI_Allgatherv(local, n[rank_], type, all, n.data(), at.data(), type, comm_), "MPI_Allgatherv");
   bytes_sent_ += counts[rank_] * size * (size_ - 1);  // this rank's part, to every other rank
 }
