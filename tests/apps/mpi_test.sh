@@ -71,13 +71,17 @@ check "a rank without data: the error names rank 1 and the folder" grep -q "trai
 check "a rank without data: nothing trained or written" bash -c "! grep -q '^Epoch' bad.log && ! test -e bad.qbin"
 
 # Kill one rank mid-training: the others stop within 10 s; the model of the last epoch is whole.
-run -np 2 "$bin/train" --epochs 1000 --validation-split 0.88 --threads 1 -o killed.qbin >killed.log 2>&1 &
+# The job's ranks carry a mark of this test run in their environment, so another MPI job on the
+# machine (another test run, a user's) is never taken for this one.
+export QNET_MPI_TEST_MARK="kill-$$-$RANDOM"
+run -np 2 -x QNET_MPI_TEST_MARK "$bin/train" --epochs 1000 --validation-split 0.88 --threads 1 -o killed.qbin >killed.log 2>&1 &
 job=$!
 for _ in $(seq 600); do [[ -s killed.qbin ]] && break; sleep 0.1; done
 check "kill: the first epoch's model is saved" test -s killed.qbin
 victim="" ranks=()
-for pid in $(pgrep -x train || true); do  # this job's ranks: the train processes that mpirun started
-  grep -qz "^OMPI_COMM_WORLD_RANK=" "/proc/$pid/environ" 2>/dev/null && ranks+=("$pid")
+for pid in $(pgrep -x train || true); do  # this job's ranks: the train processes with the mark
+  grep -qz "^QNET_MPI_TEST_MARK=$QNET_MPI_TEST_MARK$" "/proc/$pid/environ" 2>/dev/null || continue
+  ranks+=("$pid")
   grep -qz "^OMPI_COMM_WORLD_RANK=1$" "/proc/$pid/environ" 2>/dev/null && victim=$pid
 done
 # A rank still running (not a zombie: where nothing reaps them, the dead stay listed).
