@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 
 #include <sys/resource.h>
 
+#include "apps/distributed.h"
 #include "core/file_io.h"
 #include "io/qbin.h"
 #include "layers/module.h"
@@ -99,6 +101,8 @@ void add_threads_option(cxxopts::Options& options) {
 
 void use_threads_option(const cxxopts::ParseResult& args) {
   set_num_threads(static_cast<int>(int_option(args, "threads", 0, max_threads_option())));
+  // Left out under mpirun: the machine's cores shared among its ranks (apps/distributed.h).
+  if (!args.count("threads") && local_ranks() > 1) set_num_threads(std::max(1, max_hardware_threads() / local_ranks()));
 }
 
 void prepare_output_folder(const std::string& dir, const std::string& what) {

@@ -173,7 +173,6 @@ int reproduce_main(int argc, char** argv, const Ranks& ranks) {
   const int64_t first_seed = command.seed, seeds = command.seeds;
   const fs::path out = args["out"].as<std::string>();
   use_threads_option(args);
-  if (ranks.size > 1 && !args.count("threads")) set_num_threads(std::max(1, max_hardware_threads() / local_ranks()));  // the cores shared
   if (ranks.writer()) prepare_output_folder(out.string(), "--out");
   const ImageData mnist = load_image_data(mnist_dir(args["data-dir"].as<std::string>()));
   const Split data = split_validation(mnist.train, 0.1);

@@ -140,7 +140,6 @@ int train_main(int argc, char** argv, const Ranks& ranks) {
   spec = spec_option_text(spec);
 
   use_threads_option(args);
-  if (ranks.size > 1 && !args.count("threads")) set_num_threads(std::max(1, max_hardware_threads() / local_ranks()));  // the cores shared
   Rng rng(seed);
   const ObserverOptions observer_options = observer == "tfmot" ? tfmot_observer() : pytorch_observer();
   std::optional<Sequential> loaded;  // --init first: its errors are cheaper than the data's
