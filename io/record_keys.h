@@ -51,6 +51,9 @@ inline constexpr char kWeightBits[] = "weight_bits";
 // Float and QAT files: a layer's own bit width for QAT and PTQ (spec `bits=N`; Module::quant_bits)
 // on the kinds that have weights or give a grid of their own.
 inline constexpr char kBits[] = "bits";
+// Every file: 1 on a Conv2D, DepthwiseConv2D or Dense kept in float (spec `float=true`, --keep-float;
+// Module::keep_float). In an int8 file its kernel and bias are f32: a float island between codes.
+inline constexpr char kKeepFloat[] = "float";
 inline constexpr char kOutputBits[] = "output_bits";
 inline constexpr char kOutputMin[] = "output_min";
 inline constexpr char kOutputMax[] = "output_max";

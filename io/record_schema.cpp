@@ -41,7 +41,8 @@ constexpr float kMinScale = 0x1p-40f, kMaxScale = 0x1p40f, kMaxRange = 0x1p40f;
 
 // Ints of the weighted kinds' windows and the output records' codes, shared by several kinds.
 const IntSpec kStrideH{k::kStrideH, 1, 64, true}, kStrideW{k::kStrideW, 1, 64, true}, kSame{k::kPaddingSame, 0, 1, true};
-const IntSpec kWeightBits{k::kWeightBits, 2, 8, false}, kBits{k::kBits, 2, 8, false}, kTrainingOnly{k::kTrainingOnly, 1, 1, false};
+const IntSpec kWeightBits{k::kWeightBits, 2, 8, false}, kBits{k::kBits, 2, 8, false},
+    kKeepFloat{k::kKeepFloat, 1, 1, false}, kTrainingOnly{k::kTrainingOnly, 1, 1, false};
 const std::vector<TensorSpec> kWeights{{"kernel", true}, {"bias", false}};
 // A record of an activation's codes: int8 files give its scale and zero point, QAT files its range.
 const Schema activation(const char* kind, bool bits_required) {
@@ -61,15 +62,15 @@ const std::vector<Schema>& schemas() {
        {}},
       {"Conv2D",
        {{k::kFilters, 1, 1 << 16, true}, {k::kInChannels, 1, 1 << 16, true}, {k::kKernelH, 1, 64, true}, {k::kKernelW, 1, 64, true},
-        kStrideH, kStrideW, kSame, kWeightBits, kBits},
+        kStrideH, kStrideW, kSame, kWeightBits, kBits, kKeepFloat},
        {},
        kWeights},
       {"DepthwiseConv2D",
        {{k::kChannels, 1, 1 << 16, true}, {k::kDepthMultiplier, 1, 1 << 16, true}, {k::kKernelH, 1, 64, true}, {k::kKernelW, 1, 64, true},
-        kStrideH, kStrideW, kSame, kWeightBits, kBits},
+        kStrideH, kStrideW, kSame, kWeightBits, kBits, kKeepFloat},
        {},
        kWeights},
-      {"Dense", {{k::kUnits, 1, 1 << 16, true}, {k::kInFeatures, 1, 1 << 24, true}, kWeightBits, kBits}, {}, kWeights},
+      {"Dense", {{k::kUnits, 1, 1 << 16, true}, {k::kInFeatures, 1, 1 << 24, true}, kWeightBits, kBits, kKeepFloat}, {}, kWeights},
       {"BatchNormalization",
        {},
        {{k::kMomentum, 0.f, 1.f, true, true, "0 <= momentum < 1"}, {k::kEpsilon, 1e-12f, 1.f, false, true, "1e-12 <= epsilon <= 1"}},

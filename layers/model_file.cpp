@@ -24,6 +24,7 @@ void append_records(const Sequential& chain, std::vector<qbin::LayerRecord>& out
     // The identity at inference: the runtime, which knows no layer kinds, skips such records.
     if (kind && kind->role == Int8Role::kTrainingOnly) out[at].ints.emplace_back(key::kTrainingOnly, 1);
     if (layer.quant_bits() != 0) out[at].ints.emplace_back(key::kBits, layer.quant_bits());
+    if (layer.keep_float()) out[at].ints.emplace_back(key::kKeepFloat, 1);
     if (const auto* c = dynamic_cast<const Container*>(&layer)) {
       const std::vector<const Sequential*> branches = c->branches();
       if (!kind || kind->branch_counts.size() != branches.size())
@@ -78,6 +79,7 @@ Sequential read_chain(const std::vector<qbin::LayerRecord>& records, size_t begi
     layer->set_name(r.name);
     // Its own bit width: asked for (a float file), or what QAT gave its weights (a QAT file).
     layer->set_quant_bits(r.get_int(key::kBits, r.get_int(key::kWeightBits, 0)));
+    layer->set_keep_float(r.get_int(key::kKeepFloat, 0) == 1);
     try {
       chain.add(std::move(layer));
     } catch (const std::invalid_argument& e) {

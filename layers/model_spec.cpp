@@ -146,10 +146,12 @@ Sequential model_from_layer_specs(const std::vector<LayerSpec>& layers, const Sh
       const bool quantized = takes_bits(kind->role);
       std::vector<std::string> keys = kind->keys;
       if (quantized) keys.push_back("bits");  // its own bit width in QAT and PTQ (Module::quant_bits)
+      if (kind->role == Int8Role::kWeights) keys.push_back("float");  // kept in float by QAT and PTQ (Module::keep_float)
       const SpecArgs args(l, kind->positional, keys);
       made = kind->from_spec(args, shape, rng);
       if (const SpecToken* bits = quantized ? args.get("bits") : nullptr)
         made.front()->set_quant_bits(static_cast<int>(args.integer(*bits, 2, 8, "bits (the layer's weight and activation bit width)")));
+      if (kind->role == Int8Role::kWeights) made.front()->set_keep_float(args.flag("float", false));
     } catch (const std::invalid_argument& e) {
       if (dynamic_cast<const SpecError*>(&e)) throw;
       fail(l.name, e.what());

@@ -45,11 +45,17 @@ class Module {
   // with `bits=N`, model files keep it (attribute "bits").
   int quant_bits() const { return quant_bits_; }
   void set_quant_bits(int bits) { quant_bits_ = bits; }
+  // A Conv2D, DepthwiseConv2D or Dense that QAT, PTQ and export keep in float (spec `float=true`,
+  // --keep-float; attribute "float" in files): its kernel is not quantized, its output still gets
+  // its grid, and the int8 file holds it as a float island (docs/quantization.md).
+  bool keep_float() const { return keep_float_; }
+  void set_keep_float(bool on) { keep_float_ = on; }
 
  protected:
   bool training_ = true;
   std::string name_;
   int quant_bits_ = 0;
+  bool keep_float_ = false;
 };
 
 // The most float parameters a model may hold: what a .qbin file holds (1 GiB), less 1 MiB for its

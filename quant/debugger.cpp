@@ -172,6 +172,7 @@ struct Sums {
 };
 
 std::string int8_path(const StageOp& op) {
+  if (op.float_island()) return "float island (qnet's f32 kernel)";
   const int64_t widest = op.widest_pair_sum();
   if (widest == 0) return "";
   if (onednn_has_vnni()) return "one pass (VNNI)";

@@ -68,6 +68,21 @@ qbin::LayerRecord quantize_layer(const QatWeights& q, float s_in) {
   return r;
 }
 
+// A QAT layer kept in float (Module::keep_float): its record with the deployed f32 kernel and bias
+// (a folded BatchNormalization in both) and no weight width: the runtime runs it as a float island.
+qbin::LayerRecord float_layer(const QatWeights& q) {
+  qbin::LayerRecord r = q.to_record();
+  std::erase_if(r.ints, [](const auto& kv) { return kv.first == key::kWeightBits; });
+  const Tensor kernel = q.deployed_kernel(), bias = q.deployed_bias();
+  r.tensors = {{"kernel", qbin::DType::kF32, kernel.shape(), {}, std::vector<uint8_t>(static_cast<size_t>(kernel.numel()) * 4)}};
+  std::memcpy(r.tensors[0].bytes.data(), kernel.data(), r.tensors[0].bytes.size());
+  if (!bias.empty()) {
+    r.tensors.push_back({"bias", qbin::DType::kF32, bias.shape(), {}, std::vector<uint8_t>(static_cast<size_t>(bias.numel()) * 4)});
+    std::memcpy(r.tensors[1].bytes.data(), bias.data(), r.tensors[1].bytes.size());
+  }
+  return r;
+}
+
 QParams observed_qparams(const std::string& name, const MovingAverageObserver& observer, int bits) {
   if (!observer.initialized()) throw std::invalid_argument(fmt::format("export: layer '{}' has no observed activation range", name));
   return observer.qparams(bits);
@@ -78,7 +93,7 @@ float export_chain(const Sequential& chain, float scale, std::vector<qbin::Layer
   for (size_t i = 0; i < chain.size(); ++i) {
     const Module& layer = chain.layer(i);
     if (const auto* q = dynamic_cast<const QatWeights*>(&layer)) {
-      out.push_back(quantize_layer(*q, scale));
+      out.push_back(q->inner().keep_float() ? float_layer(*q) : quantize_layer(*q, scale));
     } else if (dynamic_cast<const QatBatchNorm*>(&layer)) {
       continue;  // folded into the layer before it
     } else if (const auto* relu = dynamic_cast<const QatReLU*>(&layer)) {

@@ -62,7 +62,7 @@ Variable QatWeights::with_quantized_kernel(F&& run) {
   Variable& bias = bias_of(*layer_);
   const Variable float_kernel = kernel, float_bias = bias;
   const Variable deployed = folded_ ? mul_channels(float_kernel, folded_->factor()) : float_kernel;  // eq. 13
-  kernel = float_ ? deployed : fake_quant(deployed, choose_weight_qparams(deployed.value(), bits_));
+  kernel = float_ || layer_->keep_float() ? deployed : fake_quant(deployed, choose_weight_qparams(deployed.value(), bits_));
   if (folded_) bias = Variable();  // the QatBatchNorm adds it (eq. 14)
   Variable y;
   try {
@@ -76,12 +76,12 @@ Variable QatWeights::with_quantized_kernel(F&& run) {
 }
 
 Variable QatWeights::forward(const Variable& x) {
-  if (float_ && !folded_) return layer_->forward(x);
+  if ((float_ || layer_->keep_float()) && !folded_) return layer_->forward(x);
   return with_quantized_kernel([&](Module& inner) { return inner.forward(x); });
 }
 
 Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) {
-  if (float_) return dynamic_cast<PooledForward&>(*layer_).forward_max_pooled(x, pool, range);
+  if (float_ || layer_->keep_float()) return dynamic_cast<PooledForward&>(*layer_).forward_max_pooled(x, pool, range);
   return with_quantized_kernel([&](Module& inner) { return dynamic_cast<PooledForward&>(inner).forward_max_pooled(x, pool, range); });
 }
 
@@ -102,7 +102,8 @@ Tensor QatWeights::deployed_bias() const {
 qbin::LayerRecord QatWeights::to_record() const {
   qbin::LayerRecord r = record_of(*layer_);
   r.name = name_;
-  r.ints.emplace_back(key::kWeightBits, bits_);
+  r.ints.emplace_back(key::kWeightBits, bits_);  // kept float too: the width QAT would give it
+  if (layer_->keep_float()) r.ints.emplace_back(key::kKeepFloat, 1);
   return r;
 }
 
@@ -345,6 +346,7 @@ struct Accumulators {
     return K * code_max * ((1 << (w_bits - 1)) - 1) * (zero_point ? 2 : 1) + (int64_t{1} << 30);
   }
   static void check(const QatWeights& q, int64_t code_max, bool pixels, bool zero_point) {
+    if (q.inner().keep_float()) return;  // a float island: f32 arithmetic, no accumulator
     const Tensor& kernel = kernel_of(const_cast<Module&>(q.inner())).value();
     const int64_t K = kernel.numel() / kernel.dim(-1);
     const int bits = q.bits();
@@ -415,7 +417,7 @@ namespace {
 std::set<int> bit_widths(const Sequential& model) {
   std::set<int> widths;
   for_each_layer(model, [&](const Module& m) {
-    if (auto* q = dynamic_cast<const QatWeights*>(&m)) widths.insert(q->bits());
+    if (auto* q = dynamic_cast<const QatWeights*>(&m); q && !q->inner().keep_float()) widths.insert(q->bits());
     if (auto* a = dynamic_cast<const QatObservedActivation*>(&m)) widths.insert(a->bits());
   });
   return widths;
@@ -430,8 +432,13 @@ int qat_bits(const Sequential& model) {
 std::string qat_bits_text(const Sequential& model) {
   const std::set<int> widths = bit_widths(model);
   if (widths.empty()) return "float";
-  if (widths.size() == 1) return fmt::format("{}-bit", *widths.begin());
-  return fmt::format("mixed {}-bit", fmt::join(widths, "/"));
+  int kept = 0;
+  for_each_layer(model, [&](const Module& m) {
+    if (auto* q = dynamic_cast<const QatWeights*>(&m); q && q->inner().keep_float()) ++kept;
+  });
+  const std::string islands = kept == 0 ? "" : fmt::format(", {} layer{} in float", kept, kept == 1 ? "" : "s");
+  if (widths.size() == 1) return fmt::format("{}-bit{}", *widths.begin(), islands);
+  return fmt::format("mixed {}-bit{}", fmt::join(widths, "/"), islands);
 }
 
 void set_calibration(Sequential& model, const QatObservedActivation::Sink& sink) {

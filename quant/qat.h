@@ -174,7 +174,7 @@ void freeze_observers(Sequential& model);
 void freeze_bn_statistics(Sequential& model);
 bool is_qat(const Sequential& model);
 int qat_bits(const Sequential& model);  // the widest bit width of its weights and grids; 0 for a float model
-std::string qat_bits_text(const Sequential& model);  // "8-bit", "mixed 4/8-bit", "float"
+std::string qat_bits_text(const Sequential& model);  // "8-bit", "mixed 4/8-bit", "8-bit, 1 layer in float", "float"
 
 // PTQ calibration (quant/export.h): with a sink, every QatWeights computes in float and every
 // observed activation hands its values to the sink; an empty sink restores QAT.

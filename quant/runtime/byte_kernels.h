@@ -54,8 +54,35 @@ void avg_pool(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, 
 // One pooled value: what avg_pool writes for a window with sum `acc` over `count` taps.
 uint8_t avg_pool_code(int32_t acc, int32_t count, const Requantize& q);
 
+// A float island (a Conv2D, DepthwiseConv2D or Dense kept in float, docs/quantization.md): the
+// input codes dequantized, x = float(q - in_zero) * in_scale; per output o at pixel (P, Q),
+// acc = 0 then acc += x * w over the taps inside the input in (kh, kw, ic) order (the padding
+// taps stand for real 0 and are skipped), y = acc + bias[o], max(y, 0) if relu; then u8 codes
+// clamp(round_half_even(y / out_scale) + out_zero, 0, qmax), or the float y. Each float
+// operation is rounded on its own (no fused multiply-add, no reordering): the same bits on every
+// CPU. A conv reads the IC channels of each tap, kernel [KH][KW][IC][OC]; a depthwise conv
+// (depth_multiplier M > 0, IC = OC / M) reads channel o / M, kernel [KH][KW][1][OC]; a Dense is
+// the conv of a 1x1 image.
+struct FloatIsland {
+  int64_t H, W, IC, OH, OW, OC;
+  int KH, KW, SH, SW, pad_top, pad_left;
+  int depth_multiplier;  // 0: a conv over all IC channels
+  const float* kernel;
+  const float* bias;
+  float in_scale;
+  int32_t in_zero;
+  bool relu, codes;  // codes: u8 output; else f32
+  float out_scale;
+  int32_t out_zero, qmax;
+};
+// in: N images of H x W x IC codes; out: N x OH x OW x OC codes (uint8_t) or floats.
+void float_island(const uint8_t* in, void* out, int64_t N, const FloatIsland& p);
+// The output value of one island output from its y (before the ReLU): the code or the float.
+uint8_t float_island_code(float y, const FloatIsland& p);
+
 // The same kernels in plain loops: what the ones above must equal byte for byte.
 namespace reference {
+void float_island(const uint8_t* in, void* out, int64_t N, const FloatIsland& p);
 void max_pool_tiled(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t C, int KH, int KW, int64_t OH, int64_t OW);
 void window_blocks(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, int64_t PH, int64_t PW, int a, int b, int BH,
                    int BW, int copies);

@@ -167,12 +167,21 @@ StageReader::Fused StageReader::fused(std::span<const LayerRecord> records, size
 
 namespace {
 
+// int8: integer tensors, or the Input record's input_bits (a model whose every layer with weights
+// is kept in float still runs on codes). f32 tensors in an int8 model belong to the layers kept in
+// float (attribute "float": float islands) and nowhere else.
 Precision precision_of(const qbin::Model& file) {
   bool any_s8 = false, any_f32 = false;
   for (const auto& r : file.layers)
-    for (const auto& t : r.tensors) (t.dtype == DType::kF32 ? any_f32 : any_s8) = true;
-  if (any_s8 && any_f32) throw FormatError("the model mixes f32 and integer tensors (expected all f32 or all int8/int32)");
-  return any_s8 ? Precision::kInt8 : Precision::kF32;
+    for (const auto& t : r.tensors)
+      if (t.dtype != DType::kF32)
+        any_s8 = true;
+      else if (r.get_int(key::kKeepFloat, 0) != 1)
+        any_f32 = true;
+  const bool int8 = any_s8 || file.layers.front().get_int(key::kInputBits, 0) != 0;
+  if (int8 && any_f32)
+    throw FormatError("the model mixes f32 and integer tensors (expected all f32, or int8/int32 except in the layers kept in float)");
+  return int8 ? Precision::kInt8 : Precision::kF32;
 }
 
 }  // namespace

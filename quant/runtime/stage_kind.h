@@ -169,6 +169,8 @@ class StageOp {
   // A container's chains of stages (a residual block: body, then shortcut), each reading the
   // stage's input; empty for other stages. What tools that look inside a stage walk (stage_points).
   virtual std::vector<const std::vector<Stage>*> branches() const { return {}; }
+  // A layer kept in float in an int8 model (a float island between codes, docs/quantization.md).
+  virtual bool float_island() const { return false; }
 };
 
 // What Conv2D and Dense stages share: their weights (f32, or b-bit codes with an s32 bias in
@@ -186,8 +188,14 @@ class WeightedStage : public StageOp {
   int32_t input_zero_point = 0;    // int8: the input code of real 0
   int32_t input_code_max = 255;    // int8: the input's largest code (255 for the pixels, 2^bits - 1 after a grid)
   int32_t output_zero_point = 0;   // int8, u8 output: the output code of real 0
+  // int8, a layer kept in float (record attribute "float"): f32 `kernel` and `bias` between the
+  // input's codes (input_scale, input_zero_point) and the output's (island_output_scale,
+  // output_zero_point, qmax) or the float logits; qkernel, qbias and output_scale stay empty.
+  bool island = false;
+  float input_scale = 1.f, island_output_scale = 1.f;
 
   int64_t widest_pair_sum() const override;  // 2 input_code_max max |w|
+  bool float_island() const override { return island; }
 
   // Reads the record's "kernel" (of kernel_shape, outputs on the last axis) and optional "bias",
   // checked; f32: a BatchNormalization record `bn` after it folded in (eq. 13-14); int8: the
@@ -204,6 +212,11 @@ class WeightedStage : public StageOp {
   // done by oneDNN): weights of dims `wdims` (4-D, or 5-D grouped) at `weights` in layout
   // `weights_tag`, this stage's bias and output attributes; `src_any` lets oneDNN choose the
   // source layout (a reorder then brings `cur` to it). Returns the output buffer.
+  // A float island's arithmetic (u8::FloatIsland): the reference on one image x, and the
+  // lowering to qnet's kernel, for window g over the stage's input (a Dense: 1x1) and a
+  // depthwise conv's depth multiplier (0: a conv over all input channels).
+  void island_reference(RefActivation& x, const Stage& st, const Geometry& g, int depth_multiplier) const;
+  int lower_island(PlanBuilder& b, int cur, const Stage& st, const Geometry& g, int depth_multiplier, const char* what) const;
   int lower_convolution(PlanBuilder& b, int cur, const Stage& st, const Geometry& g, const dnnl::memory::dims& wdims,
                         dnnl::memory::format_tag weights_tag, const void* weights, const char* what, bool src_any) const;
 };

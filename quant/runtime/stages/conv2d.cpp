@@ -24,6 +24,7 @@ class ConvStage final : public WeightedStage {
   // acc = b_q[oc] + sum (x - z_in) * w over the taps inside the input (eq. 11): a padding tap
   // stands for real 0 and contributes nothing.
   void reference(RefActivation& x, const Stage& st) const override {
+    if (island) return island_reference(x, st, g, 0);
     RefActivation y = reference_output(st);
     for (int oh = 0; oh < st.H; ++oh)
       for (int ow = 0; ow < st.W; ++ow)
@@ -43,6 +44,7 @@ class ConvStage final : public WeightedStage {
   }
 
   int lower(PlanBuilder& b, int cur, const Stage& st, const Stage* next, bool& took_next) const override {
+    if (island) return lower_island(b, cur, st, g, 0, "conv");
     const Geometry* pool = next ? next->op->max_pool_window() : nullptr;
     if (pool && b.int8 && !st.f32_output && fits_window_matmul(*pool)) {
       took_next = true;

@@ -21,6 +21,7 @@ class DenseStage final : public WeightedStage {
 
   // acc = b_q[o] + sum (x[i] - z_in) * w[i][o] (eq. 11 or 12).
   void reference(RefActivation& x, const Stage& st) const override {
+    if (island) return island_reference(x, st, Geometry{}, 0);
     RefActivation y = reference_output(st);
     for (int o = 0; o < OUT; ++o) {
       int32_t acc = qbias[o];
@@ -31,6 +32,7 @@ class DenseStage final : public WeightedStage {
   }
 
   int lower(PlanBuilder& b, int cur, const Stage& st, const Stage*, bool&) const override {
+    if (island) return lower_island(b, cur, st, Geometry{}, 0, "dense");
     const bool split_weights = b.needs_split(widest_pair_sum());
     std::vector<int32_t> folded;
     const void* bias_data = bias_for(b, folded);

@@ -26,6 +26,7 @@ class DepthwiseStage final : public WeightedStage {
 
   // acc = b_q[o] + sum over the taps inside the input of (x[c] - z_in) * w[tap][o] (eq. 11).
   void reference(RefActivation& x, const Stage& st) const override {
+    if (island) return island_reference(x, st, g, M);
     RefActivation y = reference_output(st);
     const int outputs = C * M;
     for (int oh = 0; oh < st.H; ++oh)
@@ -50,6 +51,7 @@ class DepthwiseStage final : public WeightedStage {
   // M > 1 on a gemm whose u8 x s8 products saturate without VNNI, and on a slow reference
   // kernel on AVX2, where its depthwise kernels are exact and fast.
   int lower(PlanBuilder& b, int cur, const Stage& st, const Stage*, bool&) const override {
+    if (island) return lower_island(b, cur, st, g, M, "depthwise conv");
     const int64_t N = b.batch(), outputs = int64_t{C} * M;
     Geometry pg = g;
     const bool padded = pg.pad_top || pg.pad_left || pg.pad_bottom || pg.pad_right;

@@ -5,7 +5,7 @@
 #include <cstdlib>
 
 #include "io/record_keys.h"
-
+#include "quant/runtime/byte_kernels.h"
 #include "quant/runtime/stage_kind.h"
 
 namespace qnet {
@@ -45,7 +45,12 @@ void WeightedStage::read_weights(const StageReader& rd, const qbin::LayerRecord&
   const qbin::TensorRecord& k = r.tensor("kernel");
   const qbin::TensorRecord* b = r.find_tensor("bias");
   relu = a.relu;
-  if (!rd.int8()) {
+  island = rd.int8() && r.get_int(qbin::key::kKeepFloat, 0) == 1;
+  if (island) {  // export folded any BatchNormalization in; its input and output grids are the neighbours'
+    input_scale = rd.scale, input_zero_point = rd.zero, input_code_max = rd.code_max;
+    island_output_scale = a.scale, output_zero_point = a.zero_point, qmax = (1 << a.bits) - 1;
+  }
+  if (!rd.int8() || island) {
     kernel = StageReader::values<float>(r, k, qbin::DType::kF32, kernel_shape);
     bias = b ? StageReader::values<float>(r, *b, qbin::DType::kF32, {n}) : std::vector<float>(n, 0.f);
     if (bn) {  // y = f (conv + b - mean) + beta: kernel w f, bias b f + beta - mean f
@@ -65,6 +70,36 @@ void WeightedStage::read_weights(const StageReader& rd, const qbin::LayerRecord&
   qmax = (1 << a.bits) - 1;
   output_scale = rd.output_scales(weight_scales, a);
   output_zero_point = a.zero_point;
+}
+
+namespace {
+u8::FloatIsland island_params(const WeightedStage& s, const Stage& st, int64_t H, int64_t W, int64_t IC, const Geometry& g, int M) {
+  return {H, W, IC, st.H, st.W, st.C, g.KH, g.KW, g.SH, g.SW, g.pad_top, g.pad_left, M, s.kernel.data(), s.bias.data(),
+          s.input_scale, s.input_zero_point, s.relu, !st.f32_output, s.island_output_scale, s.output_zero_point, s.qmax};
+}
+}  // namespace
+
+void WeightedStage::island_reference(RefActivation& x, const Stage& st, const Geometry& g, int depth_multiplier) const {
+  RefActivation y = reference_output(st);
+  u8::reference::float_island(x.q.data(), st.f32_output ? static_cast<void*>(y.f.data()) : y.q.data(), 1,
+                              island_params(*this, st, x.H, x.W, x.C, g, depth_multiplier));
+  x = std::move(y);
+}
+
+int WeightedStage::lower_island(PlanBuilder& b, int cur, const Stage& st, const Geometry& g, int depth_multiplier, const char* what) const {
+  using dnnl::memory;
+  const int64_t N = b.batch();
+  const bool rows = b.desc(cur).dims().size() == 2;  // a Dense after Flatten: [N, features]
+  cur = rows ? b.as(cur, memory::desc({N, int64_t{b.C}}, memory::data_type::u8, memory::format_tag::nc)) : b.as_nhwc_u8(cur);
+  const memory::data_type type = st.f32_output ? memory::data_type::f32 : memory::data_type::u8;
+  const int out = rows ? b.add(memory::desc({N, int64_t{st.C}}, type, memory::format_tag::nc))
+                       : b.add(memory::desc({N, int64_t{st.C}, st.H, st.W}, type, memory::format_tag::nhwc));
+  const u8::FloatIsland p = island_params(*this, st, b.H, b.W, b.C, g, depth_multiplier);
+  const int src = cur;
+  b.kernel_step(fmt::format("{} qnet:f32_island", what), {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, out}}, [=](const std::vector<memory>& mem) {
+    u8::float_island(static_cast<const uint8_t*>(mem[src].get_data_handle()), mem[out].get_data_handle(), N, p);
+  });
+  return out;
 }
 
 dnnl::primitive_attr WeightedStage::output_attributes(const PlanBuilder& b, const Stage& st) const {
