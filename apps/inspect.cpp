@@ -38,15 +38,16 @@ std::string file_safe(const std::string& name) {
   return out.substr(0, 64);
 }
 
-// The --layer-bits list of the suggestion (after the user's own, which it overrides where both
-// name a layer).
-std::string suggested_layer_bits(const Inspection& r, const std::string& given) {
+// The list the suggestion gives its option (after the user's own, which it overrides where both
+// name a layer): --layer-bits NAME=N,... or, with --suggest-float, --keep-float NAME,...
+std::string suggested_list(const Inspection& r, const std::string& given) {
   std::vector<std::string> items;
   if (!given.empty()) items.push_back(given);
   for (const WidthStep& step : r.suggestion)
-    for (const std::string& name : step.layers) items.push_back(fmt::format("{}={}", name, r.suggested_bits));
+    for (const std::string& name : step.layers) items.push_back(r.suggested_float ? name : fmt::format("{}={}", name, r.suggested_bits));
   return fmt::format("{}", fmt::join(items, ","));
 }
+const char* suggested_option(const Inspection& r) { return r.suggested_float ? "--keep-float" : "--layer-bits"; }
 
 Json to_json(const Inspection& r, const std::string& model, const std::string& reference, const std::string& layer_bits) {
   Json layers = Json::array();
@@ -101,7 +102,8 @@ Json to_json(const Inspection& r, const std::string& model, const std::string& r
       .set("target_met", Json::string(r.target_met ? "yes" : "no"))
       .set("suggested_bits", Json::integer(r.suggested_bits))
       .set("suggestion", std::move(steps))
-      .set("suggested_layer_bits", Json::string(r.suggestion.empty() ? "" : layer_bits));
+      .set("suggested_layer_bits", Json::string(r.suggestion.empty() || r.suggested_float ? "" : layer_bits))
+      .set("suggested_keep_float", Json::string(r.suggestion.empty() || !r.suggested_float ? "" : layer_bits));
 }
 
 // A row's name: a stage inside a residual block says where ("residual_1 body / conv2d_3").
@@ -168,23 +170,27 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
     md += fmt::format("| {} | {} | {:.4f} | {:+.4f} |\n", i + 1, label(*ranked[i]), ranked[i]->accuracy_with_float,
                       ranked[i]->accuracy_with_float - r.accuracy_fake_quant);
 
-  md += fmt::format("\n## Suggested bit widths\n\nTarget accuracy: {:.4f}. ", r.target_accuracy);
+  md += fmt::format("\n## Suggested {}\n\nTarget accuracy: {:.4f}. ", r.suggested_float ? "float layers" : "bit widths", r.target_accuracy);
   if (r.suggestion.empty()) {
     md += r.target_met ? fmt::format("The fake-quantized model already reaches it ({:.4f}).\n", r.accuracy_fake_quant)
                        : "No layer can be widened further (or the sensitivity was not measured).\n";
     return md;
   }
-  md += fmt::format("The layers above, most sensitive first, each given {} bits on top of the ones before (the fake-quantized "
-                    "model's accuracy after each step):\n\n| step | layer | --layer-bits | accuracy |\n|---|---|---|---|\n| 0 | all "
-                    "as they are | | {:.4f} |\n", r.suggested_bits, r.accuracy_fake_quant);
+  md += fmt::format("The layers above, most sensitive first, each {} on top of the ones before (the fake-quantized "
+                    "model's accuracy after each step):\n\n| step | layer | {} | accuracy |\n|---|---|---|---|\n| 0 | all "
+                    "as they are | | {:.4f} |\n",
+                    r.suggested_float ? "kept in float (its layers with weights: float islands between codes)"
+                                      : fmt::format("given {} bits", r.suggested_bits),
+                    suggested_option(r), r.accuracy_fake_quant);
   for (size_t i = 0; i < r.suggestion.size(); ++i) {
     std::vector<std::string> items;
-    for (const std::string& name : r.suggestion[i].layers) items.push_back(fmt::format("{}={}", name, r.suggested_bits));
+    for (const std::string& name : r.suggestion[i].layers)
+      items.push_back(r.suggested_float ? name : fmt::format("{}={}", name, r.suggested_bits));
     md += fmt::format("| {} | {} | {} | {:.4f} |\n", i + 1, r.suggestion[i].stage, fmt::join(items, ","), r.suggestion[i].accuracy);
   }
-  md += r.target_met ? fmt::format("\nThe target is reached with: `{} --layer-bits {}`.\n", fix, layer_bits)
-                     : fmt::format("\nEven with every step the model stays below the target; the closest: `{} --layer-bits {}`.\n", fix,
-                                   layer_bits);
+  md += r.target_met ? fmt::format("\nThe target is reached with: `{} {} {}`.\n", fix, suggested_option(r), layer_bits)
+                     : fmt::format("\nEven with every step the model stays below the target; the closest: `{} {} {}`.\n", fix,
+                                   suggested_option(r), layer_bits);
   return md;
 }
 
@@ -238,6 +244,7 @@ int inspect_main(int argc, char** argv) {
       ("target-accuracy", "The accuracy the suggested bit widths should reach, in [0, 1] (default: the float accuracy less 0.01)",
        cxxopts::value<std::string>())
       ("suggest-bits", "The width the suggestion gives the sensitive layers, 2..8", number_value("8"))
+      ("suggest-float", "The suggestion keeps the sensitive layers with weights in float (--keep-float) instead of widening them")
       ("model", "The QAT checkpoint (model_qat.qbin), or a float model to quantize after training (PTQ)", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   options.parse_positional({"model"});
@@ -255,6 +262,9 @@ int inspect_main(int argc, char** argv) {
   InspectOptions inspect_options;
   if (args.count("target-accuracy")) inspect_options.target_accuracy = real_option(args, "target-accuracy", {.min = 0, .max = 1});
   inspect_options.suggested_bits = static_cast<int>(int_option(args, "suggest-bits", 2, 8));
+  inspect_options.suggest_float = args.count("suggest-float") > 0;
+  if (inspect_options.suggest_float && args.count("suggest-bits"))
+    throw UsageError("--suggest-float and --suggest-bits (expected one: float layers, or the width to give them)");
   if (ptq_request.target == Int8Target::kAvx2) {  // its codes stay within 7 bits: so does what the suggestion widens to
     if (args.count("suggest-bits") && inspect_options.suggested_bits > 7)
       throw UsageError(fmt::format("--suggest-bits {} with --int8-target avx2 (expected 2..7: avx2 keeps codes within 7 bits)",
@@ -291,11 +301,13 @@ int inspect_main(int argc, char** argv) {
     throw std::runtime_error(fmt::format("{}: {}", path, without_function_name(e.what())));
   }
   const std::string reference_name = args.count("float") ? reference : "its own weights in float";
-  const std::string layer_bits = suggested_layer_bits(r, args.count("layer-bits") ? args["layer-bits"].as<std::string>() : "");
-  const std::string fix = ptq.empty() ? fmt::format("train --qat{} --init FLOAT_MODEL",
+  const char* given = r.suggested_float ? "keep-float" : "layer-bits";
+  const std::string layer_bits = suggested_list(r, args.count(given) ? args[given].as<std::string>() : "");
+  std::string fix = ptq.empty() ? fmt::format("train --qat{} --init FLOAT_MODEL",
                                                     ptq_request.target == Int8Target::kAvx2 ? " --int8-target avx2" : "")
                                       : fmt::format("quantize {} --bits {} --method {}{}", path, ptq_request.bits, ptq_request.method,
                                                     ptq_request.target == Int8Target::kAvx2 ? " --int8-target avx2" : "");
+  if (r.suggested_float && args.count("layer-bits")) fix += " --layer-bits " + args["layer-bits"].as<std::string>();
   const Json json = to_json(r, path, reference_name, layer_bits);
   write_charts(r, out);
   write_file_atomic(out + "/report.md", report_md(r, path, reference_name, what, fix, layer_bits));
@@ -313,8 +325,8 @@ int inspect_main(int argc, char** argv) {
   for (const LayerInspection& l : r.layers)
     fmt::print("{:<{}} {:>10} {:>10} {:>12}\n", label(l), width, db(l.sqnr_fake_quant), db(l.sqnr_int8), num(l.accuracy_with_float, "{:.4f}"));
   if (!r.suggestion.empty())
-    fmt::print("{} {:.4f} ({} of {:.4f}): {} --layer-bits {}\n", r.target_met ? "Reaches" : "Comes closest to the target with",
-               r.suggestion.back().accuracy, r.target_met ? "target" : "short", r.target_accuracy, fix, layer_bits);
+    fmt::print("{} {:.4f} ({} of {:.4f}): {} {} {}\n", r.target_met ? "Reaches" : "Comes closest to the target with",
+               r.suggestion.back().accuracy, r.target_met ? "target" : "short", r.target_accuracy, fix, suggested_option(r), layer_bits);
   else if (r.target_met)
     fmt::print("Meets the target accuracy {:.4f} as it is\n", r.target_accuracy);
   fmt::print("Wrote {}/report.md, its charts and inspection.json\n", out);

@@ -14,12 +14,19 @@
 
 namespace qnet {
 
+namespace {
+// --keep-float also applies to a QAT model's export: "A float MODEL: " becomes "", "QAT: " stays.
+std::string when_float(const std::string& when) { return when == "A float MODEL: " ? "" : when; }
+}  // namespace
+
 void add_bits_options(cxxopts::Options& options, const std::string& when, const std::string& target_when) {
   const std::string& target = target_when.empty() ? when : target_when;
   options.add_options()
       ("bits", when + "bit width of weights and activations, 2..8", number_value("8"))
       ("layer-bits", when + "layers' own bit widths, NAME=N[,NAME=N...] (a spec's bits=N; names as in the summary)",
        cxxopts::value<std::string>())
+      ("keep-float", when_float(when) + "layers to keep in float, NAME[,NAME...] (a spec's float=true: Conv2D, DepthwiseConv2D or "
+       "Dense; the int8 model runs them in f32 between codes)", cxxopts::value<std::string>())
       ("int8-target", target + "the CPUs the int8 model is for: 'vnni' (the widths as asked: one pass with VNNI, 8-bit layers run "
        "twice on split weights without it) or 'avx2' (PyTorch's reduce_range: codes of at most 7 bits and 7-bit kernels on the "
        "pixels, one pass on every x86-64 CPU; docs/runtime.md)", cxxopts::value<std::string>()->default_value("vnni"));
@@ -70,6 +77,37 @@ void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args) {
   } while (at <= list.size());
 }
 
+void apply_keep_float(Sequential& model, const cxxopts::ParseResult& args) {
+  if (!args.count("keep-float")) return;
+  const std::string list = args["keep-float"].as<std::string>();
+  std::vector<std::string> names;  // the layers with weights, for the messages
+  const auto weights_of = [](Module& m) -> Module* {  // the layer whose flag counts (a QAT layer's inner one)
+    if (auto* q = dynamic_cast<QatWeights*>(&m)) return &q->inner();
+    const LayerKind* kind = find_layer_kind(m.type_name());
+    return kind && kind->role == Int8Role::kWeights ? &m : nullptr;
+  };
+  for_each_layer(model, [&](Module& m) {
+    if (weights_of(m)) names.push_back(m.name());
+  });
+  const std::string expected = fmt::format("expected NAME[,NAME...] with each NAME one of {}", fmt::join(names, ", "));
+  size_t at = 0;
+  do {
+    const size_t end = std::min(list.find(',', at), list.size());
+    const std::string name = list.substr(at, end - at);
+    Module* found = nullptr;
+    for_each_layer(model, [&](Module& m) {
+      if (m.name() == name) found = &m;
+    });
+    if (!found) throw UsageError(fmt::format("--keep-float '{}': the model has no layer '{}' ({})", list, name, expected));
+    Module* w = weights_of(*found);
+    if (!w)
+      throw UsageError(fmt::format("--keep-float '{}': layer '{}' ({}) has no weights to keep in float ({})", list, name,
+                                   found->type_name(), expected));
+    w->set_keep_float(true);
+    at = end + 1;
+  } while (at <= list.size());
+}
+
 Int8Target read_int8_target(const cxxopts::ParseResult& args) {
   const std::string target = args["int8-target"].as<std::string>();
   if (target == "vnni") return Int8Target::kVnni;
@@ -94,9 +132,11 @@ std::string quantize_after_training(Sequential& model, const std::string& path, 
       if (args.count(option) && !(qat_target_ok && std::string_view(option) == "int8-target"))
         throw UsageError(fmt::format("{} is a QAT model with its trained ranges and bit widths ({}); --{} applies to float models (PTQ)",
                                      path, qat_bits_text(model), option));
+    apply_keep_float(model, args);  // an export choice: the trained kernel runs in f32
     return "";
   }
   apply_layer_bits(model, args);
+  apply_keep_float(model, args);
   const int64_t images = std::min(ptq.calibration_images, train.size());
   try {
     calibrate_ptq(model, train.slice(0, images),

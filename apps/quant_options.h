@@ -3,6 +3,7 @@
 //
 //   --bits N                          the model's width, 2..8, for every layer without its own
 //   --layer-bits NAME=N[,NAME=N...]   layers' own widths: what `bits=N` in a spec gives a layer
+//   --keep-float NAME[,NAME...]       layers kept in float: what `float=true` in a spec gives a layer
 //   --int8-target vnni|avx2           the CPUs the int8 model is for (Int8Target, quant/qat.h)
 //   --method minmax|percentile, --calibration-images N   PTQ's calibration
 #pragma once
@@ -28,6 +29,10 @@ void add_ptq_options(cxxopts::Options& options, const std::string& when);
 // what is wrong: no such layer (the names that take bits are listed), a layer without weights or
 // a grid of its own, a width outside 2..8, a malformed list.
 void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args);
+// Keeps the layers named in --keep-float in float (Module::keep_float; a QAT model's too: its
+// export then holds their kernels in f32). A UsageError names what is wrong: no such layer, or a
+// layer without weights (the layers with weights are listed).
+void apply_keep_float(Sequential& model, const cxxopts::ParseResult& args);
 // --int8-target, checked (a UsageError names the values it takes).
 Int8Target read_int8_target(const cxxopts::ParseResult& args);
 

@@ -108,9 +108,9 @@ int train_main(int argc, char** argv, const Ranks& ranks) {
   const double split = real_option(args, "validation-split", {.min = 0, .max = 1, .open_max = true});
   const bool qat = args.count("qat") > 0;
   const int bits = static_cast<int>(int_option(args, "bits", 2, 8));
-  if (!qat && (args.count("bits") || args.count("layer-bits") || args.count("int8-target") || args.count("observer") ||
-               args.count("freeze-ranges-after") || args.count("freeze-bn-after")))
-    throw UsageError("--bits, --layer-bits, --int8-target, --observer, --freeze-ranges-after and --freeze-bn-after need --qat");
+  if (!qat && (args.count("bits") || args.count("layer-bits") || args.count("keep-float") || args.count("int8-target") ||
+               args.count("observer") || args.count("freeze-ranges-after") || args.count("freeze-bn-after")))
+    throw UsageError("--bits, --layer-bits, --keep-float, --int8-target, --observer, --freeze-ranges-after and --freeze-bn-after need --qat");
   const Int8Target target = read_int8_target(args);
   const std::string observer = args["observer"].as<std::string>();
   if (observer != "ema" && observer != "tfmot") throw UsageError(fmt::format("--observer '{}' (expected ema or tfmot)", observer));
@@ -167,18 +167,22 @@ int train_main(int argc, char** argv, const Ranks& ranks) {
                                          shape_str(image_shape), data_set.classes));
   if (qat && !is_qat(model)) {
     apply_layer_bits(model, args);
+    apply_keep_float(model, args);
     try {
       prepare_qat(model, {.bits = bits, .target = target, .observer = observer_options});
     } catch (const std::invalid_argument& e) {  // a model no int8 graph holds: refused before training
       throw UsageError(fmt::format("--qat: {}", without_function_name(e.what())));
     }
-  } else if (qat && args.count("bits") && qat_bits_text(model) != fmt::format("{}-bit", bits)) {
+  } else if (const std::string one_width = fmt::format("{}-bit", bits);
+             qat && args.count("bits") && qat_bits_text(model) != one_width && !qat_bits_text(model).starts_with(one_width + ",")) {
     throw UsageError(fmt::format("--bits {}, but {} was trained {} (leave --bits out to continue it)", bits, init, qat_bits_text(model)));
   } else if (qat && (args.count("layer-bits") || args.count("int8-target"))) {
     throw UsageError(fmt::format("--{}, but {} is a QAT model trained {} (leave it out to continue the model with its widths)",
                                  args.count("layer-bits") ? "layer-bits" : "int8-target", init, qat_bits_text(model)));
   } else if (!qat && is_qat(model)) {
     throw UsageError(fmt::format("{} is a QAT model: continue it with --qat", init));
+  } else if (qat) {
+    apply_keep_float(model, args);  // a QAT model continued with more layers in float
   }
   const Split data = split_validation(data_set.train, split);
   if (data.train.size() == 0)

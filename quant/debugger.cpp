@@ -136,6 +136,20 @@ std::vector<std::string> widen(Sequential& model, int first, int last, int bits,
   return names;
 }
 
+// Keeps the layers with weights among layers [first, last] in float (float islands: their outputs
+// keep their grids); returns their names for --keep-float, empty if every one already was.
+// `kept` collects them, to be put back.
+std::vector<std::string> keep_float(Sequential& model, int first, int last, std::vector<Module*>& kept) {
+  std::vector<std::string> names;
+  if (last < 0) return names;
+  for (int i = std::max(first, 0); i <= last; ++i)
+    each_quantizer(model.layer(static_cast<size_t>(i)), [&](Module& l) {
+      if (auto* w = dynamic_cast<QatWeights*>(&l); w && !w->inner().keep_float())
+        w->inner().set_keep_float(true), kept.push_back(&w->inner()), names.push_back(w->name());
+    });
+  return names;
+}
+
 void restore_widths(const std::vector<std::pair<Module*, int>>& saved) {
   for (const auto& [m, bits] : saved) {
     if (auto* w = dynamic_cast<QatWeights*>(m)) w->set_bits(bits);
@@ -222,7 +236,7 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
     const ModelPoint& q = qpoints[s];
     for (int i = q.first; q.chain && i <= q.end; ++i)
       if (auto* w = dynamic_cast<const QatWeights*>(&q.chain->layer(static_cast<size_t>(i)))) {
-        inspect_weights(*w, l);
+        if (!w->inner().keep_float()) inspect_weights(*w, l);  // a float island's weights are not quantized
         break;
       }
     r.layers.push_back(std::move(l));
@@ -349,6 +363,7 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
   // The suggestion: widen the stages in the order of what keeping them in float gains.
   r.target_accuracy = std::isnan(options.target_accuracy) ? r.accuracy_float - 0.01 : options.target_accuracy;
   r.suggested_bits = options.suggested_bits;
+  r.suggested_float = options.suggest_float;
   r.target_met = r.accuracy_fake_quant >= r.target_accuracy;
   if (options.sensitivity && !r.target_met) {
     std::vector<size_t> order;
@@ -357,10 +372,17 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
     std::stable_sort(order.begin(), order.end(),
                      [&](size_t a, size_t b) { return r.layers[a].accuracy_with_float > r.layers[b].accuracy_with_float; });
     std::vector<std::pair<Module*, int>> saved;
+    std::vector<Module*> kept;
+    const auto restore = [&] {
+      restore_widths(saved);
+      for (Module* m : kept) m->set_keep_float(false);
+    };
     try {
       for (size_t s : order) {
         if (!qpoints[s].chain) continue;
-        std::vector<std::string> names = widen(*qpoints[s].chain, qpoints[s].first, qpoints[s].end, options.suggested_bits, saved);
+        std::vector<std::string> names = options.suggest_float
+                                             ? keep_float(*qpoints[s].chain, qpoints[s].first, qpoints[s].end, kept)
+                                             : widen(*qpoints[s].chain, qpoints[s].first, qpoints[s].end, options.suggested_bits, saved);
         if (names.empty()) continue;
         const double accuracy = evaluate(qat_model, images, options.batch_size).accuracy;
         r.suggestion.push_back({r.layers[s].name, std::move(names), accuracy});
@@ -370,10 +392,10 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
         }
       }
     } catch (...) {
-      restore_widths(saved);
+      restore();
       throw;
     }
-    restore_widths(saved);
+    restore();
   }
   return r;
 }

@@ -75,9 +75,10 @@ struct LayerInspection {
   double accuracy_with_float = kNoFigure;
 };
 
-// One step of the suggestion: the stage whose layers were given wider codes, the layers to name
-// (`--layer-bits NAME=bits`; a residual block names each layer inside it), and the fake-quantized
-// accuracy with this and every earlier step applied.
+// One step of the suggestion: the stage whose layers were given wider codes (or kept in float),
+// the layers to name (`--layer-bits NAME=bits`, a residual block naming each layer inside it; or
+// `--keep-float NAME`, its layers with weights), and the fake-quantized accuracy with this and
+// every earlier step applied.
 struct WidthStep {
   std::string stage;
   std::vector<std::string> layers;
@@ -95,6 +96,7 @@ struct Inspection {
   // `suggested_bits` one after another until the fake-quantized accuracy reaches the target.
   double target_accuracy = kNoFigure;
   int suggested_bits = 8;
+  bool suggested_float = false;  // the steps keep layers in float instead of widening them
   std::vector<WidthStep> suggestion;  // empty if the model already meets the target
   bool target_met = false;
 };
@@ -106,6 +108,9 @@ struct InspectOptions {
   // the sensitive layers; one more evaluation per step.
   double target_accuracy = kNoFigure;
   int suggested_bits = 8;
+  // Keep the sensitive stages' layers with weights in float (float islands) instead of widening
+  // them; stages without weights (pooling, a residual add) are passed over.
+  bool suggest_float = false;
 };
 
 // qat_model: a QAT-form model (prepare_qat or calibrate_ptq, ranges observed); float_model: the

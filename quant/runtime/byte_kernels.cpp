@@ -224,64 +224,82 @@ void avg_pool(const uint8_t* in, uint8_t* out, int64_t N, int64_t H, int64_t W, 
 uint8_t float_island_code(float y, const FloatIsland& p) {
   if (p.relu) y = std::max(y, 0.f);
   float v = std::nearbyint(y / p.out_scale) + static_cast<float>(p.out_zero);
-  if (!(v >= 0.f)) v = 0.f;  // also NaN (an f32 kernel's sums can overflow to inf - inf)
+  v = v >= 0.f ? v : 0.f;  // also NaN (an f32 kernel's sums can overflow to inf - inf)
   return static_cast<uint8_t>(std::min(v, static_cast<float>(p.qmax)));
 }
 
 namespace {
-// Writes one output pixel's OC values from its sums.
-void island_outputs(const float* acc, void* out, size_t at, const FloatIsland& p) {
-  if (p.codes) {
-    uint8_t* o = static_cast<uint8_t*>(out) + at;
-    for (int64_t c = 0; c < p.OC; ++c) o[c] = float_island_code(acc[c] + p.bias[c], p);
-  } else {
-    float* o = static_cast<float*>(out) + at;
-    for (int64_t c = 0; c < p.OC; ++c) {
-      const float y = acc[c] + p.bias[c];
-      o[c] = p.relu ? std::max(y, 0.f) : y;
+// Writes `pixels` output pixels' OC values from their sums: float_island_code's arithmetic, in a
+// loop the compiler vectorizes (the same operations on each lane).
+void island_outputs(const float* sums, void* out, size_t at, int64_t pixels, const FloatIsland& p) {
+  const int64_t OC = p.OC;
+  const float* __restrict bias = p.bias;
+  const float zero = static_cast<float>(p.out_zero), top = static_cast<float>(p.qmax), floor = p.relu ? 0.f : -INFINITY;
+  for (int64_t px = 0; px < pixels; ++px) {
+    const float* __restrict a = sums + px * OC;
+    if (p.codes) {
+      uint8_t* __restrict o = static_cast<uint8_t*>(out) + at + px * OC;
+#pragma omp simd
+      for (int64_t c = 0; c < OC; ++c) {
+        float y = a[c] + bias[c];
+        y = y < floor ? floor : y;  // the ReLU: std::max(y, 0) of float_island_code (NaN stays NaN, then code 0)
+        float v = std::nearbyint(y / p.out_scale) + zero;
+        v = v >= 0.f ? v : 0.f;
+        o[c] = static_cast<uint8_t>(static_cast<int32_t>(v < top ? v : top));
+      }
+    } else {
+      float* __restrict o = static_cast<float*>(out) + at + px * OC;
+      for (int64_t c = 0; c < OC; ++c) {
+        const float y = a[c] + bias[c];
+        o[c] = p.relu ? std::max(y, 0.f) : y;
+      }
     }
   }
 }
 }  // namespace
 
-// Output channels innermost (contiguous in the kernel and the output, so the compiler vectorizes
-// them); each output's terms still come in (kh, kw, ic) order, one rounding per operation: the
-// reference's bits. The input codes go through a 256-entry table of their real values.
+// One output row at a time: its OW x OC sums, output channels innermost (contiguous in the kernel
+// and the sums, one SIMD loop); each output's terms still come in (kh, kw, ic) order with one
+// rounding per operation: the reference's bits. The input codes go through a 256-entry table of
+// their real values.
 void float_island(const uint8_t* in, void* out, int64_t N, const FloatIsland& p) {
   float real[256];
   for (int q = 0; q < 256; ++q) real[q] = static_cast<float>(q - p.in_zero) * p.in_scale;
-  const int64_t rows = N * p.OH;
+  const int64_t rows = N * p.OH, OC = p.OC, M = p.depth_multiplier;
   for_rows(rows, rows >= kRowsPerTeam, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(static_cast<size_t>(p.OC));
+    std::vector<float> sums(static_cast<size_t>(p.OW * OC));
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / p.OH, oh = r % p.OH;
       const uint8_t* image = in + n * p.H * p.W * p.IC;
-      for (int64_t ow = 0; ow < p.OW; ++ow) {
-        std::fill(acc.begin(), acc.end(), 0.f);
-        float* a = acc.data();
-        for (int kh = 0; kh < p.KH; ++kh) {
-          const int64_t ih = oh * p.SH - p.pad_top + kh;
-          if (ih < 0 || ih >= p.H) continue;
-          for (int kw = 0; kw < p.KW; ++kw) {
+      std::fill(sums.begin(), sums.end(), 0.f);
+      for (int kh = 0; kh < p.KH; ++kh) {
+        const int64_t ih = oh * p.SH - p.pad_top + kh;
+        if (ih < 0 || ih >= p.H) continue;
+        for (int kw = 0; kw < p.KW; ++kw) {
+          const int64_t tap = int64_t{kh} * p.KW + kw;
+          for (int64_t ow = 0; ow < p.OW; ++ow) {
             const int64_t iw = ow * p.SW - p.pad_left + kw;
             if (iw < 0 || iw >= p.W) continue;
             const uint8_t* px = image + (ih * p.W + iw) * p.IC;
-            const int64_t tap = int64_t{kh} * p.KW + kw;
-            if (p.depth_multiplier > 0) {
-              const float* w = p.kernel + tap * p.OC;
-              const int64_t M = p.depth_multiplier;
-              for (int64_t o = 0; o < p.OC; ++o) a[o] += real[px[o / M]] * w[o];
+            float* __restrict a = sums.data() + ow * OC;
+            if (M == 1) {
+              const float* __restrict w = p.kernel + tap * OC;
+              for (int64_t o = 0; o < OC; ++o) a[o] += real[px[o]] * w[o];
+            } else if (M > 1) {
+              const float* __restrict w = p.kernel + tap * OC;
+              for (int64_t o = 0; o < OC; ++o) a[o] += real[px[o / M]] * w[o];
             } else {
               for (int64_t ic = 0; ic < p.IC; ++ic) {
                 const float x = real[px[ic]];
-                const float* w = p.kernel + (tap * p.IC + ic) * p.OC;
-                for (int64_t o = 0; o < p.OC; ++o) a[o] += x * w[o];
+                const float* __restrict w = p.kernel + (tap * p.IC + ic) * OC;
+#pragma omp simd
+                for (int64_t o = 0; o < OC; ++o) a[o] += x * w[o];
               }
             }
           }
         }
-        island_outputs(a, out, static_cast<size_t>(((n * p.OH + oh) * p.OW + ow) * p.OC), p);
       }
+      island_outputs(sums.data(), out, static_cast<size_t>((n * p.OH + oh) * p.OW * OC), p.OW, p);
     }
   });
 }
