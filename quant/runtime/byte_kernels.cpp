@@ -231,7 +231,7 @@ uint8_t float_island_code(float y, const FloatIsland& p) {
 namespace {
 // Writes `pixels` output pixels' OC values from their sums: float_island_code's arithmetic, in a
 // loop the compiler vectorizes (the same operations on each lane).
-void island_outputs(const float* sums, void* out, size_t at, int64_t pixels, const FloatIsland& p) {
+inline __attribute__((always_inline)) void island_outputs(const float* sums, void* out, size_t at, int64_t pixels, const FloatIsland& p) {
   const int64_t OC = p.OC;
   const float* __restrict bias = p.bias;
   const float zero = static_cast<float>(p.out_zero), top = static_cast<float>(p.qmax), floor = p.relu ? 0.f : -INFINITY;
@@ -260,48 +260,56 @@ void island_outputs(const float* sums, void* out, size_t at, int64_t pixels, con
 
 // One output row at a time: its OW x OC sums, output channels innermost (contiguous in the kernel
 // and the sums, one SIMD loop); each output's terms still come in (kh, kw, ic) order with one
-// rounding per operation: the reference's bits. The input codes go through a 256-entry table of
-// their real values.
-void float_island(const uint8_t* in, void* out, int64_t N, const FloatIsland& p) {
-  float real[256];
-  for (int q = 0; q < 256; ++q) real[q] = static_cast<float>(q - p.in_zero) * p.in_scale;
-  const int64_t rows = N * p.OH, OC = p.OC, M = p.depth_multiplier;
-  for_rows(rows, rows >= kRowsPerTeam, [&](int64_t begin, int64_t end) {
-    std::vector<float> sums(static_cast<size_t>(p.OW * OC));
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t n = r / p.OH, oh = r % p.OH;
-      const uint8_t* image = in + n * p.H * p.W * p.IC;
-      std::fill(sums.begin(), sums.end(), 0.f);
-      for (int kh = 0; kh < p.KH; ++kh) {
-        const int64_t ih = oh * p.SH - p.pad_top + kh;
-        if (ih < 0 || ih >= p.H) continue;
-        for (int kw = 0; kw < p.KW; ++kw) {
-          const int64_t tap = int64_t{kh} * p.KW + kw;
-          for (int64_t ow = 0; ow < p.OW; ++ow) {
-            const int64_t iw = ow * p.SW - p.pad_left + kw;
-            if (iw < 0 || iw >= p.W) continue;
-            const uint8_t* px = image + (ih * p.W + iw) * p.IC;
-            float* __restrict a = sums.data() + ow * OC;
-            if (M == 1) {
-              const float* __restrict w = p.kernel + tap * OC;
-              for (int64_t o = 0; o < OC; ++o) a[o] += real[px[o]] * w[o];
-            } else if (M > 1) {
-              const float* __restrict w = p.kernel + tap * OC;
-              for (int64_t o = 0; o < OC; ++o) a[o] += real[px[o / M]] * w[o];
-            } else {
-              for (int64_t ic = 0; ic < p.IC; ++ic) {
-                const float x = real[px[ic]];
-                const float* __restrict w = p.kernel + (tap * p.IC + ic) * OC;
+// rounding per operation: the reference's bits. Built twice (GCC's target_clones, chosen at load
+// by the CPU): for AVX2's 8-float vectors and for the x86-64-v2 baseline's 4; both do the same IEEE
+// operations on every lane (no FMA: -ffp-contract=off), so they give the same bits.
+namespace {
+__attribute__((target_clones("avx2", "default")))
+void island_rows(const uint8_t* in, void* out, const FloatIsland& p, const float* real, int64_t begin, int64_t end) {
+  const int64_t OC = p.OC, M = p.depth_multiplier;
+  std::vector<float> sums(static_cast<size_t>(p.OW * OC));
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / p.OH, oh = r % p.OH;
+    const uint8_t* image = in + n * p.H * p.W * p.IC;
+    std::fill(sums.begin(), sums.end(), 0.f);
+    for (int kh = 0; kh < p.KH; ++kh) {
+      const int64_t ih = oh * p.SH - p.pad_top + kh;
+      if (ih < 0 || ih >= p.H) continue;
+      for (int kw = 0; kw < p.KW; ++kw) {
+        const int64_t tap = int64_t{kh} * p.KW + kw;
+        for (int64_t ow = 0; ow < p.OW; ++ow) {
+          const int64_t iw = ow * p.SW - p.pad_left + kw;
+          if (iw < 0 || iw >= p.W) continue;
+          const uint8_t* px = image + (ih * p.W + iw) * p.IC;
+          float* __restrict a = sums.data() + ow * OC;
+          if (M == 1) {
+            const float* __restrict w = p.kernel + tap * OC;
+            for (int64_t o = 0; o < OC; ++o) a[o] += real[px[o]] * w[o];
+          } else if (M > 1) {
+            const float* __restrict w = p.kernel + tap * OC;
+            for (int64_t o = 0; o < OC; ++o) a[o] += real[px[o / M]] * w[o];
+          } else {
+            for (int64_t ic = 0; ic < p.IC; ++ic) {
+              const float x = real[px[ic]];
+              const float* __restrict w = p.kernel + (tap * p.IC + ic) * OC;
 #pragma omp simd
-                for (int64_t o = 0; o < OC; ++o) a[o] += x * w[o];
-              }
+              for (int64_t o = 0; o < OC; ++o) a[o] += x * w[o];
             }
           }
         }
       }
-      island_outputs(sums.data(), out, static_cast<size_t>((n * p.OH + oh) * p.OW * OC), p.OW, p);
     }
-  });
+    island_outputs(sums.data(), out, static_cast<size_t>((n * p.OH + oh) * p.OW * OC), p.OW, p);
+  }
+}
+}  // namespace
+
+// The input codes go through a 256-entry table of their real values.
+void float_island(const uint8_t* in, void* out, int64_t N, const FloatIsland& p) {
+  float real[256];
+  for (int q = 0; q < 256; ++q) real[q] = static_cast<float>(q - p.in_zero) * p.in_scale;
+  const int64_t rows = N * p.OH;
+  for_rows(rows, rows >= kRowsPerTeam, [&](int64_t begin, int64_t end) { island_rows(in, out, p, real, begin, end); });
 }
 
 namespace reference {

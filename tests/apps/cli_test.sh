@@ -63,6 +63,7 @@ expect "quantize: too many images" 2 "expected an integer in 1..60000" -- "$bin/
 expect "quantize: overwrite input" 2 "overwrite the input" -- "$bin/quantize" "$tmp/bad.qbin" -o "$tmp/bad.qbin"
 expect "quantize: bits past 8" 2 "expected an integer in 2..8" -- "$bin/quantize" "$tmp/bad.qbin" --bits 9
 expect "train: layer bits without qat" 2 "need --qat" -- "$bin/train" --layer-bits conv2d=4
+expect "train: keep-float without qat" 2 "need --qat" -- "$bin/train" --keep-float conv2d
 expect "train: an int8 target without qat" 2 "need --qat" -- "$bin/train" --int8-target avx2
 expect "train: an unknown int8 target" 2 "int8-target 'avx512' (expected vnni or avx2)" -- "$bin/train" --qat --int8-target avx512
 expect "quantize: an unknown int8 target" 2 "expected vnni or avx2" -- "$bin/quantize" "$tmp/bad.qbin" --int8-target sse

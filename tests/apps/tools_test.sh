@@ -99,6 +99,21 @@ check "--layer-bits with an unknown layer is refused (exit 2), naming the layers
   bash -c "test $? -eq 2 && grep -q \"no layer 'conv' (expected NAME=N with N in 2..8 and NAME one of conv2d, dense)\" nolayer.log && test ! -e nolayer.qbin"
 "$bin/quantize" model_qat.qbin -o qatbits.qbin --layer-bits conv2d=4 >qatbits.log 2>&1
 check "--layer-bits with a QAT checkpoint is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'layer-bits applies to float models' qatbits.log"
+# Float islands (issue 23): --keep-float keeps a layer's kernel in f32; the PTQ and the QAT export run.
+"$bin/quantize" float.qbin -o island.qbin --bits 3 --keep-float conv2d --calibration-images 500 >island.log 2>&1
+check "quantize --keep-float conv2d writes a model with a float island" grep -q "PTQ, 3-bit, 1 layer in float" island.log
+"$bin/evaluate" island.qbin --json >island.json
+check "... that evaluates as int8" grep -q '"precision": "int8"' island.json
+"$bin/quantize" float.qbin -o all3.qbin --bits 3 --calibration-images 500 >all3.log 2>&1
+"$bin/evaluate" all3.qbin --json >all3.json
+check "... and scores above the same model all at 3 bits" \
+  awk -v a="$(json_number island.json accuracy)" -v b="$(json_number all3.json accuracy)" 'BEGIN { exit !(a > b && b > 0.1) }'
+"$bin/quantize" model_qat.qbin -o qatisland.qbin --keep-float dense >qatisland.log 2>&1
+check "quantize --keep-float of a QAT checkpoint exports its Dense in f32 (a larger file)" \
+  bash -c "grep -q '8-bit, 1 layer in float' qatisland.log && test \$(stat -c %s qatisland.qbin) -gt \$(stat -c %s model.qbin)"
+"$bin/quantize" float.qbin -o nofloat.qbin --keep-float max_pool2d >nofloat.log 2>&1
+check "--keep-float of a layer without weights is refused (exit 2), naming the layers with weights" \
+  bash -c "test $? -eq 2 && grep -qF \"layer 'max_pool2d' (MaxPool2D) has no weights to keep in float (expected NAME[,NAME...] with each NAME one of conv2d, dense)\" nofloat.log && test ! -e nofloat.qbin"
 "$bin/train" --qat --epochs 1 --model 'conv2d(12, 3, relu, bits=4) maxpool2d(2) flatten dense(10)' -o spec4.qbin --checkpoint spec4_qat.qbin \
   --metrics spec4.json >spec4.log 2>&1
 check "train --qat with bits=4 in the spec trains a mixed 4/8-bit model" grep -q '"bit_widths": "mixed 4/8-bit"' spec4.json
