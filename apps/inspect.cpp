@@ -150,6 +150,10 @@ std::string report_md(const Inspection& r, const std::string& model, const std::
         "channel's codes against its float weights. Histograms: w / scale of its channel (the integers are the codes).\n\n";
   md += "| layer | bits | channels | SQNR worst channel (dB) | median (dB) | int8 path on this CPU | histogram |\n|---|---|---|---|---|---|---|\n";
   for (const LayerInspection& l : r.layers) {
+    if (l.weight_bits == 0 && l.int8_path.starts_with("float island")) {  // kept in float: nothing quantized
+      md += fmt::format("| {} | float | - | - | - | {} | - |\n", label(l), l.int8_path);
+      continue;
+    }
     if (l.weight_bits == 0) continue;
     double worst = kNoFigure;
     for (double v : l.weight_sqnr)

@@ -47,6 +47,16 @@ check "... which score what it said ($last) when applied" test "$(json_number mi
 check "... as a mixed-width model, bit-identical on the runtime" \
   bash -c "grep -q '\"bits\": \"mixed 3/8-bit\"' mixed.json && grep -q '\"runtime_matches_reference\": \"yes\"' mixed.json"
 check "... already at the target: nothing to suggest" bash -c "grep -q '\"suggestion\": \[\],' mixed.json && grep -q '\"target_met\": \"yes\"' mixed.json"
+# --suggest-float: the same search keeping layers in float; its --keep-float list, applied, scores what it said.
+"$bin/inspect" f.qbin --bits 3 --suggest-float --images 300 --out pf --json >pf.json 2>pf.err
+kf=$(sed -n 's/.*"suggested_keep_float": "\([^"]*\)".*/\1/p' pf.json)
+check "inspect --suggest-float suggests layers to keep in float ($kf)" bash -c "[[ -n '$kf' && '$kf' != *=* ]] && grep -q 'Suggested float layers' pf/report.md"
+"$bin/inspect" f.qbin --bits 3 --keep-float "$kf" --images 300 --out kept --json >kept.json 2>kept.err
+last=$(grep -o '"accuracy": [0-9.]*' pf.json | tail -1 | cut -d ' ' -f 2)
+check "... which score what it said ($last) when applied, bit-identical on the runtime" \
+  bash -c "test '$(json_number kept.json accuracy_fake_quant)' = '$last' && grep -q '\"runtime_matches_reference\": \"yes\"' kept.json && grep -q 'float island' kept/report.md"
+"$bin/inspect" f.qbin --suggest-float --suggest-bits 4 --out bad >sf.log 2>&1
+check "--suggest-float with --suggest-bits is refused (exit 2)" bash -c "test $? -eq 2 && grep -q 'suggest-float and --suggest-bits' sf.log"
 
 "$bin/inspect" q.qbin --out bad >int8.log 2>&1
 check "an int8 model is refused with what to give instead (exit 1)" \
