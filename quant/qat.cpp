@@ -393,6 +393,8 @@ void prepare_qat(Sequential& model, const QatOptions& o) {
     if (m.quant_bits() != 0) check_bits(m.quant_bits());
   });
   Preparer{o}.chain(model, logits == kNone ? nullptr : &model.layer(logits), 255);
+  if (!is_qat(model))  // one Dense kept in float: no kernel and no grid left to quantize
+    throw std::invalid_argument("prepare_qat: nothing to quantize (every layer with weights is kept in float and none gives codes to another)");
   Accumulators{}.chain(model, 255, true, false);
 }
 

@@ -138,6 +138,9 @@ TEST_CASE("a model whose every layer with weights is kept in float still runs on
   const qbin::Model file = export_int8(qat);
   for (const auto& r : file.layers)
     for (const auto& t : r.tensors) CHECK(t.dtype == qbin::DType::kF32);
+  // With no codes at all there is nothing to quantize: refused before any training.
+  Sequential lone = model_from_spec("flatten dense(3, float=true)", {9, 9, 1}, rng);
+  CHECK_THROWS_WITH(prepare_qat(lone, {.bits = 8, .observer = {}}), Catch::Contains("nothing to quantize"));
   const InferenceModel m = inference_model(file);
   CHECK(m.precision == Precision::kInt8);  // the ReLU's codes sit between the two islands
   const Runtime rt(m, {.max_batch = 16});
