@@ -1,6 +1,7 @@
 #include "apps/quant_options.h"
 
 #include <algorithm>
+#include <functional>
 #include <stdexcept>
 #include <vector>
 
@@ -46,6 +47,24 @@ bool takes_bits(const Module& m) {
   return kind && takes_bits(kind->role);
 }
 
+// Calls `item` on each comma-separated item of `list` (an empty list is one empty item).
+void for_each_item(const std::string& list, const std::function<void(const std::string&)>& item) {
+  size_t at = 0;
+  do {
+    const size_t end = std::min(list.find(',', at), list.size());
+    item(list.substr(at, end - at));
+    at = end + 1;
+  } while (at <= list.size());
+}
+
+Module* find_layer(Sequential& model, const std::string& name) {
+  Module* found = nullptr;
+  for_each_layer(model, [&](Module& m) {
+    if (m.name() == name) found = &m;
+  });
+  return found;
+}
+
 }  // namespace
 
 void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args) {
@@ -56,56 +75,42 @@ void apply_layer_bits(Sequential& model, const cxxopts::ParseResult& args) {
     if (takes_bits(m)) names.push_back(m.name());
   });
   const std::string expected = fmt::format("expected NAME=N with N in 2..8 and NAME one of {}", fmt::join(names, ", "));
-  size_t at = 0;
-  do {
-    const size_t end = std::min(list.find(',', at), list.size());
-    const std::string item = list.substr(at, end - at);
+  for_each_item(list, [&](const std::string& item) {
     const size_t eq = item.find('=');
     const std::string name = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
     if (eq == std::string::npos || value.size() != 1 || value[0] < '2' || value[0] > '8')
       throw UsageError(fmt::format("--layer-bits '{}': '{}' ({})", list, item, expected));
-    Module* found = nullptr;
-    for_each_layer(model, [&](Module& m) {
-      if (m.name() == name) found = &m;
-    });
+    Module* found = find_layer(model, name);
     if (!found) throw UsageError(fmt::format("--layer-bits '{}': the model has no layer '{}' ({})", list, name, expected));
     if (!takes_bits(*found))
       throw UsageError(fmt::format("--layer-bits '{}': layer '{}' ({}) keeps its input's grid and has no bits of its own ({})", list, name,
                                    found->type_name(), expected));
     found->set_quant_bits(value[0] - '0');
-    at = end + 1;
-  } while (at <= list.size());
+  });
 }
 
 void apply_keep_float(Sequential& model, const cxxopts::ParseResult& args) {
   if (!args.count("keep-float")) return;
   const std::string list = args["keep-float"].as<std::string>();
-  std::vector<std::string> names;  // the layers with weights, for the messages
   const auto weights_of = [](Module& m) -> Module* {  // the layer whose flag counts (a QAT layer's inner one)
     if (auto* q = dynamic_cast<QatWeights*>(&m)) return &q->inner();
     const LayerKind* kind = find_layer_kind(m.type_name());
     return kind && kind->role == Int8Role::kWeights ? &m : nullptr;
   };
+  std::vector<std::string> names;  // the layers with weights, for the messages
   for_each_layer(model, [&](Module& m) {
     if (weights_of(m)) names.push_back(m.name());
   });
   const std::string expected = fmt::format("expected NAME[,NAME...] with each NAME one of {}", fmt::join(names, ", "));
-  size_t at = 0;
-  do {
-    const size_t end = std::min(list.find(',', at), list.size());
-    const std::string name = list.substr(at, end - at);
-    Module* found = nullptr;
-    for_each_layer(model, [&](Module& m) {
-      if (m.name() == name) found = &m;
-    });
+  for_each_item(list, [&](const std::string& name) {
+    Module* found = find_layer(model, name);
     if (!found) throw UsageError(fmt::format("--keep-float '{}': the model has no layer '{}' ({})", list, name, expected));
     Module* w = weights_of(*found);
     if (!w)
       throw UsageError(fmt::format("--keep-float '{}': layer '{}' ({}) has no weights to keep in float ({})", list, name,
                                    found->type_name(), expected));
     w->set_keep_float(true);
-    at = end + 1;
-  } while (at <= list.size());
+  });
 }
 
 Int8Target read_int8_target(const cxxopts::ParseResult& args) {
