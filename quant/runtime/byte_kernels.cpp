@@ -260,12 +260,14 @@ inline __attribute__((always_inline)) void island_outputs(const float* sums, voi
 
 // One output row at a time: its OW x OC sums, output channels innermost (contiguous in the kernel
 // and the sums, one SIMD loop); each output's terms still come in (kh, kw, ic) order with one
-// rounding per operation: the reference's bits. Built twice (GCC's target_clones, chosen at load
-// by the CPU): for AVX2's 8-float vectors and for the x86-64-v2 baseline's 4; both do the same IEEE
-// operations on every lane (no FMA: -ffp-contract=off), so they give the same bits.
+// rounding per operation: the reference's bits. Compiled twice (island_rows_avx2 and
+// island_rows_baseline below, chosen per call by the CPU): for AVX2's 8-float vectors and for the
+// x86-64-v2 baseline's 4; both do the same IEEE operations on every lane (no FMA:
+// -ffp-contract=off), so they give the same bits. Not GCC's target_clones: its ifunc resolver runs
+// while ld.so relocates, before ThreadSanitizer's runtime is up, and crashed the TSan build.
 namespace {
-__attribute__((target_clones("avx2", "default")))
-void island_rows(const uint8_t* in, void* out, const FloatIsland& p, const float* real, int64_t begin, int64_t end) {
+inline __attribute__((always_inline)) void island_rows(const uint8_t* in, void* out, const FloatIsland& p, const float* real, int64_t begin,
+                                                       int64_t end) {
   const int64_t OC = p.OC, M = p.depth_multiplier;
   std::vector<float> sums(static_cast<size_t>(p.OW * OC));
   for (int64_t r = begin; r < end; ++r) {
@@ -302,6 +304,14 @@ void island_rows(const uint8_t* in, void* out, const FloatIsland& p, const float
     island_outputs(sums.data(), out, static_cast<size_t>((n * p.OH + oh) * p.OW * OC), p.OW, p);
   }
 }
+
+__attribute__((target("avx2"))) void island_rows_avx2(const uint8_t* in, void* out, const FloatIsland& p, const float* real, int64_t begin,
+                                                      int64_t end) {
+  island_rows(in, out, p, real, begin, end);
+}
+void island_rows_baseline(const uint8_t* in, void* out, const FloatIsland& p, const float* real, int64_t begin, int64_t end) {
+  island_rows(in, out, p, real, begin, end);
+}
 }  // namespace
 
 // The input codes go through a 256-entry table of their real values.
@@ -309,7 +319,8 @@ void float_island(const uint8_t* in, void* out, int64_t N, const FloatIsland& p)
   float real[256];
   for (int q = 0; q < 256; ++q) real[q] = static_cast<float>(q - p.in_zero) * p.in_scale;
   const int64_t rows = N * p.OH;
-  for_rows(rows, rows >= kRowsPerTeam, [&](int64_t begin, int64_t end) { island_rows(in, out, p, real, begin, end); });
+  const auto rows_of = __builtin_cpu_supports("avx2") ? island_rows_avx2 : island_rows_baseline;
+  for_rows(rows, rows >= kRowsPerTeam, [&](int64_t begin, int64_t end) { rows_of(in, out, p, real, begin, end); });
 }
 
 namespace reference {
