@@ -7,6 +7,7 @@
 // With --qat the QAT checkpoint (float weights and activation ranges, for --init) is saved to
 // --checkpoint every epoch; at the end the int8 model is exported and evaluated on the runtime.
 #include <algorithm>
+#include <set>
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -173,8 +174,7 @@ int train_main(int argc, char** argv, const Ranks& ranks) {
     } catch (const std::invalid_argument& e) {  // a model no int8 graph holds: refused before training
       throw UsageError(fmt::format("--qat: {}", without_function_name(e.what())));
     }
-  } else if (const std::string one_width = fmt::format("{}-bit", bits);
-             qat && args.count("bits") && qat_bits_text(model) != one_width && !qat_bits_text(model).starts_with(one_width + ",")) {
+  } else if (qat && args.count("bits") && qat_bit_widths(model) != std::set<int>{bits}) {
     throw UsageError(fmt::format("--bits {}, but {} was trained {} (leave --bits out to continue it)", bits, init, qat_bits_text(model)));
   } else if (qat && (args.count("layer-bits") || args.count("int8-target"))) {
     throw UsageError(fmt::format("--{}, but {} is a QAT model trained {} (leave it out to continue the model with its widths)",

@@ -414,9 +414,7 @@ const char* int8_target_name(Int8Target target) { return target == Int8Target::k
 
 bool is_qat(const Sequential& model) { return qat_bits(model) != 0; }
 
-namespace {
-// The bit widths of the model's weight and activation quantizers (none for a float model).
-std::set<int> bit_widths(const Sequential& model) {
+std::set<int> qat_bit_widths(const Sequential& model) {
   std::set<int> widths;
   for_each_layer(model, [&](const Module& m) {
     if (auto* q = dynamic_cast<const QatWeights*>(&m); q && !q->inner().keep_float()) widths.insert(q->bits());
@@ -424,15 +422,14 @@ std::set<int> bit_widths(const Sequential& model) {
   });
   return widths;
 }
-}  // namespace
 
 int qat_bits(const Sequential& model) {
-  const std::set<int> widths = bit_widths(model);
+  const std::set<int> widths = qat_bit_widths(model);
   return widths.empty() ? 0 : *widths.rbegin();
 }
 
 std::string qat_bits_text(const Sequential& model) {
-  const std::set<int> widths = bit_widths(model);
+  const std::set<int> widths = qat_bit_widths(model);
   if (widths.empty()) return "float";
   int kept = 0;
   for_each_layer(model, [&](const Module& m) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <functional>
+#include <set>
 
 #include "layers/layer_record.h"
 #include "layers/sequential.h"
@@ -173,6 +174,9 @@ void freeze_observers(Sequential& model);
 // Freezes every folded BatchNormalization's statistics (train --freeze-bn-after).
 void freeze_bn_statistics(Sequential& model);
 bool is_qat(const Sequential& model);
+// The bit widths of the model's weight and activation quantizers (none for a float model; a layer
+// kept in float adds none).
+std::set<int> qat_bit_widths(const Sequential& model);
 int qat_bits(const Sequential& model);  // the widest bit width of its weights and grids; 0 for a float model
 std::string qat_bits_text(const Sequential& model);  // "8-bit", "mixed 4/8-bit", "8-bit, 1 layer in float", "float"
 

@@ -256,7 +256,6 @@ inline __attribute__((always_inline)) void island_outputs(const float* sums, voi
     }
   }
 }
-}  // namespace
 
 // One output row at a time: its OW x OC sums, output channels innermost (contiguous in the kernel
 // and the sums, one SIMD loop); each output's terms still come in (kh, kw, ic) order with one
@@ -265,7 +264,6 @@ inline __attribute__((always_inline)) void island_outputs(const float* sums, voi
 // x86-64-v2 baseline's 4; both do the same IEEE operations on every lane (no FMA:
 // -ffp-contract=off), so they give the same bits. Not GCC's target_clones: its ifunc resolver runs
 // while ld.so relocates, before ThreadSanitizer's runtime is up, and crashed the TSan build.
-namespace {
 inline __attribute__((always_inline)) void island_rows(const uint8_t* in, void* out, const FloatIsland& p, const float* real, int64_t begin,
                                                        int64_t end) {
   const int64_t OC = p.OC, M = p.depth_multiplier;
