@@ -2,6 +2,7 @@
 // (quant/runtime/stage_kind.h). Its training side is layers/simple_layers.cpp.
 #include <algorithm>
 #include <limits>
+#include <string_view>
 
 #include "io/record_keys.h"
 #include "quant/runtime/byte_kernels.h"
@@ -41,8 +42,9 @@ class PoolStage final : public StageOp {
     x = std::move(y);
   }
 
-  // Windows that tile the input run on qnet's kernels (u8::max_pool_tiled, f32::max_pool_tiled
-  // on nhwc or blocked floats, docs/runtime.md); other windows and layouts on oneDNN's.
+  // Windows that tile the input run on qnet's kernels (u8::max_pool_tiled; f32::max_pool_tiled on
+  // nhwc or blocked floats where oneDNN's f32 pooling is not an AVX-512 kernel, docs/runtime.md);
+  // other windows and layouts on oneDNN's. Either gives the same floats: a max is exact.
   int lower(PlanBuilder& b, int cur, const Stage& st, const Stage*, bool&) const override {
     const bool tiles = g.SH == g.KH && g.SW == g.KW && g.pad_top == 0 && g.pad_left == 0 && g.pad_bottom == 0 && g.pad_right == 0;
     const dt type = b.desc(cur).data_type();
@@ -51,16 +53,18 @@ class PoolStage final : public StageOp {
       cur = b.as_nhwc_u8(cur);
       return tiled<uint8_t>(b, cur, st, tag::nhwc, N, b.desc(cur).dims()[1], u8::max_pool_tiled);
     }
-    if (type == dt::f32 && tiles) {  // nhwc, or blocked by 8 or 16 channels: images of `block` channels
-      const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}
-      for (const auto& [layout, block] : {std::pair{tag::nhwc, int64_t{0}}, {tag::aBcd8b, int64_t{8}}, {tag::aBcd16b, int64_t{16}}})
-        if (b.desc(cur) == memory::desc(in, dt::f32, layout))
-          return tiled<float>(b, cur, st, layout, block ? N * ((in[1] + block - 1) / block) : N, block ? block : in[1], f32::max_pool_tiled);
-    }
     dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::pooling_max, b.desc(cur),
                                   memory::desc({N, st.C, st.H, st.W}, type, tag::any), {g.SH, g.SW}, {g.KH, g.KW}, {g.pad_top, g.pad_left},
                                   {g.pad_bottom, g.pad_right});
     dnnl::pooling_forward::primitive_desc pd(d, PlanBuilder::plain_attributes(), b.eng);
+    // oneDNN 2.6's f32 pooling is 2 - 3x faster than qnet's SSE kernel where it runs on AVX-512
+    // (jit:avx512_core, Zen 5) and 3.5 - 6x slower on AVX2 (jit:avx2, Zen 3): measured, docs/runtime.md.
+    if (type == dt::f32 && tiles && std::string_view(pd.impl_info_str()).rfind("jit:avx512", 0) != 0) {
+      const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}; nhwc, or blocked: images of `block` channels
+      for (const auto& [layout, block] : {std::pair{tag::nhwc, int64_t{0}}, {tag::aBcd8b, int64_t{8}}, {tag::aBcd16b, int64_t{16}}})
+        if (b.desc(cur) == memory::desc(in, dt::f32, layout))
+          return tiled<float>(b, cur, st, layout, block ? N * ((in[1] + block - 1) / block) : N, block ? block : in[1], f32::max_pool_tiled);
+    }
     const int out = b.add(pd.dst_desc());
     b.step(pd, "pool", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}});
     return out;
