@@ -64,11 +64,15 @@ TEST_CASE("the runtime's byte kernels equal their plain references", "[quant]") 
           same_bytes(N * w.OH * w.OW * C, [&](uint8_t* out, bool ref) {
             (ref ? u8::reference::avg_pool : u8::avg_pool)(img.data(), out, N, H, W, C, w, q);
           });
-      const int phases = 4;
-      const std::vector<uint8_t> grouped = random_bytes(N * 5 * 4 * phases * C + 16, rng);  // +16: the vector kernels' slack
-      same_bytes(N * 5 * 4 * C, [&](uint8_t* out, bool ref) {
-        (ref ? u8::reference::max_of_phases : u8::max_of_phases)(grouped.data(), out, N * 5, 4, C, phases);
-      });
+      // The pooling of a window matmul's output: 2x2 (compiled for 4 phases) and 3x2 windows, rows
+      // of 4 and 13 columns. No slack past the input: the kernel reads rows in place (ASan).
+      for (int phases : {4, 6})
+        for (int64_t cols : {4, 13}) {
+          const std::vector<uint8_t> grouped = random_bytes(N * 5 * cols * phases * C, rng);
+          same_bytes(N * 5 * cols * C, [&](uint8_t* out, bool ref) {
+            (ref ? u8::reference::max_of_phases : u8::max_of_phases)(grouped.data(), out, N * 5, cols, C, phases);
+          });
+        }
     }
     // Blocks of a 1-channel image for a 3x3 conv and a 2x2 pool (4x4: the 16-byte path) and for a
     // 3x3 conv and a 3x2 pool (5x4), once and twice (the split-weights path).
