@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "core/parallel.h"
+
 namespace qnet {
 
 ImageSet::ImageSet(std::shared_ptr<const std::vector<uint8_t>> pixels, std::shared_ptr<const std::vector<int32_t>> labels,
@@ -38,6 +40,7 @@ std::vector<int64_t> ImageSet::indices() const {
 Batch ImageSet::batch(std::span<const int64_t> idx) const {
   const int64_t n = static_cast<int64_t>(idx.size()), pixels = image_bytes();
   Batch b{Tensor({n, height_, width_, channels_}), std::vector<int32_t>(n)};
+#pragma omp parallel for if (parallel : n * pixels > kMinParallelElements / 4)
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* src = image(idx[i]);
     float* dst = b.x.data() + i * pixels;
