@@ -63,7 +63,8 @@ class PoolStage final : public StageOp {
       const memory::dims in = b.desc(cur).dims();  // {N, C, H, W}; nhwc, or blocked: images of `block` channels
       for (const auto& [layout, block] : {std::pair{tag::nhwc, int64_t{0}}, {tag::aBcd8b, int64_t{8}}, {tag::aBcd16b, int64_t{16}}})
         if (b.desc(cur) == memory::desc(in, dt::f32, layout))
-          return tiled<float>(b, cur, st, layout, block ? N * ((in[1] + block - 1) / block) : N, block ? block : in[1], f32::max_pool_tiled);
+          return tiled<float>(b, cur, st, layout, block ? N * ((in[1] + block - 1) / block) : N, block ? block : in[1],
+                              f32::max_pool_tiled);
     }
     const int out = b.add(pd.dst_desc());
     b.step(pd, "pool", {{DNNL_ARG_SRC, cur}, {DNNL_ARG_DST, out}});
