@@ -25,7 +25,7 @@ for round in $(seq "$rounds"); do
     esac
     for mode in float qat; do
       qat=() ck=()
-      [[ $mode == qat ]] && qat=(--qat) ck=(--checkpoint c.qbin)
+      [[ $mode == qat ]] && qat=(--qat) ck=(--checkpoint ck.qbin)  # apart from every -o below
       rm -f a.json b.json c.json p2.log
       "$bin/train" "${args[@]}" "${qat[@]}" --threads 2 -o a.qbin "${ck[@]}" --metrics a.json >/dev/null 2>&1
       mpirun -np 2 "$bin/train" "${args[@]}" "${qat[@]}" --threads 1 -o b.qbin "${ck[@]}" --metrics b.json >p2.log 2>&1
