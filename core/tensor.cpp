@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <unordered_map>
 #include <new>
 #include <stdexcept>
@@ -14,51 +13,73 @@ namespace qnet {
 namespace {
 constexpr std::align_val_t kAlignment{64};
 
-// Training allocates and frees the same few buffer sizes every step. Freed buffers wait
-// here for reuse (up to kPoolBytes), so a step does not go back to the kernel for fresh,
-// zeroed pages each time. Never destroyed: tensors may be freed during static destruction.
+// Training allocates and frees the same few buffer sizes every step. Freed buffers wait here for
+// reuse (up to kPoolBytes per thread), so a step does not go back to the kernel for fresh, zeroed
+// pages each time. One pool per thread, without a lock: a buffer goes back to the pool of the
+// thread that frees it, and is next used by that thread, whose cache holds it (one pool for all
+// threads handed each thread buffers the other had just written, and took a lock per tensor).
 class BufferPool {
  public:
   static constexpr size_t kPoolBytes = size_t{256} << 20;
+  BufferPool() = default;
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+  ~BufferPool();
   float* get(size_t floats) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(floats);
-      if (it != free_.end() && !it->second.empty()) {
-        float* p = it->second.back();
-        it->second.pop_back();
-        bytes_ -= floats * sizeof(float);
-        return p;
-      }
+    auto it = free_.find(floats);
+    if (it != free_.end() && !it->second.empty()) {
+      float* p = it->second.back();
+      it->second.pop_back();
+      bytes_ -= floats * sizeof(float);
+      return p;
     }
     return static_cast<float*>(::operator new[](floats * sizeof(float), kAlignment));
   }
   void put(float* p, size_t floats) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (bytes_ + floats * sizeof(float) <= kPoolBytes) {
-        free_[floats].push_back(p);
-        bytes_ += floats * sizeof(float);
-        return;
-      }
+    if (bytes_ + floats * sizeof(float) <= kPoolBytes) {
+      free_[floats].push_back(p);
+      bytes_ += floats * sizeof(float);
+      return;
     }
     ::operator delete[](p, kAlignment);
   }
 
  private:
-  std::mutex mutex_;
   std::unordered_map<size_t, std::vector<float*>> free_;
   size_t bytes_ = 0;
 };
 
-BufferPool& pool() {
-  static BufferPool* p = new BufferPool();
-  return *p;
+// Set when this thread's pool is gone (its thread-local objects destroyed at thread exit, or at
+// the end of main): tensors freed after that, during static destruction, go straight back.
+thread_local bool t_pool_gone = false;
+
+BufferPool::~BufferPool() {
+  t_pool_gone = true;
+  for (auto& [floats, buffers] : free_)
+    for (float* p : buffers) ::operator delete[](p, kAlignment);
+}
+
+BufferPool* pool() {
+  if (t_pool_gone) return nullptr;
+  thread_local BufferPool p;
+  return &p;
+}
+
+float* get_buffer(size_t floats) {
+  BufferPool* p = pool();
+  return p ? p->get(floats) : static_cast<float*>(::operator new[](floats * sizeof(float), kAlignment));
+}
+
+void put_buffer(float* q, size_t floats) {
+  if (BufferPool* p = pool())
+    p->put(q, floats);
+  else
+    ::operator delete[](q, kAlignment);
 }
 
 std::shared_ptr<float[]> allocate(int64_t n) {
   const size_t floats = static_cast<size_t>(std::max<int64_t>(n, 1));
-  return std::shared_ptr<float[]>(pool().get(floats), [floats](float* q) { pool().put(q, floats); });
+  return std::shared_ptr<float[]>(get_buffer(floats), [floats](float* q) { put_buffer(q, floats); });
 }
 }  // namespace
 
