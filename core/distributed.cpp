@@ -4,6 +4,8 @@
 #include <stdexcept>
 
 #include "core/kernels.h"
+#include "core/parallel_for.h"
+#include "core/tensor.h"
 
 namespace qnet {
 
@@ -39,12 +41,11 @@ void sum_chunks_across_ranks(int64_t width, const std::function<void(int64_t, in
   std::vector<int64_t> chunks(ranks);
   for (int r = 0; r < ranks; ++r) chunks[r] = chunks_of(shard_of(step->shard.global, r, ranks).count);
   const int64_t local_chunks = chunks_of(step->shard.count);
-  std::vector<float> local(local_chunks * width);
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t c = 0; c < local_chunks; ++c) {
+  Tensor local({local_chunks * width});  // every chunk's partial sums, all written below
+  parallel_for_dynamic(local_chunks, true, [&](int64_t c) {
     const int64_t first = c * kReductionChunk;
     partial(first, std::min(kReductionChunk, step->shard.count - first), local.data() + c * width);
-  }
+  });
   step->comm->ordered_sum(local.data(), chunks, width, out);
 }
 

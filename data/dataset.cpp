@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "core/parallel.h"
+#include "core/parallel_for.h"
 
 namespace qnet {
 
@@ -40,13 +41,14 @@ std::vector<int64_t> ImageSet::indices() const {
 Batch ImageSet::batch(std::span<const int64_t> idx) const {
   const int64_t n = static_cast<int64_t>(idx.size()), pixels = image_bytes();
   Batch b{Tensor({n, height_, width_, channels_}), std::vector<int32_t>(n)};
-#pragma omp parallel for if (parallel : n * pixels > kMinParallelElements / 4)
-  for (int64_t i = 0; i < n; ++i) {
+  float* const x = b.x.data();
+  int32_t* const labels = b.labels.data();
+  parallel_for_static(n, n * pixels > kMinParallelElements / 4, [=, this](int64_t i) {
     const uint8_t* src = image(idx[i]);
-    float* dst = b.x.data() + i * pixels;
+    float* dst = x + i * pixels;
     for (int64_t p = 0; p < pixels; ++p) dst[p] = static_cast<float>(src[p]) / 255.f;
-    b.labels[i] = label(idx[i]);
-  }
+    labels[i] = label(idx[i]);
+  });
   return b;
 }
 

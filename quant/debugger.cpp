@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "core/autograd.h"
+#include "core/parallel_for.h"
 #include "layers/container.h"
 #include "layers/layer_kind.h"
 #include "optim/trainer.h"
@@ -273,8 +274,7 @@ Inspection inspect(Sequential& float_model, Sequential& qat_model, const ImageSe
     correct_float += count_correct(f.back(), batch.labels);
     correct_fq += count_correct(fq.back(), batch.labels);
     std::vector<std::vector<std::vector<float>>> traces(static_cast<size_t>(n));
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < n; ++i) traces[static_cast<size_t>(i)] = reference_trace(m, images.image(begin + i));
+    parallel_for_dynamic(n, true, [&](int64_t i) { traces[static_cast<size_t>(i)] = reference_trace(m, images.image(begin + i)); });
     for (int64_t i = 0; i < n; ++i) {
       const std::vector<float>& logits = traces[static_cast<size_t>(i)].back();
       std::copy(logits.begin(), logits.end(), reference_logits.begin() + (begin + i) * classes);

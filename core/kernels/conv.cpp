@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/kernels.h"
+#include "core/parallel_for.h"
 #include "core/simd.h"
 
 namespace qnet::QNET_ISA_NS {
@@ -84,12 +85,12 @@ const float* framed_input(ConvShape& s, const float* x, std::vector<float>& fram
   if (s.PT == 0 && s.PL == 0 && FH <= s.H && FW <= s.W) return x;
   frame.assign(static_cast<size_t>(s.N * FH * FW * s.IC), 0.f);
   const int64_t rows = std::min(s.H, FH - s.PT), cols = std::min(s.W, FW - s.PL);
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t r = 0; r < s.N * rows; ++r) {
+  float* const framed = frame.data();
+  parallel_for_dynamic(s.N * rows, true, [=](int64_t r) {
     const int64_t n = r / rows, h = r % rows;
     const float* src = x + (n * s.H + h) * s.W * s.IC;
-    std::copy(src, src + cols * s.IC, frame.data() + ((n * FH + h + s.PT) * FW + s.PL) * s.IC);
-  }
+    std::copy(src, src + cols * s.IC, framed + ((n * FH + h + s.PT) * FW + s.PL) * s.IC);
+  });
   s.H = FH, s.W = FW, s.PT = s.PL = 0;
   return frame.data();
 }
@@ -158,8 +159,7 @@ void conv_forward_t(const ConvShape& shape, const float* input, const float* w, 
   VecBuffer wb(s.KH * s.KW * s.IC * blocks);
   block_kernel(s, w, wb.data());
   const vf* wbp = wb.data();
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t n = 0; n < s.N; ++n)
+  parallel_for_dynamic(s.N, true, [=](int64_t n) {
     for (int64_t p0 = 0; p0 < pixels; p0 += kTilePixels) {
       const int count = static_cast<int>(min_i(kTilePixels, pixels - p0));
       const float* in[kTilePixels];
@@ -171,6 +171,7 @@ void conv_forward_t(const ConvShape& shape, const float* input, const float* w, 
       }
       conv_tile_pixels<T>(count, s, in, out, wbp, blocks, bias);
     }
+  });
 }
 
 // partial[c * width + i] for chunks c = 0..chunks-1 summed into partial[i], in chunk order.
@@ -245,14 +246,15 @@ void conv_backward_weights_t(const ConvShape& shape, const float* input, const f
   const float* x = kFixedK == 0 ? framed_input(s, input, frame) : input;
   std::vector<int64_t> tap_offset(K);  // tap k = (kh, kw, ic): its offset in the (framed) input
   for (int64_t k = 0; k < K; ++k) tap_offset[k] = (k / (s.KW * s.IC) * s.W + k / s.IC % s.KW) * s.IC + k % s.IC;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+  vf* const parts = partial.data();
+  const int64_t* const taps = tap_offset.data();
+  parallel_for_dynamic(chunks, true, [=](int64_t chunk) {
     const int64_t n_begin = chunk * kReductionChunk, n_end = min_i(s.N, (chunk + 1) * kReductionChunk);
-    vf* part = partial.data() + chunk * width;
+    vf* part = parts + chunk * width;
     if constexpr (kFixedK == 0) {
       int64_t k0 = 0;
-      for (; k0 + kTileTaps <= K; k0 += kTileTaps) weight_gradient_tiles<kTileTaps>(s, x, dy, n_begin, n_end, k0, blocks, tap_offset.data(), part);
-      for (; k0 < K; ++k0) weight_gradient_tiles<1>(s, x, dy, n_begin, n_end, k0, blocks, tap_offset.data(), part);
+      for (; k0 + kTileTaps <= K; k0 += kTileTaps) weight_gradient_tiles<kTileTaps>(s, x, dy, n_begin, n_end, k0, blocks, taps, part);
+      for (; k0 < K; ++k0) weight_gradient_tiles<1>(s, x, dy, n_begin, n_end, k0, blocks, taps, part);
       for (int64_t b = 0; b < blocks; ++b) {  // the bias: the sum of dy
         vf sum = {};
         for (int64_t p = n_begin * s.OH * s.OW; p < n_end * s.OH * s.OW; ++p) sum += load(dy + p * s.OC + b * kLanes, lanes_in_block(s.OC, b));
@@ -272,7 +274,7 @@ void conv_backward_weights_t(const ConvShape& shape, const float* input, const f
         for (int64_t k = 0; k <= K; ++k) part[b * (K + 1) + k] = a[k];
       }
     }
-  }
+  });
   add_chunks_in_order(partial.data(), chunks, width);
   for (int64_t b = 0; b < blocks; ++b) {
     const int lanes = lanes_in_block(s.OC, b);
@@ -321,18 +323,18 @@ void strided_backward_input(const ConvShape& s, const float* w, const float* dy,
         // dy framed so that output (i, j) reads rows i .. i + KH - 1 and columns j .. j + KW - 1.
         const int64_t top = (a + s.PT - th[0]) / s.SH, left = (b + s.PL - tw[0]) / s.SW, FH = HP + KH - 1, FW = WP + KW - 1;
         std::vector<float> frame(static_cast<size_t>(s.N * FH * FW * s.OC), 0.f);
-#pragma omp parallel for schedule(dynamic)
-        for (int64_t r = 0; r < s.N * FH; ++r) {
+        float* const framed = frame.data();
+        parallel_for_dynamic(s.N * FH, true, [=](int64_t r) {
           const int64_t n = r / FH, oh = top + r % FH;
-          if (oh < 0 || oh >= s.OH) continue;
+          if (oh < 0 || oh >= s.OH) return;
           for (int64_t j = 0; j < FW; ++j) {
             const int64_t ow = left + j;
             if (ow < 0 || ow >= s.OW) continue;
             const float* src = dy + ((n * s.OH + oh) * s.OW + ow) * s.OC;
-            float* dst = frame.data() + (r * FW + j) * s.OC;
+            float* dst = framed + (r * FW + j) * s.OC;
             for (int64_t c = 0; c < s.OC; ++c) dst[c] = src[c];
           }
-        }
+        });
         std::vector<float> wt(static_cast<size_t>(KH * KW * s.OC * s.IC));
         for (int t = 0; t < KH; ++t)
           for (int u = 0; u < KW; ++u)
@@ -341,15 +343,15 @@ void strided_backward_input(const ConvShape& s, const float* w, const float* dy,
         const ConvShape t{s.N, FH, FW, s.OC, KH, KW, s.IC, HP, WP, 1, 1, 0, 0};
         conv_forward_t<Taps<0, 0, 0>>(t, frame.data(), wt.data(), nullptr, out.data());
       }
-#pragma omp parallel for schedule(dynamic)
-      for (int64_t r = 0; r < s.N * HP; ++r) {
+      const float* const phase = out.data();
+      parallel_for_dynamic(s.N * HP, true, [=](int64_t r) {
         const int64_t n = r / HP, ih = a + s.SH * (r % HP);
         for (int64_t j = 0; j < WP; ++j) {
-          const float* src = out.data() + (r * WP + j) * s.IC;
+          const float* src = phase + (r * WP + j) * s.IC;
           float* dst = dx + ((n * s.H + ih) * s.W + b + s.SW * j) * s.IC;
           for (int64_t c = 0; c < s.IC; ++c) dst[c] = src[c];
         }
-      }
+      });
     }
 }
 
@@ -375,8 +377,7 @@ void conv_backward_input(const ConvShape& s, const float* w, const float* dy, fl
     return;
   }
   if (s.IC >= 4) return strided_backward_input(s, w, dy, dx);
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t n = 0; n < s.N; ++n) {
+  parallel_for_dynamic(s.N, true, [=](int64_t n) {
     float* dxn = dx + n * s.H * s.W * s.IC;
     for (int64_t i = 0; i < s.H * s.W * s.IC; ++i) dxn[i] = 0.f;
     const float* dyn = dy + n * s.OH * s.OW * s.OC;
@@ -399,7 +400,7 @@ void conv_backward_input(const ConvShape& s, const float* w, const float* dy, fl
             }
           }
         }
-  }
+  });
 }
 
 // --- the fused 3x3 conv + 2x2 max-pool ------------------------------------------------------
@@ -417,8 +418,8 @@ void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, con
   block_kernel(s, w, wb.data());
   const vf* wbp = wb.data();
   float lo = __builtin_inff(), hi = -lo;
-#pragma omp parallel for schedule(dynamic) reduction(min : lo) reduction(max : hi)
-  for (int64_t n = 0; n < s.N; ++n)
+  // Image n's outputs; lo and hi take in its smallest and largest (with `range`).
+  const auto image = [=](int64_t n, float& lo, float& hi) {
     for (int64_t b = 0; b < blocks; ++b) {
       const int lanes = lanes_in_block(s.OC, b);
       const vf bias_b = bias ? load(bias + b * kLanes, lanes) : vf{};
@@ -451,6 +452,13 @@ void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, con
         }
       for (int l = 0; l < lanes; ++l) lo = min_f(lo, block_lo[l]), hi = max_f(hi, block_hi[l]);
     }
+  };
+  if (go_parallel(s.N, true)) {
+#pragma omp parallel for schedule(dynamic) reduction(min : lo) reduction(max : hi)
+    for (int64_t n = 0; n < s.N; ++n) image(n, lo, hi);
+  } else {
+    for (int64_t n = 0; n < s.N; ++n) image(n, lo, hi);
+  }
   if (range) range[0] = lo, range[1] = hi;
 }
 
@@ -463,8 +471,8 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
   const int64_t PH = s.OH / 2, PW = s.OW / 2, blocks = (s.OC + kLanes - 1) / kLanes, width = 10 * blocks;
   const int64_t chunks = (s.N + kReductionChunk - 1) / kReductionChunk;
   VecBuffer partial(chunks * width);  // per chunk and block: 9 taps and the bias
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+  vf* const parts = partial.data();
+  parallel_for_dynamic(chunks, true, [=](int64_t chunk) {
     for (int64_t b = 0; b < blocks; ++b) {
       const int lanes = lanes_in_block(s.OC, b);
       vf acc[10] = {};
@@ -487,8 +495,9 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
             }
             acc[9] += g;
           }
-      for (int k = 0; k < 10; ++k) partial[chunk * width + b * 10 + k] = acc[k];
+      for (int k = 0; k < 10; ++k) parts[chunk * width + b * 10 + k] = acc[k];
     }
+  });
   add_chunks_in_order(partial.data(), chunks, width);
   for (int64_t b = 0; b < blocks; ++b) {
     const int lanes = lanes_in_block(s.OC, b);

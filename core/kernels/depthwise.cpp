@@ -6,6 +6,7 @@
 // (kh, kw) order. Gradients of the weights sum fixed chunks of kReductionChunk images in chunk
 // order (thread-count independent); the input gradient of each image is written by one thread.
 #include "core/kernels.h"
+#include "core/parallel_for.h"
 #include "core/simd.h"
 
 namespace qnet::QNET_ISA_NS {
@@ -28,8 +29,7 @@ constexpr int kPixels = 4;
 
 void depthwise_forward(const PoolShape& s, const float* x, const float* w, const float* bias, float* y) {
   const int64_t blocks = (s.C + kLanes - 1) / kLanes;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t row = 0; row < s.N * s.OH; ++row) {
+  parallel_for_dynamic(s.N * s.OH, true, [=](int64_t row) {
     const int64_t n = row / s.OH, oh = row % s.OH;
     const float* xn = x + n * s.H * s.W * s.C;
     float* yr = y + row * s.OW * s.C;
@@ -61,15 +61,14 @@ void depthwise_forward(const PoolShape& s, const float* x, const float* w, const
         ++ow;
       }
     }
-  }
+  });
 }
 
 // dx[n, ih, iw, c] = the sum over the outputs whose window holds (ih, iw) of dy * w[tap][c],
 // added output by output in row-major order.
 void depthwise_backward_input(const PoolShape& s, const float* w, const float* dy, float* dx) {
   const int64_t blocks = (s.C + kLanes - 1) / kLanes;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t n = 0; n < s.N; ++n) {
+  parallel_for_dynamic(s.N, true, [=](int64_t n) {
     float* dxn = dx + n * s.H * s.W * s.C;
     for (int64_t i = 0; i < s.H * s.W * s.C; ++i) dxn[i] = 0.f;
     for (int64_t oh = 0; oh < s.OH; ++oh)
@@ -87,7 +86,7 @@ void depthwise_backward_input(const PoolShape& s, const float* w, const float* d
             }
         }
       }
-  }
+  });
 }
 
 // dw[kh][kw][c] = sum over outputs of x[tap pixel][c] * dy[c]; db[c] = sum of dy[c]: per chunk of
@@ -96,9 +95,9 @@ void depthwise_backward_weights(const PoolShape& s, const float* x, const float*
   const int64_t blocks = (s.C + kLanes - 1) / kLanes, taps = s.KH * s.KW, width = (taps + 1) * blocks;
   const int64_t chunks = (s.N + kReductionChunk - 1) / kReductionChunk;
   VecBuffer partial(chunks * width);  // per chunk: [taps + 1 (bias)][blocks]
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    vf* part = partial.data() + chunk * width;
+  vf* const parts = partial.data();
+  parallel_for_dynamic(chunks, true, [=](int64_t chunk) {
+    vf* part = parts + chunk * width;
     for (int64_t n = chunk * kReductionChunk; n < min_i(s.N, (chunk + 1) * kReductionChunk); ++n)
       for (int64_t oh = 0; oh < s.OH; ++oh)
         for (int64_t ow = 0; ow < s.OW; ++ow) {
@@ -115,7 +114,7 @@ void depthwise_backward_weights(const PoolShape& s, const float* x, const float*
                 part[(kh * s.KW + kw) * blocks + b] += load(xn + ((t.ih0 + kh) * s.W + t.iw0 + kw) * s.C + c, lanes) * gv;
           }
         }
-  }
+  });
   for (int64_t chunk = 1; chunk < chunks; ++chunk)
     for (int64_t i = 0; i < width; ++i) partial[i] += partial[chunk * width + i];
   for (int64_t k = 0; k < taps; ++k)

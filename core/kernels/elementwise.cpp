@@ -1,33 +1,40 @@
 // Elementwise kernels: ReLU, fake quantization (eq. 7, 8), min/max for observers, Adam.
 //
-// Loops go parallel above kMinParallelElements, written `if (parallel : ...)` so the simd part
-// stays on below it (core/parallel.h). Masks use & on bools, not &&: a short-circuit becomes a
-// branch per element, which kept these loops scalar (measured 20x slower than relu's backward).
+// Loops go parallel above kMinParallelElements, vectorised either way (core/parallel_for.h).
+// Masks use & on bools, not &&: a short-circuit becomes a branch per element, which kept these
+// loops scalar (measured 20x slower than relu's backward).
 #include "core/kernels.h"
 #include "core/parallel.h"
+#include "core/parallel_for.h"
 #include "core/simd.h"
 
 namespace qnet::QNET_ISA_NS {
 
 void relu_forward(int64_t n, const float* x, float* y) {
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
+  parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
+  });
 }
 
 void relu_backward(int64_t n, const float* y, const float* gy, float* gx) {
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) gx[i] = y[i] > 0.f ? gy[i] : 0.f;
+  parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) gx[i] = y[i] > 0.f ? gy[i] : 0.f;
+  });
 }
 
 // Same as dequantize(quantize(x)) (z is an integer), in one vectorisable line (eq. 7).
 void fake_quant_forward(int64_t n, int64_t C, const float* x, const float* scale, const float* lo, const float* hi, float* y) {
   if (C == 1) {
     const float s = scale[0], l = lo[0], h = hi[0];
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-    for (int64_t i = 0; i < n; ++i) {
-      const float q = __builtin_nearbyintf(x[i] / s);
-      y[i] = (q < l ? l : (q > h ? h : q)) * s;
-    }
+    parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) {
+        const float q = __builtin_nearbyintf(x[i] / s);
+        y[i] = (q < l ? l : (q > h ? h : q)) * s;
+      }
+    });
     return;
   }
   for (int64_t r = 0; r < n / C; ++r)  // per channel of the last axis, vectorised over channels
@@ -42,8 +49,10 @@ void fake_quant_backward(int64_t n, int64_t C, const float* x, const float* real
                          float* gx) {
   if (C == 1) {
     const float lo = real_lo[0], hi = real_hi[0];
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-    for (int64_t i = 0; i < n; ++i) gx[i] = ((x[i] >= lo) & (x[i] <= hi)) ? gy[i] : 0.f;  // eq. 8
+    parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) gx[i] = ((x[i] >= lo) & (x[i] <= hi)) ? gy[i] : 0.f;  // eq. 8
+    });
     return;
   }
   for (int64_t r = 0; r < n / C; ++r)
@@ -55,33 +64,44 @@ void fake_quant_backward(int64_t n, int64_t C, const float* x, const float* real
 }
 
 void relu_fake_quant_forward(int64_t n, const float* x, float scale, float hi, float* y) {
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) {
-    const float q = __builtin_nearbyintf((x[i] > 0.f ? x[i] : 0.f) / scale);  // eq. 7 on relu(x)
-    y[i] = (q > hi ? hi : q) * scale;
-  }
+  parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const float q = __builtin_nearbyintf((x[i] > 0.f ? x[i] : 0.f) / scale);  // eq. 7 on relu(x)
+      y[i] = (q > hi ? hi : q) * scale;
+    }
+  });
 }
 
 void relu_fake_quant_backward(int64_t n, const float* x, float real_hi, const float* gy, float* gx) {
-#pragma omp parallel for simd schedule(static) if (parallel : n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) gx[i] = ((x[i] > 0.f) & (x[i] <= real_hi)) ? gy[i] : 0.f;  // relu' x eq. 8
+  parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) gx[i] = ((x[i] > 0.f) & (x[i] <= real_hi)) ? gy[i] : 0.f;  // relu' x eq. 8
+  });
 }
 
 void min_max(int64_t n, const float* x, float* lo_out, float* hi_out) {
   float lo = x[0], hi = x[0];
-#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static) if (parallel : n > kMinParallelElements)
-  for (int64_t i = 0; i < n; ++i) lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
+  if (go_parallel(n, n > kMinParallelElements)) {
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) schedule(static)
+    for (int64_t i = 0; i < n; ++i) lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
+  } else {
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+    for (int64_t i = 0; i < n; ++i) lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
+  }
   *lo_out = lo, *hi_out = hi;
 }
 
 void adam_update(int64_t n, float a, float b1, float b2, float eps, float* __restrict w, const float* __restrict g,
                  float* __restrict m, float* __restrict v) {
-#pragma omp parallel for simd schedule(static) if (parallel : n > 4096)
-  for (int64_t k = 0; k < n; ++k) {
-    m[k] = b1 * m[k] + (1.f - b1) * g[k];
-    v[k] = b2 * v[k] + (1.f - b2) * g[k] * g[k];
-    w[k] -= a * m[k] / (__builtin_sqrtf(v[k]) + eps);
-  }
+  parallel_for_ranges(n, n > 4096, [=](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t k = begin; k < end; ++k) {
+      m[k] = b1 * m[k] + (1.f - b1) * g[k];
+      v[k] = b2 * v[k] + (1.f - b2) * g[k] * g[k];
+      w[k] -= a * m[k] / (__builtin_sqrtf(v[k]) + eps);
+    }
+  });
 }
 
 }  // namespace qnet::QNET_ISA_NS

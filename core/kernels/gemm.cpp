@@ -7,6 +7,7 @@
 // dimension in a fixed order, so the result is the same on any thread count.
 #include "core/kernels.h"
 #include "core/kernels/products.h"
+#include "core/parallel_for.h"
 #include "core/simd.h"
 
 namespace qnet::QNET_ISA_NS {
@@ -22,8 +23,7 @@ void for_row_range(int64_t rows, bool parallel, F&& f) {
   int64_t block = (rows / 16 + 7) / 8 * 8;
   if (block < 8) block = 8;
   const int64_t blocks = (rows + block - 1) / block;
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t i = 0; i < blocks; ++i) f(i * block, min_i(rows, (i + 1) * block));
+  parallel_for_dynamic(blocks, true, [&](int64_t i) { f(i * block, min_i(rows, (i + 1) * block)); });
 }
 
 constexpr int64_t kParallelWork = 1 << 16;  // multiply-adds below which one thread is faster

@@ -4,6 +4,7 @@
 // by the number of window taps inside the input (TensorFlow's "same" padding leaves the padding
 // out of the count).
 #include "core/kernels.h"
+#include "core/parallel_for.h"
 #include "core/simd.h"
 
 namespace qnet::QNET_ISA_NS {
@@ -27,11 +28,11 @@ inline void for_each_window_tap(const PoolShape& s, int64_t n, int64_t oh, int64
 // threads (windows never cross images, so the backward's adds never race).
 template <typename F>
 inline void for_each_output_block(const PoolShape& s, F&& f) {
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t n = 0; n < s.N; ++n)
+  parallel_for_dynamic(s.N, true, [&](int64_t n) {
     for (int64_t oh = 0; oh < s.OH; ++oh)
       for (int64_t ow = 0; ow < s.OW; ++ow)
         for (int64_t c = 0; c < s.C; c += kLanes) f(n, oh, ow, c, static_cast<int>(min_i(kLanes, s.C - c)));
+  });
 }
 
 }  // namespace

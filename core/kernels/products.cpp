@@ -33,6 +33,7 @@
 #include <Eigen/Core>
 
 #include "core/kernels/products.h"
+#include "core/parallel_for.h"
 
 namespace qnet::QNET_ISA_NS {
 
@@ -64,8 +65,7 @@ int64_t block_rows(int64_t inner, int64_t cols) {
 template <typename F>
 void for_row_blocks(int64_t rows, int64_t block, F&& f) {
   const int64_t blocks = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) if (blocks > 1)
-  for (int64_t i = 0; i < blocks; ++i) f(i * block, std::min(block, rows - i * block));
+  parallel_for_static(blocks, blocks > 1, [&](int64_t i) { f(i * block, std::min(block, rows - i * block)); });
 }
 
 }  // namespace
