@@ -28,6 +28,13 @@ BatchNormalization::BatchNormalization(const BatchNormOptions& o) : options_(o) 
   moving_ = {Tensor::zeros({o.channels}), Tensor::full({o.channels}, 1.f), o.momentum};
 }
 
+std::unique_ptr<Module> BatchNormalization::clone() const {
+  auto copy = std::make_unique<BatchNormalization>(*this);
+  copy->gamma_ = deep_copy(gamma_), copy->beta_ = deep_copy(beta_);
+  copy->moving_.mean = moving_.mean.clone(), copy->moving_.var = moving_.var.clone();
+  return copy;
+}
+
 Variable BatchNormalization::forward(const Variable& x) {
   if (training_) return batch_norm_train(x, gamma_, beta_, options_.epsilon, &moving_);
   return batch_norm_fixed(x, gamma_, beta_, moving_.mean, moving_.var, options_.epsilon);

@@ -38,6 +38,12 @@ Shape Conv2D::output_shape(const Shape& in) const {
           axis_geometry(in[1], options_.kernel_w, c.stride_w, c.padding).out, options_.filters};
 }
 
+std::unique_ptr<Module> Conv2D::clone() const {
+  auto copy = std::make_unique<Conv2D>(*this);
+  copy->kernel_ = deep_copy(kernel_), copy->bias_ = deep_copy(bias_);
+  return copy;
+}
+
 std::vector<Variable*> Conv2D::parameters() {
   if (bias_.defined()) return {&kernel_, &bias_};
   return {&kernel_};

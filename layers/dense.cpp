@@ -31,6 +31,12 @@ Shape Dense::output_shape(const Shape& in) const {
   return {options_.units};
 }
 
+std::unique_ptr<Module> Dense::clone() const {
+  auto copy = std::make_unique<Dense>(*this);
+  copy->kernel_ = deep_copy(kernel_), copy->bias_ = deep_copy(bias_);
+  return copy;
+}
+
 std::vector<Variable*> Dense::parameters() {
   if (bias_.defined()) return {&kernel_, &bias_};
   return {&kernel_};

@@ -45,6 +45,12 @@ Shape DepthwiseConv2D::output_shape(const Shape& in) const {
           options_.channels * options_.depth_multiplier};
 }
 
+std::unique_ptr<Module> DepthwiseConv2D::clone() const {
+  auto copy = std::make_unique<DepthwiseConv2D>(*this);
+  copy->kernel_ = deep_copy(kernel_), copy->bias_ = deep_copy(bias_);
+  return copy;
+}
+
 std::vector<Variable*> DepthwiseConv2D::parameters() {
   if (bias_.defined()) return {&kernel_, &bias_};
   return {&kernel_};

@@ -22,6 +22,13 @@ GaussianNoise::GaussianNoise(float stddev, uint64_t seed) : stddev_(stddev), rng
 
 GaussianNoise::~GaussianNoise() = default;
 
+std::unique_ptr<Module> GaussianNoise::clone() const {
+  auto copy = std::make_unique<GaussianNoise>(stddev_, 0);
+  *copy->rng_ = *rng_;  // the same state: the same masks from here on
+  static_cast<Module&>(*copy) = *this;
+  return copy;
+}
+
 Variable GaussianNoise::forward(const Variable& x) {
   if (!training() || stddev_ == 0.f) return x;
   Tensor noise(x.value().shape());

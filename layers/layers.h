@@ -36,6 +36,7 @@ class Conv2D : public Module, public PooledForward, public Recorded {
   Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "Conv2D"; }
+  std::unique_ptr<Module> clone() const override;
   std::vector<Variable*> parameters() override;
   qbin::LayerRecord to_record() const override;
   static std::unique_ptr<Conv2D> from_record(const qbin::LayerRecord& r);
@@ -68,6 +69,7 @@ class DepthwiseConv2D : public Module, public Recorded {
   Variable forward(const Variable& x) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "DepthwiseConv2D"; }
+  std::unique_ptr<Module> clone() const override;
   std::vector<Variable*> parameters() override;
   qbin::LayerRecord to_record() const override;
   static std::unique_ptr<DepthwiseConv2D> from_record(const qbin::LayerRecord& r);
@@ -94,6 +96,7 @@ class Dense : public Module, public Recorded {
   Variable forward(const Variable& x) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "Dense"; }
+  std::unique_ptr<Module> clone() const override;
   std::vector<Variable*> parameters() override;
   qbin::LayerRecord to_record() const override;
   static std::unique_ptr<Dense> from_record(const qbin::LayerRecord& r);
@@ -126,6 +129,7 @@ class BatchNormalization : public Module, public Recorded {
   Variable forward(const Variable& x) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "BatchNormalization"; }
+  std::unique_ptr<Module> clone() const override;
   std::vector<Variable*> parameters() override { return {&gamma_, &beta_}; }
   int64_t non_trainable_count() const override { return 2 * options_.channels; }
   qbin::LayerRecord to_record() const override;
@@ -149,6 +153,7 @@ class MaxPool2D : public Module, public Recorded {
   Variable forward(const Variable& x) override { return max_pool2d(x, options_); }
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "MaxPool2D"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<MaxPool2D>(*this); }
   qbin::LayerRecord to_record() const override;
   static std::unique_ptr<MaxPool2D> from_record(const qbin::LayerRecord& r);
   const Pool2dOptions& options() const { return options_; }
@@ -165,6 +170,7 @@ class AveragePooling2D : public Module, public Recorded {
   Variable forward(const Variable& x) override { return avg_pool2d(x, options_); }
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "AveragePooling2D"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<AveragePooling2D>(*this); }
   qbin::LayerRecord to_record() const override;
   const Pool2dOptions& options() const { return options_; }
 
@@ -178,6 +184,7 @@ class GlobalAveragePooling2D : public Module {
   Variable forward(const Variable& x) override { return global_avg_pool2d(x); }
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "GlobalAveragePooling2D"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<GlobalAveragePooling2D>(*this); }
 };
 
 class Flatten : public Module {
@@ -185,6 +192,7 @@ class Flatten : public Module {
   Variable forward(const Variable& x) override { return flatten(x); }
   Shape output_shape(const Shape& input) const override { return {shape_numel(input)}; }
   std::string type_name() const override { return "Flatten"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<Flatten>(*this); }
 };
 
 // Dropout (training only): in training mode each element is kept with probability 1 - rate and
@@ -198,6 +206,7 @@ class Dropout : public Module, public Recorded {
   Variable forward(const Variable& x) override;
   Shape output_shape(const Shape& input) const override { return input; }
   std::string type_name() const override { return "Dropout"; }
+  std::unique_ptr<Module> clone() const override;
   qbin::LayerRecord to_record() const override;
   static std::unique_ptr<Dropout> from_record(const qbin::LayerRecord& r);
   float rate() const { return rate_; }
@@ -218,6 +227,7 @@ class GaussianNoise : public Module, public Recorded {
   Variable forward(const Variable& x) override;
   Shape output_shape(const Shape& input) const override { return input; }
   std::string type_name() const override { return "GaussianNoise"; }
+  std::unique_ptr<Module> clone() const override;
   qbin::LayerRecord to_record() const override;
   float stddev() const { return stddev_; }
 
@@ -236,6 +246,7 @@ class ZeroPadding2D : public Module, public Recorded {
   Variable forward(const Variable& x) override { return zero_pad2d(x, padding_); }
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "ZeroPadding2D"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<ZeroPadding2D>(*this); }
   qbin::LayerRecord to_record() const override;
   const Pad2dOptions& padding() const { return padding_; }
 
@@ -249,6 +260,7 @@ class ReLU : public Module, public PoolCommutingActivation {
   Variable activate_pooled(const Variable& pooled, const ValueRange&) override { return relu(pooled); }
   Shape output_shape(const Shape& input) const override { return input; }
   std::string type_name() const override { return "ReLU"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<ReLU>(*this); }
 };
 
 }  // namespace qnet

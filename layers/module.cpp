@@ -15,6 +15,8 @@ int64_t Module::parameter_count() {
   return n;
 }
 
+Variable deep_copy(const Variable& v) { return v.defined() ? Variable(v.value().clone(), v.requires_grad()) : Variable(); }
+
 void check_parameters(const char* layer, int64_t count) {
   if (count > kMaxParameters)
     throw std::invalid_argument(fmt::format("{}: {} parameters ({:.1f} GB), more than a model file holds ({} parameters, 1 GiB)", layer,

@@ -8,6 +8,8 @@
 // Shapes passed to output_shape() are per example (no batch axis), as in Keras' summary.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,14 @@ class Module {
   virtual std::string type_name() const = 0;        // "Conv2D", as in Keras' summary
   virtual std::vector<Variable*> parameters() { return {}; }
   virtual void set_training(bool training) { training_ = training; }
+  // A deep copy: its own parameters, statistics, ranges and random state, equal to this one's,
+  // so that it trains to the same bits (optim/trainer.cpp runs one per thread, each on its part of
+  // the batch). Null for a module that cannot copy itself: training then splits each op instead.
+  virtual std::unique_ptr<Module> clone() const { return nullptr; }
+  // Called on a layer's copy once its chain is copied: points the copy at the copies of the layers
+  // the original points at (a QatWeights at its folded BatchNormalization); copy_of maps a layer
+  // of the original chain to its copy.
+  virtual void link_clone(const Module& /*original*/, const std::function<Module*(const Module*)>& /*copy_of*/) {}
   bool training() const { return training_; }
   // What else a layer does, it says through interfaces: its record in model files
   // (layers/layer_record.h) and its part in the conv -> activation -> max-pool fusion
@@ -57,6 +67,9 @@ class Module {
   int quant_bits_ = 0;
   bool keep_float_ = false;
 };
+
+// v's value copied into storage of its own (undefined stays undefined), for clone().
+Variable deep_copy(const Variable& v);
 
 // The most float parameters a model may hold: what a .qbin file holds (1 GiB), less 1 MiB for its
 // records. Layers refuse more before allocating them (check_parameters), specs before building.

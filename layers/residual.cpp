@@ -28,6 +28,14 @@ Residual::Residual(Sequential body, Sequential shortcut) : body_(std::move(body)
                                                                                 a.back(), a[0] != b[0] ? fmt::format(", stride={}", b[0] / a[0]) : "")));
 }
 
+std::unique_ptr<Module> Residual::clone() const {
+  std::unique_ptr<Sequential> body = body_.clone_chain(), shortcut = shortcut_.clone_chain();
+  if (!body || !shortcut) return nullptr;
+  auto copy = std::make_unique<Residual>(std::move(*body), std::move(*shortcut));
+  static_cast<Module&>(*copy) = *this;
+  return copy;
+}
+
 Variable Residual::forward(const Variable& x) { return add(body_.forward(x), shortcut_.forward(x)); }
 
 Shape Residual::output_shape(const Shape& input) const {

@@ -25,6 +25,7 @@ class Residual : public Module, public Container, public Recorded {
   Variable forward(const Variable& x) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "Residual"; }
+  std::unique_ptr<Module> clone() const override;
   std::vector<Variable*> parameters() override;
   void set_training(bool training) override;
   int64_t non_trainable_count() const override;

@@ -102,6 +102,26 @@ void Sequential::transform(size_t i, const std::function<std::unique_ptr<Module>
   layers_[i]->set_name(name);
 }
 
+std::unique_ptr<Sequential> Sequential::clone_chain() const {
+  auto copy = std::make_unique<Sequential>(input_shape_, names_layers_);
+  static_cast<Module&>(*copy) = *this;
+  copy->output_ = output_, copy->shapes_ = shapes_, copy->names_ = names_, copy->next_suffix_ = next_suffix_, copy->fusion_ = fusion_;
+  for (const auto& l : layers_) {
+    std::unique_ptr<Module> c = l->clone();
+    if (!c) return nullptr;
+    copy->layers_.push_back(std::move(c));
+  }
+  const auto copy_of = [&](const Module* original) -> Module* {
+    for (size_t i = 0; i < layers_.size(); ++i)
+      if (layers_[i].get() == original) return copy->layers_[i].get();
+    return nullptr;
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) copy->layers_[i]->link_clone(*layers_[i], copy_of);
+  return copy;
+}
+
+std::unique_ptr<Module> Sequential::clone() const { return clone_chain(); }
+
 Variable Sequential::forward(const Variable& x) {
   const Shape& s = x.shape();
   if (s.size() != input_shape_.size() + 1 || !std::equal(input_shape_.begin(), input_shape_.end(), s.begin() + 1))

@@ -36,6 +36,8 @@ class Sequential : public Module {
   Variable forward(const Variable& x) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "Sequential"; }
+  std::unique_ptr<Module> clone() const override;  // null if a layer cannot copy itself
+  std::unique_ptr<Sequential> clone_chain() const;
   std::vector<Variable*> parameters() override;
   void set_training(bool training) override;
 

@@ -43,6 +43,13 @@ Dropout::Dropout(float rate, uint64_t seed) : rate_(rate), rng_(std::make_unique
 
 Dropout::~Dropout() = default;
 
+std::unique_ptr<Module> Dropout::clone() const {
+  auto copy = std::make_unique<Dropout>(rate_, 0);
+  *copy->rng_ = *rng_;  // the same state: the same masks from here on
+  static_cast<Module&>(*copy) = *this;
+  return copy;
+}
+
 Variable Dropout::forward(const Variable& x) {
   if (!training() || rate_ == 0.f) return x;
   Tensor mask(x.value().shape());

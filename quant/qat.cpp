@@ -43,6 +43,20 @@ void QatWeights::set_bits(int bits) {
   bits_ = bits;
 }
 
+std::unique_ptr<Module> QatWeights::clone() const {
+  std::unique_ptr<Module> inner = layer_->clone();
+  if (!inner) return nullptr;
+  auto copy = std::make_unique<QatWeights>(std::move(inner), bits_);
+  static_cast<Module&>(*copy) = *this;
+  copy->float_ = float_;
+  return copy;
+}
+
+void QatWeights::link_clone(const Module& original, const std::function<Module*(const Module*)>& copy_of) {
+  const QatBatchNorm* bn = dynamic_cast<const QatWeights&>(original).folded_;
+  if (bn) fold(dynamic_cast<QatBatchNorm&>(*copy_of(bn)));
+}
+
 void QatWeights::fold(QatBatchNorm& bn) {
   folded_ = &bn;
   bn.layer_ = this;
@@ -112,6 +126,15 @@ qbin::LayerRecord QatWeights::to_record() const {
 QatBatchNorm::QatBatchNorm(std::unique_ptr<Module> batch_norm) : bn_(std::move(batch_norm)) {
   if (!dynamic_cast<BatchNormalization*>(bn_.get()))
     throw std::invalid_argument(fmt::format("QatBatchNorm: cannot wrap a {} (expected a BatchNormalization)", bn_->type_name()));
+}
+
+std::unique_ptr<Module> QatBatchNorm::clone() const {
+  std::unique_ptr<Module> inner = bn_->clone();
+  if (!inner) return nullptr;
+  auto copy = std::make_unique<QatBatchNorm>(std::move(inner));
+  static_cast<Module&>(*copy) = *this;
+  copy->frozen_ = frozen_;
+  return copy;
 }
 
 void QatBatchNorm::set_training(bool training) {

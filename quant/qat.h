@@ -54,6 +54,8 @@ class QatWeights : public Module, public PooledForward, public Recorded {
   Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) override;
   Shape output_shape(const Shape& input) const override { return layer_->output_shape(input); }
   std::string type_name() const override { return "Qat" + layer_->type_name(); }
+  std::unique_ptr<Module> clone() const override;
+  void link_clone(const Module& original, const std::function<Module*(const Module*)>& copy_of) override;
   std::vector<Variable*> parameters() override { return layer_->parameters(); }
   qbin::LayerRecord to_record() const override;
   int bits() const { return bits_; }
@@ -93,6 +95,7 @@ class QatBatchNorm : public Module, public Recorded {
   Variable forward(const Variable& z) override;
   Shape output_shape(const Shape& input) const override { return bn_->output_shape(input); }
   std::string type_name() const override { return "QatBatchNormalization"; }
+  std::unique_ptr<Module> clone() const override;  // unlinked: its QatWeights' link_clone links it
   std::vector<Variable*> parameters() override { return bn_->parameters(); }
   int64_t non_trainable_count() const override { return bn_->non_trainable_count(); }
   void set_training(bool training) override;
@@ -145,6 +148,7 @@ class QatReLU : public QatObservedActivation, public Recorded {
   Variable forward(const Variable& x) override;
   Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
   std::string type_name() const override { return "QatReLU"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<QatReLU>(*this); }
   qbin::LayerRecord to_record() const override;
 };
 
@@ -156,6 +160,7 @@ class QatQuantize : public QatObservedActivation, public Recorded {
   Variable forward(const Variable& x) override;
   Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
   std::string type_name() const override { return "QatQuantize"; }
+  std::unique_ptr<Module> clone() const override { return std::make_unique<QatQuantize>(*this); }
   qbin::LayerRecord to_record() const override;
 };
 

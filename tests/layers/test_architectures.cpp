@@ -164,3 +164,35 @@ TEST_CASE("a spec of 200,000 layers, as many as 1 MiB of spec holds, builds, sav
   const Sequential back = from_qbin(to_qbin(m));
   CHECK(back.size() == m.size());
 }
+
+// Module::clone, which fit() uses to give each thread a copy to train its chunks on
+// (optim/trainer.cpp): the copy computes the model's outputs, with the same noise and dropout
+// masks, and holds its own parameters, statistics and ranges.
+TEST_CASE("a model's clone computes the same outputs and trains apart from it, float and QAT", "[layers]") {
+  constexpr const char* kSpec =
+      "gaussiannoise(0.2) conv2d(4, 3) batchnorm relu dropout(0.3) residual(conv2d(4, 3, padding=same) batchnorm relu "
+      "depthwiseconv2d(3, padding=same) batchnorm) zeropadding2d(1) averagepooling2d(2) flatten dense(3)";
+  for (bool qat : {false, true}) {
+    INFO((qat ? "QAT" : "float"));
+    Rng rng(2);
+    Sequential model = model_from_spec(kSpec, {8, 8, 1}, rng);
+    if (qat) prepare_qat(model, {.bits = 8, .observer = pytorch_observer()});
+    std::unique_ptr<Module> copy = model.clone();
+    REQUIRE(copy != nullptr);
+    auto& chain = dynamic_cast<Sequential&>(*copy);
+    CHECK(chain.summary() == model.summary());
+    Tensor x({4, 8, 8, 1});
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = rng.uniform(-1.f, 1.f);
+    for (int step = 0; step < 2; ++step) {  // training mode: noise, masks, batch statistics, observed ranges
+      const Tensor a = model.forward(Variable(x)).value(), b = chain.forward(Variable(x)).value();
+      CHECK(a.to_vector() == b.to_vector());
+    }
+    const std::vector<uint8_t> file = qbin::serialize(to_qbin(model));
+    CHECK(qbin::serialize(to_qbin(chain)) == file);  // moving statistics and ranges moved alike
+    for (Variable* p : chain.parameters()) p->value().fill(0.25f);
+    chain.forward(Variable(x));
+    CHECK(qbin::serialize(to_qbin(model)) == file);  // the model's own are untouched
+    model.set_training(false), chain.set_training(false);
+    CHECK(model.forward(Variable(x)).value().to_vector() != chain.forward(Variable(x)).value().to_vector());
+  }
+}
