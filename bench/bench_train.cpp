@@ -78,7 +78,9 @@ int main(int argc, char** argv) {
         ("model", "A model spec or a file holding one (default: the article's model)", cxxopts::value<std::string>()->default_value(""))
         ("batch-size", "Images per step", number_value("32"))
         ("train-images", "Train on the first N images of the training split (0 = all)", number_value("0"))
-        ("mode", "float, qat or both", cxxopts::value<std::string>()->default_value("both"));
+        ("mode", "float, qat or both", cxxopts::value<std::string>()->default_value("both"))
+        ("thread-split", "How the threads share a step: batch (each its images, on a copy of the model) or ops (each op split)",
+         cxxopts::value<std::string>()->default_value("batch"));
     add_threads_option(options);
     const auto args = options.parse(argc, argv);
     const int epochs = static_cast<int>(int_option(args, "epochs", 1, 1000));
@@ -87,6 +89,8 @@ int main(int argc, char** argv) {
     const std::string mode_option = args["mode"].as<std::string>();
     if (mode_option != "both" && mode_option != "float" && mode_option != "qat")
       throw UsageError(fmt::format("--mode '{}' (expected both, float or qat)", mode_option));
+    const std::string split = args["thread-split"].as<std::string>();
+    if (split != "batch" && split != "ops") throw UsageError(fmt::format("--thread-split '{}' (expected batch or ops)", split));
     const std::string spec = spec_option_text(args["model"].as<std::string>());
     use_threads_option(args);
     const ImageData data_set = load_image_data(mnist_dir(args["data-dir"].as<std::string>()));
@@ -118,6 +122,7 @@ int main(int argc, char** argv) {
           FitOptions fo;
           fo.epochs = epochs;
           fo.batch_size = batch_size;
+          fo.threads_split_batch = split == "batch";
           for (const EpochStats& e : fit(model, adam, data.train, data.validation, fo, rng)) {
             fmt::print("repeat {} {} {} epoch {}: {:.3f} s (loss {:.4f}, val_accuracy {:.4f})\n", r + 1, isa_name(paths[path]),
                        mode ? "qat" : "float", e.epoch, e.seconds, e.loss, e.val_accuracy);

@@ -21,12 +21,11 @@ template <typename F>
 void weight_gradient(Tensor& dw, Tensor& db, bool want_b, int64_t N, F&& kernel) {
   if (!sharded_step()) return kernel(0, N, dw.data(), want_b ? db.data() : nullptr);
   const int64_t wn = dw.numel();
-  std::vector<float> sum(wn + db.numel());
+  Tensor sum({wn + db.numel()});
   sum_chunks_across_ranks(
-      static_cast<int64_t>(sum.size()), [&](int64_t first, int64_t images, float* dst) { kernel(first, images, dst, dst + wn); },
-      sum.data());
-  std::copy(sum.begin(), sum.begin() + wn, dw.data());
-  std::copy(sum.begin() + wn, sum.end(), db.data());
+      sum.numel(), [&](int64_t first, int64_t images, float* dst) { kernel(first, images, dst, dst + wn); }, sum.data());
+  std::copy(sum.data(), sum.data() + wn, dw.data());
+  std::copy(sum.data() + wn, sum.data() + sum.numel(), db.data());
 }
 
 // The shape of `images` images of a batch.

@@ -1,13 +1,18 @@
 #include "optim/trainer.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <optional>
+#include <span>
 
 #include <fmt/format.h>
+#include <omp.h>
 
 #include "core/kernels.h"
 #include "core/ops.h"
+#include "core/parallel.h"
+#include "core/thread_team.h"
 #include "layers/container.h"
 #include "layers/sequential.h"
 
@@ -96,6 +101,85 @@ void check_parameters_finite(Module& model, int epoch) {
   }
 }
 
+namespace {
+// The copies of the model the other threads train on in one epoch (FitOptions::threads_split_batch).
+// Their parameters hold the model's values (the same storage: the optimizer's updates reach them)
+// and gradients of their own; statistics, ranges and random state are their own, and move as the
+// model's do, since every sum they are made of is the whole batch's.
+struct Replicas {
+  std::vector<std::unique_ptr<Module>> copies;  // copies[r - 1] for thread r
+  std::vector<std::vector<Variable*>> parameters;
+  bool failed = false;  // the model cannot copy itself: split each op instead
+
+  void make(Module& model, int threads) {
+    const std::vector<Variable*> master = model.parameters();
+    for (int r = 1; r < threads && !failed; ++r) {
+      std::unique_ptr<Module> copy = model.clone();
+      failed = !copy;
+      if (failed) break;
+      std::vector<Variable*> params = copy->parameters();
+      for (size_t i = 0; i < params.size(); ++i) *params[i] = Variable(master[i]->value(), master[i]->requires_grad());
+      parameters.push_back(std::move(params)), copies.push_back(std::move(copy));
+    }
+    if (failed) clear();
+  }
+  void clear() { copies.clear(), parameters.clear(); }
+};
+
+// One training step with each of the team's threads on its chunks of the batch: thread 0 on the
+// model, thread r on copies[r - 1]. Once every thread's backward is done, thread 0 steps the
+// optimizer (unless the loss is not finite: the caller throws). Returns the mean loss (every
+// rank's) and the number of right answers.
+std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replicas& replicas, const ImageSet& train,
+                                    std::span<const int64_t> images) {
+  const int threads = static_cast<int>(replicas.copies.size()) + 1;
+  const int64_t n = static_cast<int64_t>(images.size());
+  ThreadTeam team(threads);
+  std::vector<std::exception_ptr> errors(threads);
+  std::atomic<int64_t> right{0};
+  float loss_value = 0;
+#pragma omp parallel num_threads(threads)
+  {
+    const int r = omp_get_thread_num();
+    omp_set_num_threads(1);  // the ops inside run on this thread alone
+    try {
+      if (r > 0)
+        for (Variable* p : replicas.parameters[r - 1]) p->zero_grad();
+      else
+        optimizer.zero_grad();
+      const BatchShard shard = shard_of(n, r, threads);
+      Batch b = train.batch(images.subspan(shard.begin, shard.count));
+      ShardedStep step(team.rank(r), shard);
+      Variable logits = (r == 0 ? model : *replicas.copies[r - 1]).forward(Variable(b.x));
+      Variable loss = softmax_cross_entropy(logits, b.labels);  // the whole batch's mean, on every rank
+      if (r == 0) loss_value = loss.value()[0];
+      if (std::isfinite(loss.value()[0])) loss.backward();  // else every rank stops here
+      right += count_correct(logits.value(), b.labels);
+    } catch (...) {
+      errors[r] = std::current_exception();
+      team.abort();
+    }
+#pragma omp barrier
+    if (r == 0 && !team.aborted() && std::isfinite(loss_value)) {
+      try {
+        optimizer.step();
+      } catch (...) {
+        errors[0] = std::current_exception();
+      }
+    }
+  }
+  // The failure itself, not another thread's TeamAborted.
+  for (const std::exception_ptr& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const TeamAborted&) {
+    }
+  }
+  return {loss_value, right.load()};
+}
+}  // namespace
+
 std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet& train, const ImageSet& validation,
                             const FitOptions& o, Rng& rng) {
   if (o.epochs < 1 || o.batch_size < 1)
@@ -103,6 +187,7 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
   if (train.size() == 0) throw std::invalid_argument("fit: the training set is empty");
   const int64_t steps = (train.size() + o.batch_size - 1) / o.batch_size;
   const int ranks = o.communicator ? o.communicator->size() : 1;
+  const int threads = o.communicator || !o.threads_split_batch ? 1 : num_threads();
   std::vector<EpochStats> history;
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
     if (o.on_epoch_begin) o.on_epoch_begin(epoch);
@@ -114,8 +199,31 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
     Clock::time_point last_draw = t0;
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
+    const auto draw_progress = [&](int64_t step) {
+      if (o.progress == Progress::kBar && (seconds_since(last_draw) > 0.1 || step + 1 == steps)) {
+        last_draw = Clock::now();
+        fmt::print(o.out, "\r{}", progress_line(step + 1, steps, seconds_since(t0), loss_sum / seen,
+                                                static_cast<double>(correct) / seen));
+        std::fflush(o.out);
+      }
+    };
+    Replicas replicas;  // made at the first step that splits its batch over the threads, after on_epoch_begin
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t begin = step * o.batch_size, n = std::min(o.batch_size, train.size() - begin);
+      if (threads > 1 && (n + kReductionChunk - 1) / kReductionChunk >= threads && !replicas.failed) {
+        if (replicas.copies.empty()) replicas.make(model, threads);
+        if (!replicas.failed) {
+          const auto [l, right] = team_step(model, optimizer, replicas, train, std::span<const int64_t>(order).subspan(begin, n));
+          if (!std::isfinite(l))
+            throw TrainingError(fmt::format("training diverged: loss is {} at epoch {}, step {}/{}", l, epoch, step + 1, steps));
+          loss_sum += static_cast<double>(l) * n;
+          correct += right;
+          seen += n;
+          draw_progress(step);
+          continue;
+        }
+      }
+      replicas.clear();  // this step moves the model alone: copy it again
       // On several ranks each takes its chunks of the batch; a batch with fewer chunks than ranks
       // (an epoch's last) runs whole on every rank, the same sums without any exchange.
       const bool sharded = ranks > 1 && (n + kReductionChunk - 1) / kReductionChunk >= ranks;
@@ -137,12 +245,7 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
       if (sharded) o.communicator->allreduce_sum(&right, 1);
       correct += right;
       seen += n;
-      if (o.progress == Progress::kBar && (seconds_since(last_draw) > 0.1 || step + 1 == steps)) {
-        last_draw = Clock::now();
-        fmt::print(o.out, "\r{}", progress_line(step + 1, steps, seconds_since(t0), loss_sum / seen,
-                                                static_cast<double>(correct) / seen));
-        std::fflush(o.out);
-      }
+      draw_progress(step);
     }
     EpochStats s{epoch, seconds_since(t0), loss_sum / seen, static_cast<double>(correct) / seen, 0, 0};
     if (validation.size() > 0) {

@@ -46,6 +46,12 @@ struct FitOptions {
   // options and seed, and trains on its chunks of each batch; the weights come out the same bits
   // as on one process. Null: this process alone.
   Communicator* communicator = nullptr;
+  // On several threads (core/parallel.h) and one process: each thread trains its chunks of every
+  // batch on its own copy of the model (Module::clone), the partial sums meeting in chunk order
+  // (core/thread_team.h): one fork and join per step, the same bits as one thread. Off, or for a
+  // model that cannot copy itself, or a batch of fewer chunks than threads: each op is split
+  // over the threads instead.
+  bool threads_split_batch = true;
 };
 
 // A NaN or infinite loss: training stops and says where.

@@ -1,18 +1,18 @@
-// Data-parallel training (core/distributed.h) with ranks as threads of this process: a
-// Communicator on shared memory, so the sums across ranks are tested without mpirun (and under
-// the sanitizers). tests/apps/mpi_test.sh runs the same on MPI processes.
+// Data-parallel training (core/distributed.h) with ranks as threads of this process (a
+// ThreadTeam, core/thread_team.h), so the sums across ranks are tested without mpirun (and under
+// the sanitizers); tests/apps/mpi_test.sh runs the same on MPI processes. And fit() itself
+// splitting each batch over its threads, each on a copy of the model (FitOptions::threads_split_batch).
 #include <catch2/catch.hpp>
 
-#include <algorithm>
-#include <condition_variable>
-#include <cstring>
+#include <atomic>
 #include <exception>
-#include <mutex>
 #include <stdexcept>
 #include <thread>
 
 #include "core/distributed.h"
 #include "core/kernels.h"
+#include "core/parallel.h"
+#include "core/thread_team.h"
 #include "data/mnist.h"
 #include "io/qbin.h"
 #include "layers/model_spec.h"
@@ -24,79 +24,26 @@ using namespace qnet;
 
 namespace {
 
-// What the ranks of one group share: a barrier that a failing rank can break (the others then
-// throw instead of waiting forever), and each rank's buffer during a collective.
-class Group {
+// A rank of a ThreadTeam that counts its collectives (so a test can see the ranks did exchange).
+class CountingRank : public Communicator {
  public:
-  explicit Group(int ranks) : ranks_(ranks), parts_(ranks) {}
-  int ranks() const { return ranks_; }
-  void wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (broken_) throw std::runtime_error("another rank failed");
-    const int64_t generation = generation_;
-    if (++arrived_ == ranks_) {
-      arrived_ = 0, ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != generation || broken_; });
-      if (broken_) throw std::runtime_error("another rank failed");
-    }
+  explicit CountingRank(Communicator& inner) : inner_(inner) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  void allgather(const float* local, const std::vector<int64_t>& counts, float* all) override { ++collectives, inner_.allgather(local, counts, all); }
+  void allgather(const double* local, const std::vector<int64_t>& counts, double* all) override {
+    ++collectives, inner_.allgather(local, counts, all);
   }
-  void breaks() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    broken_ = true;
-    cv_.notify_all();
+  void allreduce_min(float* v, int64_t n) override { ++collectives, inner_.allreduce_min(v, n); }
+  void allreduce_max(float* v, int64_t n) override { ++collectives, inner_.allreduce_max(v, n); }
+  void allreduce_sum(int64_t* v, int64_t n) override { ++collectives, inner_.allreduce_sum(v, n); }
+  void ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out) override {
+    ++collectives, inner_.ordered_sum(local, chunks, width, out);
   }
-  std::vector<const void*>& parts() { return parts_; }
-
- private:
-  int ranks_;
-  std::vector<const void*> parts_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  int64_t generation_ = 0;
-  bool broken_ = false;
-};
-
-class ThreadCommunicator : public Communicator {
- public:
-  ThreadCommunicator(Group& group, int rank) : group_(group), rank_(rank) {}
-  int rank() const override { return rank_; }
-  int size() const override { return group_.ranks(); }
-  void allgather(const float* local, const std::vector<int64_t>& counts, float* all) override { gather(local, counts, all); }
-  void allgather(const double* local, const std::vector<int64_t>& counts, double* all) override { gather(local, counts, all); }
-  void allreduce_min(float* v, int64_t n) override { reduce(v, n, [](float a, float b) { return std::min(a, b); }); }
-  void allreduce_max(float* v, int64_t n) override { reduce(v, n, [](float a, float b) { return std::max(a, b); }); }
-  void allreduce_sum(int64_t* v, int64_t n) override { reduce(v, n, [](int64_t a, int64_t b) { return a + b; }); }
   int64_t collectives = 0;
 
  private:
-  template <typename T>
-  void gather(const T* local, const std::vector<int64_t>& counts, T* all) {
-    // Not REQUIRE: Catch's assertions are for the main thread.
-    if (static_cast<int>(counts.size()) != size()) throw std::logic_error("allgather: one count per rank expected");
-    group_.parts()[rank_] = local;
-    group_.wait();
-    for (int r = 0, at = 0; r < size(); at += static_cast<int>(counts[r]), ++r)
-      std::memcpy(all + at, group_.parts()[r], counts[r] * sizeof(T));
-    group_.wait();  // the others have read this rank's buffer
-    ++collectives;
-  }
-  template <typename T, typename F>
-  void reduce(T* values, int64_t n, F op) {
-    group_.parts()[rank_] = values;
-    group_.wait();
-    const T* first = static_cast<const T*>(group_.parts()[0]);
-    std::vector<T> out(first, first + n);
-    for (int r = 1; r < size(); ++r)
-      for (int64_t i = 0; i < n; ++i) out[i] = op(out[i], static_cast<const T*>(group_.parts()[r])[i]);
-    group_.wait();
-    std::copy(out.begin(), out.end(), values);
-    ++collectives;
-  }
-  Group& group_;
-  int rank_;
+  Communicator& inner_;
 };
 
 const Mnist& mnist() {
@@ -117,26 +64,28 @@ struct Trained {
   int64_t collectives = 0;
 };
 
-Trained train_rank(Communicator* comm, bool qat, int64_t batch) {
+Trained train_rank(Communicator* comm, bool qat, int64_t batch, const char* spec = kSpec, bool split_batch = true) {
   Rng rng(5);
-  Sequential model = model_from_spec(kSpec, {28, 28, 1}, rng);
+  Sequential model = model_from_spec(spec, {28, 28, 1}, rng);
   if (qat) prepare_qat(model, {.bits = 8, .observer = pytorch_observer()});
   Adam adam(model.parameters());
   FitOptions fo;
   fo.epochs = 2;
   fo.batch_size = batch;
   fo.communicator = comm;
+  fo.threads_split_batch = split_batch;
   Trained t;
   t.history = fit(model, adam, mnist().train.slice(0, 563), mnist().train.slice(54000, 100), fo, rng);
   t.file = qbin::serialize(to_qbin(model));
   return t;
 }
 
-// Trains on `ranks` threads, each a rank; returns every rank's result.
+// Trains on `ranks` threads, each a rank calling fit() as an MPI process would; returns every
+// rank's result.
 std::vector<Trained> train_on_ranks(int ranks, bool qat, int64_t batch) {
-  Group group(ranks);
-  std::vector<ThreadCommunicator> comms;
-  for (int r = 0; r < ranks; ++r) comms.emplace_back(group, r);
+  ThreadTeam team(ranks);
+  std::vector<CountingRank> comms;
+  for (int r = 0; r < ranks; ++r) comms.emplace_back(team.rank(r));
   std::vector<Trained> out(ranks);
   std::vector<std::exception_ptr> errors(ranks);
   std::vector<std::thread> threads;
@@ -147,7 +96,7 @@ std::vector<Trained> train_on_ranks(int ranks, bool qat, int64_t batch) {
         out[r].collectives = comms[r].collectives;
       } catch (...) {
         errors[r] = std::current_exception();
-        group.breaks();
+        team.abort();
       }
     });
   for (std::thread& t : threads) t.join();
@@ -189,4 +138,88 @@ TEST_CASE("data-parallel training on 2 and 3 ranks gives one process's weights t
         }
       }
     }
+}
+
+TEST_CASE("a thread team's ordered sum adds every rank's chunks in order, and a failing rank stops the others", "[core][distributed]") {
+  constexpr int kRanks = 3;
+  constexpr int64_t kWidth = 37;  // not a multiple of the ranks: uneven segments
+  const std::vector<int64_t> chunks = {2, 1, 3};
+  std::vector<std::vector<float>> partials(kRanks);  // values whose sum depends on the order
+  std::vector<float> expected(kWidth);
+  Rng rng(3);
+  for (int r = 0, c = 0; r < kRanks; ++r)
+    for (int64_t k = 0; k < chunks[r]; ++k, ++c)
+      for (int64_t i = 0; i < kWidth; ++i) {
+        const float v = rng.uniform(-1.f, 1.f) * (c % 2 ? 1e7f : 1.f);
+        partials[r].push_back(v);
+        expected[i] = c == 0 ? v : expected[i] + v;
+      }
+  ThreadTeam team(kRanks);
+  std::vector<std::vector<float>> out(kRanks, std::vector<float>(kWidth));
+  std::vector<int64_t> maxima(kRanks);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < kRanks; ++r)
+    threads.emplace_back([&, r] {
+      team.rank(r).ordered_sum(partials[r].data(), chunks, kWidth, out[r].data());
+      int64_t v = r + 1;
+      team.rank(r).allreduce_sum(&v, 1);
+      maxima[r] = v;
+    });
+  for (std::thread& t : threads) t.join();
+  for (int r = 0; r < kRanks; ++r) {
+    CHECK(out[r] == expected);
+    CHECK(maxima[r] == 6);
+  }
+
+  ThreadTeam failing(2);
+  std::atomic<int> aborted{0};
+  std::thread waiter([&] {
+    try {
+      float v = 1.f;
+      failing.rank(1).allreduce_max(&v, 1);  // rank 0 never comes
+    } catch (const TeamAborted&) {
+      ++aborted;
+    }
+  });
+  failing.abort();  // what a rank that throws does
+  waiter.join();
+  CHECK(aborted == 1);
+  CHECK_THROWS_AS(failing.rank(0).allreduce_max(nullptr, 0), TeamAborted);
+}
+
+// fit() on several threads: each trains whole chunks of every batch on its own copy of the model
+// and the partial sums meet in chunk order, so the weights, moving statistics and observed
+// ranges come out the bits of one thread. kSpec has every layer kind with a sum over the batch or
+// random draws; the second model adds residual blocks (with BatchNormalization folded under QAT
+// inside them) and zero padding.
+TEST_CASE("threads splitting each batch, each on a copy of the model, give one thread's model to the bit", "[optim][distributed]") {
+  constexpr const char* kResidual =
+      "conv2d(8, 3, padding=same) batchnorm relu residual(conv2d(8, 3, padding=same) batchnorm relu conv2d(8, 3, padding=same) "
+      "batchnorm) relu zeropadding2d(1) residual(conv2d(8, 3, stride=2, padding=same) batchnorm relu conv2d(8, 3, padding=same) "
+      "batchnorm, shortcut=conv2d(8, 1, stride=2) batchnorm) relu globalaveragepooling2d dense(10)";
+  const int saved = num_threads();
+  for (const char* spec : {kSpec, kResidual})
+    for (bool qat : {false, true}) {
+      INFO(spec << (qat ? ", QAT" : ", float"));
+      {
+        Rng rng(1);
+        Sequential model = model_from_spec(spec, {28, 28, 1}, rng);
+        if (qat) prepare_qat(model, {.bits = 8, .observer = pytorch_observer()});
+        REQUIRE(model.clone() != nullptr);  // else fit() would split each op instead, and this test says nothing
+      }
+      set_num_threads(1);
+      const Trained one = train_rank(nullptr, qat, 35, spec);
+      for (int threads : {2, 3}) {
+        INFO(threads << " threads");
+        set_num_threads(threads);
+        const Trained many = train_rank(nullptr, qat, 35, spec);
+        CHECK(many.file == one.file);
+        CHECK(many.history.back().loss == one.history.back().loss);
+        CHECK(many.history.back().accuracy == one.history.back().accuracy);
+        CHECK(many.history.back().val_accuracy == one.history.back().val_accuracy);
+      }
+      set_num_threads(2);
+      CHECK(train_rank(nullptr, qat, 35, spec, /*split_batch=*/false).file == one.file);  // each op split instead
+    }
+  set_num_threads(saved);
 }
