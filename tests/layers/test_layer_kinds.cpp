@@ -79,6 +79,15 @@ TEST_CASE("every layer kind builds from a spec and round-trips through its recor
       }
     }
     CHECK((kind.from_record != nullptr || input.size() == 3));  // every container's example is a model that has a file
+    {  // it copies itself, so that the threads of a training step can each train a copy (Module::clone)
+      const std::unique_ptr<Module> copy = m.layer(0).clone();
+      REQUIRE(copy != nullptr);
+      CHECK(copy->type_name() == kind.type);
+      CHECK(copy->name() == m.layer(0).name());
+      const qbin::LayerRecord copied = record_of(*copy);
+      REQUIRE(copied.tensors.size() == record.tensors.size());
+      for (size_t t = 0; t < copied.tensors.size(); ++t) CHECK(copied.tensors[t].bytes == record.tensors[t].bytes);
+    }
     CHECK((kind.role == Int8Role::kWeights) == static_cast<bool>(kind.kernel));
     CHECK((kind.role == Int8Role::kWeights) == static_cast<bool>(kind.bias));
     if (kind.kernel) CHECK(kind.kernel(m.layer(0)).value().rank() >= 2);
