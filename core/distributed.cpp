@@ -49,6 +49,33 @@ void sum_chunks_across_ranks(int64_t width, const std::function<void(int64_t, in
   step->comm->ordered_sum(local.data(), chunks, width, out);
 }
 
+bool matmul_dw_on_shared_ranks(int64_t rows, int64_t K, int64_t M, const float* x, const float* dy, float* out) {
+  const StepContext* step = t_step;
+  if (!step) throw std::logic_error("matmul_dw_on_shared_ranks: called outside a sharded step");
+  const int ranks = step->comm->size(), rank = step->comm->rank();
+  if (ranks > kMaxProductParts) return false;
+  struct Operands {
+    const float *x, *dy;
+    int64_t rows;
+    float* out;
+  };
+  const Operands mine{x, dy, rows, out};
+  const void* const* all = step->comm->share_operands(&mine);
+  if (!all) return false;
+  std::vector<const float*> xs(ranks), dys(ranks);
+  std::vector<int64_t> counts(ranks);
+  for (int q = 0; q < ranks; ++q) {
+    const auto* o = static_cast<const Operands*>(all[q]);
+    xs[q] = o->x, dys[q] = o->dy, counts[q] = o->rows;
+  }
+  const int64_t begin = K * rank / ranks, end = K * (rank + 1) / ranks;
+  kernels().matmul_dw_parts(ranks, counts.data(), xs.data(), dys.data(), K, M, begin, end, out);
+  for (int q = 0; q < ranks; ++q)
+    if (q != rank && end > begin) std::copy(out + begin * M, out + end * M, static_cast<const Operands*>(all[q])->out + begin * M);
+  step->comm->done_with_operands();
+  return true;
+}
+
 void Communicator::ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out) {
   int64_t total = 0;
   std::vector<int64_t> counts(chunks.size());

@@ -44,6 +44,13 @@ class Communicator {
   virtual void ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out);
   // Bytes this rank has sent to others so far (0 if the communicator does not count them).
   virtual int64_t bytes_sent() const { return 0; }
+  // Ranks that are threads of one process (core/thread_team.h) can read each other's memory, so
+  // a rank may compute its share of a sum from every rank's operands instead of exchanging
+  // partial sums. share_operands(mine) returns every rank's `mine`, in rank order, once all have
+  // given theirs; they stay valid until every rank has called done_with_operands(). Null (and no
+  // done_with_operands to call) where ranks do not share memory, as on MPI.
+  virtual const void* const* share_operands(const void* /*mine*/) { return nullptr; }
+  virtual void done_with_operands() {}
 };
 
 // One rank's part of a global batch: images [begin, begin + count) of `global` images. begin is
@@ -78,6 +85,14 @@ const StepContext* sharded_step();  // null on one process and outside a step
 // on the process's threads. Call only inside a sharded step.
 void sum_chunks_across_ranks(int64_t width, const std::function<void(int64_t first, int64_t images, float* dst)>& partial,
                              float* out);
+
+// A product's weight gradient out[K, M] = x^T dy summed over every rank's rows (x [rows, K] and
+// dy [rows, M] this rank's), as sum_chunks_across_ranks would give it from Kernels::matmul_dw's
+// partial sums, when the ranks share memory: each rank computes a share of out's K rows over
+// all ranks' rows in chunk order (Kernels::matmul_dw_parts) and writes it into every rank's out.
+// No partial sums are written or exchanged. False, with nothing done, where ranks do not share
+// memory. Call only inside a sharded step.
+bool matmul_dw_on_shared_ranks(int64_t rows, int64_t K, int64_t M, const float* x, const float* dy, float* out);
 
 // Per-channel sums over the rows of a batch tensor [N, ..., C] (rows = N * ... ), in chunks of
 // kReductionChunk images: sum(row0, rows, chunk_rows, dst) writes dst[0..C) = the sums of rows

@@ -30,6 +30,8 @@ struct PoolShape {  // NHWC input [N, H, W, C], output [N, OH, OW, C]; a KH x KW
   int64_t N, H, W, C, OH, OW, KH, KW, SH, SW, PT, PL;
 };
 
+constexpr int kMaxProductParts = 256;  // Kernels::matmul_dw_parts' most parts
+
 struct Kernels {
   int lanes;  // floats per vector of this build: 16 (AVX-512), 8 (AVX2), 4 (baseline)
 
@@ -81,6 +83,12 @@ struct Kernels {
   void (*matmul)(int64_t N, int64_t K, int64_t M, const float* x, const float* w, float* y);
   void (*matmul_dx)(int64_t N, int64_t K, int64_t M, const float* dy, const float* w, float* dx);
   void (*matmul_dw)(int64_t N, int64_t K, int64_t M, const float* x, const float* dy, float* dw);
+  // Rows [k_begin, k_end) of that dw for a batch held in `parts` pieces (1..kMaxProductParts),
+  // part q of rows[q] rows at x[q] and dy[q] (each but the last a whole number of chunks): the
+  // chunks of all parts added in order, the bits matmul_dw gives for the parts as one batch. On
+  // the calling thread alone.
+  void (*matmul_dw_parts)(int parts, const int64_t* rows, const float* const* x, const float* const* dy, int64_t K, int64_t M,
+                          int64_t k_begin, int64_t k_end, float* dw);
 
   void (*relu_forward)(int64_t n, const float* x, float* y);
   void (*relu_backward)(int64_t n, const float* y, const float* gy, float* gx);  // gx = y > 0 ? gy : 0

@@ -27,7 +27,8 @@ Variable matmul(const Variable& x, const Variable& w) {
       Tensor dw(w.shape());
       if (!sharded_step()) {
         kernels().matmul_dw(N, K, M, x.value().data(), self.grad.data(), dw.data());
-      } else {  // the rows are images: chunk by chunk, then across ranks (core/distributed.h)
+      } else if (!matmul_dw_on_shared_ranks(N, K, M, x.value().data(), self.grad.data(), dw.data())) {
+        // the rows are images: chunk by chunk, then across ranks (core/distributed.h)
         sum_chunks_across_ranks(
             K * M,
             [&](int64_t first, int64_t rows, float* dst) {

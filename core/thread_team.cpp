@@ -25,6 +25,13 @@ class ThreadTeam::Rank : public Communicator {
     reduce(values, n, [](int64_t a, int64_t b) { return a + b; });
   }
 
+  const void* const* share_operands(const void* mine) override {
+    team_.in_[rank_] = mine;
+    team_.barrier();
+    return team_.in_.data();
+  }
+  void done_with_operands() override { team_.barrier(); }
+
   // Each rank adds one segment of the width, every chunk in order (the additions
   // Communicator::ordered_sum makes), and writes it into every rank's out.
   void ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out) override {

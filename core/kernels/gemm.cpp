@@ -59,6 +59,27 @@ inline void rows_times_block(Strided a, const float* b, int64_t ldb, int64_t inn
   for (int r = 0; r < R; ++r) store(out + r * ldo, acc[r], lanes);
 }
 
+// rows_times_block with Chunk = kReductionChunk over an inner dimension held in `parts` pieces
+// (the rows of a batch split over the threads of a team): piece q is a[q] x b[q] over inner[q]
+// values, and the chunks of all pieces are added in order, as if they were one operand.
+template <int R>
+inline void rows_times_block_parts(int parts, const Strided* a, const float* const* b, const int64_t* inner, int64_t ldb, int lanes,
+                                   float* out, int64_t ldo) {
+  vf acc[R] = {};
+  bool first = true;
+  for (int q = 0; q < parts; ++q)
+    for (int64_t i0 = 0; i0 < inner[q]; i0 += kReductionChunk) {
+      vf part[R] = {};
+      for (int64_t i = i0; i < min_i(inner[q], i0 + kReductionChunk); ++i) {
+        const vf bi = load(b[q] + i * ldb, lanes);
+        for (int r = 0; r < R; ++r) part[r] += a[q].p[r * a[q].row + i * a[q].step] * bi;
+      }
+      for (int r = 0; r < R; ++r) acc[r] = first ? part[r] : acc[r] + part[r];
+      first = false;
+    }
+  for (int r = 0; r < R; ++r) store(out + r * ldo, acc[r], lanes);
+}
+
 // rows_times_block over rows [row_begin, row_end) and columns [col_begin, col_end) of out, 8
 // rows at a time, then one at a time.
 template <int Chunk>
@@ -94,6 +115,28 @@ void matmul_dx(int64_t N, int64_t K, int64_t M, const float* dy, const float* w,
 void matmul_dw(int64_t N, int64_t K, int64_t M, const float* x, const float* dy, float* dw) {
   for_row_range(K, N * K * M >= kParallelWork,
                 [&](int64_t begin, int64_t end) { rows_times_columns<kReductionChunk>({x, 1, K}, dy, M, N, dw, M, begin, end, 0, M); });
+}
+
+// The parts' rows read in place, as matmul_dw reads x; 8 rows of dw at a time, then one at a time.
+// The parts' views live on the stack: at most kMaxProductParts (the caller's contract).
+void matmul_dw_parts(int parts, const int64_t* rows, const float* const* x, const float* const* dy, int64_t K, int64_t M, int64_t k_begin,
+                     int64_t k_end, float* dw) {
+  if (parts < 1 || parts > kMaxProductParts) __builtin_trap();
+  Strided a[kMaxProductParts];
+  for (int64_t c = 0; c < M; c += kLanes) {
+    const int lanes = static_cast<int>(min_i(kLanes, M - c));
+    const float* b[kMaxProductParts];
+    for (int q = 0; q < parts; ++q) b[q] = dy[q] + c;
+    int64_t r = k_begin;
+    for (; r + 8 <= k_end; r += 8) {
+      for (int q = 0; q < parts; ++q) a[q] = {x[q] + r, 1, K};
+      rows_times_block_parts<8>(parts, a, b, rows, M, lanes, dw + r * M + c, M);
+    }
+    for (; r < k_end; ++r) {
+      for (int q = 0; q < parts; ++q) a[q] = {x[q] + r, 1, K};
+      rows_times_block_parts<1>(parts, a, b, rows, M, lanes, dw + r * M + c, M);
+    }
+  }
 }
 
 }  // namespace qnet::QNET_ISA_NS

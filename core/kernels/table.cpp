@@ -24,6 +24,7 @@ void channel_affine2(int64_t, int64_t, const float*, const float*, const float*,
 void matmul(int64_t, int64_t, int64_t, const float*, const float*, float*);
 void matmul_dx(int64_t, int64_t, int64_t, const float*, const float*, float*);
 void matmul_dw(int64_t, int64_t, int64_t, const float*, const float*, float*);
+void matmul_dw_parts(int, const int64_t*, const float* const*, const float* const*, int64_t, int64_t, int64_t, int64_t, float*);
 void relu_forward(int64_t, const float*, float*);
 void relu_backward(int64_t, const float*, const float*, float*);
 void fake_quant_forward(int64_t, int64_t, const float*, const float*, const float*, const float*, float*);
@@ -56,6 +57,7 @@ const Kernels kKernels = {
     .matmul = matmul,
     .matmul_dx = matmul_dx,
     .matmul_dw = matmul_dw,
+    .matmul_dw_parts = matmul_dw_parts,
     .relu_forward = relu_forward,
     .relu_backward = relu_backward,
     .fake_quant_forward = fake_quant_forward,

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "core/kernels.h"
 #include "core/ops.h"
 #include "core/parallel.h"
 #include "tests/grad_check.h"
@@ -63,6 +64,33 @@ TEST_CASE("matmul and its gradients match a plain product and do not depend on t
         for (int64_t n = 0; n < c.N; ++n) e += double{x[n * c.K + k]} * g[n * c.M + m];
         REQUIRE(dw[k * c.M + m] == Approx(e).margin(1e-3));
       }
+  }
+}
+
+// The weight gradient of a batch split over the threads of a team (core/distributed.h,
+// matmul_dw_on_shared_ranks): the parts' chunks added in order give matmul_dw's bits for the
+// batch as one, whatever share of dw's rows each thread computes. Parts of whole chunks but the
+// last, as shards are; the 2028 x 10 shape is the article's Dense layer.
+TEST_CASE("a weight gradient over a batch in parts gives the bits of the batch as one", "[core]") {
+  Rng rng(37);
+  struct Case { int64_t K, M; std::vector<int64_t> rows; };
+  for (const Case& c : {Case{2028, 10, {16, 16}}, Case{65, 33, {8, 4, 11}}, Case{300, 40, {4}}, Case{9, 17, {12, 3}}}) {
+    int64_t N = 0;
+    for (int64_t r : c.rows) N += r;
+    INFO("K " << c.K << ", M " << c.M << ", " << c.rows.size() << " parts of " << N << " rows");
+    const Tensor x = random_tensor({N, c.K}, rng), dy = random_tensor({N, c.M}, rng);
+    std::vector<float> whole(c.K * c.M);
+    kernels().matmul_dw(N, c.K, c.M, x.data(), dy.data(), whole.data());
+    std::vector<const float*> xs, dys;
+    for (int64_t at = 0; const int64_t r : c.rows) xs.push_back(x.data() + at * c.K), dys.push_back(dy.data() + at * c.M), at += r;
+    const int parts = static_cast<int>(c.rows.size());
+    for (int shares : {1, 2, 3}) {  // dw's rows split as a team of `shares` threads splits them
+      std::vector<float> split(c.K * c.M, -1.f);
+      for (int s = 0; s < shares; ++s)
+        kernels().matmul_dw_parts(parts, c.rows.data(), xs.data(), dys.data(), c.K, c.M, c.K * s / shares, c.K * (s + 1) / shares,
+                                  split.data());
+      CHECK(split == whole);
+    }
   }
 }
 
