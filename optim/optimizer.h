@@ -15,6 +15,12 @@ class Optimizer {
   explicit Optimizer(std::vector<Variable*> params) : params_(std::move(params)) {}
   virtual ~Optimizer() = default;
   virtual void step() = 0;  // parameters without a gradient are left alone
+  // The same update in `parts` pieces, for the threads of a training step (optim/trainer.cpp):
+  // step_part(k, parts) updates elements [n k / parts, n (k + 1) / parts) of each parameter of n,
+  // and once every part is done, end_step() once. False: this optimizer updates only whole
+  // (step() is called instead).
+  virtual bool step_part(int /*part*/, int /*parts*/) { return false; }
+  virtual void end_step() {}
   void zero_grad() {
     for (Variable* p : params_) p->zero_grad();
   }
@@ -36,6 +42,8 @@ class Adam : public Optimizer {
  public:
   Adam(std::vector<Variable*> params, const AdamOptions& options = {});
   void step() override;
+  bool step_part(int part, int parts) override;
+  void end_step() override;  // counts the step of each parameter that had a gradient
 
  private:
   AdamOptions options_;
@@ -55,6 +63,7 @@ class Sgd : public Optimizer {
  public:
   Sgd(std::vector<Variable*> params, const SgdOptions& options = {});
   void step() override;
+  bool step_part(int part, int parts) override;
 
  private:
   SgdOptions options_;

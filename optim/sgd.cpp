@@ -6,7 +6,9 @@ Sgd::Sgd(std::vector<Variable*> params, const SgdOptions& options) : Optimizer(s
   for (Variable* p : params_) velocity_.push_back(Tensor::zeros(p->shape()));
 }
 
-void Sgd::step() {
+void Sgd::step() { step_part(0, 1); }
+
+bool Sgd::step_part(int part, int parts) {
   const auto& o = options_;
   for (size_t i = 0; i < params_.size(); ++i) {
     Variable& p = *params_[i];
@@ -14,11 +16,13 @@ void Sgd::step() {
     float* w = p.value().data();
     const float* g = p.grad().data();
     float* v = velocity_[i].data();
-    for (int64_t k = 0, n = p.value().numel(); k < n; ++k) {
+    const int64_t n = p.value().numel();
+    for (int64_t k = n * part / parts, end = n * (part + 1) / parts; k < end; ++k) {
       v[k] = o.momentum * v[k] - o.lr * g[k];
       w[k] += o.nesterov ? o.momentum * v[k] - o.lr * g[k] : v[k];
     }
   }
+  return true;
 }
 
 }  // namespace qnet

@@ -127,7 +127,7 @@ struct Replicas {
 };
 
 // One training step with each of the team's threads on its chunks of the batch: thread 0 on the
-// model, thread r on copies[r - 1]. Once every thread's backward is done, thread 0 steps the
+// model, thread r on copies[r - 1]. Once every thread's backward is done, the threads step the
 // optimizer (unless the loss is not finite: the caller throws). Returns the mean loss (every
 // rank's) and the number of right answers.
 std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replicas& replicas, const ImageSet& train,
@@ -160,11 +160,20 @@ std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replica
       team.abort();
     }
 #pragma omp barrier
-    if (r == 0 && !team.aborted() && std::isfinite(loss_value)) {
-      try {
-        optimizer.step();
-      } catch (...) {
-        errors[0] = std::current_exception();
+    if (!team.aborted() && std::isfinite(loss_value)) {  // the same on every thread
+      // Each thread updates its part of every parameter (of the dense kernel, the rows it summed),
+      // or thread 0 all of them.
+      const bool in_parts = optimizer.step_part(r, threads);
+#pragma omp barrier
+      if (r == 0) {
+        try {
+          if (in_parts)
+            optimizer.end_step();
+          else
+            optimizer.step();
+        } catch (...) {
+          errors[0] = std::current_exception();
+        }
       }
     }
   }

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <memory>
 
 #include <catch2/catch.hpp>
 
@@ -45,4 +46,34 @@ TEST_CASE("SGD with momentum matches hand-computed values", "[optim]") {
   CHECK(w.value()[0] == Approx(0.8f));
   sgd.step();  // v = 0.9 * -0.2 - 0.2 = -0.38, w = 0.42
   CHECK(w.value()[0] == Approx(0.42f));
+}
+
+// How the threads of a training step update the parameters (optim/trainer.cpp): each its part
+// of every parameter, then end_step() once. The same bits as step(), over several steps (the
+// step count in Adam's bias correction advances once per step).
+TEST_CASE("Adam and SGD stepped in parts give the bits of whole steps", "[optim]") {
+  for (bool adam : {true, false}) {
+    INFO((adam ? "Adam" : "SGD with Nesterov momentum"));
+    Variable a(Tensor::from({7}, {1, -2, 3, 0.5f, -1, 2, 0}), true), b(Tensor::from({3}, {0.1f, 0.2f, -0.3f}), true);
+    Variable c(a.value().clone(), true), d(b.value().clone(), true);
+    std::unique_ptr<Optimizer> whole, parts;
+    if (adam)
+      whole = std::make_unique<Adam>(std::vector<Variable*>{&a, &b}), parts = std::make_unique<Adam>(std::vector<Variable*>{&c, &d});
+    else
+      whole = std::make_unique<Sgd>(std::vector<Variable*>{&a, &b}, SgdOptions{.lr = 0.1f, .momentum = 0.9f, .nesterov = true}),
+      parts = std::make_unique<Sgd>(std::vector<Variable*>{&c, &d}, SgdOptions{.lr = 0.1f, .momentum = 0.9f, .nesterov = true});
+    for (int step = 0; step < 4; ++step) {
+      Tensor ga({7}), gb({3});
+      for (int64_t i = 0; i < 7; ++i) ga[i] = std::sin(1.f + i + step);
+      for (int64_t i = 0; i < 3; ++i) gb[i] = std::cos(2.f + i * step);
+      for (Variable* v : {&a, &b, &c, &d}) v->zero_grad();
+      a.add_grad(ga.clone()), c.add_grad(ga.clone());
+      if (step != 2) b.add_grad(gb.clone()), d.add_grad(gb.clone());  // a step without b's gradient: b left alone
+      whole->step();
+      for (int k = 0; k < 3; ++k) REQUIRE(parts->step_part(k, 3));
+      parts->end_step();
+      CHECK(c.value().to_vector() == a.value().to_vector());
+      CHECK(d.value().to_vector() == b.value().to_vector());
+    }
+  }
 }
