@@ -16,9 +16,8 @@ int num_threads();
 int max_hardware_threads();
 
 // Elementwise loops go parallel above this many elements; below it a team's start-up costs more
-// than the second thread gives. Write the clause as `if (parallel : n > kMinParallelElements)`:
-// on a combined `parallel for simd`, a bare `if` also switches off the simd part, and the loop
-// turns scalar below the threshold (measured: relu's backward ran with a branch per element).
+// than the second thread gives. The loops pass it to core/parallel_for.h's helpers, which do not
+// enter OpenMP at all below it (an `if` clause still pays for a team of one).
 constexpr int64_t kMinParallelElements = 65536;
 
 }  // namespace qnet

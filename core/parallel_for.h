@@ -44,22 +44,6 @@ inline void parallel_for_dynamic(int64_t n, bool big_enough, const F& f) {
   }
 }
 
-// f(i) for i in [0, n), in one contiguous range per thread.
-template <typename F>
-inline void parallel_for_static(int64_t n, bool big_enough, const F& f) {
-  if (go_parallel(n, big_enough)) {
-#pragma omp parallel
-    {
-      F run = f;  // each thread's own copy (parallel_for_ranges says why)
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < n; ++i) run(i);
-    }
-  } else {
-    F run = f;
-    for (int64_t i = 0; i < n; ++i) run(i);
-  }
-}
-
 // f(begin, end) on one contiguous range of [0, n) per thread (all of it on one thread): for
 // elementwise loops, which put `#pragma omp simd` on their own loop over the range (through a
 // lambda called per element, GCC left relu's backward scalar: 8x slower).
@@ -80,6 +64,15 @@ inline void parallel_for_ranges(int64_t n, bool big_enough, const F& f) {
     F run = f;
     run(begin, end);
   }
+}
+
+// f(i) for i in [0, n), in one contiguous range per thread.
+template <typename F>
+inline void parallel_for_static(int64_t n, bool big_enough, const F& f) {
+  parallel_for_ranges(n, big_enough, [&f](int64_t begin, int64_t end) {
+    F run = f;
+    for (int64_t i = begin; i < end; ++i) run(i);
+  });
 }
 
 }  // namespace qnet (or qnet::QNET_ISA_NS)
