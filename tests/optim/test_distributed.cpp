@@ -140,7 +140,9 @@ TEST_CASE("data-parallel training on 2 and 3 ranks gives one process's weights t
     }
 }
 
-TEST_CASE("a thread team's ordered sum adds every rank's chunks in order, and a failing rank stops the others", "[core][distributed]") {
+// Plain std::threads and no OpenMP: scripts/test --tsan runs it (its name has "threads").
+TEST_CASE("a thread team's ordered sum over 3 std::threads adds every rank's chunks in order, and a failing rank stops the others",
+          "[core][distributed]") {
   constexpr int kRanks = 3;
   constexpr int64_t kWidth = 37;  // not a multiple of the ranks: uneven segments
   const std::vector<int64_t> chunks = {2, 1, 3};
@@ -192,7 +194,10 @@ TEST_CASE("a thread team's ordered sum adds every rank's chunks in order, and a 
 // ranges come out the bits of one thread. kSpec has every layer kind with a sum over the batch or
 // random draws; the second model adds residual blocks (with BatchNormalization folded under QAT
 // inside them) and zero padding.
-TEST_CASE("threads splitting each batch, each on a copy of the model, give one thread's model to the bit", "[optim][distributed]") {
+// (Its name leaves out the word "threads": its workers are OpenMP's, which ThreadSanitizer cannot
+// follow, so scripts/test --tsan, which runs the tests named so, leaves it to the other runs.)
+TEST_CASE("OpenMP workers each training its chunks of a batch on a copy of the model give one worker's model to the bit",
+          "[optim][distributed]") {
   constexpr const char* kResidual =
       "conv2d(8, 3, padding=same) batchnorm relu residual(conv2d(8, 3, padding=same) batchnorm relu conv2d(8, 3, padding=same) "
       "batchnorm) relu zeropadding2d(1) residual(conv2d(8, 3, stride=2, padding=same) batchnorm relu conv2d(8, 3, padding=same) "
