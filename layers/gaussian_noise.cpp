@@ -24,7 +24,7 @@ GaussianNoise::~GaussianNoise() = default;
 
 std::unique_ptr<Module> GaussianNoise::clone() const {
   auto copy = std::make_unique<GaussianNoise>(stddev_, 0);
-  *copy->rng_ = *rng_;  // the same state: the same masks from here on
+  *copy->rng_ = *rng_;  // the same state: the same noise from here on
   static_cast<Module&>(*copy) = *this;
   return copy;
 }
