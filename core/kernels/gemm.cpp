@@ -80,14 +80,21 @@ inline void rows_times_block_parts(int parts, const Strided* a, const float* con
   for (int r = 0; r < R; ++r) store(out + r * ldo, acc[r], lanes);
 }
 
-// rows_times_block over rows [row_begin, row_end) and columns [col_begin, col_end) of out, 8
-// rows at a time, then one at a time.
+// Rows of the result side by side where there are registers for them: AVX-512's 32 hold 16
+// accumulators with room to spare, twice the 8 independent FMA chains that two FMA units of
+// latency 4 need to stay busy; AVX2's and SSE's 16 registers hold 8.
+constexpr int kWideRows = kLanes == 16 ? 16 : 8;
+
+// rows_times_block over rows [row_begin, row_end) and columns [col_begin, col_end) of out,
+// kWideRows rows at a time, then 8, then one at a time.
 template <int Chunk>
 inline void rows_times_columns(Strided a, const float* b, int64_t ldb, int64_t inner, float* out, int64_t ldo, int64_t row_begin,
                                int64_t row_end, int64_t col_begin, int64_t col_end) {
   for (int64_t c = col_begin; c < col_end; c += kLanes) {
     const int lanes = static_cast<int>(min_i(kLanes, col_end - c));
     int64_t r = row_begin;
+    for (; r + kWideRows <= row_end; r += kWideRows)
+      rows_times_block<kWideRows, Chunk>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
     for (; r + 8 <= row_end; r += 8)
       rows_times_block<8, Chunk>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
     for (; r < row_end; ++r) rows_times_block<1, Chunk>({a.p + r * a.row, a.row, a.step}, b + c, ldb, inner, lanes, out + r * ldo + c, ldo);
@@ -117,7 +124,7 @@ void matmul_dw(int64_t N, int64_t K, int64_t M, const float* x, const float* dy,
                 [&](int64_t begin, int64_t end) { rows_times_columns<kReductionChunk>({x, 1, K}, dy, M, N, dw, M, begin, end, 0, M); });
 }
 
-// The parts' rows read in place, as matmul_dw reads x; 8 rows of dw at a time, then one at a time.
+// The parts' rows read in place, as matmul_dw reads x; kWideRows rows of dw at a time, then 8, then one.
 // The parts' views live on the stack: at most kMaxProductParts (the caller's contract).
 void matmul_dw_parts(int parts, const int64_t* rows, const float* const* x, const float* const* dy, int64_t K, int64_t M, int64_t k_begin,
                      int64_t k_end, float* dw) {
@@ -128,6 +135,10 @@ void matmul_dw_parts(int parts, const int64_t* rows, const float* const* x, cons
     const float* b[kMaxProductParts];
     for (int q = 0; q < parts; ++q) b[q] = dy[q] + c;
     int64_t r = k_begin;
+    for (; r + kWideRows <= k_end; r += kWideRows) {
+      for (int q = 0; q < parts; ++q) a[q] = {x[q] + r, 1, K};
+      rows_times_block_parts<kWideRows>(parts, a, b, rows, M, lanes, dw + r * M + c, M);
+    }
     for (; r + 8 <= k_end; r += 8) {
       for (int q = 0; q < parts; ++q) a[q] = {x[q] + r, 1, K};
       rows_times_block_parts<8>(parts, a, b, rows, M, lanes, dw + r * M + c, M);
