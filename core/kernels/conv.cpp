@@ -426,30 +426,54 @@ void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, con
       vf wk[9];
       for (int k = 0; k < 9; ++k) wk[k] = wbp[k * blocks + b];
       vf block_lo = splat(lo), block_hi = splat(hi);
-      for (int64_t ph = 0; ph < PH; ++ph)
-        for (int64_t pw = 0; pw < PW; ++pw) {
+      // The pooled pixel's maximum, which position gave it, and the range, from a window's 4 outputs.
+      const auto finish = [&](int64_t ph, int64_t pw, vf a0, vf a1, vf a2, vf a3) {
+        vf m = a0;
+        vi q = {};
+        vi gt = a1 > m;  // strictly greater: ties keep the first, as max_pool2d does
+        m = gt ? a1 : m, q = gt ? vi{} + 1 : q;
+        gt = a2 > m, m = gt ? a2 : m, q = gt ? vi{} + 2 : q;
+        gt = a3 > m, m = gt ? a3 : m, q = gt ? vi{} + 3 : q;
+        const int64_t pix = (n * PH + ph) * PW + pw;
+        store(y + pix * s.OC + b * kLanes, m, lanes);
+        *reinterpret_cast<vu8u*>(which + (pix * blocks + b) * kLanes) = __builtin_convertvector(q, vu8u);
+        if (range) {
+          const vf mn01 = a0 < a1 ? a0 : a1, mn23 = a2 < a3 ? a2 : a3, mn = mn01 < mn23 ? mn01 : mn23;
+          block_lo = mn < block_lo ? mn : block_lo, block_hi = m > block_hi ? m : block_hi;
+        }
+      };
+      // Two windows side by side where there are registers for them (8 FMA chains, not 4: two
+      // FMA units of latency 4 need 8 to stay busy); each output sums its taps in conv_forward's
+      // order either way, so the outputs are bit-identical.
+      constexpr int64_t kWindows = kLanes == 16 ? 2 : 1;
+      for (int64_t ph = 0; ph < PH; ++ph) {
+        int64_t pw = 0;
+        for (; pw + kWindows <= PW; pw += kWindows) {
+          const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;
+          vf a[kWindows][4];
+          for (int64_t v = 0; v < kWindows; ++v) a[v][0] = a[v][1] = a[v][2] = a[v][3] = bias_b;
+          for (int kh = 0; kh < 3; ++kh)
+            for (int kw = 0; kw < 3; ++kw) {  // same order as conv_forward: bit-identical outputs
+              const vf wv = wk[kh * 3 + kw];
+              for (int64_t v = 0; v < kWindows; ++v) {
+                const float* t = r + kh * s.W + kw + 2 * v;
+                a[v][0] += t[0] * wv, a[v][1] += t[1] * wv, a[v][2] += t[s.W] * wv, a[v][3] += t[s.W + 1] * wv;
+              }
+            }
+          for (int64_t v = 0; v < kWindows; ++v) finish(ph, pw + v, a[v][0], a[v][1], a[v][2], a[v][3]);
+        }
+        for (; pw < PW; ++pw) {
           const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;
           vf a0 = bias_b, a1 = bias_b, a2 = bias_b, a3 = bias_b;  // the window's 4 outputs
           for (int kh = 0; kh < 3; ++kh)
-            for (int kw = 0; kw < 3; ++kw) {  // same order as conv_forward: bit-identical outputs
+            for (int kw = 0; kw < 3; ++kw) {
               const float* t = r + kh * s.W + kw;
               const vf wv = wk[kh * 3 + kw];
               a0 += t[0] * wv, a1 += t[1] * wv, a2 += t[s.W] * wv, a3 += t[s.W + 1] * wv;
             }
-          vf m = a0;
-          vi q = {};
-          vi gt = a1 > m;  // strictly greater: ties keep the first, as max_pool2d does
-          m = gt ? a1 : m, q = gt ? vi{} + 1 : q;
-          gt = a2 > m, m = gt ? a2 : m, q = gt ? vi{} + 2 : q;
-          gt = a3 > m, m = gt ? a3 : m, q = gt ? vi{} + 3 : q;
-          const int64_t pix = (n * PH + ph) * PW + pw;
-          store(y + pix * s.OC + b * kLanes, m, lanes);
-          *reinterpret_cast<vu8u*>(which + (pix * blocks + b) * kLanes) = __builtin_convertvector(q, vu8u);
-          if (range) {
-            const vf mn01 = a0 < a1 ? a0 : a1, mn23 = a2 < a3 ? a2 : a3, mn = mn01 < mn23 ? mn01 : mn23;
-            block_lo = mn < block_lo ? mn : block_lo, block_hi = m > block_hi ? m : block_hi;
-          }
+          finish(ph, pw, a0, a1, a2, a3);
         }
+      }
       for (int l = 0; l < lanes; ++l) lo = min_f(lo, block_lo[l]), hi = max_f(hi, block_hi[l]);
     }
   };
