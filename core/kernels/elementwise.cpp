@@ -24,6 +24,24 @@ void relu_backward(int64_t n, const float* y, const float* gy, float* gx) {
   });
 }
 
+// Per-channel loops over rows of C values: with fewer channels than lanes (a classifier's 10),
+// a row fills part of one vector and the rest runs scalar. period_rows(C) rows make a run of
+// lcm(C, kLanes) values, whole vectors, whose j-th value is channel j % C: the kernels below take
+// such runs with the channels' constants repeated to that length (the same operations on every
+// value), then the leftover rows one at a time. 1 where a row is already whole vectors or the run
+// would be longer than kMaxPeriod.
+constexpr int64_t kMaxPeriod = 256;
+inline int64_t period_rows(int64_t C) {
+  if (C % kLanes == 0) return 1;
+  int64_t a = C, b = kLanes;
+  while (b) {  // a = gcd(C, kLanes)
+    const int64_t t = a % b;
+    a = b, b = t;
+  }
+  const int64_t run = C / a * kLanes;
+  return run <= kMaxPeriod ? run / C : 1;
+}
+
 // Same as dequantize(quantize(x)) (z is an integer), in one vectorisable line (eq. 7).
 void fake_quant_forward(int64_t n, int64_t C, const float* x, const float* scale, const float* lo, const float* hi, float* y) {
   if (C == 1) {
@@ -37,7 +55,23 @@ void fake_quant_forward(int64_t n, int64_t C, const float* x, const float* scale
     });
     return;
   }
-  for (int64_t r = 0; r < n / C; ++r)  // per channel of the last axis, vectorised over channels
+  // Per channel of the last axis: whole periods of rows as one run, then row by row.
+  const int64_t rows = n / C, period = period_rows(C), P = period * C;
+  int64_t r = 0;
+  if (period > 1) {
+    float s[kMaxPeriod], l[kMaxPeriod], h[kMaxPeriod];
+    for (int64_t j = 0; j < P; ++j) s[j] = scale[j % C], l[j] = lo[j % C], h[j] = hi[j % C];
+    for (; r + period <= rows; r += period) {
+      const float* xr = x + r * C;
+      float* yr = y + r * C;
+#pragma omp simd
+      for (int64_t j = 0; j < P; ++j) {
+        const float q = __builtin_nearbyintf(xr[j] / s[j]);
+        yr[j] = (q < l[j] ? l[j] : (q > h[j] ? h[j] : q)) * s[j];
+      }
+    }
+  }
+  for (; r < rows; ++r)
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       const float q = __builtin_nearbyintf(x[r * C + c] / scale[c]);
@@ -55,7 +89,18 @@ void fake_quant_backward(int64_t n, int64_t C, const float* x, const float* real
     });
     return;
   }
-  for (int64_t r = 0; r < n / C; ++r)
+  const int64_t rows = n / C, period = period_rows(C), P = period * C;
+  int64_t r = 0;
+  if (period > 1) {
+    float l[kMaxPeriod], h[kMaxPeriod];
+    for (int64_t j = 0; j < P; ++j) l[j] = real_lo[j % C], h[j] = real_hi[j % C];
+    for (; r + period <= rows; r += period) {
+      const int64_t at = r * C;
+#pragma omp simd
+      for (int64_t j = 0; j < P; ++j) gx[at + j] = ((x[at + j] >= l[j]) & (x[at + j] <= h[j])) ? gy[at + j] : 0.f;  // eq. 8
+    }
+  }
+  for (; r < rows; ++r)
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       const int64_t i = r * C + c;

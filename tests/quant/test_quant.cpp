@@ -1,7 +1,9 @@
+#include <algorithm>
 #include <cmath>
 
 #include <catch2/catch.hpp>
 
+#include "core/kernels.h"
 #include "data/mnist.h"
 #include "optim/trainer.h"
 #include "quant/fake_quant.h"
@@ -71,6 +73,42 @@ TEST_CASE("per-channel weight scales are max|w| / qmax per output channel", "[qu
   CHECK(p4[1].scale == 0.5f);
   // 2.5 -> 2, 1.25/0.5 = 2.5 -> 2, -1.5 -> -2, 0.75/0.5 = 1.5 -> 2 (half to even); extremes exact.
   CHECK(fake_quant(Variable(k4), p4).value().to_vector() == std::vector<float>{7.f, -3.5f, 2.f, 1.f, -2.f, 1.f});
+}
+
+// Per-channel fake quantization runs rows of few channels (a classifier's 10) as runs of whole
+// vectors (core/kernels/elementwise.cpp): against a plain loop, bit for bit, on channel counts
+// that make runs of several rows, whole vectors, or no runs, with leftover rows.
+TEST_CASE("per-channel fake quantization and its gradient equal a plain loop on any channel count", "[quant]") {
+  Rng rng(43);
+  for (const int64_t C : {2, 3, 10, 12, 16, 33}) {
+    INFO("channels " << C);
+    const int64_t rows = 57, n = rows * C;
+    Tensor x = random_tensor({rows, C}, rng, -3.f, 3.f);
+    const Tensor gy = random_tensor({rows, C}, rng, -1.f, 1.f);
+    std::vector<float> scale(C), lo(C), hi(C), real_lo(C), real_hi(C);
+    for (int64_t c = 0; c < C; ++c) {
+      scale[c] = 0.01f + 0.003f * static_cast<float>(c);
+      lo[c] = -127.f + static_cast<float>(c % 5), hi[c] = 127.f - static_cast<float>(c % 7);
+      real_lo[c] = -1.f - 0.1f * static_cast<float>(c % 4), real_hi[c] = 1.f + 0.05f * static_cast<float>(c % 3);
+      x[5 * C + c] = real_lo[c], x[6 * C + c] = real_hi[c];  // the range's ends pass the gradient
+    }
+    std::vector<float> y(n), gx(n);
+    kernels().fake_quant_forward(n, C, x.data(), scale.data(), lo.data(), hi.data(), y.data());
+    kernels().fake_quant_backward(n, C, x.data(), real_lo.data(), real_hi.data(), gy.data(), gx.data());
+    int64_t clamped = 0, passed = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t c = i % C;
+      const float q = std::nearbyint(x[i] / scale[c]);
+      clamped += q < lo[c] || q > hi[c];
+      REQUIRE(y[i] == std::clamp(q, lo[c], hi[c]) * scale[c]);
+      const bool inside = x[i] >= real_lo[c] && x[i] <= real_hi[c];
+      passed += inside;
+      REQUIRE(gx[i] == (inside ? gy[i] : 0.f));
+    }
+    CHECK(clamped > 0);  // both branches of each side are taken
+    CHECK(passed > 0);
+    CHECK(passed < n);
+  }
 }
 
 TEST_CASE("the straight-through estimator passes gradients inside the range only", "[quant][grad]") {
