@@ -31,6 +31,7 @@ struct PoolShape {  // NHWC input [N, H, W, C], output [N, OH, OW, C]; a KH x KW
 };
 
 constexpr int kMaxProductParts = 256;  // Kernels::matmul_dw_parts' most parts
+constexpr uint8_t kClipped = 4;        // Kernels::pooled_conv_forward's window index where a fused ReLU gave 0
 
 struct Kernels {
   int lanes;  // floats per vector of this build: 16 (AVX-512), 8 (AVX2), 4 (baseline)
@@ -42,10 +43,11 @@ struct Kernels {
   void (*conv_backward_input)(const ConvShape& s, const float* w, const float* dy, float* dx);
 
   // The fused 3x3, 1-channel conv with a 2x2 / stride 2 max-pool (ops_conv.cpp's fast path):
-  // y = window maxima [N, OH/2, OW/2, OC]; which[pixel][block of `lanes` channels][lanes] =
-  // window index (0..3) of each first maximum; range (if not null) = {min, max} of the conv output.
-  void (*pooled_conv_forward)(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, uint8_t* which,
-                              float* range);
+  // y = window maxima [N, OH/2, OW/2, OC] (with relu: relu of them); which[pixel][block of `lanes`
+  // channels][lanes] = window index (0..3) of each first maximum, or kClipped where relu gave 0 (no
+  // gradient flows there); range (if not null) = {min, max} of the conv output, before any relu.
+  void (*pooled_conv_forward)(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                              uint8_t* which, float* range);
   void (*pooled_conv_backward_weights)(const ConvShape& s, const float* x, const float* dy, const uint8_t* which, float* dw,
                                        float* db);
 

@@ -96,15 +96,18 @@ Variable zero_pad2d(const Variable& x, const Pad2dOptions& options);
 // Sequential uses it for conv -> activation -> max-pool when the activation is monotonic
 // (ReLU, fake-quantized ReLU): max-pooling first and activating the pooled values gives the
 // same result with a quarter of the activation work. If conv_range is given, it receives
-// the min and max of the whole conv output (before pooling), which observers need.
+// the min and max of the whole conv output (before pooling), which observers need. With
+// PooledActivation::kReLU it returns relu(max_pool2d(conv2d(...))), the ReLU inside the fused op.
 // Fast path: 3x3 kernel, 1 input channel, stride 1, valid padding, 2x2 pool with stride 2
-// (the reference model); other shapes run the two ops.
+// (the reference model); other shapes run the two (three) ops.
 struct ValueRange {
   float min = 0.f;
   float max = 0.f;
 };
+enum class PooledActivation { kNone, kReLU };
 Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& conv,
-                           const Pool2dOptions& pool, ValueRange* conv_range = nullptr);
+                           const Pool2dOptions& pool, ValueRange* conv_range = nullptr,
+                           PooledActivation activation = PooledActivation::kNone);
 
 // --- dense (core/ops_dense.cpp)
 Variable matmul(const Variable& x, const Variable& w);  // [N, K] x [K, M] -> [N, M]

@@ -165,7 +165,8 @@ bool fast_path(const ConvShape& s, const Pool2dOptions& p) {
          s.OH >= 2 && s.OW >= 2 && p.window_h == 2 && p.window_w == 2 && sh == 2 && sw == 2 && p.padding == Padding::kValid;
 }
 
-// The conv output's gradient: each pooled gradient at its window's chosen position, 0 elsewhere.
+// The conv output's gradient: each pooled gradient at its window's chosen position, 0 elsewhere
+// (everywhere in the window where a fused ReLU gave 0).
 Tensor unpooled_gradient(const ConvShape& s, const float* dy, const uint8_t* which, int64_t lanes) {
   const int64_t PH = s.OH / 2, PW = s.OW / 2, blocks = (s.OC + lanes - 1) / lanes;
   Tensor g = Tensor::zeros({s.N, s.OH, s.OW, s.OC});
@@ -175,7 +176,7 @@ Tensor unpooled_gradient(const ConvShape& s, const float* dy, const uint8_t* whi
         for (int64_t c = 0; c < s.OC; ++c) {
           const int64_t pix = (n * PH + ph) * PW + pw;
           const int q = which[pix * blocks * lanes + c];
-          g.data()[((n * s.OH + 2 * ph + q / 2) * s.OW + 2 * pw + q % 2) * s.OC + c] = dy[pix * s.OC + c];
+          if (q != kClipped) g.data()[((n * s.OH + 2 * ph + q / 2) * s.OW + 2 * pw + q % 2) * s.OC + c] = dy[pix * s.OC + c];
         }
   return g;
 }
@@ -183,8 +184,8 @@ Tensor unpooled_gradient(const ConvShape& s, const float* dy, const uint8_t* whi
 }  // namespace
 
 Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& conv,
-                           const Pool2dOptions& pool, ValueRange* conv_range) {
-  const bool has_bias = bias.defined();
+                           const Pool2dOptions& pool, ValueRange* conv_range, PooledActivation activation) {
+  const bool has_bias = bias.defined(), with_relu = activation == PooledActivation::kReLU;
   const ConvShape s = conv_shape(x.value(), w.value(), has_bias ? &bias.value() : nullptr, conv);
   if (!fast_path(s, pool)) {
     Variable c = conv2d(x, w, bias, conv);
@@ -193,15 +194,16 @@ Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable&
       const auto [lo, hi] = std::minmax_element(v, v + c.value().numel());
       *conv_range = {*lo, *hi};
     }
-    return max_pool2d(c, pool);
+    Variable pooled = max_pool2d(c, pool);
+    return with_relu ? relu(pooled) : pooled;
   }
   const Kernels* k = &kernels();  // one ISA for the forward and its backward: `which` is laid out per `lanes`
   const int64_t PH = s.OH / 2, PW = s.OW / 2, lanes = k->lanes, blocks = (s.OC + lanes - 1) / lanes;
   Tensor y({s.N, PH, PW, s.OC});
   std::shared_ptr<uint8_t[]> which = std::make_shared_for_overwrite<uint8_t[]>(s.N * PH * PW * blocks * lanes);
   float range[2];
-  k->pooled_conv_forward(s, x.value().data(), w.value().data(), has_bias ? bias.value().data() : nullptr, y.data(),
-                                which.get(), conv_range ? range : nullptr);
+  k->pooled_conv_forward(s, x.value().data(), w.value().data(), has_bias ? bias.value().data() : nullptr, with_relu, y.data(),
+                         which.get(), conv_range ? range : nullptr);
   if (conv_range) *conv_range = {range[0], range[1]};
   std::vector<Variable> inputs{x, w};
   if (has_bias) inputs.push_back(bias);

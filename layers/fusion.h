@@ -12,19 +12,23 @@
 
 namespace qnet {
 
-// A layer that can return its output max-pooled, filling `range` with the min and max of its
-// whole unpooled output (QAT's observers need it).
+// A layer that can return its output max-pooled (and then activated by `activation`, for the
+// activations the fused op applies itself), filling `range` with the min and max of its whole
+// unpooled output (QAT's observers need it).
 class PooledForward {
  public:
   virtual ~PooledForward() = default;
   virtual bool can_forward_max_pooled() const { return true; }  // QatWeights: only around a conv
-  virtual Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) = 0;
+  virtual Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range,
+                                      PooledActivation activation) = 0;
 };
 
-// A non-decreasing activation: act(max_pool(c)) == max_pool(act(c)).
+// A non-decreasing activation: act(max_pool(c)) == max_pool(act(c)). One the fused op can apply
+// itself (a plain ReLU) names it in inside_pooled_op(), and activate_pooled is then not called.
 class PoolCommutingActivation {
  public:
   virtual ~PoolCommutingActivation() = default;
+  virtual PooledActivation inside_pooled_op() const { return PooledActivation::kNone; }
   virtual Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) = 0;
 };
 

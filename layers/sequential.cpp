@@ -132,8 +132,10 @@ Variable Sequential::forward(const Variable& x) {
       // max_pool(act(conv)) == act(max_pool(conv)) for a monotonic act: pool first, in one op.
       ValueRange range;
       const auto& pool = dynamic_cast<const MaxPool2D&>(*layers_[i + 2]);
-      const Variable pooled = dynamic_cast<PooledForward&>(*layers_[i]).forward_max_pooled(y, pool.options(), &range);
-      y = dynamic_cast<PoolCommutingActivation&>(*layers_[i + 1]).activate_pooled(pooled, range);
+      auto& activation = dynamic_cast<PoolCommutingActivation&>(*layers_[i + 1]);
+      const PooledActivation inside = activation.inside_pooled_op();
+      const Variable pooled = dynamic_cast<PooledForward&>(*layers_[i]).forward_max_pooled(y, pool.options(), &range, inside);
+      y = inside == PooledActivation::kNone ? activation.activate_pooled(pooled, range) : pooled;
       i += 2;
       continue;
     }

@@ -94,9 +94,10 @@ Variable QatWeights::forward(const Variable& x) {
   return with_quantized_kernel([&](Module& inner) { return inner.forward(x); });
 }
 
-Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) {
-  if (float_ || layer_->keep_float()) return dynamic_cast<PooledForward&>(*layer_).forward_max_pooled(x, pool, range);
-  return with_quantized_kernel([&](Module& inner) { return dynamic_cast<PooledForward&>(inner).forward_max_pooled(x, pool, range); });
+Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, PooledActivation activation) {
+  const auto run = [&](Module& inner) { return dynamic_cast<PooledForward&>(inner).forward_max_pooled(x, pool, range, activation); };
+  if (float_ || layer_->keep_float()) return run(*layer_);
+  return with_quantized_kernel(run);
 }
 
 Tensor QatWeights::deployed_kernel() const {

@@ -51,7 +51,7 @@ class QatWeights : public Module, public PooledForward, public Recorded {
   QatWeights(std::unique_ptr<Module> layer, int bits);  // layer: a kWeights kind (layers/layer_kind.h)
   Variable forward(const Variable& x) override;
   bool can_forward_max_pooled() const override;
-  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range) override;
+  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, PooledActivation activation) override;
   Shape output_shape(const Shape& input) const override { return layer_->output_shape(input); }
   std::string type_name() const override { return "Qat" + layer_->type_name(); }
   std::unique_ptr<Module> clone() const override;

@@ -409,10 +409,12 @@ void conv_backward_input(const ConvShape& s, const float* w, const float* dy, fl
 // FMA chains instead of one), keeps their maximum and the window index of the first maximum
 // (one byte per channel), and never writes the conv output. Its backward routes each pooled
 // gradient to that one conv output: the kernel gradient sums g * patch(chosen position) over
-// pooled pixels, a quarter of the plain conv backward's work.
+// pooled pixels, a quarter of the plain conv backward's work. With `relu` the forward stores
+// relu(maximum) and the index kClipped where the maximum is not above 0, which the backward
+// reads as "no gradient": relu's own forward and backward passes, without their tensors.
 
-void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, float* y, uint8_t* which,
-                         float* range) {
+void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
+                         uint8_t* which, float* range) {
   const int64_t PH = s.OH / 2, PW = s.OW / 2, blocks = (s.OC + kLanes - 1) / kLanes;
   VecBuffer wb(9 * blocks);
   block_kernel(s, w, wb.data());
@@ -434,45 +436,41 @@ void pooled_conv_forward(const ConvShape& s, const float* x, const float* w, con
         m = gt ? a1 : m, q = gt ? vi{} + 1 : q;
         gt = a2 > m, m = gt ? a2 : m, q = gt ? vi{} + 2 : q;
         gt = a3 > m, m = gt ? a3 : m, q = gt ? vi{} + 3 : q;
-        const int64_t pix = (n * PH + ph) * PW + pw;
-        store(y + pix * s.OC + b * kLanes, m, lanes);
-        *reinterpret_cast<vu8u*>(which + (pix * blocks + b) * kLanes) = __builtin_convertvector(q, vu8u);
         if (range) {
           const vf mn01 = a0 < a1 ? a0 : a1, mn23 = a2 < a3 ? a2 : a3, mn = mn01 < mn23 ? mn01 : mn23;
           block_lo = mn < block_lo ? mn : block_lo, block_hi = m > block_hi ? m : block_hi;
         }
+        if (relu) {  // relu_forward's y = m > 0 ? m : 0 (NaN gives 0, as there)
+          const vi positive = m > vf{};
+          m = positive ? m : vf{}, q = positive ? q : vi{} + kClipped;
+        }
+        const int64_t pix = (n * PH + ph) * PW + pw;
+        store(y + pix * s.OC + b * kLanes, m, lanes);
+        *reinterpret_cast<vu8u*>(which + (pix * blocks + b) * kLanes) = __builtin_convertvector(q, vu8u);
       };
-      // Two windows side by side where there are registers for them (8 FMA chains, not 4: two
-      // FMA units of latency 4 need 8 to stay busy); each output sums its taps in conv_forward's
-      // order either way, so the outputs are bit-identical.
-      constexpr int64_t kWindows = kLanes == 16 ? 2 : 1;
+      // V windows side by side, from pooled column pw: each output sums its taps in conv_forward's
+      // order, so the outputs are bit-identical for any V.
+      const auto windows = [&]<int V>(int64_t ph, int64_t pw) {
+        const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;
+        vf a[V][4];
+        for (int v = 0; v < V; ++v) a[v][0] = a[v][1] = a[v][2] = a[v][3] = bias_b;
+        for (int kh = 0; kh < 3; ++kh)
+          for (int kw = 0; kw < 3; ++kw) {
+            const vf wv = wk[kh * 3 + kw];
+            for (int v = 0; v < V; ++v) {
+              const float* t = r + kh * s.W + kw + 2 * v;
+              a[v][0] += t[0] * wv, a[v][1] += t[1] * wv, a[v][2] += t[s.W] * wv, a[v][3] += t[s.W + 1] * wv;
+            }
+          }
+        for (int v = 0; v < V; ++v) finish(ph, pw + v, a[v][0], a[v][1], a[v][2], a[v][3]);
+      };
+      // Two windows at a time where there are registers for them (8 FMA chains, not 4: two FMA
+      // units of latency 4 need 8 to stay busy).
+      constexpr int kWindows = kLanes == 16 ? 2 : 1;
       for (int64_t ph = 0; ph < PH; ++ph) {
         int64_t pw = 0;
-        for (; pw + kWindows <= PW; pw += kWindows) {
-          const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;
-          vf a[kWindows][4];
-          for (int64_t v = 0; v < kWindows; ++v) a[v][0] = a[v][1] = a[v][2] = a[v][3] = bias_b;
-          for (int kh = 0; kh < 3; ++kh)
-            for (int kw = 0; kw < 3; ++kw) {  // same order as conv_forward: bit-identical outputs
-              const vf wv = wk[kh * 3 + kw];
-              for (int64_t v = 0; v < kWindows; ++v) {
-                const float* t = r + kh * s.W + kw + 2 * v;
-                a[v][0] += t[0] * wv, a[v][1] += t[1] * wv, a[v][2] += t[s.W] * wv, a[v][3] += t[s.W + 1] * wv;
-              }
-            }
-          for (int64_t v = 0; v < kWindows; ++v) finish(ph, pw + v, a[v][0], a[v][1], a[v][2], a[v][3]);
-        }
-        for (; pw < PW; ++pw) {
-          const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;
-          vf a0 = bias_b, a1 = bias_b, a2 = bias_b, a3 = bias_b;  // the window's 4 outputs
-          for (int kh = 0; kh < 3; ++kh)
-            for (int kw = 0; kw < 3; ++kw) {
-              const float* t = r + kh * s.W + kw;
-              const vf wv = wk[kh * 3 + kw];
-              a0 += t[0] * wv, a1 += t[1] * wv, a2 += t[s.W] * wv, a3 += t[s.W + 1] * wv;
-            }
-          finish(ph, pw, a0, a1, a2, a3);
-        }
+        for (; pw + kWindows <= PW; pw += kWindows) windows.template operator()<kWindows>(ph, pw);
+        for (; pw < PW; ++pw) windows.template operator()<1>(ph, pw);
       }
       for (int l = 0; l < lanes; ++l) lo = min_f(lo, block_lo[l]), hi = max_f(hi, block_hi[l]);
     }
@@ -504,8 +502,8 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
         for (int64_t ph = 0; ph < PH; ++ph)
           for (int64_t pw = 0; pw < PW; ++pw) {
             const int64_t pix = (n * PH + ph) * PW + pw;
-            const vf g = load(dy + pix * s.OC + b * kLanes, lanes);
             const vi q = __builtin_convertvector(*reinterpret_cast<const vu8u*>(which + (pix * blocks + b) * kLanes), vi);
+            const vf g = q != kClipped ? load(dy + pix * s.OC + b * kLanes, lanes) : vf{};  // relu's gradient: 0 there
             const vf g0 = q == 0 ? g : vf{}, g1 = q == 1 ? g : vf{};
             const vf g2 = q == 2 ? g : vf{}, g3 = q == 3 ? g : vf{};
             const float* r = x + (n * s.H + 2 * ph) * s.W + 2 * pw;  // the window's 4x4 input region

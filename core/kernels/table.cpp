@@ -7,7 +7,7 @@ namespace qnet::QNET_ISA_NS {
 void conv_forward(const ConvShape&, const float*, const float*, const float*, float*);
 void conv_backward_weights(const ConvShape&, const float*, const float*, float*, float*);
 void conv_backward_input(const ConvShape&, const float*, const float*, float*);
-void pooled_conv_forward(const ConvShape&, const float*, const float*, const float*, float*, uint8_t*, float*);
+void pooled_conv_forward(const ConvShape&, const float*, const float*, const float*, bool, float*, uint8_t*, float*);
 void pooled_conv_backward_weights(const ConvShape&, const float*, const float*, const uint8_t*, float*, float*);
 void max_pool_forward(const PoolShape&, const float*, float*);
 void max_pool_backward(const PoolShape&, const float*, const float*, const float*, float*);

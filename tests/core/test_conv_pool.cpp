@@ -1,5 +1,6 @@
-// conv2d_max_pool2d against the two ops it fuses: values bit for bit, gradients to rounding,
-// the conv output's range exactly, ties to the first maximum; and finite differences.
+// conv2d_max_pool2d against the two ops it fuses (three with its ReLU): values bit for bit,
+// gradients to rounding, the conv output's range exactly, ties to the first maximum; the ReLU
+// inside it bit for bit against relu() after it; and finite differences.
 #include <algorithm>
 
 #include <catch2/catch.hpp>
@@ -16,18 +17,25 @@ struct Grads {
   ValueRange range;
 };
 
-Grads run(bool fused, const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& co, const Pool2dOptions& po,
+// How the output is made: the fused op (with the ReLU inside it or after it) or the plain ops.
+enum class Path { kFused, kFusedReLU, kFusedThenReLU, kPlain, kPlainReLU };
+
+Grads run(Path path, const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& co, const Pool2dOptions& po,
           const Tensor& seed_of_shape_y) {
   Variable xv(x.clone(), true), wv(w.clone(), true), bv = b ? Variable(b->clone(), true) : Variable();
   Grads g;
   Variable y;
-  if (fused) {
+  if (path == Path::kFused || path == Path::kFusedThenReLU) {
     y = conv2d_max_pool2d(xv, wv, bv, co, po, &g.range);
+    if (path == Path::kFusedThenReLU) y = relu(y);
+  } else if (path == Path::kFusedReLU) {
+    y = conv2d_max_pool2d(xv, wv, bv, co, po, &g.range, PooledActivation::kReLU);
   } else {
     Variable c = conv2d(xv, wv, bv, co);
     const auto [lo, hi] = std::minmax_element(c.value().data(), c.value().data() + c.value().numel());
     g.range = {*lo, *hi};
     y = max_pool2d(c, po);
+    if (path == Path::kPlainReLU) y = relu(y);
   }
   y.backward(seed_of_shape_y.clone());
   g.y = y.value(), g.dx = xv.grad(), g.dw = wv.grad();
@@ -64,21 +72,37 @@ TEST_CASE("conv2d_max_pool2d equals max_pool2d(conv2d): values, conv range and g
       {{2, 8, 8, 1}, {3, 3, 1, 4}, {}, {3, 3, 1, 1, Padding::kValid}, true},      // overlapping pool: the two ops
       {{2, 10, 10, 1}, {5, 5, 1, 6}, {}, {2, 2, 0, 0, Padding::kSame}, true},     // 5x5 kernel: the two ops
   };
+  int64_t clipped = 0, kept = 0;  // outputs the ReLU set to 0, and the others
   for (const Case& c : cases) {
     INFO("input " << shape_str(c.x) << " kernel " << shape_str(c.w) << " conv stride " << c.conv.stride_h << " pool "
                   << c.pool.window_h << "x" << c.pool.window_w);
     const Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({c.w[3]}, rng);
     const Shape y_shape = max_pool2d(conv2d(Variable(x), Variable(w), Variable(), c.conv), c.pool).shape();
     const Tensor seed = random_tensor(y_shape, rng);
-    const Grads fused = run(true, x, w, c.bias ? &b : nullptr, c.conv, c.pool, seed);
-    const Grads plain = run(false, x, w, c.bias ? &b : nullptr, c.conv, c.pool, seed);
-    CHECK(fused.y.to_vector() == plain.y.to_vector());  // same FMAs in the same order
-    CHECK(fused.range.min == plain.range.min);
-    CHECK(fused.range.max == plain.range.max);
-    require_close(fused.dw, plain.dw, "kernel gradient");  // summed in another order
-    require_close(fused.dx, plain.dx, "input gradient");
-    if (c.bias) require_close(fused.db, plain.db, "bias gradient");
+    for (const bool with_relu : {false, true}) {
+      INFO("relu " << with_relu);
+      const Tensor* bias = c.bias ? &b : nullptr;
+      const Grads fused = run(with_relu ? Path::kFusedReLU : Path::kFused, x, w, bias, c.conv, c.pool, seed);
+      const Grads plain = run(with_relu ? Path::kPlainReLU : Path::kPlain, x, w, bias, c.conv, c.pool, seed);
+      CHECK(fused.y.to_vector() == plain.y.to_vector());  // same FMAs in the same order
+      CHECK(fused.range.min == plain.range.min);          // the conv output's, before the ReLU
+      CHECK(fused.range.max == plain.range.max);
+      require_close(fused.dw, plain.dw, "kernel gradient");  // summed in another order
+      require_close(fused.dx, plain.dx, "input gradient");
+      if (c.bias) require_close(fused.db, plain.db, "bias gradient");
+      if (with_relu) {  // the ReLU inside the op gives relu(op)'s bits: values and every gradient
+        const Grads after = run(Path::kFusedThenReLU, x, w, bias, c.conv, c.pool, seed);
+        CHECK(fused.y.to_vector() == after.y.to_vector());
+        CHECK(fused.dw.to_vector() == after.dw.to_vector());
+        CHECK(fused.dx.to_vector() == after.dx.to_vector());
+        if (c.bias) CHECK(fused.db.to_vector() == after.db.to_vector());
+        const int64_t zeros = std::count(fused.y.data(), fused.y.data() + fused.y.numel(), 0.f);
+        clipped += zeros, kept += fused.y.numel() - zeros;
+      }
+    }
   }
+  CHECK(clipped > 0);  // random weights: the ReLU clipped some outputs, and not all
+  CHECK(kept > 0);
 }
 
 TEST_CASE("conv2d_max_pool2d sends a tied window's gradient to its first maximum", "[core][grad]") {
@@ -86,8 +110,8 @@ TEST_CASE("conv2d_max_pool2d sends a tied window's gradient to its first maximum
   Rng rng(22);
   const Tensor x = Tensor::full({2, 8, 8, 1}, 0.5f), w = random_tensor({3, 3, 1, 12}, rng), b = random_tensor({12}, rng);
   const Tensor seed = random_tensor({2, 3, 3, 12}, rng);
-  const Grads fused = run(true, x, w, &b, {}, {}, seed);
-  const Grads plain = run(false, x, w, &b, {}, {}, seed);
+  const Grads fused = run(Path::kFused, x, w, &b, {}, {}, seed);
+  const Grads plain = run(Path::kPlain, x, w, &b, {}, {}, seed);
   require_close(fused.dx, plain.dx, "input gradient");
   require_close(fused.dw, plain.dw, "kernel gradient");
   // The first maximum is the window's top-left output: the image's last row and column,
@@ -101,9 +125,12 @@ TEST_CASE("conv2d_max_pool2d sends a tied window's gradient to its first maximum
 
 TEST_CASE("conv2d_max_pool2d's gradients match finite differences", "[core][grad]") {
   Rng rng(23);
-  check_gradients([](auto& v) { return conv2d_max_pool2d(v[0], v[1], v[2], {}, {}); },
-                  {distinct_tensor({2, 6, 7, 1}, rng, 0.03f), random_tensor({3, 3, 1, 3}, rng), random_tensor({3}, rng)}, 1e-3,
-                  1e-2);
+  for (const PooledActivation a : {PooledActivation::kNone, PooledActivation::kReLU}) {
+    INFO("relu " << (a == PooledActivation::kReLU));
+    check_gradients([a](auto& v) { return conv2d_max_pool2d(v[0], v[1], v[2], {}, {}, nullptr, a); },
+                    {distinct_tensor({2, 6, 7, 1}, rng, 0.03f), random_tensor({3, 3, 1, 3}, rng), random_tensor({3}, rng)}, 1e-3,
+                    1e-2);
+  }
 }
 
 TEST_CASE("conv2d_max_pool2d refuses what conv2d and max_pool2d refuse", "[core]") {
