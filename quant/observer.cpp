@@ -28,8 +28,9 @@ void MovingAverageObserver::observe(const Tensor& t) {
 void MovingAverageObserver::observe_range(float lo, float hi) {
   if (frozen_) return;
   if (const StepContext* step = sharded_step()) {  // the range of the whole batch, on every rank (exact in any order)
-    step->comm->allreduce_min(&lo, 1);
-    step->comm->allreduce_max(&hi, 1);
+    float ends[2] = {-lo, hi};                       // one collective: min(lo) = -max(-lo), negation is exact
+    step->comm->allreduce_max(ends, 2);
+    lo = -ends[0], hi = ends[1];
   }
   if (!initialized_) {
     min_ = lo, max_ = hi, initialized_ = true;
