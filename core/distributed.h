@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <vector>
 
 namespace qnet {
@@ -62,12 +63,24 @@ struct BatchShard {
 // The chunks of a batch of `global` images split as evenly as they go over `ranks` ranks, in rank
 // order; empty shards (count 0) when the batch has fewer chunks than ranks.
 BatchShard shard_of(int64_t global, int rank, int ranks);
+// Rank `rank`'s shard when rank r holds chunks[r] chunks of the batch, in rank order (they add up
+// to the batch's chunks; a rank may hold none only if the batch has fewer chunks than ranks).
+BatchShard shard_of(int64_t global, int rank, std::span<const int64_t> chunks);
+
+// The batch's `chunks` chunks over the ranks so that the slowest finishes first: rank r takes
+// seconds_per_chunk[r] for each (its measured pace; any positive scale), and every rank gets at
+// least one chunk when there are enough. Ties go to the lower rank, so equal paces give shard_of's
+// even split. Which rank sums which chunk never changes a sum (each is added in chunk order), so
+// any split gives the same bits.
+std::vector<int64_t> balanced_chunks(int64_t chunks, std::span<const double> seconds_per_chunk);
 
 // Set for the duration of one training step's forward and backward on several ranks (nested
 // steps are refused). Thread-local: each thread of a process may run its own step.
 class ShardedStep {
  public:
-  ShardedStep(Communicator& comm, const BatchShard& shard);
+  ShardedStep(Communicator& comm, const BatchShard& shard);  // every rank's shard as shard_of gives it
+  // Rank r holds chunks[r] chunks of the batch of `global` images (balanced_chunks).
+  ShardedStep(Communicator& comm, int64_t global, std::vector<int64_t> chunks);
   ~ShardedStep();
   ShardedStep(const ShardedStep&) = delete;
   ShardedStep& operator=(const ShardedStep&) = delete;
@@ -75,7 +88,9 @@ class ShardedStep {
 
 struct StepContext {
   Communicator* comm;
-  BatchShard shard;
+  BatchShard shard;             // this rank's
+  std::vector<int64_t> chunks;  // every rank's chunks of the batch, in rank order
+  int64_t images_of(int rank) const { return shard_of(shard.global, rank, chunks).count; }
 };
 const StepContext* sharded_step();  // null on one process and outside a step
 

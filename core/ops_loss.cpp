@@ -38,7 +38,7 @@ Variable softmax_cross_entropy(const Variable& logits, std::span<const int32_t> 
   const int64_t all = step ? step->shard.global : N;
   if (step) {
     std::vector<int64_t> counts(step->comm->size());
-    for (int r = 0; r < step->comm->size(); ++r) counts[r] = shard_of(all, r, step->comm->size()).count;
+    for (int r = 0; r < step->comm->size(); ++r) counts[r] = step->images_of(r);
     std::vector<double> every(all);
     step->comm->allgather(row_loss.data(), counts, every.data());
     row_loss.swap(every);

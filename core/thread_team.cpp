@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -27,17 +28,17 @@ class ThreadTeam::Rank : public Communicator {
 
   const void* const* share_operands(const void* mine) override {
     team_.in_[rank_] = mine;
-    team_.barrier();
+    team_.barrier(rank_);
     return team_.in_.data();
   }
-  void done_with_operands() override { team_.barrier(); }
+  void done_with_operands() override { team_.barrier(rank_); }
 
   // Each rank adds one segment of the width, every chunk in order (the additions
   // Communicator::ordered_sum makes), and writes it into every rank's out.
   void ordered_sum(const float* local, const std::vector<int64_t>& chunks, int64_t width, float* out) override {
     const int ranks = team_.size_;
     team_.in_[rank_] = local, team_.out_[rank_] = out;
-    team_.barrier();
+    team_.barrier(rank_);
     const int64_t begin = width * rank_ / ranks, end = width * (rank_ + 1) / ranks;
     bool first = true;
     for (int q = 0; q < ranks; ++q) {
@@ -52,27 +53,27 @@ class ThreadTeam::Rank : public Communicator {
     }
     for (int q = 0; q < ranks; ++q)
       if (q != rank_ && end > begin) std::memcpy(static_cast<float*>(team_.out_[q]) + begin, out + begin, (end - begin) * sizeof(float));
-    team_.barrier();
+    team_.barrier(rank_);
   }
 
  private:
   template <typename T>
   void gather(const T* local, const std::vector<int64_t>& counts, T* all) {
     team_.in_[rank_] = local;
-    team_.barrier();
+    team_.barrier(rank_);
     for (int64_t q = 0, at = 0; q < team_.size_; at += counts[q], ++q)
       std::copy_n(static_cast<const T*>(team_.in_[q]), counts[q], all + at);
-    team_.barrier();
+    team_.barrier(rank_);
   }
   template <typename T, typename F>
   void reduce(T* values, int64_t n, F op) {
     std::vector<T> result(values, values + n);
     team_.in_[rank_] = values;
-    team_.barrier();
+    team_.barrier(rank_);
     for (int q = 0; q < team_.size_; ++q)
       if (q != rank_)
         for (int64_t i = 0; i < n; ++i) result[i] = op(result[i], static_cast<const T*>(team_.in_[q])[i]);
-    team_.barrier();  // every rank has read the others' values: each may now overwrite its own
+    team_.barrier(rank_);  // every rank has read the others' values: each may now overwrite its own
     std::copy(result.begin(), result.end(), values);
   }
 
@@ -80,7 +81,7 @@ class ThreadTeam::Rank : public Communicator {
   int rank_;
 };
 
-ThreadTeam::ThreadTeam(int size) : size_(size), in_(size), out_(size) {
+ThreadTeam::ThreadTeam(int size) : size_(size), in_(size), out_(size), waited_(size) {
   if (size < 1) throw std::invalid_argument("ThreadTeam: fewer than 1 thread");
   for (int r = 0; r < size; ++r) ranks_.push_back(std::make_unique<Rank>(*this, r));
 }
@@ -91,7 +92,7 @@ Communicator& ThreadTeam::rank(int r) { return *ranks_.at(r); }
 
 // A sense-reversing barrier: spins briefly (a collective's partner is usually a few microseconds
 // away), then yields the core, so that more threads than cores still make progress.
-void ThreadTeam::barrier() {
+void ThreadTeam::barrier(int rank) {
   if (aborted()) throw TeamAborted();
   const unsigned generation = generation_.load(std::memory_order_acquire);
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size_) {
@@ -99,6 +100,7 @@ void ThreadTeam::barrier() {
     generation_.store(generation + 1, std::memory_order_release);
     return;
   }
+  const auto start = std::chrono::steady_clock::now();
   for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
     if (aborted()) throw TeamAborted();
     if (spins < 4000)
@@ -106,6 +108,7 @@ void ThreadTeam::barrier() {
     else
       std::this_thread::yield();
   }
+  waited_[rank].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace qnet

@@ -35,16 +35,23 @@ class ThreadTeam {
   Communicator& rank(int r);
   void abort() { aborted_.store(true, std::memory_order_release); }
   bool aborted() const { return aborted_.load(std::memory_order_acquire); }
+  // Seconds rank r has spent waiting in the collectives for the other ranks so far (its idle time:
+  // the trainer gives a rank that waits less, the slower one, fewer images).
+  double waited(int r) const { return waited_.at(r).seconds; }
 
  private:
   class Rank;
   friend class Rank;
-  void barrier();  // every rank arrives before any leaves; throws TeamAborted once aborted
+  void barrier(int rank);  // every rank arrives before any leaves; throws TeamAborted once aborted
 
   int size_;
   std::vector<std::unique_ptr<Rank>> ranks_;
   std::vector<const void*> in_;  // what each rank publishes for the collective in progress
   std::vector<void*> out_;
+  struct alignas(64) Waited {
+    double seconds = 0;  // written by its rank only
+  };
+  std::vector<Waited> waited_;
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<unsigned> generation_{0};
   std::atomic<bool> aborted_{false};

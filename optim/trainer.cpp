@@ -3,6 +3,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <limits>
+#include <numeric>
 #include <optional>
 #include <span>
 
@@ -126,14 +128,100 @@ struct Replicas {
   void clear() { copies.clear(), parameters.clear(); }
 };
 
+// How the threads share each batch's chunks. From an even split, every kWindow steps one chunk
+// moves to the thread that waited longest for the others, if even its shortest wait in the window
+// was longer than a chunk takes it: then the move would shorten every step of the window. A core
+// that runs slower step after step (a VM's vCPU sharing its host core with another guest's work,
+// say) so gives up chunks, and takes them back once it is as fast again. A move is a trial:
+// if the next window's steps take longer on average (a thread stopped for long stretches by
+// another program, which fewer images do not shorten), it is undone and not tried again for twice
+// as many windows as the last time. A thread's time is its time in forward and backward less its
+// waits in the team's collectives. FitOptions::thread_weights fixes the split instead. No split
+// changes the bits (balanced_chunks).
+class ThreadPace {
+ public:
+  ThreadPace(int threads, const std::vector<double>& weights) : paces_(threads, 1.0), fixed_(!weights.empty()) {
+    if (!fixed_) return;
+    if (static_cast<int>(weights.size()) != threads)
+      throw std::invalid_argument(fmt::format("fit: {} thread weights for {} threads", weights.size(), threads));
+    for (int r = 0; r < threads; ++r) {
+      if (!(weights[r] > 0) || !std::isfinite(weights[r]))
+        throw std::invalid_argument(fmt::format("fit: thread weight {} (expected a positive number)", weights[r]));
+      paces_[r] = 1.0 / weights[r];
+    }
+  }
+  std::vector<int64_t> split(int64_t images) {
+    const int64_t chunks = (images + kReductionChunk - 1) / kReductionChunk;
+    if (fixed_) return balanced_chunks(chunks, paces_);
+    if (split_.empty()) split_ = balanced_chunks(chunks, paces_);  // the first batch's: a full one
+    return total(split_) == chunks ? split_ : balanced_chunks(chunks, paces_);  // an epoch's last, evenly
+  }
+  // A step with `chunks` took step_seconds in all, thread r busy_seconds[r] of it.
+  void measured(const std::vector<int64_t>& chunks, const std::vector<double>& busy_seconds, double step_seconds) {
+    if (fixed_ || chunks != split_) return;
+    const size_t ranks = chunks.size();
+    if (wait_.empty()) reset_window(ranks);
+    const double slowest = *std::max_element(busy_seconds.begin(), busy_seconds.end());
+    for (size_t r = 0; r < ranks; ++r) {
+      wait_[r] = std::min(wait_[r], slowest - busy_seconds[r]);
+      chunk_[r] = std::min(chunk_[r], busy_seconds[r] / static_cast<double>(chunks[r]));
+    }
+    window_seconds_ += step_seconds;
+    if (++steps_ % kWindow == 0) end_window(ranks);
+  }
+
+ private:
+  static constexpr int64_t kWindow = 16, kMaxBackoff = 64;
+  static int64_t total(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
+  void end_window(size_t ranks) {
+    if (trial_) {  // keep the move only if it paid
+      trial_ = false;
+      if (window_seconds_ >= before_seconds_) {
+        --split_[to_], ++split_[from_];
+        backoff_ = std::min(2 * backoff_, kMaxBackoff), cooldown_ = backoff_;
+      } else {
+        backoff_ = 1;
+      }
+    } else if (cooldown_ > 0) {
+      --cooldown_;
+    } else {
+      const size_t idle = static_cast<size_t>(std::max_element(wait_.begin(), wait_.end()) - wait_.begin());
+      size_t busiest = idle;
+      for (size_t r = 0; r < ranks; ++r)
+        if (split_[r] > 1 && (busiest == idle || wait_[r] < wait_[busiest])) busiest = r;
+      if (busiest != idle && wait_[idle] > chunk_[idle]) {
+        ++split_[idle], --split_[busiest];
+        trial_ = true, to_ = idle, from_ = busiest, before_seconds_ = window_seconds_;
+      }
+    }
+    reset_window(ranks);
+  }
+  void reset_window(size_t ranks) {
+    wait_.assign(ranks, std::numeric_limits<double>::infinity());
+    chunk_.assign(ranks, std::numeric_limits<double>::infinity());
+    window_seconds_ = 0;
+  }
+  std::vector<double> paces_;  // relative seconds per chunk: thread_weights' or all equal
+  bool fixed_;
+  std::vector<int64_t> split_;        // the chunks of a full batch, per thread
+  std::vector<double> wait_, chunk_;  // this window's shortest wait and fastest chunk, per thread
+  double window_seconds_ = 0, before_seconds_ = 0;  // this window's steps; the window before a trial
+  int64_t steps_ = 0, backoff_ = 1, cooldown_ = 0;
+  bool trial_ = false;
+  size_t to_ = 0, from_ = 0;
+};
+
 // One training step with each of the team's threads on its chunks of the batch: thread 0 on the
 // model, thread r on copies[r - 1]. Once every thread's backward is done, the threads step the
 // optimizer (unless the loss is not finite: the caller throws). Returns the mean loss (every
 // rank's) and the number of right answers.
 std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replicas& replicas, const ImageSet& train,
-                                    std::span<const int64_t> images) {
+                                    std::span<const int64_t> images, ThreadPace& pace) {
   const int threads = static_cast<int>(replicas.copies.size()) + 1;
   const int64_t n = static_cast<int64_t>(images.size());
+  const Clock::time_point step_start = Clock::now();
+  const std::vector<int64_t> chunks = pace.split(n);
+  std::vector<double> busy(threads);
   ThreadTeam team(threads);
   std::vector<std::exception_ptr> errors(threads);
   std::atomic<int64_t> right{0};
@@ -142,27 +230,28 @@ std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replica
   {
     const int r = omp_get_thread_num();
     omp_set_num_threads(1);  // the ops inside run on this thread alone
+    const Clock::time_point start = Clock::now();
     try {
       if (r > 0)
         for (Variable* p : replicas.parameters[r - 1]) p->zero_grad();
       else
         optimizer.zero_grad();
-      const BatchShard shard = shard_of(n, r, threads);
+      const BatchShard shard = shard_of(n, r, chunks);
       Batch b = train.batch(images.subspan(shard.begin, shard.count));
-      ShardedStep step(team.rank(r), shard);
+      ShardedStep step(team.rank(r), n, chunks);
       Variable logits = (r == 0 ? model : *replicas.copies[r - 1]).forward(Variable(b.x));
       Variable loss = softmax_cross_entropy(logits, b.labels);  // the whole batch's mean, on every rank
       if (r == 0) loss_value = loss.value()[0];
       if (std::isfinite(loss.value()[0])) loss.backward();  // else every rank stops here
       right += count_correct(logits.value(), b.labels);
+      busy[r] = seconds_since(start) - team.waited(r);
     } catch (...) {
       errors[r] = std::current_exception();
       team.abort();
     }
 #pragma omp barrier
     if (!team.aborted() && std::isfinite(loss_value)) {  // the same on every thread
-      // Each thread updates its part of every parameter (of the dense kernel, the rows it summed),
-      // or thread 0 all of them.
+      // Each thread updates its part of every parameter, or thread 0 all of them.
       const bool in_parts = optimizer.step_part(r, threads);
 #pragma omp barrier
       if (r == 0) {
@@ -177,6 +266,7 @@ std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replica
       }
     }
   }
+  pace.measured(chunks, busy, seconds_since(step_start));
   // The failure itself, not another thread's TeamAborted.
   for (const std::exception_ptr& e : errors) {
     if (!e) continue;
@@ -198,6 +288,7 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
   const int ranks = o.communicator ? o.communicator->size() : 1;
   const int threads = o.communicator || !o.threads_split_batch ? 1 : num_threads();
   std::vector<EpochStats> history;
+  ThreadPace pace(threads, o.communicator || threads == 1 ? std::vector<double>{} : o.thread_weights);
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
     if (o.on_epoch_begin) o.on_epoch_begin(epoch);
     if (o.progress != Progress::kNone) fmt::print(o.out, "Epoch {}/{}\n", epoch, o.epochs), std::fflush(o.out);
@@ -222,7 +313,7 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
       if (threads > 1 && (n + kReductionChunk - 1) / kReductionChunk >= threads && !replicas.failed) {
         if (replicas.copies.empty()) replicas.make(model, threads);
         if (!replicas.failed) {
-          const auto [l, right] = team_step(model, optimizer, replicas, train, std::span<const int64_t>(order).subspan(begin, n));
+          const auto [l, right] = team_step(model, optimizer, replicas, train, std::span<const int64_t>(order).subspan(begin, n), pace);
           if (!std::isfinite(l))
             throw TrainingError(fmt::format("training diverged: loss is {} at epoch {}, step {}/{}", l, epoch, step + 1, steps));
           loss_sum += static_cast<double>(l) * n;

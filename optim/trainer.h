@@ -52,6 +52,11 @@ struct FitOptions {
   // model that cannot copy itself, or a batch of fewer chunks than threads: each op is split
   // over the threads instead.
   bool threads_split_batch = true;
+  // How those threads share each batch, in whole chunks of kReductionChunk images: empty, by each
+  // thread's measured pace (a thread on a slower or busier core gets fewer); else thread r's
+  // relative speed (one per thread, e.g. {3, 1}: 6 and 2 of a batch's 8 chunks). The weights come
+  // out the same bits either way.
+  std::vector<double> thread_weights{};
 };
 
 // A NaN or infinite loss: training stops and says where.

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <stdexcept>
 #include <thread>
@@ -64,7 +65,8 @@ struct Trained {
   int64_t collectives = 0;
 };
 
-Trained train_rank(Communicator* comm, bool qat, int64_t batch, const char* spec = kSpec, bool split_batch = true) {
+Trained train_rank(Communicator* comm, bool qat, int64_t batch, const char* spec = kSpec, bool split_batch = true,
+                   std::vector<double> thread_weights = {}) {
   Rng rng(5);
   Sequential model = model_from_spec(spec, {28, 28, 1}, rng);
   if (qat) prepare_qat(model, {.bits = 8, .observer = pytorch_observer()});
@@ -74,6 +76,7 @@ Trained train_rank(Communicator* comm, bool qat, int64_t batch, const char* spec
   fo.batch_size = batch;
   fo.communicator = comm;
   fo.threads_split_batch = split_batch;
+  fo.thread_weights = std::move(thread_weights);
   Trained t;
   t.history = fit(model, adam, mnist().train.slice(0, 563), mnist().train.slice(54000, 100), fo, rng);
   t.file = qbin::serialize(to_qbin(model));
@@ -120,6 +123,30 @@ TEST_CASE("shards: whole chunks of the batch, in rank order, as even as they go"
   CHECK(shard_of(32, 0, 1).count == 32);
   CHECK_THROWS_AS(shard_of(32, 2, 2), std::invalid_argument);
   CHECK(sharded_step() == nullptr);
+}
+
+TEST_CASE("shards by measured pace: the slower rank gets fewer chunks, every rank at least one", "[core][distributed]") {
+  using V = std::vector<int64_t>;
+  const std::vector<double> even{1, 1}, slow_second{1, 1.7}, slow_first{3, 1};
+  CHECK(balanced_chunks(8, even) == V{4, 4});
+  CHECK(balanced_chunks(9, even) == V{5, 4});  // ties to the lower rank
+  CHECK(balanced_chunks(8, slow_second) == V{5, 3});
+  CHECK(balanced_chunks(8, slow_first) == V{2, 6});
+  CHECK(balanced_chunks(8, std::vector<double>{1, 100}) == V{7, 1});  // never none while there are enough
+  CHECK(balanced_chunks(2, std::vector<double>{1, 1, 1}) == V{0, 1, 1});  // too few: the last ranks, as shard_of
+  CHECK(balanced_chunks(9, std::vector<double>{1, 1, 1, 1}) == V{3, 2, 2, 2});
+  CHECK_THROWS_AS(balanced_chunks(8, std::vector<double>{1, 0}), std::invalid_argument);
+  CHECK_THROWS_AS(balanced_chunks(8, std::vector<double>{}), std::invalid_argument);
+  // The shards such a split gives: 35 images (9 chunks, the last of 3 images) as 2, 6, 1 chunks.
+  const V chunks{2, 6, 1};
+  CHECK(shard_of(35, 0, chunks).begin == 0);
+  CHECK(shard_of(35, 0, chunks).count == 8);
+  CHECK(shard_of(35, 1, chunks).begin == 8);
+  CHECK(shard_of(35, 1, chunks).count == 24);
+  CHECK(shard_of(35, 2, chunks).begin == 32);
+  CHECK(shard_of(35, 2, chunks).count == 3);
+  CHECK_THROWS_AS(shard_of(35, 0, V{2, 6}), std::invalid_argument);  // 8 chunks, not the batch's 9
+  CHECK_THROWS_AS(shard_of(35, 3, chunks), std::invalid_argument);
 }
 
 TEST_CASE("data-parallel training on 2 and 3 ranks gives one process's weights to the bit, float and QAT", "[optim][distributed]") {
@@ -187,6 +214,20 @@ TEST_CASE("a thread team's ordered sum over 3 std::threads adds every rank's chu
   waiter.join();
   CHECK(aborted == 1);
   CHECK_THROWS_AS(failing.rank(0).allreduce_max(nullptr, 0), TeamAborted);
+
+  // The time each rank waits for the others, which fit() subtracts to find a thread's pace: rank 0
+  // comes 50 ms late to a collective, so rank 1 waits about that long and rank 0 not at all.
+  ThreadTeam paced(2);
+  std::thread early([&] {
+    float v = 1.f;
+    paced.rank(1).allreduce_max(&v, 1);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  float v = 2.f;
+  paced.rank(0).allreduce_max(&v, 1);
+  early.join();
+  CHECK(paced.waited(1) >= 0.04);
+  CHECK(paced.waited(0) < paced.waited(1));
 }
 
 // fit() on several threads: each trains whole chunks of every batch on its own copy of the model
@@ -223,8 +264,18 @@ TEST_CASE("OpenMP workers each training its chunks of a batch on a copy of the m
         CHECK(many.history.back().accuracy == one.history.back().accuracy);
         CHECK(many.history.back().val_accuracy == one.history.back().val_accuracy);
       }
+      // Uneven splits (a batch of 9 chunks as 1 + 8, 7 + 2, 1 + 1 + 7): the same bits.
+      for (const std::vector<double>& weights : {std::vector<double>{1, 100}, std::vector<double>{3, 1}, std::vector<double>{1, 1, 9}}) {
+        INFO(weights.size() << " threads weighted " << weights[0] << ", " << weights[1]);
+        set_num_threads(static_cast<int>(weights.size()));
+        const Trained uneven = train_rank(nullptr, qat, 35, spec, true, weights);
+        CHECK(uneven.file == one.file);
+        CHECK(uneven.history.back().loss == one.history.back().loss);
+        CHECK(uneven.history.back().accuracy == one.history.back().accuracy);
+      }
       set_num_threads(2);
       CHECK(train_rank(nullptr, qat, 35, spec, /*split_batch=*/false).file == one.file);  // each op split instead
+      CHECK_THROWS_AS(train_rank(nullptr, qat, 35, spec, true, {1, 2, 3}), std::invalid_argument);  // 3 weights, 2 threads
     }
   set_num_threads(saved);
 }
