@@ -133,7 +133,7 @@ struct Replicas {
 // was longer than a chunk takes it: then the move would shorten every step of the window. A core
 // that runs slower step after step (a VM's vCPU sharing its host core with another guest's work,
 // say) so gives up chunks, and takes them back once it is as fast again. A move is a trial:
-// if the next window's steps take longer on average (a thread stopped for long stretches by
+// unless the next window's steps take at least 2% less time (a thread stopped for long stretches by
 // another program, which fewer images do not shorten), it is undone and not tried again for twice
 // as many windows as the last time. A thread's time is its time in forward and backward less its
 // waits in the team's collectives. FitOptions::thread_weights fixes the split instead. No split
@@ -171,12 +171,14 @@ class ThreadPace {
   }
 
  private:
-  static constexpr int64_t kWindow = 16, kMaxBackoff = 64;
+  static constexpr int64_t kWindow = 32, kMaxBackoff = 64;
+  static constexpr double kMargin = 1.5;  // a move when the shortest wait is this many chunks: a gain of half a chunk
+  static constexpr double kKeep = 0.98;   // a move stays if its window took at most this much of the one before
   static int64_t total(const std::vector<int64_t>& v) { return std::accumulate(v.begin(), v.end(), int64_t{0}); }
   void end_window(size_t ranks) {
     if (trial_) {  // keep the move only if it paid
       trial_ = false;
-      if (window_seconds_ >= before_seconds_) {
+      if (window_seconds_ > kKeep * before_seconds_) {
         --split_[to_], ++split_[from_];
         backoff_ = std::min(2 * backoff_, kMaxBackoff), cooldown_ = backoff_;
       } else {
@@ -189,7 +191,7 @@ class ThreadPace {
       size_t busiest = idle;
       for (size_t r = 0; r < ranks; ++r)
         if (split_[r] > 1 && (busiest == idle || wait_[r] < wait_[busiest])) busiest = r;
-      if (busiest != idle && wait_[idle] > chunk_[idle]) {
+      if (busiest != idle && wait_[idle] > kMargin * chunk_[idle]) {
         ++split_[idle], --split_[busiest];
         trial_ = true, to_ = idle, from_ = busiest, before_seconds_ = window_seconds_;
       }
