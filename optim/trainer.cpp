@@ -130,7 +130,7 @@ struct Replicas {
 
 // How the threads share each batch's chunks. From an even split, every kWindow steps one chunk
 // moves to the thread that waited longest for the others, if even its shortest wait in the window
-// was longer than a chunk takes it: then the move would shorten every step of the window. A core
+// was kMargin times what a chunk takes it: then the move would shorten every step of the window. A core
 // that runs slower step after step (a VM's vCPU sharing its host core with another guest's work,
 // say) so gives up chunks, and takes them back once it is as fast again. A move is a trial:
 // unless the next window's steps take at least 2% less time (a thread stopped for long stretches by
