@@ -69,9 +69,9 @@ BatchShard shard_of(int64_t global, int rank, std::span<const int64_t> chunks);
 
 // The batch's `chunks` chunks over the ranks so that the slowest finishes first: rank r takes
 // seconds_per_chunk[r] for each (its measured pace; any positive scale), and every rank gets at
-// least one chunk when there are enough. Ties go to the lower rank, so equal paces give shard_of's
-// even split. Which rank sums which chunk never changes a sum (each is added in chunk order), so
-// any split gives the same bits.
+// least one chunk when there are enough. Ties go to the lower rank: equal paces give an even split,
+// the extra chunks on the first ranks (shard_of puts them on the last). Which rank sums which
+// chunk never changes a sum (each is added in chunk order), so any split gives the same bits.
 std::vector<int64_t> balanced_chunks(int64_t chunks, std::span<const double> seconds_per_chunk);
 
 // Set for the duration of one training step's forward and backward on several ranks (nested
