@@ -34,10 +34,10 @@ Variable GaussianNoise::forward(const Variable& x) {
   Tensor noise(x.value().shape());
   // Drawn for the whole batch, this process's images kept: the same noise on any process count.
   const DrawRange d = draw_range(x.value().rank() == 0 || x.shape()[0] == 0 ? 0 : noise.numel() / x.shape()[0], noise.numel());
-  for (int64_t i = 0; i < d.total; ++i) {
-    const float v = stddev_ * rng_->normal();
-    if (i >= d.offset && i < d.offset + noise.numel()) noise[i - d.offset] = v;
-  }
+  // normal() takes two draws: the other ranks' values are skipped over, not computed.
+  rng_->discard(2 * static_cast<uint64_t>(d.offset));
+  for (int64_t i = 0; i < noise.numel(); ++i) noise[i] = stddev_ * rng_->normal();
+  rng_->discard(2 * static_cast<uint64_t>(d.total - d.offset - noise.numel()));
   return add(x, Variable(std::move(noise), false));  // dL/dx = dL/dy
 }
 

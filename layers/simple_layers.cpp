@@ -56,10 +56,13 @@ Variable Dropout::forward(const Variable& x) {
   const float keep = 1.f - rate_, scale = 1.f / keep;
   // Drawn for the whole batch, this process's images kept: the same masks on any process count.
   const DrawRange d = draw_range(x.value().rank() == 0 || x.shape()[0] == 0 ? 0 : mask.numel() / x.shape()[0], mask.numel());
-  for (int64_t i = 0; i < d.total; ++i) {
-    const float m = rng_->uniform01() < keep ? scale : 0.f;
-    if (i >= d.offset && i < d.offset + mask.numel()) mask[i - d.offset] = m;
-  }
+  // Element i is kept when the generator's i-th uniform01() < keep; the other ranks' draws are
+  // skipped over, not converted (a Keras-sized batch draws 51,200 a step, on every thread).
+  const uint64_t cut = Rng::below_cut(keep);
+  rng_->discard(static_cast<uint64_t>(d.offset));
+  float* m = mask.data();
+  for (int64_t i = 0; i < mask.numel(); ++i) m[i] = (rng_->next_u64() >> 11) < cut ? scale : 0.f;
+  rng_->discard(static_cast<uint64_t>(d.total - d.offset - mask.numel()));
   return mul(x, Variable(std::move(mask), false));
 }
 

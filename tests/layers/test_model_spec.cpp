@@ -1,6 +1,8 @@
 // Models from a spec (layers/model_spec.h) and the Dropout layer.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include "io/qbin.h"
 #include "core/random.h"
 #include "layers/model_spec.h"
@@ -76,6 +78,33 @@ TEST_CASE("Dropout drops about its rate in training, scales the rest, and is the
   for (int64_t i = 0; i < y.value().numel(); ++i) CHECK(x.grad()[i] == Approx(y.value()[i] / 2.f));
   d.set_training(false);
   CHECK(d.forward(x).value().to_vector() == x.value().to_vector());
+}
+
+TEST_CASE("Dropout keeps element i when the seed's i-th uniform01() is below 1 - rate", "[layers][spec]") {
+  Dropout d(0.3f, 11);
+  const Variable x(Tensor::full({64, 40}, 1.f), false);
+  Rng reference(11);
+  for (int step = 0; step < 2; ++step) {  // the second step continues where the first left off
+    const Tensor y = d.forward(x).value();
+    for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(y[i] == (reference.uniform01() < 0.7f ? 1.f / 0.7f : 0.f));
+  }
+  // The integer test it uses instead: n * 2^-53 < p exactly when n < below_cut(p), at the cut's edge.
+  for (const double p : {0.7, double(0.7f), 0.5, 1e-10, double(1e-30f), 0x1.0p-60, std::nextafter(1.0, 0.0), 0.0, 1.0}) {
+    const uint64_t cut = Rng::below_cut(p);
+    for (const uint64_t n : {cut - 1, cut, cut + 1}) {
+      if (n >= (uint64_t{1} << 53)) continue;  // outside what uniform01() can draw
+      CHECK((static_cast<double>(n) * 0x1.0p-53 < p) == (n < cut));
+    }
+  }
+  CHECK(Rng::below_cut(0.0) == 0);
+  CHECK(Rng::below_cut(1.0) == uint64_t{1} << 53);
+}
+
+TEST_CASE("Rng::discard(n) leaves the generator where n draws would", "[layers][spec]") {
+  Rng a(5), b(5);
+  for (int i = 0; i < 1000; ++i) a.next_u64();
+  b.discard(1000);
+  CHECK(a.next_u64() == b.next_u64());
 }
 
 TEST_CASE("Dropout is saved in float files and left out of int8 ones; the runtime skips it", "[layers][spec]") {
