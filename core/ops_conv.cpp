@@ -189,10 +189,10 @@ Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable&
   const ConvShape s = conv_shape(x.value(), w.value(), has_bias ? &bias.value() : nullptr, conv);
   if (!fast_path(s, pool)) {
     Variable c = conv2d(x, w, bias, conv);
-    if (conv_range) {
-      const float* v = c.value().data();
-      const auto [lo, hi] = std::minmax_element(v, v + c.value().numel());
-      *conv_range = {*lo, *hi};
+    if (conv_range && c.value().numel() > 0) {
+      float lo, hi;
+      kernels().min_max(c.value().numel(), c.value().data(), &lo, &hi);
+      *conv_range = {lo, hi};
     }
     Variable pooled = max_pool2d(c, pool);
     return with_relu ? relu(pooled) : pooled;

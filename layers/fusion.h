@@ -14,7 +14,8 @@ namespace qnet {
 
 // A layer that can return its output max-pooled (and then activated by `activation`, for the
 // activations the fused op applies itself), filling `range` with the min and max of its whole
-// unpooled output (QAT's observers need it).
+// unpooled output if `range` is not null (QAT's observers need it; Sequential passes null when the
+// activation is applied inside the op).
 class PooledForward {
  public:
   virtual ~PooledForward() = default;
