@@ -63,6 +63,29 @@ void time_products(int it, Rng& rng) {
                median_us(it, [&] { k.conv_backward_weights(s, x.data(), dy.data(), dw.data(), db.data()); }));
   }
 }
+// A stride-1 conv's input gradient by its two walks of dy (all of it, or only its nonzeros), as
+// dy's share of nonzeros grows: where the sparse walk stops paying (core/kernels/conv.cpp).
+void time_input_gradient_walks(int it, Rng& rng) {
+  const Kernels& k = kernels();
+  fmt::print("conv input gradient, microseconds (median): all of dy / its nonzeros only / the one chosen, by dy's nonzero share\n");
+  const ConvShape shapes[] = {{32, 13, 13, 32, 3, 3, 64, 11, 11, 1, 1, 0, 0}, {32, 14, 14, 16, 3, 3, 16, 14, 14, 1, 1, 1, 1},
+                              {32, 7, 7, 32, 1, 1, 64, 7, 7, 1, 1, 0, 0}};
+  const char* names[] = {"keras conv2 3x3 32 -> 64, 13x13", "3x3 16 -> 16, 14x14 same", "pointwise 32 -> 64, 7x7"};
+  for (int i = 0; i < 3; ++i) {
+    const ConvShape& s = shapes[i];
+    const Tensor w = random_tensor({s.KH, s.KW, s.IC, s.OC}, rng);
+    Tensor dy({s.N, s.OH, s.OW, s.OC}), dx({s.N, s.H, s.W, s.IC});
+    fmt::print("{}:", names[i]);
+    for (const double share : {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7}) {
+      for (int64_t j = 0; j < dy.numel(); ++j) dy[j] = rng.uniform01() < share ? rng.uniform(-1.f, 1.f) : 0.f;
+      fmt::print("  {:.2f}: {:.0f} / {:.0f} / {:.0f}", share,
+                 median_us(it, [&] { k.conv_backward_input_walk(s, w.data(), dy.data(), dx.data(), InputGradientWalk::kAll); }),
+                 median_us(it, [&] { k.conv_backward_input_walk(s, w.data(), dy.data(), dx.data(), InputGradientWalk::kNonZeros); }),
+                 median_us(it, [&] { k.conv_backward_input(s, w.data(), dy.data(), dx.data()); }));
+    }
+    fmt::print("\n");
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,6 +143,7 @@ int main(int argc, char** argv) {
                median_us(it, [&] { conv2_w.node().backward_fn(conv2_w.node()); w2.zero_grad(); b2.zero_grad(); }));
     fmt::print("keras conv2 backward    {:8.1f}  (w, b and x)\n",
                median_us(it, [&] { conv2.node().backward_fn(conv2.node()); x2.zero_grad(); w2.zero_grad(); b2.zero_grad(); }));
+    time_input_gradient_walks(it, rng);
     time_products(it, rng);
     return 0;
   });

@@ -13,9 +13,7 @@
 
 #include <cstdint>
 
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
+#include <immintrin.h>  // what the build's -march allows: SSE4.2 at least (x86-64-v2)
 
 namespace qnet::QNET_ISA_NS {
 
@@ -68,6 +66,17 @@ inline void store(float* p, vf v, int n) {
 
 inline vf splat(float x) { return vf{} + x; }
 
+// Bit i set where lane i of v is not zero (as v[i] != 0.f: +0 and -0 are zero, NaN is not).
+inline uint32_t nonzero_lanes(vf v) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask(reinterpret_cast<__m512>(v), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+#elif defined(__AVX2__)
+  return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(reinterpret_cast<__m256>(v), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+#else
+  return static_cast<uint32_t>(_mm_movemask_ps(_mm_cmpneq_ps(reinterpret_cast<__m128>(v), _mm_setzero_ps())));
+#endif
+}
+
 inline float min_f(float a, float b) { return b < a ? b : a; }
 inline float max_f(float a, float b) { return a < b ? b : a; }
 inline int64_t min_i(int64_t a, int64_t b) { return b < a ? b : a; }
@@ -76,16 +85,19 @@ inline int lanes_in_block(int64_t C, int64_t b) { return static_cast<int>(min_i(
 // This thread's scratch floats, kept between calls and grown as needed (never freed: a few
 // hundred KB at most). A fresh 80 KB buffer per call cost more than the product it served
 // (malloc returned it to the OS and the next call faulted its pages in again).
-inline float* scratch_floats(int64_t n) {
-  static thread_local float* buffer = nullptr;
+// One such buffer per element type and thread: scratch<int32_t> does not overwrite scratch_floats.
+template <typename T>
+inline T* scratch(int64_t n) {
+  static thread_local T* buffer = nullptr;
   static thread_local int64_t size = 0;
   if (size < n) {
     delete[] buffer;
-    buffer = new float[n];
+    buffer = new T[n];
     size = n;
   }
   return buffer;
 }
+inline float* scratch_floats(int64_t n) { return scratch<float>(n); }
 
 // n zero-initialised vectors on the heap, freed at scope exit (no std::vector: see core/kernels.h).
 class VecBuffer {

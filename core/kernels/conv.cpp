@@ -174,6 +174,120 @@ void conv_forward_t(const ConvShape& shape, const float* input, const float* w, 
   });
 }
 
+// The stride-1 input gradient as the conv above (shape t: dy the input, dx the output, wb the
+// turned kernel blocked) when most of dy is zero, as a max-pool's gradient is (3 of 4 positions,
+// and where the ReLU after the pool gave 0). Output pixel p sums its taps (kh, kw) in order, and
+// tap (kh, kw) reads input pixel p + (kh - PT, kw - PL): the input pixels in raster order, each
+// one's channels in order. So the input pixels can instead be walked in raster order, each one's
+// nonzero values added to the (up to) KH x KW outputs it reaches, held in registers meanwhile:
+// every output receives the dense kernel's terms in the dense kernel's order, less the exact zeros,
+// and adding +-0 to a sum that started at +0 never changes it (a sum of nonzero terms is never
+// -0; the weights are finite). The same bits at a fraction of the multiply-adds.
+struct NonZero {
+  int32_t channel;
+  float v;
+};
+constexpr int kScatterTaps = 9, kScatterBlocks = kLanes >= 16 ? 2 : 1;  // 18 (AVX-512) or 9 accumulators
+
+// Input pixel terms nz[0, count) added to T outputs (target[i]: output pixel of tap tap[i], or a
+// scratch vector when off the image), channel blocks [b0, b0 + B).
+template <int T, int B>
+inline void scatter_taps(const NonZero* nz, int32_t count, const vf* wb, int64_t IC, int64_t blocks, int64_t b0, const int64_t* tap,
+                         float* const* target, int64_t OC) {
+  vf acc[T][B];
+  const vf* wtap[T];
+  for (int i = 0; i < T; ++i) {
+    wtap[i] = wb + tap[i] * IC * blocks + b0;
+    for (int b = 0; b < B; ++b) acc[i][b] = load(target[i] + (b0 + b) * kLanes, lanes_in_block(OC, b0 + b));
+  }
+  for (int32_t j = 0; j < count; ++j) {
+    const float v = nz[j].v;
+    const int64_t at = nz[j].channel * blocks;
+    for (int i = 0; i < T; ++i)
+      for (int b = 0; b < B; ++b) acc[i][b] += v * wtap[i][at + b];
+  }
+  for (int i = 0; i < T; ++i)
+    for (int b = 0; b < B; ++b) store(target[i] + (b0 + b) * kLanes, acc[i][b], lanes_in_block(OC, b0 + b));
+}
+
+// scatter_taps with T = 1 .. kScatterTaps chosen at run time (a kernel's last taps).
+template <int B, int T = kScatterTaps>
+inline void scatter_some_taps(int taps, const NonZero* nz, int32_t count, const vf* wb, int64_t IC, int64_t blocks, int64_t b0,
+                              const int64_t* tap, float* const* target, int64_t OC) {
+  if constexpr (T >= 1) {
+    if (taps == T) return scatter_taps<T, B>(nz, count, wb, IC, blocks, b0, tap, target, OC);
+    scatter_some_taps<B, T - 1>(taps, nz, count, wb, IC, blocks, b0, tap, target, OC);
+  }
+}
+
+// dx of one image (y, zeroed here) from its dy (x) by scatter_taps.
+void scatter_image(const ConvShape& t, const float* x, const vf* wb, float* y) {
+  const int64_t blocks = (t.OC + kLanes - 1) / kLanes, taps = t.KH * t.KW;
+  for (int64_t i = 0; i < t.OH * t.OW * t.OC; ++i) y[i] = 0.f;
+  NonZero* const nz = scratch<NonZero>(t.IC);
+  float* const off_image = scratch_floats(blocks * kLanes);  // the targets of taps that leave the image
+  for (int64_t i = 0; i < blocks * kLanes; ++i) off_image[i] = 0.f;
+  for (int64_t h = 0; h < t.H; ++h)
+    for (int64_t w = 0; w < t.W; ++w) {
+      const float* v = x + (h * t.W + w) * t.IC;
+      int32_t count = 0;
+      for (int64_t c0 = 0; c0 < t.IC; c0 += kLanes)  // a vector of channels at a time, by their nonzero bits
+        for (uint32_t m = nonzero_lanes(load(v + c0, lanes_in_block(t.IC, c0 / kLanes))); m != 0; m &= m - 1) {
+          const int64_t c = c0 + __builtin_ctz(m);
+          nz[count++] = {static_cast<int32_t>(c), v[c]};
+        }
+      if (count == 0) continue;
+      for (int64_t k0 = 0; k0 < taps; k0 += kScatterTaps) {
+        const int n = static_cast<int>(min_i(kScatterTaps, taps - k0));
+        int64_t tap[kScatterTaps];
+        float* target[kScatterTaps];
+        for (int i = 0; i < n; ++i) {
+          const int64_t k = k0 + i, oh = h + t.PT - k / t.KW, ow = w + t.PL - k % t.KW;
+          tap[i] = k;
+          target[i] = oh >= 0 && oh < t.OH && ow >= 0 && ow < t.OW ? y + (oh * t.OW + ow) * t.OC : off_image;
+        }
+        for (int64_t b0 = 0; b0 < blocks;) {
+          if (blocks - b0 >= kScatterBlocks) {
+            scatter_some_taps<kScatterBlocks>(n, nz, count, wb, t.IC, blocks, b0, tap, target, t.OC);
+            b0 += kScatterBlocks;
+          } else {
+            scatter_some_taps<1>(n, nz, count, wb, t.IC, blocks, b0, tap, target, t.OC);
+            b0 += 1;
+          }
+        }
+      }
+    }
+}
+
+// The conv of shape t (stride 1, no bias) by scatter_image: always (walk kNonZeros), or
+// (kEither) when it is estimated faster than the dense tiles, else returns false having done
+// nothing. The estimate, in nanoseconds, fitted to `bench_ops` on Zen 5 (docs/performance.md):
+// dense 0.2 a vector multiply-add; scatter 10 + 2.5 x taps x blocks an input pixel (its channels'
+// scan, the outputs' loads and stores) and 0.65 a multiply-add of a nonzero input. Keras' second
+// conv's gradient (a max-pool's, ~10% nonzero) takes the scatter, a dense 3x3 16-channel one not.
+bool sparse_conv_forward(const ConvShape& t, const float* x, const float* w, float* y, InputGradientWalk walk) {
+  const int64_t total = t.N * t.H * t.W * t.IC, blocks = (t.OC + kLanes - 1) / kLanes, taps = t.KH * t.KW;
+  if (walk == InputGradientWalk::kAll) return false;
+  if (walk == InputGradientWalk::kEither) {
+    const double in_pixels = static_cast<double>(t.N * t.H * t.W), out_pixels = static_cast<double>(t.N * t.OH * t.OW);
+    const double dense = 0.2 * out_pixels * static_cast<double>(taps * t.IC * blocks);
+    double scatter = in_pixels * (10 + 2.5 * static_cast<double>(taps * blocks));
+    if (scatter >= dense) return false;  // not even with no nonzeros: no need to count them
+    int64_t nonzero = 0;
+    for (int64_t i = 0; i < total; i += kLanes)
+      nonzero += __builtin_popcount(nonzero_lanes(load(x + i, static_cast<int>(min_i(kLanes, total - i)))));
+    scatter += 0.65 * static_cast<double>(nonzero * taps * blocks);
+    if (scatter >= dense) return false;
+  }
+  VecBuffer wb(t.KH * t.KW * t.IC * blocks);
+  block_kernel(t, w, wb.data());
+  const vf* wbp = wb.data();
+  parallel_for_dynamic(t.N, true, [=](int64_t n) {
+    scatter_image(t, x + n * t.H * t.W * t.IC, wbp, y + n * t.OH * t.OW * t.OC);
+  });
+  return true;
+}
+
 // partial[c * width + i] for chunks c = 0..chunks-1 summed into partial[i], in chunk order.
 void add_chunks_in_order(vf* partial, int64_t chunks, int64_t width) {
   for (int64_t c = 1; c < chunks; ++c)
@@ -364,7 +478,7 @@ void strided_backward_input(const ConvShape& s, const float* w, const float* dy,
 // below and right) by the kernel turned 180 degrees with its channel axes swapped:
 // wt[kh][kw][oc][ic] = w[KH-1-kh][KW-1-kw][ic][oc]. The per-tap dot products over oc below need
 // a horizontal sum each, which made them 2/3 of Keras' second conv's backward.
-void conv_backward_input(const ConvShape& s, const float* w, const float* dy, float* dx) {
+void conv_backward_input_walk(const ConvShape& s, const float* w, const float* dy, float* dx, InputGradientWalk walk) {
   if (s.SH == 1 && s.SW == 1 && s.IC >= 4 && s.PT <= s.KH - 1 && s.PL <= s.KW - 1) {
     std::vector<float> wt(static_cast<size_t>(s.KH * s.KW * s.OC * s.IC));
     for (int64_t kh = 0; kh < s.KH; ++kh)
@@ -373,7 +487,7 @@ void conv_backward_input(const ConvShape& s, const float* w, const float* dy, fl
           for (int64_t oc = 0; oc < s.OC; ++oc)
             wt[((kh * s.KW + kw) * s.OC + oc) * s.IC + ic] = w[(((s.KH - 1 - kh) * s.KW + (s.KW - 1 - kw)) * s.IC + ic) * s.OC + oc];
     const ConvShape t{s.N, s.OH, s.OW, s.OC, s.KH, s.KW, s.IC, s.H, s.W, 1, 1, s.KH - 1 - s.PT, s.KW - 1 - s.PL};
-    conv_forward_t<Taps<0, 0, 0>>(t, dy, wt.data(), nullptr, dx);
+    if (!sparse_conv_forward(t, dy, wt.data(), dx, walk)) conv_forward_t<Taps<0, 0, 0>>(t, dy, wt.data(), nullptr, dx);
     return;
   }
   if (s.IC >= 4) return strided_backward_input(s, w, dy, dx);
@@ -526,6 +640,10 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
     for (int k = 0; k < 9; ++k) store(dw + k * s.OC + b * kLanes, partial[b * 10 + k], lanes);
     if (db) store(db + b * kLanes, partial[b * 10 + 9], lanes);
   }
+}
+
+void conv_backward_input(const ConvShape& s, const float* w, const float* dy, float* dx) {
+  conv_backward_input_walk(s, w, dy, dx, InputGradientWalk::kEither);
 }
 
 }  // namespace qnet::QNET_ISA_NS

@@ -7,6 +7,7 @@ namespace qnet::QNET_ISA_NS {
 void conv_forward(const ConvShape&, const float*, const float*, const float*, float*);
 void conv_backward_weights(const ConvShape&, const float*, const float*, float*, float*);
 void conv_backward_input(const ConvShape&, const float*, const float*, float*);
+void conv_backward_input_walk(const ConvShape&, const float*, const float*, float*, InputGradientWalk);
 void pooled_conv_forward(const ConvShape&, const float*, const float*, const float*, bool, float*, uint8_t*, float*);
 void pooled_conv_backward_weights(const ConvShape&, const float*, const float*, const uint8_t*, float*, float*);
 void max_pool_forward(const PoolShape&, const float*, float*);
@@ -40,6 +41,7 @@ const Kernels kKernels = {
     .conv_forward = conv_forward,
     .conv_backward_weights = conv_backward_weights,
     .conv_backward_input = conv_backward_input,
+    .conv_backward_input_walk = conv_backward_input_walk,
     .pooled_conv_forward = pooled_conv_forward,
     .pooled_conv_backward_weights = pooled_conv_backward_weights,
     .max_pool_forward = max_pool_forward,

@@ -1,6 +1,10 @@
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
+#include "core/kernels.h"
 #include "core/ops.h"
+#include "core/random.h"
 #include "core/parallel.h"
 #include "tests/grad_check.h"
 
@@ -120,4 +124,46 @@ TEST_CASE("a pointwise conv's value and gradients do not depend on the thread co
   CHECK(three == one);
   const Tensor expected = naive_conv(x, w, &b, 1, 1, Padding::kValid);
   for (int64_t i = 0; i < expected.numel(); ++i) REQUIRE(one[i] == Approx(expected[i]).margin(1e-4));
+}
+
+TEST_CASE("conv2d's input gradient: the same bits whether it walks only dy's nonzeros or all of dy", "[core]") {
+  struct Case {
+    int64_t N, H, W, IC, K, OC, pad;  // stride 1, `pad` rows and columns of padding on each side
+  };
+  // Keras' second conv (dy: a max-pool's gradient), channels that fill no whole vector, 'same'
+  // padding, a 5x5 kernel with 2 rows of padding, a pointwise conv.
+  const Case cases[] = {{3, 13, 13, 32, 3, 64, 0}, {2, 9, 7, 5, 3, 20, 1}, {2, 8, 8, 12, 5, 3, 2}, {2, 6, 5, 16, 1, 24, 0}};
+  Rng rng(3);
+  for (const Case& c : cases)
+    for (const double density : {0.0, 0.1, 0.5, 1.0}) {
+      CAPTURE(c.IC, c.OC, c.K, c.pad, density);
+      const int64_t OH = c.H + 2 * c.pad - c.K + 1, OW = c.W + 2 * c.pad - c.K + 1;
+      const ConvShape s{c.N, c.H, c.W, c.IC, c.K, c.K, c.OC, OH, OW, 1, 1, c.pad, c.pad};
+      std::vector<float> w(static_cast<size_t>(c.K * c.K * c.IC * c.OC)), dy(static_cast<size_t>(c.N * OH * OW * c.OC));
+      for (float& v : w) v = rng.uniform(-1.f, 1.f);
+      for (float& v : dy) v = rng.uniform01() < density ? rng.uniform(-1.f, 1.f) : (rng.uniform01() < 0.5 ? 0.f : -0.f);
+      const size_t n = static_cast<size_t>(c.N * c.H * c.W * c.IC);
+      std::vector<float> all(n, 7.f), nonzeros(n, 7.f), chosen(n, 7.f);  // 7: every element must be written
+      kernels().conv_backward_input_walk(s, w.data(), dy.data(), all.data(), InputGradientWalk::kAll);
+      kernels().conv_backward_input_walk(s, w.data(), dy.data(), nonzeros.data(), InputGradientWalk::kNonZeros);
+      kernels().conv_backward_input(s, w.data(), dy.data(), chosen.data());
+      REQUIRE(std::memcmp(all.data(), nonzeros.data(), n * sizeof(float)) == 0);
+      REQUIRE(std::memcmp(all.data(), chosen.data(), n * sizeof(float)) == 0);
+      // Against the plain sum dx[ih, iw, ic] = sum over taps and oc of dy[oh, ow, oc] w[kh, kw, ic, oc].
+      for (int64_t nn = 0; nn < c.N; ++nn)
+        for (int64_t ih = 0; ih < c.H; ++ih)
+          for (int64_t iw = 0; iw < c.W; ++iw)
+            for (int64_t ic = 0; ic < c.IC; ++ic) {
+              double want = 0;
+              for (int64_t kh = 0; kh < c.K; ++kh)
+                for (int64_t kw = 0; kw < c.K; ++kw) {
+                  const int64_t oh = ih + c.pad - kh, ow = iw + c.pad - kw;
+                  if (oh < 0 || oh >= OH || ow < 0 || ow >= OW) continue;
+                  for (int64_t oc = 0; oc < c.OC; ++oc)
+                    want += double{dy[static_cast<size_t>(((nn * OH + oh) * OW + ow) * c.OC + oc)]} *
+                            w[static_cast<size_t>(((kh * c.K + kw) * c.IC + ic) * c.OC + oc)];
+                }
+              REQUIRE(all[static_cast<size_t>(((nn * c.H + ih) * c.W + iw) * c.IC + ic)] == Approx(want).margin(1e-4));
+            }
+    }
 }
