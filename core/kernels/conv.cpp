@@ -264,7 +264,7 @@ void scatter_image(const ConvShape& t, const float* x, const vf* wb, float* y) {
 // nothing. The estimate, in nanoseconds, fitted to `bench_ops` on Zen 5 (docs/performance.md):
 // dense 0.2 a vector multiply-add; scatter 10 + 2.5 x taps x blocks an input pixel (its channels'
 // scan, the outputs' loads and stores) and 0.65 a multiply-add of a nonzero input. Keras' second
-// conv's gradient (a max-pool's, ~10% nonzero) takes the scatter, a dense 3x3 16-channel one not.
+// conv's gradient (a max-pool's: <= 25 of 121 positions) takes the scatter, a dense 3x3 16-channel one not.
 bool sparse_conv_forward(const ConvShape& t, const float* x, const float* w, float* y, InputGradientWalk walk) {
   const int64_t total = t.N * t.H * t.W * t.IC, blocks = (t.OC + kLanes - 1) / kLanes, taps = t.KH * t.KW;
   if (walk == InputGradientWalk::kAll) return false;
