@@ -63,8 +63,8 @@ void time_products(int it, Rng& rng) {
                median_us(it, [&] { k.conv_backward_weights(s, x.data(), dy.data(), dw.data(), db.data()); }));
   }
 }
-// A stride-1 conv's input gradient by its two walks of dy (all of it, or only its nonzeros), as
-// dy's share of nonzeros grows: where the sparse walk stops paying (core/kernels/conv.cpp).
+// A stride-1 conv's input and kernel gradients by their two walks of dy (all of it, or only its
+// nonzeros), as dy's share of nonzeros grows: where the walk stops paying (core/kernels/conv.cpp).
 void time_input_gradient_walks(int it, Rng& rng) {
   const Kernels& k = kernels();
   fmt::print("conv input gradient, microseconds (median): all of dy / its nonzeros only / the one chosen, by dy's nonzero share\n");
@@ -79,9 +79,26 @@ void time_input_gradient_walks(int it, Rng& rng) {
     for (const double share : {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7}) {
       for (int64_t j = 0; j < dy.numel(); ++j) dy[j] = rng.uniform01() < share ? rng.uniform(-1.f, 1.f) : 0.f;
       fmt::print("  {:.2f}: {:.0f} / {:.0f} / {:.0f}", share,
-                 median_us(it, [&] { k.conv_backward_input_walk(s, w.data(), dy.data(), dx.data(), InputGradientWalk::kAll); }),
-                 median_us(it, [&] { k.conv_backward_input_walk(s, w.data(), dy.data(), dx.data(), InputGradientWalk::kNonZeros); }),
+                 median_us(it, [&] { k.conv_backward_input_walk(s, w.data(), dy.data(), dx.data(), GradientWalk::kAll); }),
+                 median_us(it, [&] { k.conv_backward_input_walk(s, w.data(), dy.data(), dx.data(), GradientWalk::kNonZeros); }),
                  median_us(it, [&] { k.conv_backward_input(s, w.data(), dy.data(), dx.data()); }));
+    }
+    fmt::print("\n");
+  }
+  fmt::print("conv kernel gradient, microseconds (median): all of dy / its nonzeros only / the one chosen, by dy's nonzero share\n");
+  const ConvShape forward[] = {{32, 13, 13, 32, 3, 3, 64, 11, 11, 1, 1, 0, 0}, {32, 14, 14, 16, 3, 3, 16, 14, 14, 1, 1, 1, 1},
+                               {32, 7, 7, 32, 1, 1, 64, 7, 7, 1, 1, 0, 0}};
+  for (int i = 0; i < 3; ++i) {
+    const ConvShape& s = forward[i];
+    const Tensor x = random_tensor({s.N, s.H, s.W, s.IC}, rng);
+    Tensor dy({s.N, s.OH, s.OW, s.OC}), dw({s.KH, s.KW, s.IC, s.OC}), db({s.OC});
+    fmt::print("{}:", names[i]);
+    for (const double share : {0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7}) {
+      for (int64_t j = 0; j < dy.numel(); ++j) dy[j] = rng.uniform01() < share ? rng.uniform(-1.f, 1.f) : 0.f;
+      const auto walk = [&](GradientWalk w) { k.conv_backward_weights_walk(s, x.data(), dy.data(), dw.data(), db.data(), w); };
+      fmt::print("  {:.2f}: {:.0f} / {:.0f} / {:.0f}", share, median_us(it, [&] { walk(GradientWalk::kAll); }),
+                 median_us(it, [&] { walk(GradientWalk::kNonZeros); }),
+                 median_us(it, [&] { k.conv_backward_weights(s, x.data(), dy.data(), dw.data(), db.data()); }));
     }
     fmt::print("\n");
   }

@@ -30,7 +30,7 @@ struct PoolShape {  // NHWC input [N, H, W, C], output [N, OH, OW, C]; a KH x KW
   int64_t N, H, W, C, OH, OW, KH, KW, SH, SW, PT, PL;
 };
 
-enum class InputGradientWalk { kEither, kAll, kNonZeros };  // Kernels::conv_backward_input_walk
+enum class GradientWalk { kEither, kAll, kNonZeros };  // Kernels::conv_backward_input_walk, _weights_walk
 
 constexpr int kMaxProductParts = 256;  // Kernels::matmul_dw_parts' most parts
 constexpr uint8_t kClipped = 4;        // Kernels::pooled_conv_forward's window index where a fused ReLU gave 0
@@ -46,7 +46,9 @@ struct Kernels {
   // The same bits by either of two walks of a stride-1 conv's dy: all of it (the tiles), or only
   // its nonzero values (a max-pool's gradient is mostly zeros). conv_backward_input takes kEither:
   // the one its cost estimate says is faster; tests and bench_ops compare the two.
-  void (*conv_backward_input_walk)(const ConvShape& s, const float* w, const float* dy, float* dx, InputGradientWalk walk);
+  void (*conv_backward_input_walk)(const ConvShape& s, const float* w, const float* dy, float* dx, GradientWalk walk);
+  // The same for the kernel gradient (the walk needs the input's channels to fill whole vectors).
+  void (*conv_backward_weights_walk)(const ConvShape& s, const float* x, const float* dy, float* dw, float* db, GradientWalk walk);
 
   // The fused 3x3, 1-channel conv with a 2x2 / stride 2 max-pool (ops_conv.cpp's fast path):
   // y = window maxima [N, OH/2, OW/2, OC] (with relu: relu of them); which[pixel][block of `lanes`

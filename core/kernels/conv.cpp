@@ -174,6 +174,13 @@ void conv_forward_t(const ConvShape& shape, const float* input, const float* w, 
   });
 }
 
+// The number of values of x[0, n) that are not zero.
+int64_t count_nonzeros(const float* x, int64_t n) {
+  int64_t nonzero = 0;
+  for (int64_t i = 0; i < n; i += kLanes) nonzero += __builtin_popcount(nonzero_lanes(load(x + i, static_cast<int>(min_i(kLanes, n - i)))));
+  return nonzero;
+}
+
 // The stride-1 input gradient as the conv above (shape t: dy the input, dx the output, wb the
 // turned kernel blocked) when most of dy is zero, as a max-pool's gradient is (3 of 4 positions,
 // and where the ReLU after the pool gave 0). Output pixel p sums its taps (kh, kw) in order, and
@@ -265,18 +272,15 @@ void scatter_image(const ConvShape& t, const float* x, const vf* wb, float* y) {
 // dense 0.2 a vector multiply-add; scatter 10 + 2.5 x taps x blocks an input pixel (its channels'
 // scan, the outputs' loads and stores) and 0.65 a multiply-add of a nonzero input. Keras' second
 // conv's gradient (a max-pool's: <= 25 of 121 positions) takes the scatter, a dense 3x3 16-channel one not.
-bool sparse_conv_forward(const ConvShape& t, const float* x, const float* w, float* y, InputGradientWalk walk) {
+bool sparse_conv_forward(const ConvShape& t, const float* x, const float* w, float* y, GradientWalk walk) {
   const int64_t total = t.N * t.H * t.W * t.IC, blocks = (t.OC + kLanes - 1) / kLanes, taps = t.KH * t.KW;
-  if (walk == InputGradientWalk::kAll) return false;
-  if (walk == InputGradientWalk::kEither) {
+  if (walk == GradientWalk::kAll) return false;
+  if (walk == GradientWalk::kEither) {
     const double in_pixels = static_cast<double>(t.N * t.H * t.W), out_pixels = static_cast<double>(t.N * t.OH * t.OW);
     const double dense = 0.2 * out_pixels * static_cast<double>(taps * t.IC * blocks);
     double scatter = in_pixels * (10 + 2.5 * static_cast<double>(taps * blocks));
     if (scatter >= dense) return false;  // not even with no nonzeros: no need to count them
-    int64_t nonzero = 0;
-    for (int64_t i = 0; i < total; i += kLanes)
-      nonzero += __builtin_popcount(nonzero_lanes(load(x + i, static_cast<int>(min_i(kLanes, total - i)))));
-    scatter += 0.65 * static_cast<double>(nonzero * taps * blocks);
+    scatter += 0.65 * static_cast<double>(count_nonzeros(x, total) * taps * blocks);
     if (scatter >= dense) return false;
   }
   VecBuffer wb(t.KH * t.KW * t.IC * blocks);
@@ -349,9 +353,92 @@ inline void weight_gradient_tiles(const ConvShape& s, const float* x, const floa
 // dW[k, oc] = sum over pixels p of patch_p[k] * dy[p, oc]; db[oc] = sum of dy[p, oc]. Each chunk
 // of kReductionChunk images has its own partial sums, added in chunk order: the result does not
 // depend on how many threads ran the chunks.
+// The kernel gradient of images [n_begin, n_end) by dy's nonzero values, when the input's channels
+// fill whole vectors: per output channel, the pixels where its dy is not zero, in order, each
+// adding dy x its patch (K values: K / kLanes vectors, each within one tap) to accumulators over k.
+// Element (k, oc) gets the tiles' terms (patch value x dy) in the tiles' order (pixels in order)
+// less exact zeros, from +0: the same bits (as the input gradient's walk above; the product is
+// the same either way round). Writes part[block][k] as the tiles do, the bias (k = K) included.
+struct ChannelTerm {
+  int32_t pixel;  // in the chunk
+  float v;
+};
+constexpr int kPatchVectors = kLanes >= 16 ? 9 : 6;  // accumulators a pass over a channel's terms
+
+template <int G>
+inline void patch_pass(const ChannelTerm* terms, int32_t count, const float* const* pixel_x, const int64_t* vec_offset, vf* acc_out) {
+  vf acc[G] = {};
+  for (int32_t j = 0; j < count; ++j) {
+    const float v = terms[j].v;
+    const float* px = pixel_x[terms[j].pixel];
+    for (int g = 0; g < G; ++g) acc[g] += v * *reinterpret_cast<const vfu*>(px + vec_offset[g]);
+  }
+  for (int g = 0; g < G; ++g) acc_out[g] = acc[g];
+}
+
+template <int G = kPatchVectors>
+inline void patch_pass_some(int n, const ChannelTerm* terms, int32_t count, const float* const* pixel_x, const int64_t* vec_offset,
+                            vf* acc_out) {
+  if constexpr (G >= 1) {
+    if (n == G) return patch_pass<G>(terms, count, pixel_x, vec_offset, acc_out);
+    patch_pass_some<G - 1>(n, terms, count, pixel_x, vec_offset, acc_out);
+  }
+}
+
+void sparse_weight_gradient_chunk(const ConvShape& s, const float* x, const float* dy, int64_t n_begin, int64_t n_end,
+                                  const int64_t* tap_offset, vf* part) {
+  const int64_t K = s.KH * s.KW * s.IC, vectors = K / kLanes, blocks = (s.OC + kLanes - 1) / kLanes;
+  const int64_t image = s.OH * s.OW, pixels = (n_end - n_begin) * image;
+  ChannelTerm* const terms = scratch<ChannelTerm>(s.OC * pixels);  // channel c's at terms[c * pixels ...]
+  int32_t* const count = scratch<int32_t>(s.OC);
+  const float** const pixel_x = scratch<const float*>(pixels);  // each pixel's patch in x
+  int64_t* const vec_offset = scratch<int64_t>(vectors);
+  for (int64_t j = 0; j < vectors; ++j) vec_offset[j] = tap_offset[j * kLanes];
+  for (int64_t c = 0; c < s.OC; ++c) count[c] = 0;
+  const float* g = dy + n_begin * image * s.OC;
+  for (int64_t p = 0; p < pixels; ++p, g += s.OC) {
+    const int64_t n = n_begin + p / image, oh = p % image / s.OW, ow = p % s.OW;
+    pixel_x[p] = x + ((n * s.H + oh * s.SH) * s.W + ow * s.SW) * s.IC;
+    for (int64_t c0 = 0; c0 < s.OC; c0 += kLanes)
+      for (uint32_t m = nonzero_lanes(load(g + c0, lanes_in_block(s.OC, c0 / kLanes))); m != 0; m &= m - 1) {
+        const int64_t c = c0 + __builtin_ctz(m);
+        terms[c * pixels + count[c]++] = {static_cast<int32_t>(p), g[c]};
+      }
+  }
+  vf acc[kPatchVectors];
+  for (int64_t c = 0; c < s.OC; ++c)
+    for (int64_t j0 = 0; j0 < vectors; j0 += kPatchVectors) {
+      const int n = static_cast<int>(min_i(kPatchVectors, vectors - j0));
+      patch_pass_some(n, terms + c * pixels, count[c], pixel_x, vec_offset + j0, acc);
+      for (int i = 0; i < n; ++i)
+        for (int l = 0; l < kLanes; ++l) part[(c / kLanes) * (K + 1) + (j0 + i) * kLanes + l][c % kLanes] = acc[i][l];
+    }
+  for (int64_t b = 0; b < blocks; ++b) {  // the bias: the sum of dy, as the tiles
+    vf sum = {};
+    for (int64_t p = n_begin * image; p < n_end * image; ++p) sum += load(dy + p * s.OC + b * kLanes, lanes_in_block(s.OC, b));
+    part[b * (K + 1) + K] = sum;
+  }
+}
+
+// Whether the kernel gradient walks dy's nonzeros: always (kNonZeros), never (kAll), or (kEither)
+// when estimated faster. The estimate, in nanoseconds, fitted to `bench_ops` on Zen 5
+// (docs/performance.md): the tiles 0.15 a vector multiply-add; the walk 5 + 4 x dy's channel
+// blocks a pixel (finding its nonzeros) and 1 + 0.4 x K / lanes a nonzero (one FMA per vector of
+// its patch). Keras' second conv's gradient (a max-pool's) takes the walk.
+bool walk_nonzeros(const ConvShape& s, const float* dy, GradientWalk walk) {
+  if (walk != GradientWalk::kEither) return walk == GradientWalk::kNonZeros;
+  const int64_t K = s.KH * s.KW * s.IC, blocks = (s.OC + kLanes - 1) / kLanes, pixels = s.N * s.OH * s.OW;
+  const double tiles = 0.15 * static_cast<double>(pixels * K * blocks);
+  double by_nonzeros = static_cast<double>(pixels) * (5 + 4 * static_cast<double>(blocks));
+  if (by_nonzeros >= tiles) return false;  // not even with no nonzeros: no need to count them
+  by_nonzeros += static_cast<double>(count_nonzeros(dy, pixels * s.OC)) * (1 + 0.4 * static_cast<double>(K / kLanes));
+  return by_nonzeros < tiles;
+}
+
 template <typename T>
-void conv_backward_weights_t(const ConvShape& shape, const float* input, const float* dy, float* dw, float* db) {
+void conv_backward_weights_t(const ConvShape& shape, const float* input, const float* dy, float* dw, float* db, GradientWalk walk) {
   const int64_t K = T::kh(shape) * T::kw(shape) * T::ic(shape), blocks = (shape.OC + kLanes - 1) / kLanes, width = (K + 1) * blocks;
+  const bool by_nonzeros = T::fixed_k == 0 && shape.IC % kLanes == 0 && walk_nonzeros(shape, dy, walk);
   const int64_t chunks = (shape.N + kReductionChunk - 1) / kReductionChunk;
   VecBuffer partial(chunks * width);  // per chunk: [blocks][K + 1 (bias)]
   constexpr int64_t kFixedK = T::fixed_k;  // registers when K is known, else register tiles of taps
@@ -366,6 +453,7 @@ void conv_backward_weights_t(const ConvShape& shape, const float* input, const f
     const int64_t n_begin = chunk * kReductionChunk, n_end = min_i(s.N, (chunk + 1) * kReductionChunk);
     vf* part = parts + chunk * width;
     if constexpr (kFixedK == 0) {
+      if (by_nonzeros) return sparse_weight_gradient_chunk(s, x, dy, n_begin, n_end, taps, part);
       int64_t k0 = 0;
       for (; k0 + kTileTaps <= K; k0 += kTileTaps) weight_gradient_tiles<kTileTaps>(s, x, dy, n_begin, n_end, k0, blocks, taps, part);
       for (; k0 < K; ++k0) weight_gradient_tiles<1>(s, x, dy, n_begin, n_end, k0, blocks, taps, part);
@@ -403,8 +491,12 @@ void conv_forward(const ConvShape& s, const float* x, const float* w, const floa
   conv_dispatch(s, [&]<typename T>() { conv_forward_t<T>(s, x, w, bias, y); });
 }
 
+void conv_backward_weights_walk(const ConvShape& s, const float* x, const float* dy, float* dw, float* db, GradientWalk walk) {
+  conv_dispatch(s, [&]<typename T>() { conv_backward_weights_t<T>(s, x, dy, dw, db, walk); });
+}
+
 void conv_backward_weights(const ConvShape& s, const float* x, const float* dy, float* dw, float* db) {
-  conv_dispatch(s, [&]<typename T>() { conv_backward_weights_t<T>(s, x, dy, dw, db); });
+  conv_backward_weights_walk(s, x, dy, dw, db, GradientWalk::kEither);
 }
 
 namespace {
@@ -478,7 +570,7 @@ void strided_backward_input(const ConvShape& s, const float* w, const float* dy,
 // below and right) by the kernel turned 180 degrees with its channel axes swapped:
 // wt[kh][kw][oc][ic] = w[KH-1-kh][KW-1-kw][ic][oc]. The per-tap dot products over oc below need
 // a horizontal sum each, which made them 2/3 of Keras' second conv's backward.
-void conv_backward_input_walk(const ConvShape& s, const float* w, const float* dy, float* dx, InputGradientWalk walk) {
+void conv_backward_input_walk(const ConvShape& s, const float* w, const float* dy, float* dx, GradientWalk walk) {
   if (s.SH == 1 && s.SW == 1 && s.IC >= 4 && s.PT <= s.KH - 1 && s.PL <= s.KW - 1) {
     std::vector<float> wt(static_cast<size_t>(s.KH * s.KW * s.OC * s.IC));
     for (int64_t kh = 0; kh < s.KH; ++kh)
@@ -643,7 +735,7 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
 }
 
 void conv_backward_input(const ConvShape& s, const float* w, const float* dy, float* dx) {
-  conv_backward_input_walk(s, w, dy, dx, InputGradientWalk::kEither);
+  conv_backward_input_walk(s, w, dy, dx, GradientWalk::kEither);
 }
 
 }  // namespace qnet::QNET_ISA_NS

@@ -7,7 +7,8 @@ namespace qnet::QNET_ISA_NS {
 void conv_forward(const ConvShape&, const float*, const float*, const float*, float*);
 void conv_backward_weights(const ConvShape&, const float*, const float*, float*, float*);
 void conv_backward_input(const ConvShape&, const float*, const float*, float*);
-void conv_backward_input_walk(const ConvShape&, const float*, const float*, float*, InputGradientWalk);
+void conv_backward_weights_walk(const ConvShape&, const float*, const float*, float*, float*, GradientWalk);
+void conv_backward_input_walk(const ConvShape&, const float*, const float*, float*, GradientWalk);
 void pooled_conv_forward(const ConvShape&, const float*, const float*, const float*, bool, float*, uint8_t*, float*);
 void pooled_conv_backward_weights(const ConvShape&, const float*, const float*, const uint8_t*, float*, float*);
 void max_pool_forward(const PoolShape&, const float*, float*);
@@ -42,6 +43,7 @@ const Kernels kKernels = {
     .conv_backward_weights = conv_backward_weights,
     .conv_backward_input = conv_backward_input,
     .conv_backward_input_walk = conv_backward_input_walk,
+    .conv_backward_weights_walk = conv_backward_weights_walk,
     .pooled_conv_forward = pooled_conv_forward,
     .pooled_conv_backward_weights = pooled_conv_backward_weights,
     .max_pool_forward = max_pool_forward,

@@ -144,8 +144,8 @@ TEST_CASE("conv2d's input gradient: the same bits whether it walks only dy's non
       for (float& v : dy) v = rng.uniform01() < density ? rng.uniform(-1.f, 1.f) : (rng.uniform01() < 0.5 ? 0.f : -0.f);
       const size_t n = static_cast<size_t>(c.N * c.H * c.W * c.IC);
       std::vector<float> all(n, 7.f), nonzeros(n, 7.f), chosen(n, 7.f);  // 7: every element must be written
-      kernels().conv_backward_input_walk(s, w.data(), dy.data(), all.data(), InputGradientWalk::kAll);
-      kernels().conv_backward_input_walk(s, w.data(), dy.data(), nonzeros.data(), InputGradientWalk::kNonZeros);
+      kernels().conv_backward_input_walk(s, w.data(), dy.data(), all.data(), GradientWalk::kAll);
+      kernels().conv_backward_input_walk(s, w.data(), dy.data(), nonzeros.data(), GradientWalk::kNonZeros);
       kernels().conv_backward_input(s, w.data(), dy.data(), chosen.data());
       REQUIRE(std::memcmp(all.data(), nonzeros.data(), n * sizeof(float)) == 0);
       REQUIRE(std::memcmp(all.data(), chosen.data(), n * sizeof(float)) == 0);
@@ -164,6 +164,49 @@ TEST_CASE("conv2d's input gradient: the same bits whether it walks only dy's non
                             w[static_cast<size_t>(((kh * c.K + kw) * c.IC + ic) * c.OC + oc)];
                 }
               REQUIRE(all[static_cast<size_t>(((nn * c.H + ih) * c.W + iw) * c.IC + ic)] == Approx(want).margin(1e-4));
+            }
+    }
+}
+
+TEST_CASE("conv2d's kernel gradient: the same bits whether it walks only dy's nonzeros or all of dy", "[core]") {
+  struct Case {
+    int64_t N, H, W, IC, K, OC, stride, pad;
+  };
+  // Keras' second conv (9 images: chunks of 4, 4 and 1), channels that fill no whole vector of dy,
+  // a strided padded conv, a pointwise conv, and input channels the walk cannot take (5: the tiles).
+  const Case cases[] = {{9, 13, 13, 32, 3, 64, 1, 0}, {5, 9, 7, 16, 3, 20, 2, 1}, {3, 6, 5, 16, 1, 24, 1, 0}, {3, 8, 8, 5, 3, 16, 1, 1}};
+  Rng rng(4);
+  for (const Case& c : cases)
+    for (const double density : {0.0, 0.1, 0.5, 1.0}) {
+      CAPTURE(c.IC, c.OC, c.K, c.stride, c.pad, density);
+      const int64_t OH = (c.H + 2 * c.pad - c.K) / c.stride + 1, OW = (c.W + 2 * c.pad - c.K) / c.stride + 1;
+      const ConvShape s{c.N, c.H, c.W, c.IC, c.K, c.K, c.OC, OH, OW, c.stride, c.stride, c.pad, c.pad};
+      std::vector<float> x(static_cast<size_t>(c.N * c.H * c.W * c.IC)), dy(static_cast<size_t>(c.N * OH * OW * c.OC));
+      for (float& v : x) v = rng.uniform(-1.f, 1.f);
+      for (float& v : dy) v = rng.uniform01() < density ? rng.uniform(-1.f, 1.f) : (rng.uniform01() < 0.5 ? 0.f : -0.f);
+      const size_t n = static_cast<size_t>(c.K * c.K * c.IC * c.OC), nb = static_cast<size_t>(c.OC);
+      std::vector<float> dw_all(n, 7.f), dw_nz(n, 7.f), dw_chosen(n, 7.f), db_all(nb, 7.f), db_nz(nb, 7.f), db_chosen(nb, 7.f);
+      kernels().conv_backward_weights_walk(s, x.data(), dy.data(), dw_all.data(), db_all.data(), GradientWalk::kAll);
+      kernels().conv_backward_weights_walk(s, x.data(), dy.data(), dw_nz.data(), db_nz.data(), GradientWalk::kNonZeros);
+      kernels().conv_backward_weights(s, x.data(), dy.data(), dw_chosen.data(), db_chosen.data());
+      REQUIRE(std::memcmp(dw_all.data(), dw_nz.data(), n * sizeof(float)) == 0);
+      REQUIRE(std::memcmp(dw_all.data(), dw_chosen.data(), n * sizeof(float)) == 0);
+      REQUIRE(std::memcmp(db_all.data(), db_nz.data(), nb * sizeof(float)) == 0);
+      REQUIRE(std::memcmp(db_all.data(), db_chosen.data(), nb * sizeof(float)) == 0);
+      for (int64_t kh = 0; kh < c.K; ++kh)  // against the plain sum over images and output pixels
+        for (int64_t kw = 0; kw < c.K; ++kw)
+          for (int64_t ic = 0; ic < c.IC; ++ic)
+            for (int64_t oc = 0; oc < c.OC; ++oc) {
+              double want = 0;
+              for (int64_t nn = 0; nn < c.N; ++nn)
+                for (int64_t oh = 0; oh < OH; ++oh)
+                  for (int64_t ow = 0; ow < OW; ++ow) {
+                    const int64_t ih = oh * c.stride - c.pad + kh, iw = ow * c.stride - c.pad + kw;
+                    if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
+                    want += double{x[static_cast<size_t>(((nn * c.H + ih) * c.W + iw) * c.IC + ic)]} *
+                            dy[static_cast<size_t>(((nn * OH + oh) * OW + ow) * c.OC + oc)];
+                  }
+              REQUIRE(dw_all[static_cast<size_t>(((kh * c.K + kw) * c.IC + ic) * c.OC + oc)] == Approx(want).margin(1e-3));
             }
     }
 }
