@@ -16,6 +16,9 @@
 #include "core/ops.h"
 #include "core/parallel.h"
 #include "core/random.h"
+#include "quant/fake_quant.h"
+#include "quant/observer.h"
+#include "quant/quantization.h"
 
 using namespace qnet;
 
@@ -103,6 +106,27 @@ void time_input_gradient_walks(int it, Rng& rng) {
     fmt::print("\n");
   }
 }
+// What QAT adds to a step of the article's model, per piece: the Dense kernel's per-channel scales
+// (eq. 6) and fake quantization each way (eq. 7, 8), the pooled conv output's ReLU + fake
+// quantization each way, and the observer's range (docs/performance.md).
+void time_qat(int it, Rng& rng) {
+  fmt::print("QAT's pieces at batch 32 (microseconds, median)\n");
+  const Tensor wd = random_tensor({2028, 10}, rng), gw = random_tensor({2028, 10}, rng);
+  const std::vector<QParams> wq = choose_weight_qparams(wd, 8);
+  fmt::print("dense kernel scales      {:8.1f}\n", median_us(it, [&] { choose_weight_qparams(wd, 8); }));
+  Variable w(wd, true);
+  Variable fq = fake_quant(w, wq);
+  fmt::print("dense kernel fake-quant  {:8.1f}\n", median_us(it, [&] { fake_quant(w, wq); }));
+  fq.node().grad = gw;
+  fmt::print("  its backward           {:8.1f}\n", median_us(it, [&] { fq.node().backward_fn(fq.node()); w.zero_grad(); }));
+  Variable pooled(random_tensor({32, 13, 13, 12}, rng), true);
+  const QParams a = choose_activation_qparams(0.f, 0.7f, 8);
+  Variable rq = relu_fake_quant(pooled, a);
+  fmt::print("relu + fake-quant        {:8.1f}\n", median_us(it, [&] { relu_fake_quant(pooled, a); }));
+  rq.node().grad = random_tensor({32, 13, 13, 12}, rng);
+  fmt::print("  its backward           {:8.1f}\n", median_us(it, [&] { rq.node().backward_fn(rq.node()); pooled.zero_grad(); }));
+  fmt::print("min and max              {:8.1f}\n", median_us(it, [&] { min_max(pooled.value()); }));
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -110,15 +134,17 @@ int main(int argc, char** argv) {
     cxxopts::Options options("bench_ops", "Time the reference model's ops at batch 32");
     add_threads_option(options);
     options.add_options()("iterations", "Calls per op", number_value("300"))(
-        "only", "Time only this group: products (the GEMM-shaped kernels)", cxxopts::value<std::string>());
+        "only", "Time only this group: products (the GEMM-shaped kernels), qat (what QAT adds)", cxxopts::value<std::string>());
     const auto args = options.parse(argc, argv);
     use_threads_option(args);
     const int it = static_cast<int>(int_option(args, "iterations", 1, 1000000));
     Rng rng(1);
     if (args.count("only")) {
-      if (args["only"].as<std::string>() != "products")
-        throw UsageError(fmt::format("--only: unknown group '{}'; expected products", args["only"].as<std::string>()));
-      time_products(it, rng);
+      const std::string only = args["only"].as<std::string>();
+      if (only != "products" && only != "qat")
+        throw UsageError(fmt::format("--only: unknown group '{}'; expected products or qat", only));
+      if (only == "products") time_products(it, rng);
+      if (only == "qat") time_qat(it, rng);
       return 0;
     }
     Variable x(random_tensor({32, 28, 28, 1}, rng));
@@ -141,6 +167,7 @@ int main(int argc, char** argv) {
     ValueRange range;
     Variable fused = conv2d_max_pool2d(x, w, b, {}, {}, &range);
     fmt::print("conv2d_max_pool2d fwd   {:8.1f}\n", median_us(it, [&] { conv2d_max_pool2d(x, w, b, {}, {}, &range); }));
+    fmt::print("  without the range      {:8.1f}\n", median_us(it, [&] { conv2d_max_pool2d(x, w, b, {}, {}, nullptr); }));
     fused.node().grad = g_pool;
     fmt::print("conv2d_max_pool2d bwd   {:8.1f}\n", median_us(it, [&] { fused.node().backward_fn(fused.node()); w.zero_grad(); b.zero_grad(); }));
     fmt::print("matmul forward          {:8.1f}\n", median_us(it, [&] { matmul(flat, wd); }));
@@ -162,6 +189,7 @@ int main(int argc, char** argv) {
                median_us(it, [&] { conv2.node().backward_fn(conv2.node()); x2.zero_grad(); w2.zero_grad(); b2.zero_grad(); }));
     time_input_gradient_walks(it, rng);
     time_products(it, rng);
+    time_qat(it, rng);
     return 0;
   });
 }

@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "core/kernels.h"
+
 namespace qnet {
 
 void check_bits(int bits) {
@@ -32,9 +34,8 @@ std::vector<QParams> choose_weight_qparams(const Tensor& kernel, int bits) {
   check_bits(bits);
   const int64_t C = kernel.dim(-1), rows = kernel.numel() / C;
   const int32_t qmax = (1 << (bits - 1)) - 1;
-  std::vector<float> amax(C, 0.f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < C; ++c) amax[c] = std::max(amax[c], std::fabs(kernel[r * C + c]));
+  std::vector<float> amax(C);
+  kernels().channel_abs_max(rows * C, C, kernel.data(), amax.data());
   std::vector<QParams> out(C);
   for (int64_t c = 0; c < C; ++c) {
     out[c].qmin = -qmax, out[c].qmax = qmax, out[c].zero_point = 0;

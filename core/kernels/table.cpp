@@ -34,6 +34,7 @@ void fake_quant_backward(int64_t, int64_t, const float*, const float*, const flo
 void relu_fake_quant_forward(int64_t, const float*, float, float, float*);
 void relu_fake_quant_backward(int64_t, const float*, float, const float*, float*);
 void min_max(int64_t, const float*, float*, float*);
+void channel_abs_max(int64_t, int64_t, const float*, float*);
 void adam_update(int64_t, float, float, float, float, float*, const float*, float*, float*);
 
 extern const Kernels kKernels;
@@ -69,6 +70,7 @@ const Kernels kKernels = {
     .relu_fake_quant_forward = relu_fake_quant_forward,
     .relu_fake_quant_backward = relu_fake_quant_backward,
     .min_max = min_max,
+    .channel_abs_max = channel_abs_max,
     .adam_update = adam_update,
 };
 

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include <catch2/catch.hpp>
 
@@ -109,6 +110,33 @@ TEST_CASE("per-channel fake quantization and its gradient equal a plain loop on 
     CHECK(passed > 0);
     CHECK(passed < n);
   }
+}
+
+// The weight scales' per-channel max |w| runs the same way: against std::max over a plain loop, on
+// channel counts with runs, whole vectors, no runs (33 x 16 lanes > 256) and more than 256 channels,
+// with the maximum in a leftover row, -0, and a NaN (passed over, as std::max passes it).
+TEST_CASE("per-channel max |w| equals a plain loop on any channel count", "[quant]") {
+  Rng rng(44);
+  for (const int64_t C : {1, 2, 3, 10, 12, 16, 33, 300}) {
+    INFO("channels " << C);
+    for (const int64_t rows : {1, 7, 57}) {
+      INFO("rows " << rows);
+      Tensor x = random_tensor({rows, C}, rng, -3.f, 3.f);
+      x[(rows - 1) * C] = -9.f;  // the largest, in the last row
+      if (C > 1) x[C - 1] = -0.f;
+      if (C > 2 && rows > 1) x[C + 2] = std::numeric_limits<float>::quiet_NaN();
+      std::vector<float> expected(C, 0.f), amax(C, -1.f);
+      for (int64_t i = 0; i < rows * C; ++i) expected[i % C] = std::max(expected[i % C], std::fabs(x[i]));
+      kernels().channel_abs_max(rows * C, C, x.data(), amax.data());
+      CHECK(amax == expected);
+      CHECK(amax[0] == 9.f);
+    }
+  }
+  const Tensor zeros = Tensor::from({2, 3}, {0.f, -0.f, 0.f, -0.f, 0.f, 0.f});
+  std::vector<float> amax(3, -1.f);
+  kernels().channel_abs_max(6, 3, zeros.data(), amax.data());
+  CHECK(amax == std::vector<float>(3, 0.f));
+  CHECK_FALSE(std::signbit(amax[1]));
 }
 
 TEST_CASE("the straight-through estimator passes gradients inside the range only", "[quant][grad]") {
