@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "core/autograd.h"
@@ -49,6 +50,14 @@ Variable add(const Variable& a, const Variable& b);          // same shapes
 Variable mul(const Variable& a, const Variable& b);          // same shapes
 Variable sum(const Variable& x);                              // -> shape [1]
 Variable relu(const Variable& x);
+// A grid from real 0 that a ReLU's output is fake-quantized on (a QAT ReLU's, quant/qat.h):
+// y = min(round(relu(x) / scale), hi) * scale, gradient where 0 < x <= real_hi (eq. 7, 8).
+struct ReluGrid {
+  float scale = 1.f;
+  float hi = 255.f;       // the largest code
+  float real_hi = 255.f;  // the real value of code hi
+};
+Variable relu_fake_quant(const Variable& x, const ReluGrid& grid);  // fake_quant(relu(x)) in one pass each way
 Variable bias_add(const Variable& x, const Variable& bias);  // bias [C] on the last axis
 Variable reshape(const Variable& x, Shape shape);
 Variable flatten(const Variable& x);                          // [N, ...] -> [N, rest]
@@ -104,10 +113,21 @@ struct ValueRange {
   float min = 0.f;
   float max = 0.f;
 };
-enum class PooledActivation { kNone, kReLU };
+// What the fused op applies to the pooled values itself. kReLUFakeQuant: the ReLU, then fake
+// quantization on the grid `grid` gives for the range of the relu'd conv output ({max(min, 0),
+// max(max, 0)} of the whole unpooled output, a QAT observer's input): called once per forward,
+// between the conv and the quantization, so the grid can follow the batch. The quantization runs
+// in place on the op's output, and its gradient mask joins the ReLU's in the op's backward.
+struct PooledActivation {
+  enum Kind { kNone, kReLU, kReLUFakeQuant };
+  PooledActivation(Kind k = kNone) : kind(k) {}  // implicit: PooledActivation::kReLU is one
+  explicit PooledActivation(std::function<ReluGrid(const ValueRange&)> grid_of) : kind(kReLUFakeQuant), grid(std::move(grid_of)) {}
+  Kind kind;
+  std::function<ReluGrid(const ValueRange& relu_range)> grid;  // kReLUFakeQuant
+};
 Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& conv,
                            const Pool2dOptions& pool, ValueRange* conv_range = nullptr,
-                           PooledActivation activation = PooledActivation::kNone);
+                           const PooledActivation& activation = PooledActivation::kNone);
 
 // --- dense (core/ops_dense.cpp)
 Variable matmul(const Variable& x, const Variable& w);  // [N, K] x [K, M] -> [N, M]

@@ -184,27 +184,35 @@ Tensor unpooled_gradient(const ConvShape& s, const float* dy, const uint8_t* whi
 }  // namespace
 
 Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable& bias, const Conv2dOptions& conv,
-                           const Pool2dOptions& pool, ValueRange* conv_range, PooledActivation activation) {
-  const bool has_bias = bias.defined(), with_relu = activation == PooledActivation::kReLU;
+                           const Pool2dOptions& pool, ValueRange* conv_range, const PooledActivation& activation) {
+  const bool has_bias = bias.defined(), quantized = activation.kind == PooledActivation::kReLUFakeQuant;
+  const bool with_relu = activation.kind != PooledActivation::kNone;
   const ConvShape s = conv_shape(x.value(), w.value(), has_bias ? &bias.value() : nullptr, conv);
+  ValueRange range;
+  const bool want_range = conv_range || quantized;
+  // The grid of a kReLUFakeQuant, from the conv output's range (which relu clamps at 0).
+  const auto grid = [&] { return activation.grid({std::max(range.min, 0.f), std::max(range.max, 0.f)}); };
   if (!fast_path(s, pool)) {
     Variable c = conv2d(x, w, bias, conv);
-    if (conv_range && c.value().numel() > 0) {
-      float lo, hi;
-      kernels().min_max(c.value().numel(), c.value().data(), &lo, &hi);
-      *conv_range = {lo, hi};
-    }
+    if (want_range && c.value().numel() > 0) kernels().min_max(c.value().numel(), c.value().data(), &range.min, &range.max);
+    if (conv_range) *conv_range = range;
     Variable pooled = max_pool2d(c, pool);
+    if (quantized) return relu_fake_quant(pooled, grid());
     return with_relu ? relu(pooled) : pooled;
   }
   const Kernels* k = &kernels();  // one ISA for the forward and its backward: `which` is laid out per `lanes`
   const int64_t PH = s.OH / 2, PW = s.OW / 2, lanes = k->lanes, blocks = (s.OC + lanes - 1) / lanes;
   Tensor y({s.N, PH, PW, s.OC});
   std::shared_ptr<uint8_t[]> which = std::make_shared_for_overwrite<uint8_t[]>(s.N * PH * PW * blocks * lanes);
-  float range[2];
+  float ends[2];
   k->pooled_conv_forward(s, x.value().data(), w.value().data(), has_bias ? bias.value().data() : nullptr, with_relu, y.data(),
-                         which.get(), conv_range ? range : nullptr);
-  if (conv_range) *conv_range = {range[0], range[1]};
+                         which.get(), want_range ? ends : nullptr);
+  if (want_range) range = {ends[0], ends[1]};
+  if (conv_range) *conv_range = range;
+  if (quantized) {  // in place: the values are relu'd already, and `which` takes the gradient's upper cut
+    const ReluGrid g = grid();
+    k->pooled_fake_quant(s.N * PH * PW, s.OC, g.scale, g.hi, g.real_hi, y.data(), which.get());
+  }
   std::vector<Variable> inputs{x, w};
   if (has_bias) inputs.push_back(bias);
   return make_result(std::move(y), inputs, [x, w, bias, s, which, has_bias, k](Node& self) {

@@ -58,6 +58,16 @@ Variable relu(const Variable& x) {
   });
 }
 
+Variable relu_fake_quant(const Variable& x, const ReluGrid& grid) {
+  Tensor out(x.shape());
+  kernels().relu_fake_quant_forward(out.numel(), x.value().data(), grid.scale, grid.hi, out.data());
+  return make_result(std::move(out), {x}, [x, real_hi = grid.real_hi](Node& self) {
+    Tensor g(x.shape());
+    kernels().relu_fake_quant_backward(g.numel(), x.value().data(), real_hi, self.grad.data(), g.data());  // relu' x eq. 8
+    x.add_grad(std::move(g));
+  });
+}
+
 Variable bias_add(const Variable& x, const Variable& bias) {
   const int64_t C = bias.value().numel();
   if (bias.value().rank() != 1 || x.value().rank() < 1 || x.shape().back() != C)

@@ -66,6 +66,18 @@ inline void store(float* p, vf v, int n) {
 
 inline vf splat(float x) { return vf{} + x; }
 
+// To the nearest integer, ties to even, as __builtin_nearbyintf in the default rounding mode.
+inline vf round_even(vf v) {
+  constexpr int kMode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+#if defined(__AVX512F__)
+  return reinterpret_cast<vf>(_mm512_roundscale_ps(reinterpret_cast<__m512>(v), kMode));
+#elif defined(__AVX2__)
+  return reinterpret_cast<vf>(_mm256_round_ps(reinterpret_cast<__m256>(v), kMode));
+#else
+  return reinterpret_cast<vf>(_mm_round_ps(reinterpret_cast<__m128>(v), kMode));
+#endif
+}
+
 // Bit i set where lane i of v is not zero (as v[i] != 0.f: +0 and -0 are zero, NaN is not).
 inline uint32_t nonzero_lanes(vf v) {
 #if defined(__AVX512F__)
@@ -74,6 +86,17 @@ inline uint32_t nonzero_lanes(vf v) {
   return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(reinterpret_cast<__m256>(v), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
 #else
   return static_cast<uint32_t>(_mm_movemask_ps(_mm_cmpneq_ps(reinterpret_cast<__m128>(v), _mm_setzero_ps())));
+#endif
+}
+
+// Bit i set where lane i of a comparison's result is true.
+inline uint32_t true_lanes(vi m) {
+#if defined(__AVX512F__)
+  return _mm512_movepi32_mask(reinterpret_cast<__m512i>(m));
+#elif defined(__AVX2__)
+  return static_cast<uint32_t>(_mm256_movemask_ps(reinterpret_cast<__m256>(m)));
+#else
+  return static_cast<uint32_t>(_mm_movemask_ps(reinterpret_cast<__m128>(m)));
 #endif
 }
 

@@ -25,7 +25,7 @@ Conv2D::Conv2D(const Conv2DOptions& o, Rng& rng) : options_(o) {
 
 Variable Conv2D::forward(const Variable& x) { return conv2d(x, kernel_, bias_, options_.conv); }
 
-Variable Conv2D::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, PooledActivation activation) {
+Variable Conv2D::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, const PooledActivation& activation) {
   return conv2d_max_pool2d(x, kernel_, bias_, options_.conv, pool, range, activation);
 }
 

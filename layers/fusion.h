@@ -21,15 +21,16 @@ class PooledForward {
   virtual ~PooledForward() = default;
   virtual bool can_forward_max_pooled() const { return true; }  // QatWeights: only around a conv
   virtual Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range,
-                                      PooledActivation activation) = 0;
+                                      const PooledActivation& activation) = 0;
 };
 
 // A non-decreasing activation: act(max_pool(c)) == max_pool(act(c)). One the fused op can apply
-// itself (a plain ReLU) names it in inside_pooled_op(), and activate_pooled is then not called.
+// itself (a plain ReLU; a QAT ReLU, whose grid the op asks it for) names it in inside_pooled_op(),
+// for this forward, and activate_pooled is then not called.
 class PoolCommutingActivation {
  public:
   virtual ~PoolCommutingActivation() = default;
-  virtual PooledActivation inside_pooled_op() const { return PooledActivation::kNone; }
+  virtual PooledActivation inside_pooled_op() { return PooledActivation::kNone; }
   virtual Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) = 0;
 };
 

@@ -33,7 +33,7 @@ class Conv2D : public Module, public PooledForward, public Recorded {
  public:
   Conv2D(const Conv2DOptions& options, Rng& rng);
   Variable forward(const Variable& x) override;
-  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, PooledActivation activation) override;
+  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, const PooledActivation& activation) override;
   Shape output_shape(const Shape& input) const override;
   std::string type_name() const override { return "Conv2D"; }
   std::unique_ptr<Module> clone() const override;
@@ -257,7 +257,7 @@ class ZeroPadding2D : public Module, public Recorded {
 class ReLU : public Module, public PoolCommutingActivation {
  public:
   Variable forward(const Variable& x) override { return relu(x); }
-  PooledActivation inside_pooled_op() const override { return PooledActivation::kReLU; }
+  PooledActivation inside_pooled_op() override { return PooledActivation::kReLU; }
   Variable activate_pooled(const Variable& pooled, const ValueRange&) override { return relu(pooled); }
   Shape output_shape(const Shape& input) const override { return input; }
   std::string type_name() const override { return "ReLU"; }

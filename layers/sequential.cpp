@@ -134,7 +134,7 @@ Variable Sequential::forward(const Variable& x) {
       const auto& pool = dynamic_cast<const MaxPool2D&>(*layers_[i + 2]);
       auto& activation = dynamic_cast<PoolCommutingActivation&>(*layers_[i + 1]);
       const PooledActivation inside = activation.inside_pooled_op();
-      const bool outside = inside == PooledActivation::kNone;  // only then is the conv's range needed
+      const bool outside = inside.kind == PooledActivation::kNone;  // only then is the conv's range needed
       const Variable pooled =
           dynamic_cast<PooledForward&>(*layers_[i]).forward_max_pooled(y, pool.options(), outside ? &range : nullptr, inside);
       y = outside ? activation.activate_pooled(pooled, range) : pooled;

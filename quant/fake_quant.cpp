@@ -35,16 +35,13 @@ Variable fake_quant(const Variable& x, const std::vector<QParams>& params) {
 }
 
 Variable relu_fake_quant(const Variable& x, const QParams& p) {
+  return relu_fake_quant(x, relu_grid(p));
+}
+
+ReluGrid relu_grid(const QParams& p) {
   if (p.zero_point != p.qmin)
     throw std::invalid_argument(fmt::format("relu_fake_quant: zero point {} (expected qmin {}: a range starting at 0)", p.zero_point, p.qmin));
-  Tensor out(x.shape());
-  kernels().relu_fake_quant_forward(out.numel(), x.value().data(), p.scale, static_cast<float>(p.qmax - p.zero_point), out.data());
-  const float real_max = p.real_max();
-  return make_result(std::move(out), {x}, [x, real_max](Node& self) {
-    Tensor g(x.shape());
-    kernels().relu_fake_quant_backward(g.numel(), x.value().data(), real_max, self.grad.data(), g.data());  // relu' x eq. 8
-    x.add_grad(std::move(g));
-  });
+  return {p.scale, static_cast<float>(p.qmax - p.zero_point), p.real_max()};
 }
 
 std::pair<float, float> relu_min_max(const Tensor& x) {

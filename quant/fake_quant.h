@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops.h"
 #include "quant/quantization.h"
 
 namespace qnet {
@@ -20,6 +21,9 @@ Variable fake_quant(const Variable& x, const std::vector<QParams>& params);
 // fake_quant(relu(x), {params}) in one pass each way; params must have real_min() == 0
 // (a nudged range for ReLU output). Backward: dL/dx = dL/dy where 0 < x <= real_max.
 Variable relu_fake_quant(const Variable& x, const QParams& params);
+// The grid of such params for core's relu_fake_quant and the fused conv + ReLU + max-pool
+// (core/ops.h): throws std::invalid_argument unless zero_point == qmin.
+ReluGrid relu_grid(const QParams& params);
 
 // min and max of relu(x) without computing relu(x).
 std::pair<float, float> relu_min_max(const Tensor& x);

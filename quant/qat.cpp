@@ -94,7 +94,8 @@ Variable QatWeights::forward(const Variable& x) {
   return with_quantized_kernel([&](Module& inner) { return inner.forward(x); });
 }
 
-Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, PooledActivation activation) {
+Variable QatWeights::forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range,
+                                        const PooledActivation& activation) {
   const auto run = [&](Module& inner) { return dynamic_cast<PooledForward&>(inner).forward_max_pooled(x, pool, range, activation); };
   if (float_ || layer_->keep_float()) return run(*layer_);
   return with_quantized_kernel(run);
@@ -215,6 +216,14 @@ Variable QatReLU::forward(const Variable& x) {
 }
 
 // The observer sees the range of the whole unpooled relu output, as forward() would.
+PooledActivation QatReLU::inside_pooled_op() {
+  if (sink_) return PooledActivation::kNone;  // calibration runs unfused (set_calibration)
+  return PooledActivation([this](const ValueRange& relu_range) {
+    if (observing()) observer_.observe_range(relu_range.min, relu_range.max);
+    return relu_grid(observer_.qparams(bits_));
+  });
+}
+
 Variable QatReLU::activate_pooled(const Variable& pooled, const ValueRange& unpooled) {
   if (sink_) return forward(pooled);  // calibration runs unfused (set_calibration)
   if (observing()) observer_.observe_range(std::max(unpooled.min, 0.f), std::max(unpooled.max, 0.f));

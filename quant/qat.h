@@ -51,7 +51,7 @@ class QatWeights : public Module, public PooledForward, public Recorded {
   QatWeights(std::unique_ptr<Module> layer, int bits);  // layer: a kWeights kind (layers/layer_kind.h)
   Variable forward(const Variable& x) override;
   bool can_forward_max_pooled() const override;
-  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, PooledActivation activation) override;
+  Variable forward_max_pooled(const Variable& x, const Pool2dOptions& pool, ValueRange* range, const PooledActivation& activation) override;
   Shape output_shape(const Shape& input) const override { return layer_->output_shape(input); }
   std::string type_name() const override { return "Qat" + layer_->type_name(); }
   std::unique_ptr<Module> clone() const override;
@@ -146,6 +146,9 @@ class QatReLU : public QatObservedActivation, public Recorded {
  public:
   QatReLU(int bits, const ObserverOptions& observer);
   Variable forward(const Variable& x) override;
+  // In the fused conv + ReLU + max-pool (layers/fusion.h): the op fake-quantizes in place on the
+  // grid this gives once the conv output's range is known (observed first, as forward does).
+  PooledActivation inside_pooled_op() override;
   Variable activate_pooled(const Variable& pooled, const ValueRange& unpooled_range) override;
   std::string type_name() const override { return "QatReLU"; }
   std::unique_ptr<Module> clone() const override { return std::make_unique<QatReLU>(*this); }

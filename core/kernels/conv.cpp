@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/kernels.h"
+#include "core/parallel.h"
 #include "core/parallel_for.h"
 #include "core/simd.h"
 
@@ -732,6 +733,27 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
     for (int k = 0; k < 9; ++k) store(dw + k * s.OC + b * kLanes, partial[b * 10 + k], lanes);
     if (db) store(db + b * kLanes, partial[b * 10 + 9], lanes);
   }
+}
+
+// The fused op's output, relu'd, fake-quantized in place: the same division, rounding, clamp and
+// product as relu_fake_quant_forward (its input is already >= 0), on whole vectors of the flat
+// array (a masked store per pixel of 12 channels made the next pixel's load wait for it: 4x
+// slower), each value above real_hi marking its pixel's window index.
+void pooled_fake_quant(int64_t pixels, int64_t C, float scale, float hi, float real_hi, float* y, uint8_t* which) {
+  const int64_t n = pixels * C, row = (C + kLanes - 1) / kLanes * kLanes;  // which's bytes per pixel
+  parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
+    const vf s = splat(scale), h = splat(hi), top = splat(real_hi);
+    for (int64_t i = begin; i < end; i += kLanes) {
+      const int lanes = static_cast<int>(min_i(kLanes, end - i));
+      const vf v = load(y + i, lanes);
+      const vf q = round_even(v / s);
+      store(y + i, (q > h ? h : q) * s, lanes);
+      for (uint32_t above = true_lanes(v > top); above; above &= above - 1) {  // few: values past the observer's range
+        const int64_t at = i + __builtin_ctz(above);
+        which[at / C * row + at % C] = kClipped;
+      }
+    }
+  });
 }
 
 void conv_backward_input(const ConvShape& s, const float* w, const float* dy, float* dx) {

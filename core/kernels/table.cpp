@@ -11,6 +11,7 @@ void conv_backward_weights_walk(const ConvShape&, const float*, const float*, fl
 void conv_backward_input_walk(const ConvShape&, const float*, const float*, float*, GradientWalk);
 void pooled_conv_forward(const ConvShape&, const float*, const float*, const float*, bool, float*, uint8_t*, float*);
 void pooled_conv_backward_weights(const ConvShape&, const float*, const float*, const uint8_t*, float*, float*);
+void pooled_fake_quant(int64_t, int64_t, float, float, float, float*, uint8_t*);
 void max_pool_forward(const PoolShape&, const float*, float*);
 void max_pool_backward(const PoolShape&, const float*, const float*, const float*, float*);
 void avg_pool_forward(const PoolShape&, const float*, float*);
@@ -47,6 +48,7 @@ const Kernels kKernels = {
     .conv_backward_weights_walk = conv_backward_weights_walk,
     .pooled_conv_forward = pooled_conv_forward,
     .pooled_conv_backward_weights = pooled_conv_backward_weights,
+    .pooled_fake_quant = pooled_fake_quant,
     .max_pool_forward = max_pool_forward,
     .max_pool_backward = max_pool_backward,
     .avg_pool_forward = avg_pool_forward,

@@ -15,10 +15,19 @@ namespace {
 struct Grads {
   Tensor y, dx, dw, db;
   ValueRange range;
+  ValueRange grid_range;  // what a kReLUFakeQuant's grid was asked for
 };
 
-// How the output is made: the fused op (with the ReLU inside it or after it) or the plain ops.
-enum class Path { kFused, kFusedReLU, kFusedThenReLU, kPlain, kPlainReLU };
+// A QAT ReLU's grid for the relu'd range: the top 30% of it above the last code, so some outputs
+// clamp (and get no gradient).
+ReluGrid grid_of(const ValueRange& r) {
+  const float scale = r.max > 0.f ? r.max * 0.7f / 255.f : 1.f;
+  return {scale, 255.f, 255.f * scale};
+}
+
+// How the output is made: the fused op (with the ReLU, or the ReLU and fake quantization, inside
+// it or after it) or the plain ops.
+enum class Path { kFused, kFusedReLU, kFusedThenReLU, kFusedQuant, kFusedThenQuant, kPlain, kPlainReLU };
 
 Grads run(Path path, const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dOptions& co, const Pool2dOptions& po,
           const Tensor& seed_of_shape_y) {
@@ -30,6 +39,15 @@ Grads run(Path path, const Tensor& x, const Tensor& w, const Tensor* b, const Co
     if (path == Path::kFusedThenReLU) y = relu(y);
   } else if (path == Path::kFusedReLU) {
     y = conv2d_max_pool2d(xv, wv, bv, co, po, &g.range, PooledActivation::kReLU);
+  } else if (path == Path::kFusedQuant) {
+    const PooledActivation quantize([&g](const ValueRange& r) {
+      g.grid_range = r;
+      return grid_of(r);
+    });
+    y = conv2d_max_pool2d(xv, wv, bv, co, po, &g.range, quantize);
+  } else if (path == Path::kFusedThenQuant) {
+    y = conv2d_max_pool2d(xv, wv, bv, co, po, &g.range);
+    y = relu_fake_quant(y, grid_of({std::max(g.range.min, 0.f), std::max(g.range.max, 0.f)}));
   } else {
     Variable c = conv2d(xv, wv, bv, co);
     const auto [lo, hi] = std::minmax_element(c.value().data(), c.value().data() + c.value().numel());
@@ -72,7 +90,8 @@ TEST_CASE("conv2d_max_pool2d equals max_pool2d(conv2d): values, conv range and g
       {{2, 8, 8, 1}, {3, 3, 1, 4}, {}, {3, 3, 1, 1, Padding::kValid}, true},      // overlapping pool: the two ops
       {{2, 10, 10, 1}, {5, 5, 1, 6}, {}, {2, 2, 0, 0, Padding::kSame}, true},     // 5x5 kernel: the two ops
   };
-  int64_t clipped = 0, kept = 0;  // outputs the ReLU set to 0, and the others
+  int64_t clipped = 0, kept = 0;         // outputs the ReLU set to 0, and the others
+  int64_t top_codes = 0, below_top = 0;  // fake-quantized outputs at the last code, and between 0 and it
   for (const Case& c : cases) {
     INFO("input " << shape_str(c.x) << " kernel " << shape_str(c.w) << " conv stride " << c.conv.stride_h << " pool "
                   << c.pool.window_h << "x" << c.pool.window_w);
@@ -98,11 +117,25 @@ TEST_CASE("conv2d_max_pool2d equals max_pool2d(conv2d): values, conv range and g
         if (c.bias) CHECK(fused.db.to_vector() == after.db.to_vector());
         const int64_t zeros = std::count(fused.y.data(), fused.y.data() + fused.y.numel(), 0.f);
         clipped += zeros, kept += fused.y.numel() - zeros;
+        // The fake quantization inside (in place, its gradient's cut in the op's backward) gives
+        // relu_fake_quant's bits after the op, from the same grid.
+        const Grads quant = run(Path::kFusedQuant, x, w, bias, c.conv, c.pool, seed);
+        const Grads quant_after = run(Path::kFusedThenQuant, x, w, bias, c.conv, c.pool, seed);
+        CHECK(quant.grid_range.min == std::max(plain.range.min, 0.f));
+        CHECK(quant.grid_range.max == std::max(plain.range.max, 0.f));
+        CHECK(quant.y.to_vector() == quant_after.y.to_vector());
+        CHECK(quant.dw.to_vector() == quant_after.dw.to_vector());
+        CHECK(quant.dx.to_vector() == quant_after.dx.to_vector());
+        if (c.bias) CHECK(quant.db.to_vector() == quant_after.db.to_vector());
+        const float top = grid_of(quant.grid_range).real_hi;
+        for (int64_t i = 0; i < quant.y.numel(); ++i) top_codes += quant.y[i] == top, below_top += quant.y[i] > 0.f && quant.y[i] < top;
       }
     }
   }
   CHECK(clipped > 0);  // random weights: the ReLU clipped some outputs, and not all
   CHECK(kept > 0);
+  CHECK(top_codes > 0);  // the grid clamped some outputs, and not all
+  CHECK(below_top > 0);
 }
 
 TEST_CASE("conv2d_max_pool2d sends a tied window's gradient to its first maximum", "[core][grad]") {
@@ -126,7 +159,7 @@ TEST_CASE("conv2d_max_pool2d sends a tied window's gradient to its first maximum
 TEST_CASE("conv2d_max_pool2d's gradients match finite differences", "[core][grad]") {
   Rng rng(23);
   for (const PooledActivation a : {PooledActivation::kNone, PooledActivation::kReLU}) {
-    INFO("relu " << (a == PooledActivation::kReLU));
+    INFO("relu " << (a.kind == PooledActivation::kReLU));
     check_gradients([a](auto& v) { return conv2d_max_pool2d(v[0], v[1], v[2], {}, {}, nullptr, a); },
                     {distinct_tensor({2, 6, 7, 1}, rng, 0.03f), random_tensor({3, 3, 1, 3}, rng), random_tensor({3}, rng)}, 1e-3,
                     1e-2);
