@@ -121,7 +121,8 @@ struct Kernels {
   void (*min_max)(int64_t n, const float* x, float* lo, float* hi);  // n >= 1
   // Per channel of the last axis (C of them, n / C rows): amax[c] = the largest |x| of channel c,
   // 0 for none (a NaN is passed over, as std::max(amax, |x|) does). The weight scales (eq. 6).
-  void (*channel_abs_max)(int64_t n, int64_t C, const float* x, float* amax);
+  // Returns false if some x is NaN.
+  bool (*channel_abs_max)(int64_t n, int64_t C, const float* x, float* amax);
 
   // One Adam step on n parameters: m, v moments; a = lr * sqrt(1 - b2^t) / (1 - b1^t).
   void (*adam_update)(int64_t n, float a, float b1, float b2, float eps, float* w, const float* g, float* m, float* v);

@@ -18,6 +18,10 @@ namespace qnet {
 // params: one QParams (per tensor) or one per channel of the last axis.
 Variable fake_quant(const Variable& x, const std::vector<QParams>& params);
 
+// fake_quant(w, choose_weight_qparams(w.value(), bits)), the same values and gradient, whose
+// backward passes the gradient on without a pass over it where eq. 8 keeps all of it (almost always).
+Variable fake_quant_weights(const Variable& w, int bits);
+
 // fake_quant(relu(x), {params}) in one pass each way; params must have real_min() == 0
 // (a nudged range for ReLU output). Backward: dL/dx = dL/dy where 0 < x <= real_max.
 Variable relu_fake_quant(const Variable& x, const QParams& params);

@@ -76,7 +76,7 @@ Variable QatWeights::with_quantized_kernel(F&& run) {
   Variable& bias = bias_of(*layer_);
   const Variable float_kernel = kernel, float_bias = bias;
   const Variable deployed = folded_ ? mul_channels(float_kernel, folded_->factor()) : float_kernel;  // eq. 13
-  kernel = float_ || layer_->keep_float() ? deployed : fake_quant(deployed, choose_weight_qparams(deployed.value(), bits_));
+  kernel = float_ || layer_->keep_float() ? deployed : fake_quant_weights(deployed, bits_);
   if (folded_) bias = Variable();  // the QatBatchNorm adds it (eq. 14)
   Variable y;
   try {

@@ -31,13 +31,17 @@ QParams choose_activation_qparams(float min, float max, int bits) {
 }
 
 std::vector<QParams> choose_weight_qparams(const Tensor& kernel, int bits) {
-  check_bits(bits);
-  const int64_t C = kernel.dim(-1), rows = kernel.numel() / C;
-  const int32_t qmax = (1 << (bits - 1)) - 1;
+  const int64_t C = kernel.dim(-1);
   std::vector<float> amax(C);
-  kernels().channel_abs_max(rows * C, C, kernel.data(), amax.data());
-  std::vector<QParams> out(C);
-  for (int64_t c = 0; c < C; ++c) {
+  kernels().channel_abs_max(kernel.numel(), C, kernel.data(), amax.data());
+  return weight_qparams(amax, bits);
+}
+
+std::vector<QParams> weight_qparams(const std::vector<float>& amax, int bits) {
+  check_bits(bits);
+  const int32_t qmax = (1 << (bits - 1)) - 1;
+  std::vector<QParams> out(amax.size());
+  for (size_t c = 0; c < amax.size(); ++c) {
     out[c].qmin = -qmax, out[c].qmax = qmax, out[c].zero_point = 0;
     out[c].scale = amax[c] > 0.f ? amax[c] / static_cast<float>(qmax) : 1.f;  // eq. 6
   }

@@ -42,6 +42,8 @@ QParams choose_activation_qparams(float min, float max, int bits);
 // Symmetric, narrow-range weights per output channel (the last axis): zero point 0,
 // [-(2^(bits-1) - 1), 2^(bits-1) - 1], scale = max|w_c| / qmax (eq. 6).
 std::vector<QParams> choose_weight_qparams(const Tensor& kernel, int bits);
+// The same from each channel's largest |w| (Kernels::channel_abs_max).
+std::vector<QParams> weight_qparams(const std::vector<float>& amax, int bits);
 
 void check_bits(int bits);  // throws std::invalid_argument outside 2..8
 

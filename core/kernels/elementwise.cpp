@@ -139,28 +139,31 @@ void min_max(int64_t n, const float* x, float* lo_out, float* hi_out) {
 
 // Rows of C as runs of period_rows(C) rows (whole vectors), each run's values kept in a run-long
 // array of maxima, folded into the C channels at the end: max is exact, so any order gives the same.
-void channel_abs_max(int64_t n, int64_t C, const float* x, float* amax) {
+bool channel_abs_max(int64_t n, int64_t C, const float* x, float* amax) {
   const int64_t rows = n / C, period = period_rows(C), P = period * C;
   for (int64_t c = 0; c < C; ++c) amax[c] = 0.f;
-  int64_t r = 0;
+  int64_t r = 0, nans = 0;
   if (P <= kMaxPeriod) {
     float m[kMaxPeriod] = {};
     for (; r + period <= rows; r += period) {
       const float* xr = x + r * C;
-#pragma omp simd
+#pragma omp simd reduction(+ : nans)
       for (int64_t j = 0; j < P; ++j) {
         const float a = __builtin_fabsf(xr[j]);
         m[j] = m[j] < a ? a : m[j];
+        nans += a != a;
       }
     }
     for (int64_t j = 0; j < P; ++j) amax[j % C] = amax[j % C] < m[j] ? m[j] : amax[j % C];
   }
   for (; r < rows; ++r)
-#pragma omp simd
+#pragma omp simd reduction(+ : nans)
     for (int64_t c = 0; c < C; ++c) {
       const float a = __builtin_fabsf(x[r * C + c]);
       amax[c] = amax[c] < a ? a : amax[c];
+      nans += a != a;
     }
+  return nans == 0;
 }
 
 void adam_update(int64_t n, float a, float b1, float b2, float eps, float* __restrict w, const float* __restrict g,

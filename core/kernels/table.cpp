@@ -35,7 +35,7 @@ void fake_quant_backward(int64_t, int64_t, const float*, const float*, const flo
 void relu_fake_quant_forward(int64_t, const float*, float, float, float*);
 void relu_fake_quant_backward(int64_t, const float*, float, const float*, float*);
 void min_max(int64_t, const float*, float*, float*);
-void channel_abs_max(int64_t, int64_t, const float*, float*);
+bool channel_abs_max(int64_t, int64_t, const float*, float*);
 void adam_update(int64_t, float, float, float, float, float*, const float*, float*, float*);
 
 extern const Kernels kKernels;

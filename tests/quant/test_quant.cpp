@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include <catch2/catch.hpp>
@@ -137,6 +138,37 @@ TEST_CASE("per-channel max |w| equals a plain loop on any channel count", "[quan
   kernels().channel_abs_max(6, 3, zeros.data(), amax.data());
   CHECK(amax == std::vector<float>(3, 0.f));
   CHECK_FALSE(std::signbit(amax[1]));
+}
+
+// QAT's weights (QatWeights) go through fake_quant_weights, whose backward hands the gradient on
+// when eq. 8 keeps all of it: the same values and gradients as fake_quant with the chosen scales,
+// also where a channel's max |w| rounds above qmax * scale (0x1.cb924p-2 at 4 bits: that weight gets
+// no gradient), with a NaN weight, and with an all-zero channel.
+TEST_CASE("fake_quant_weights equals fake_quant with choose_weight_qparams, values and gradients", "[quant][grad]") {
+  Rng rng(45);
+  for (const int bits : {8, 4}) {
+    for (const int edge : {0, 1, 2, 3}) {  // none, a max |w| that rounds above, a NaN, a zero channel
+      INFO("bits " << bits << " case " << edge);
+      Tensor k = random_tensor({3, 3, 2, 10}, rng, -0.4f, 0.4f);
+      if (edge == 1) k[7 * 10 + 3] = -0x1.cb924p-2f;
+      if (edge == 2) k[5 * 10 + 6] = std::numeric_limits<float>::quiet_NaN();
+      if (edge == 3)
+        for (int64_t r = 0; r < 18; ++r) k[r * 10 + 9] = 0.f;
+      const Tensor seed = random_tensor({3, 3, 2, 10}, rng, -1.f, 1.f);
+      Variable a(k.clone(), true), b(k.clone(), true);
+      Variable ya = fake_quant_weights(a, bits), yb = fake_quant(b, choose_weight_qparams(k, bits));
+      ya.backward(seed.clone()), yb.backward(seed.clone());
+      const std::vector<float> va = ya.value().to_vector(), vb = yb.value().to_vector();
+      const std::vector<float> ga = a.grad().to_vector(), gb = b.grad().to_vector();
+      for (size_t i = 0; i < va.size(); ++i) {
+        INFO("element " << i);
+        REQUIRE(std::memcmp(&va[i], &vb[i], sizeof(float)) == 0);  // NaN too
+        REQUIRE(ga[i] == gb[i]);
+      }
+      if (edge == 1 && bits == 4) CHECK(ga[7 * 10 + 3] == 0.f);  // the one weight eq. 8 cuts
+      if (edge == 2) CHECK(ga[5 * 10 + 6] == 0.f);
+    }
+  }
 }
 
 TEST_CASE("the straight-through estimator passes gradients inside the range only", "[quant][grad]") {
