@@ -65,8 +65,24 @@ class ThreadTeam::Rank : public Communicator {
       std::copy_n(static_cast<const T*>(team_.in_[q]), counts[q], all + at);
     team_.barrier(rank_);
   }
+  // A few values (an observer's min and max) go through the team's slots: one barrier, not two.
+  // Calls alternate between two slots, so a rank writes the slot of its call k + 2 only after the
+  // barrier of call k + 1, which every rank reaches after reading call k's.
   template <typename T, typename F>
   void reduce(T* values, int64_t n, F op) {
+    if (n * static_cast<int64_t>(sizeof(T)) <= kSlotBytes) {
+      const int parity = static_cast<int>(small_calls_++ & 1);
+      std::memcpy(team_.slots_[rank_].bytes[parity], values, n * sizeof(T));
+      team_.barrier(rank_);
+      for (int q = 0; q < team_.size_; ++q)
+        if (q != rank_)
+          for (int64_t i = 0; i < n; ++i) {
+            T other;
+            std::memcpy(&other, team_.slots_[q].bytes[parity] + i * sizeof(T), sizeof(T));
+            values[i] = op(values[i], other);
+          }
+      return;
+    }
     std::vector<T> result(values, values + n);
     team_.in_[rank_] = values;
     team_.barrier(rank_);
@@ -79,9 +95,10 @@ class ThreadTeam::Rank : public Communicator {
 
   ThreadTeam& team_;
   int rank_;
+  uint64_t small_calls_ = 0;
 };
 
-ThreadTeam::ThreadTeam(int size) : size_(size), in_(size), out_(size), waited_(size) {
+ThreadTeam::ThreadTeam(int size) : size_(size), in_(size), out_(size), slots_(size), waited_(size) {
   if (size < 1) throw std::invalid_argument("ThreadTeam: fewer than 1 thread");
   for (int r = 0; r < size; ++r) ranks_.push_back(std::make_unique<Rank>(*this, r));
 }

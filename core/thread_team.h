@@ -48,6 +48,11 @@ class ThreadTeam {
   std::vector<std::unique_ptr<Rank>> ranks_;
   std::vector<const void*> in_;  // what each rank publishes for the collective in progress
   std::vector<void*> out_;
+  static constexpr int64_t kSlotBytes = 32;
+  struct alignas(64) Slot {
+    unsigned char bytes[2][kSlotBytes];  // a small reduction's values, by call parity (Rank::reduce)
+  };
+  std::vector<Slot> slots_;
   struct alignas(64) Waited {
     double seconds = 0;  // written by its rank only
   };

@@ -200,6 +200,28 @@ TEST_CASE("a thread team's ordered sum over 3 std::threads adds every rank's chu
     CHECK(maxima[r] == 6);
   }
 
+  // Small reductions (an observer's two ends) reuse two slots by turns: back to back, with a rank
+  // that races ahead, every call still sees every rank's values of that call (and the large ones,
+  // through pointers, keep working between them).
+  std::vector<int64_t> wrong(kRanks, 0);
+  threads.clear();
+  for (int r = 0; r < kRanks; ++r)
+    threads.emplace_back([&, r] {
+      for (int call = 0; call < 300; ++call) {
+        float ends[2] = {static_cast<float>(-(call * 10 + r)), static_cast<float>(call * 10 + r)};
+        team.rank(r).allreduce_max(ends, 2);
+        wrong[r] += ends[0] != static_cast<float>(-(call * 10)) || ends[1] != static_cast<float>(call * 10 + kRanks - 1);
+        if (call % 7 == 0) {
+          std::vector<int64_t> many(9, call + r);  // past the slots: the pointer path
+          team.rank(r).allreduce_sum(many.data(), 9);
+          wrong[r] += many[8] != 3 * call + 3;
+        }
+        if (r == 0 && call % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  CHECK(wrong == std::vector<int64_t>(kRanks, 0));
+
   ThreadTeam failing(2);
   std::atomic<int> aborted{0};
   std::thread waiter([&] {
