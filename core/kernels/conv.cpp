@@ -182,6 +182,17 @@ int64_t count_nonzeros(const float* x, int64_t n) {
   return nonzero;
 }
 
+// f(c, v[c]) for each c in [0, C) where v[c] is not zero, in order: a vector of channels at a time,
+// by their nonzero bits (the two walks of dy below find a pixel's nonzeros so).
+template <typename F>
+inline void for_each_nonzero(const float* v, int64_t C, F&& f) {
+  for (int64_t c0 = 0; c0 < C; c0 += kLanes)
+    for (uint32_t m = nonzero_lanes(load(v + c0, lanes_in_block(C, c0 / kLanes))); m != 0; m &= m - 1) {
+      const int64_t c = c0 + __builtin_ctz(m);
+      f(c, v[c]);
+    }
+}
+
 // The stride-1 input gradient as the conv above (shape t: dy the input, dx the output, wb the
 // turned kernel blocked) when most of dy is zero, as a max-pool's gradient is (3 of 4 positions,
 // and where the ReLU after the pool gave 0). Output pixel p sums its taps (kh, kw) in order, and
@@ -239,11 +250,7 @@ void scatter_image(const ConvShape& t, const float* x, const vf* wb, float* y) {
     for (int64_t w = 0; w < t.W; ++w) {
       const float* v = x + (h * t.W + w) * t.IC;
       int32_t count = 0;
-      for (int64_t c0 = 0; c0 < t.IC; c0 += kLanes)  // a vector of channels at a time, by their nonzero bits
-        for (uint32_t m = nonzero_lanes(load(v + c0, lanes_in_block(t.IC, c0 / kLanes))); m != 0; m &= m - 1) {
-          const int64_t c = c0 + __builtin_ctz(m);
-          nz[count++] = {static_cast<int32_t>(c), v[c]};
-        }
+      for_each_nonzero(v, t.IC, [&](int64_t c, float value) { nz[count++] = {static_cast<int32_t>(c), value}; });
       if (count == 0) continue;
       for (int64_t k0 = 0; k0 < taps; k0 += kScatterTaps) {
         const int n = static_cast<int>(min_i(kScatterTaps, taps - k0));
@@ -267,23 +274,28 @@ void scatter_image(const ConvShape& t, const float* x, const vf* wb, float* y) {
     }
 }
 
-// The conv of shape t (stride 1, no bias) by scatter_image: always (walk kNonZeros), or
-// (kEither) when it is estimated faster than the dense tiles, else returns false having done
-// nothing. The estimate, in nanoseconds, fitted to `bench_ops` on Zen 5 (docs/performance.md):
-// dense 0.2 a vector multiply-add; scatter 10 + 2.5 x taps x blocks an input pixel (its channels'
-// scan, the outputs' loads and stores) and 0.65 a multiply-add of a nonzero input. Keras' second
-// conv's gradient (a max-pool's: <= 25 of 121 positions) takes the scatter, a dense 3x3 16-channel one not.
+// Whether the conv of shape t (stride 1, no bias) scatters x's nonzeros: always (walk kNonZeros),
+// never (kAll), or (kEither) when estimated faster than the dense tiles. The estimate, in
+// nanoseconds, fitted to `bench_ops` on Zen 5 (docs/performance.md): dense 0.2 a vector
+// multiply-add; scatter 10 + 2.5 x taps x blocks an input pixel (its channels' scan, the outputs'
+// loads and stores) and 0.65 a multiply-add of a nonzero input. Keras' second conv's gradient (a
+// max-pool's: <= 25 of 121 positions) takes the scatter, a dense 3x3 16-channel one not.
+bool scatter_nonzeros(const ConvShape& t, const float* x, GradientWalk walk) {
+  if (walk != GradientWalk::kEither) return walk == GradientWalk::kNonZeros;
+  const int64_t blocks = (t.OC + kLanes - 1) / kLanes, taps = t.KH * t.KW;
+  const double in_pixels = static_cast<double>(t.N * t.H * t.W), out_pixels = static_cast<double>(t.N * t.OH * t.OW);
+  const double dense = 0.2 * out_pixels * static_cast<double>(taps * t.IC * blocks);
+  double scatter = in_pixels * (10 + 2.5 * static_cast<double>(taps * blocks));
+  if (scatter >= dense) return false;  // not even with no nonzeros: no need to count them
+  scatter += 0.65 * static_cast<double>(count_nonzeros(x, t.N * t.H * t.W * t.IC) * taps * blocks);
+  return scatter < dense;
+}
+
+// The conv of shape t by scatter_image where scatter_nonzeros says so, else returns false having
+// done nothing.
 bool sparse_conv_forward(const ConvShape& t, const float* x, const float* w, float* y, GradientWalk walk) {
-  const int64_t total = t.N * t.H * t.W * t.IC, blocks = (t.OC + kLanes - 1) / kLanes, taps = t.KH * t.KW;
-  if (walk == GradientWalk::kAll) return false;
-  if (walk == GradientWalk::kEither) {
-    const double in_pixels = static_cast<double>(t.N * t.H * t.W), out_pixels = static_cast<double>(t.N * t.OH * t.OW);
-    const double dense = 0.2 * out_pixels * static_cast<double>(taps * t.IC * blocks);
-    double scatter = in_pixels * (10 + 2.5 * static_cast<double>(taps * blocks));
-    if (scatter >= dense) return false;  // not even with no nonzeros: no need to count them
-    scatter += 0.65 * static_cast<double>(count_nonzeros(x, total) * taps * blocks);
-    if (scatter >= dense) return false;
-  }
+  if (!scatter_nonzeros(t, x, walk)) return false;
+  const int64_t blocks = (t.OC + kLanes - 1) / kLanes;
   VecBuffer wb(t.KH * t.KW * t.IC * blocks);
   block_kernel(t, w, wb.data());
   const vf* wbp = wb.data();
@@ -400,11 +412,7 @@ void sparse_weight_gradient_chunk(const ConvShape& s, const float* x, const floa
   for (int64_t p = 0; p < pixels; ++p, g += s.OC) {
     const int64_t n = n_begin + p / image, oh = p % image / s.OW, ow = p % s.OW;
     pixel_x[p] = x + ((n * s.H + oh * s.SH) * s.W + ow * s.SW) * s.IC;
-    for (int64_t c0 = 0; c0 < s.OC; c0 += kLanes)
-      for (uint32_t m = nonzero_lanes(load(g + c0, lanes_in_block(s.OC, c0 / kLanes))); m != 0; m &= m - 1) {
-        const int64_t c = c0 + __builtin_ctz(m);
-        terms[c * pixels + count[c]++] = {static_cast<int32_t>(p), g[c]};
-      }
+    for_each_nonzero(g, s.OC, [&](int64_t c, float value) { terms[c * pixels + count[c]++] = {static_cast<int32_t>(p), value}; });
   }
   vf acc[kPatchVectors];
   for (int64_t c = 0; c < s.OC; ++c)
