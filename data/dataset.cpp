@@ -52,6 +52,14 @@ Batch ImageSet::batch(std::span<const int64_t> idx) const {
   return b;
 }
 
+void ImageSet::prefetch(std::span<const int64_t> idx) const {
+  constexpr uintptr_t kLine = 64;
+  for (const int64_t i : idx) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(image(i)), last = first + static_cast<uintptr_t>(image_bytes()) - 1;
+    for (uintptr_t line = first & ~(kLine - 1); line <= last; line += kLine) __builtin_prefetch(reinterpret_cast<const void*>(line));
+  }
+}
+
 Batch ImageSet::batch(int64_t begin, int64_t count) const {
   std::vector<int64_t> idx(count);
   std::iota(idx.begin(), idx.end(), begin);

@@ -39,6 +39,9 @@ class ImageSet {
   std::vector<int64_t> indices() const;                 // 0 .. size-1
   Batch batch(std::span<const int64_t> indices) const;
   Batch batch(int64_t begin, int64_t count) const;      // consecutive images
+  // Asks the CPU to bring these images' pixels into its caches: the trainer's next step's, while
+  // this one computes (a step's images are scattered over the set: each would be a miss).
+  void prefetch(std::span<const int64_t> indices) const;
 
  private:
   std::shared_ptr<const std::vector<uint8_t>> pixels_;

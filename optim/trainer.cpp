@@ -213,12 +213,18 @@ class ThreadPace {
   size_t to_ = 0, from_ = 0;
 };
 
+// The images of the step that starts at `begin` of the epoch's order (none after the last).
+std::span<const int64_t> next_images(std::span<const int64_t> order, int64_t begin, int64_t batch_size) {
+  const int64_t size = static_cast<int64_t>(order.size());
+  return begin < size ? order.subspan(begin, std::min(batch_size, size - begin)) : std::span<const int64_t>();
+}
+
 // One training step with each of the team's threads on its chunks of the batch: thread 0 on the
 // model, thread r on copies[r - 1]. Once every thread's backward is done, the threads step the
 // optimizer (unless the loss is not finite: the caller throws). Returns the mean loss (every
 // rank's) and the number of right answers.
 std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replicas& replicas, const ImageSet& train,
-                                    std::span<const int64_t> images, ThreadPace& pace) {
+                                    std::span<const int64_t> images, std::span<const int64_t> next, ThreadPace& pace) {
   const int threads = static_cast<int>(replicas.copies.size()) + 1;
   const int64_t n = static_cast<int64_t>(images.size());
   const Clock::time_point step_start = Clock::now();
@@ -240,6 +246,7 @@ std::pair<float, int64_t> team_step(Module& model, Optimizer& optimizer, Replica
         optimizer.zero_grad();
       const BatchShard shard = shard_of(n, r, chunks);
       Batch b = train.batch(images.subspan(shard.begin, shard.count));
+      if (static_cast<int64_t>(next.size()) == n) train.prefetch(next.subspan(shard.begin, shard.count));  // likely its next shard
       ShardedStep step(team.rank(r), n, chunks);
       Variable logits = (r == 0 ? model : *replicas.copies[r - 1]).forward(Variable(b.x));
       Variable loss = softmax_cross_entropy(logits, b.labels);  // the whole batch's mean, on every rank
@@ -315,7 +322,9 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
       if (threads > 1 && (n + kReductionChunk - 1) / kReductionChunk >= threads && !replicas.failed) {
         if (replicas.copies.empty()) replicas.make(model, threads);
         if (!replicas.failed) {
-          const auto [l, right] = team_step(model, optimizer, replicas, train, std::span<const int64_t>(order).subspan(begin, n), pace);
+          const std::span<const int64_t> all(order);
+          const auto [l, right] =
+              team_step(model, optimizer, replicas, train, all.subspan(begin, n), next_images(all, begin + n, o.batch_size), pace);
           if (!std::isfinite(l))
             throw TrainingError(fmt::format("training diverged: loss is {} at epoch {}, step {}/{}", l, epoch, step + 1, steps));
           loss_sum += static_cast<double>(l) * n;
@@ -331,6 +340,8 @@ std::vector<EpochStats> fit(Module& model, Optimizer& optimizer, const ImageSet&
       const bool sharded = ranks > 1 && (n + kReductionChunk - 1) / kReductionChunk >= ranks;
       const BatchShard shard = sharded ? shard_of(n, o.communicator->rank(), ranks) : BatchShard{n, 0, n};
       Batch b = train.batch(std::span<const int64_t>(order).subspan(begin + shard.begin, shard.count));
+      const std::span<const int64_t> next = next_images(order, begin + n, o.batch_size);
+      if (static_cast<int64_t>(next.size()) == n) train.prefetch(next.subspan(shard.begin, shard.count));
       std::optional<ShardedStep> in_step;
       if (sharded) in_step.emplace(*o.communicator, shard);
       Variable logits = model.forward(Variable(b.x));
