@@ -125,6 +125,13 @@ void time_qat(int it, Rng& rng) {
   fmt::print("relu + fake-quant        {:8.1f}\n", median_us(it, [&] { relu_fake_quant(pooled, a); }));
   rq.node().grad = random_tensor({32, 13, 13, 12}, rng);
   fmt::print("  its backward           {:8.1f}\n", median_us(it, [&] { rq.node().backward_fn(rq.node()); pooled.zero_grad(); }));
+  std::vector<uint8_t> which(32 * 13 * 13 * ((12 + kernels().lanes - 1) / kernels().lanes) * kernels().lanes);
+  Tensor inside = pooled.value().clone();
+  const ReluGrid g = relu_grid(a);
+  for (const float largest : {1.f, g.real_hi})  // values above the grid to mark (the op's range says), or none
+    fmt::print("  in the fused op{}{:8.1f}\n", largest > g.real_hi ? ", marks " : "         ", median_us(it, [&] {
+                 kernels().pooled_fake_quant(32 * 13 * 13, 12, g.scale, g.hi, g.real_hi, largest, inside.data(), which.data());
+               }));
   fmt::print("min and max              {:8.1f}\n", median_us(it, [&] { min_max(pooled.value()); }));
 }
 }  // namespace

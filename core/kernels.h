@@ -60,8 +60,10 @@ struct Kernels {
                                        float* db);
   // A QAT ReLU's fake quantization of that relu'd output, in place, on `pixels` pixels of C
   // channels: y = min(round(y / scale), hi) * scale, as relu_fake_quant_forward computes it;
-  // which = kClipped where y was above real_hi (its gradient, eq. 8, is then 0 as well).
-  void (*pooled_fake_quant)(int64_t pixels, int64_t C, float scale, float hi, float real_hi, float* y, uint8_t* which);
+  // which = kClipped where y was above real_hi (its gradient, eq. 8, is then 0 as well). No y is
+  // above `largest` (the op passes its range's max: when that is within real_hi, nothing to mark).
+  void (*pooled_fake_quant)(int64_t pixels, int64_t C, float scale, float hi, float real_hi, float largest, float* y,
+                            uint8_t* which);
 
   // max_pool2d; the backward sends each gradient to its window's first maximum and writes every
   // element of gx (which need not be initialised).

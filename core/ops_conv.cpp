@@ -211,7 +211,7 @@ Variable conv2d_max_pool2d(const Variable& x, const Variable& w, const Variable&
   if (conv_range) *conv_range = range;
   if (quantized) {  // in place: the values are relu'd already, and `which` takes the gradient's upper cut
     const ReluGrid g = grid();
-    k->pooled_fake_quant(s.N * PH * PW, s.OC, g.scale, g.hi, g.real_hi, y.data(), which.get());
+    k->pooled_fake_quant(s.N * PH * PW, s.OC, g.scale, g.hi, g.real_hi, range.max, y.data(), which.get());
   }
   std::vector<Variable> inputs{x, w};
   if (has_bias) inputs.push_back(bias);

@@ -743,24 +743,32 @@ void pooled_conv_backward_weights(const ConvShape& s, const float* x, const floa
   }
 }
 
-// The fused op's output, relu'd, fake-quantized in place: the same division, rounding, clamp and
-// product as relu_fake_quant_forward (its input is already >= 0), on whole vectors of the flat
-// array (a masked store per pixel of 12 channels made the next pixel's load wait for it: 4x
-// slower), each value above real_hi marking its pixel's window index.
-void pooled_fake_quant(int64_t pixels, int64_t C, float scale, float hi, float real_hi, float* y, uint8_t* which) {
+// The fused op's output, relu'd, fake-quantized in place: the values as relu_fake_quant_forward
+// computes them (its input is already >= 0), a whole vector of the flat array at a time, each
+// vector's lanes above real_hi kept as bits; then, if there were any (and `largest` says there may
+// be), those values' window indices become kClipped, one by one. (Storing each pixel's 12 lanes
+// made the next pixel's load wait for the store: 4x slower; a pass per pixel to mark them, or a
+// branch per vector, cost 2 - 3x the quantization.)
+void pooled_fake_quant(int64_t pixels, int64_t C, float scale, float hi, float real_hi, float largest, float* y, uint8_t* which) {
   const int64_t n = pixels * C, row = (C + kLanes - 1) / kLanes * kLanes;  // which's bytes per pixel
+  const bool may_mark = largest > real_hi;
   parallel_for_ranges(n, n > kMinParallelElements, [=](int64_t begin, int64_t end) {
     const vf s = splat(scale), h = splat(hi), top = splat(real_hi);
-    for (int64_t i = begin; i < end; i += kLanes) {
+    uint16_t* const above = scratch<uint16_t>((end - begin + kLanes - 1) / kLanes);
+    uint32_t any = 0;
+    for (int64_t i = begin, j = 0; i < end; i += kLanes, ++j) {
       const int lanes = static_cast<int>(min_i(kLanes, end - i));
-      const vf v = load(y + i, lanes);
+      const vf v = load(y + i, lanes);  // lanes past the end read 0: never above
       const vf q = round_even(v / s);
       store(y + i, (q > h ? h : q) * s, lanes);
-      for (uint32_t above = true_lanes(v > top); above; above &= above - 1) {  // few: values past the observer's range
-        const int64_t at = i + __builtin_ctz(above);
+      if (may_mark) any |= above[j] = static_cast<uint16_t>(true_lanes(v > top));
+    }
+    if (any == 0) return;
+    for (int64_t i = begin, j = 0; i < end; i += kLanes, ++j)
+      for (uint32_t m = above[j]; m != 0; m &= m - 1) {
+        const int64_t at = i + __builtin_ctz(m);
         which[at / C * row + at % C] = kClipped;
       }
-    }
   });
 }
 

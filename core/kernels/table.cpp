@@ -11,7 +11,7 @@ void conv_backward_weights_walk(const ConvShape&, const float*, const float*, fl
 void conv_backward_input_walk(const ConvShape&, const float*, const float*, float*, GradientWalk);
 void pooled_conv_forward(const ConvShape&, const float*, const float*, const float*, bool, float*, uint8_t*, float*);
 void pooled_conv_backward_weights(const ConvShape&, const float*, const float*, const uint8_t*, float*, float*);
-void pooled_fake_quant(int64_t, int64_t, float, float, float, float*, uint8_t*);
+void pooled_fake_quant(int64_t, int64_t, float, float, float, float, float*, uint8_t*);
 void max_pool_forward(const PoolShape&, const float*, float*);
 void max_pool_backward(const PoolShape&, const float*, const float*, const float*, float*);
 void avg_pool_forward(const PoolShape&, const float*, float*);

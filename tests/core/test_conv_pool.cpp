@@ -1,10 +1,16 @@
 // conv2d_max_pool2d against the two ops it fuses (three with its ReLU): values bit for bit,
 // gradients to rounding, the conv output's range exactly, ties to the first maximum; the ReLU
-// inside it bit for bit against relu() after it; and finite differences.
+// inside it bit for bit against relu() after it, and a QAT ReLU's fake quantization inside it
+// against relu_fake_quant() after it; and finite differences.
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "core/kernels.h"
 #include "core/ops.h"
 #include "tests/grad_check.h"
 
@@ -136,6 +142,52 @@ TEST_CASE("conv2d_max_pool2d equals max_pool2d(conv2d): values, conv range and g
   CHECK(kept > 0);
   CHECK(top_codes > 0);  // the grid clamped some outputs, and not all
   CHECK(below_top > 0);
+}
+
+// The in-place fake quantization (Kernels::pooled_fake_quant) against relu_fake_quant's formula,
+// bit for bit, on values at half-integer codes and one, two and three floats either side of them,
+// on scales that are not powers of 2, past the top code, 0, huge values, infinity and NaN; the
+// values above real_hi, only those, lose their window index.
+TEST_CASE("the fused op's in-place fake quantization equals relu_fake_quant's, at every rounding edge", "[core]") {
+  const Kernels& k = kernels();
+  const int64_t C = 12, row = (C + k.lanes - 1) / k.lanes * k.lanes;
+  for (const float scale : {0.7f / 255.f, 0.1f, 1.f / 3.f, 2.3e-5f, 6.f / 255.f, 1.f}) {
+    INFO("scale " << scale);
+    std::vector<float> y;
+    for (int code = 0; code <= 300; ++code)
+      for (const float base : {static_cast<float>(code) * scale, (static_cast<float>(code) + 0.5f) * scale}) {
+        float up = base, down = base;
+        y.push_back(base);
+        for (int step = 0; step < 3; ++step) y.push_back(up = std::nextafter(up, 1e30f)), y.push_back(down = std::nextafter(down, -1e30f));
+      }
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    for (const float v : {0.f, 1e30f, 3e38f, inf, nan}) y.push_back(v);
+    for (float& v : y) v = v > 0.f ? v : 0.f;  // the op's values are relu'd; NaN stays
+    while (y.size() % C) y.push_back(0.f);
+    const int64_t pixels = static_cast<int64_t>(y.size()) / C;
+    const float hi = 255.f, real_hi = 255.f * scale;
+    // With values above real_hi (the op's range says so: `largest`), and with none.
+    for (const bool above : {true, false}) {
+      INFO("values above real_hi " << above);
+      std::vector<float> values = y;
+      if (!above)
+        for (float& v : values) v = v > real_hi ? real_hi : v;  // NaN stays: the op's relu'd values are never NaN
+      std::vector<uint8_t> which(pixels * row, 1);
+      std::vector<float> got = values;
+      k.pooled_fake_quant(pixels, C, scale, hi, real_hi, above ? std::numeric_limits<float>::infinity() : real_hi, got.data(),
+                          which.data());
+      int64_t marked = 0;
+      for (size_t i = 0; i < values.size(); ++i) {
+        INFO("value " << values[i]);
+        const float q = std::nearbyint(values[i] / scale), want = (q > hi ? hi : q) * scale;
+        REQUIRE(std::memcmp(&got[i], &want, sizeof(float)) == 0);
+        const uint8_t w = which[i / C * row + i % C];
+        REQUIRE(w == (values[i] > real_hi ? kClipped : 1));
+        marked += w == kClipped;
+      }
+      CHECK((marked > 0) == above);
+    }
+  }
 }
 
 TEST_CASE("conv2d_max_pool2d sends a tied window's gradient to its first maximum", "[core][grad]") {
