@@ -72,7 +72,7 @@ class ThreadTeam::Rank : public Communicator {
   void reduce(T* values, int64_t n, F op) {
     if (n * static_cast<int64_t>(sizeof(T)) <= kSlotBytes) {
       const int parity = static_cast<int>(small_calls_++ & 1);
-      std::memcpy(team_.slots_[rank_].bytes[parity], values, n * sizeof(T));
+      if (n > 0) std::memcpy(team_.slots_[rank_].bytes[parity], values, n * sizeof(T));  // values may be null then
       team_.barrier(rank_);
       for (int q = 0; q < team_.size_; ++q)
         if (q != rank_)
